@@ -1,0 +1,12 @@
+"""Netlab's engine: pure torch + numpy, usable from the CLI, notebooks and tests.
+It never imports streamlit (tests/test_engine_boundary.py enforces it)."""
+from .errors import SpecError
+from . import registry, data, model  # noqa: F401  (data and model fill their registries)
+from .spec import ExperimentSpec, load_spec
+from .history import History
+from .callbacks import Callback, CancelFit
+from .trainer import Trainer
+from .model import build_model, describe
+
+__all__ = ["SpecError", "ExperimentSpec", "load_spec", "History", "Callback", "CancelFit",
+           "Trainer", "build_model", "describe"]

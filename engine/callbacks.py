@@ -1,0 +1,138 @@
+"""Callbacks: everything optional in training plugs in here instead of as a flag in the loop.
+
+Hooks, in the order the Trainer calls them each step:
+    on_fit_start(trainer)           once, before the first step
+    on_step_start(trainer)          before the batch is drawn
+    on_after_backward(trainer)      gradients exist, the optimizer has not stepped
+    on_step_end(trainer)            after the update; trainer.row is a dict on logged steps
+    on_eval(trainer, row)           a finished metrics row was appended to the history
+    on_fit_end(trainer)             once, when the run stops for any reason
+A callback raises CancelFit (or calls trainer.stop(reason)) to end the run after this step.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+
+class CancelFit(Exception):
+    """Raised by a callback to end the run; the Trainer records stopped='cancelled'."""
+
+
+class Callback:
+    def on_fit_start(self, trainer): pass
+    def on_step_start(self, trainer): pass
+    def on_after_backward(self, trainer): pass
+    def on_step_end(self, trainer): pass
+    def on_eval(self, trainer, row): pass
+    def on_fit_end(self, trainer): pass
+
+
+def weight_params(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Weight matrices and filters (dim >= 2): what L1/L2 penalise and update ratios watch.
+    Biases and norm scales are left alone, as is usual."""
+    return [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
+
+
+class Regularization(Callback):
+    """Adds the gradient of l1*sum|w| + l2*sum w^2 straight to the weight gradients: the same
+    update as putting the penalty in the loss, without building it into the graph each step.
+    The logged loss stays the data loss, so runs with and without a penalty compare directly."""
+
+    def __init__(self, l1: float, l2: float):
+        self.l1, self.l2 = l1, l2
+
+    def on_after_backward(self, trainer):
+        weights = [w for w in weight_params(trainer.model) if w.grad is not None]
+        grads = [w.grad for w in weights]
+        if self.l2:
+            torch._foreach_add_(grads, weights, alpha=2 * self.l2)
+        if self.l1:
+            torch._foreach_add_(grads, torch._foreach_sign(weights), alpha=self.l1)
+
+    @staticmethod
+    def penalty(model, l1: float, l2: float) -> torch.Tensor:
+        """The penalty itself, for reporting and for tests against autograd."""
+        ws = weight_params(model)
+        return sum(l1 * w.abs().sum() + l2 * (w ** 2).sum() for w in ws)
+
+
+class GradClip(Callback):
+    """Clips gradients by global norm or by value, and counts how often it had to (telemetry in
+    each row as clip_frac: the share of steps since the last row that were clipped)."""
+
+    def __init__(self, mode: str, limit: float):
+        self.mode, self.limit = mode, limit
+        self._clipped = None
+        self._steps = 0
+
+    def on_after_backward(self, trainer):
+        params = [p for p in trainer.model.parameters() if p.grad is not None]
+        if self.mode == "norm":
+            norm = torch.nn.utils.clip_grad_norm_(params, self.limit)
+            hit = norm > self.limit
+        else:
+            hit = torch.stack([p.grad.abs().max() for p in params]).max() > self.limit
+            torch.nn.utils.clip_grad_value_(params, self.limit)
+        self._clipped = hit.float() if self._clipped is None else self._clipped + hit
+        self._steps += 1
+
+    def on_step_end(self, trainer):
+        if trainer.row is not None and self._steps:
+            trainer.row["clip_frac"] = float(self._clipped) / self._steps
+            self._clipped, self._steps = None, 0
+
+
+class EarlyStopping(Callback):
+    """Stops when the validation loss has not improved by min_delta for `patience` evaluations,
+    and (restore_best) puts back the weights of the best evaluation when the run ends."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0, restore_best: bool = True):
+        self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
+        self.best_loss = float("inf")
+        self.best_step = None
+        self.best_state = None
+        self.waited = 0
+
+    def on_eval(self, trainer, row):
+        loss = row.get("val_loss")
+        if loss is None:
+            return
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_step, self.waited = loss, row["step"], 0
+            if self.restore_best:
+                self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        else:
+            self.waited += 1
+            if self.waited >= self.patience:
+                trainer.stop("early_stopping")
+
+    def on_fit_end(self, trainer):
+        if self.restore_best and self.best_state is not None and trainer.stopped != "diverged":
+            trainer.model.load_state_dict(self.best_state)
+            trainer.restored_step = self.best_step
+
+
+class JsonlWriter(Callback):
+    """Appends every row to a metrics.jsonl file as it is logged (a crashed run keeps its log)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        open(path, "w").close()
+
+    def on_eval(self, trainer, row):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(trainer.history.last) + "\n")
+
+
+class Checkpoint(Callback):
+    """Saves the model's state_dict when the run ends (after early stopping restored the best)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_fit_end(self, trainer):
+        torch.save(trainer.model.state_dict(), self.path)

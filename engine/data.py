@@ -1,0 +1,275 @@
+"""Datasets: generated 2-D toys, bundled digits, and user CSV files -> tensors with splits.
+
+Every generator is plain torch driven by the run's data generator, so the same seed gives the
+same points everywhere (the exporter copies these functions into its standalone script).
+The 2-D sets live in roughly [-1, 1]^2; `noise` is the standard deviation of Gaussian jitter in
+those units (or of the target, for regression).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import SpecError
+from .registry import DATASETS, FEATURES, NORMALIZERS, Param
+from .seeding import generator as make_generator
+
+
+def _n(default, high=20000):
+    return Param("n", default, "number of examples", low=10, high=high, log=True)
+
+
+def _noise(default, high=1.0):
+    return Param("noise", default, "std of the Gaussian noise", low=0.0, high=high)
+
+
+def _classes(default):
+    return Param("classes", default, "number of classes", low=2, high=8)
+
+
+# ----------------------------------------------------------------------------- 2-D classification
+
+
+@DATASETS.register("circle", "A disc of one class inside a ring of the other: no straight line "
+                   "separates them.", (_n(400), _noise(0.05)), task="classification",
+                   input="plane", classes=2)
+def make_circle(generator, n, noise):
+    inner = torch.arange(n) < n // 2
+    radius = torch.where(inner, 0.5 * torch.rand(n, generator=generator),
+                         0.7 + 0.3 * torch.rand(n, generator=generator))
+    angle = 2 * math.pi * torch.rand(n, generator=generator)
+    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
+    x = x + noise * torch.randn(n, 2, generator=generator)
+    return x, (~inner).long()
+
+
+@DATASETS.register("xor", "Opposite quadrants share a class: the classic problem a single "
+                   "perceptron cannot solve.", (_n(400), _noise(0.05)), task="classification",
+                   input="plane", classes=2)
+def make_xor(generator, n, noise):
+    x = 2 * torch.rand(n, 2, generator=generator) - 1
+    x = x + 0.1 * torch.sign(x)  # a small margin around the axes keeps the labels meaningful
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    return x + noise * torch.randn(n, 2, generator=generator), y
+
+
+@DATASETS.register("gaussians", "Round clusters, one per class: nearly linearly separable.",
+                   (_n(400), _noise(0.15), _classes(3)), task="classification", input="plane")
+def make_gaussians(generator, n, noise, classes):
+    y = torch.arange(n) % classes
+    angle = 2 * math.pi * y / classes
+    centres = 0.6 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    return centres + noise * torch.randn(n, 2, generator=generator), y
+
+
+@DATASETS.register("spiral", "Interleaved spiral arms, one per class: needs a curved, "
+                   "non-linear boundary.", (_n(600), _noise(0.05), _classes(3)),
+                   task="classification", input="plane")
+def make_spiral(generator, n, noise, classes):
+    y = torch.arange(n) % classes
+    t = torch.rand(n, generator=generator)  # position along the arm: radius and turn
+    angle = 2 * math.pi * y / classes + 4.0 * t
+    x = torch.stack([t * torch.sin(angle), t * torch.cos(angle)], 1)
+    return x + noise * torch.randn(n, 2, generator=generator), y
+
+
+@DATASETS.register("moons", "Two interlocking half-moons.", (_n(400), _noise(0.08)),
+                   task="classification", input="plane", classes=2)
+def make_moons(generator, n, noise):
+    y = (torch.arange(n) % 2).long()
+    t = math.pi * torch.rand(n, generator=generator)
+    upper = torch.stack([torch.cos(t), torch.sin(t)], 1)
+    lower = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], 1)
+    x = torch.where(y[:, None] == 0, upper, lower)
+    x = 0.8 * (x - torch.tensor([0.5, 0.25]))
+    return x + noise * torch.randn(n, 2, generator=generator), y
+
+
+# ----------------------------------------------------------------------------- 2-D regression
+
+
+@DATASETS.register("plane", "Regression: the target is a tilted plane, 0.6 x1 - 0.4 x2; a "
+                   "linear model fits it exactly.", (_n(400), _noise(0.05)), task="regression",
+                   input="plane")
+def make_plane(generator, n, noise):
+    x = 2 * torch.rand(n, 2, generator=generator) - 1
+    y = 0.6 * x[:, 0] - 0.4 * x[:, 1]
+    return x, (y + noise * torch.randn(n, generator=generator))[:, None]
+
+
+@DATASETS.register("multi_gaussian", "Regression: a landscape of positive and negative bumps; "
+                   "needs hidden units to carve each bump.", (_n(600), _noise(0.05)),
+                   task="regression", input="plane")
+def make_multi_gaussian(generator, n, noise):
+    x = 2 * torch.rand(n, 2, generator=generator) - 1
+    centres = torch.tensor([[-0.5, -0.5], [0.5, 0.5], [-0.5, 0.5], [0.5, -0.5], [0.0, 0.0]])
+    signs = torch.tensor([1.0, 1.0, -1.0, -1.0, 0.5])
+    d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+    y = (signs * torch.exp(-d2 / (2 * 0.25 ** 2))).sum(1)
+    return x, (y + noise * torch.randn(n, generator=generator))[:, None]
+
+
+# ----------------------------------------------------------------------------- images and tables
+
+
+@DATASETS.register("digits", "8x8 grey-scale handwritten digits 0-9 (1797 images bundled with "
+                   "scikit-learn); pixel values 0-16.", (_n(1797, high=1797), _noise(0.0)),
+                   task="classification", input="image", classes=10)
+def make_digits(generator, n, noise):
+    from sklearn.datasets import load_digits  # ships inside scikit-learn: no download
+    bunch = load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    keep = torch.randperm(len(y), generator=generator)[:n]
+    x, y = x[keep], y[keep]
+    return x + 16.0 * noise * torch.randn(x.shape, generator=generator), y
+
+
+@DATASETS.register("csv", "Your own table: numeric columns as inputs, one named column as the "
+                   "target.", (Param("path", None, "CSV file to read"),
+                               Param("target", None, "name of the target column"),
+                               Param("task", "classification", "what to predict",
+                                     choices=("classification", "regression"))),
+                   input="table")
+def make_csv(generator, path, target, task):
+    return read_csv(path, target, task)
+
+
+MAX_CLASSES = 100
+
+
+def read_csv(source, target: str, task: str):
+    """Numeric table -> (x, y). Every problem is reported by column name with what is allowed."""
+    import pandas as pd
+
+    if source is None or target is None:
+        raise SpecError("the csv dataset needs data.path (the file) and data.target (a column name)")
+    try:
+        frame = pd.read_csv(source)
+    except FileNotFoundError:
+        raise SpecError(f"data.path: no file {source!r}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise SpecError(f"data.path: cannot read the file as CSV ({str(e).strip()})") from None
+    if target not in frame.columns:
+        raise SpecError(f"data.target: no column {target!r}; the columns are "
+                        f"{', '.join(map(str, frame.columns))}")
+    if len(frame) < 10:
+        raise SpecError(f"the CSV has {len(frame)} rows; at least 10 are needed")
+    for col in frame.columns:
+        column = frame[col]
+        if column.isna().any():
+            rows = [int(i) + 2 for i in column.index[column.isna()][:3]]  # +2: header, 1-based
+            raise SpecError(f"column {col!r} has {int(column.isna().sum())} missing values "
+                            f"(first at line {rows[0]}); fill or drop them: only complete "
+                            "numeric columns are allowed")
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            sample = next(v for v in column if not isinstance(v, (int, float)))
+            raise SpecError(f"column {col!r} is not numeric (it holds values such as "
+                            f"{sample!r}); only numeric columns are allowed")
+    inputs = [c for c in frame.columns if c != target]
+    if not inputs:
+        raise SpecError("the CSV needs at least one input column besides the target")
+    for col in inputs:
+        if frame[col].nunique() < 2:
+            raise SpecError(f"column {col!r} has the same value in every row, so it carries no "
+                            "information; drop it")
+    x = torch.tensor(frame[inputs].to_numpy(dtype="float32"))
+    values = frame[target].to_numpy()
+    if task == "regression":
+        return x, torch.tensor(values, dtype=torch.float32)[:, None]
+    if (values != values.round()).any():
+        raise SpecError(f"target column {target!r} has non-integer values, so it cannot be a "
+                        "class label; set data.task to 'regression' or use integer classes")
+    labels, y = torch.unique(torch.tensor(values.astype("int64")), return_inverse=True)
+    if not 2 <= len(labels) <= MAX_CLASSES:
+        raise SpecError(f"target column {target!r} has {len(labels)} distinct values; "
+                        f"classification needs between 2 and {MAX_CLASSES}")
+    return x, y
+
+
+# ----------------------------------------------------------------------------- input features
+# Hand-made features for the 2-D sets (concept A4): a linear model on x1^2 and x2^2 draws a circle.
+
+FEATURES.add("x1", lambda p: p[:, 0], "the first coordinate")
+FEATURES.add("x2", lambda p: p[:, 1], "the second coordinate")
+FEATURES.add("x1_sq", lambda p: p[:, 0] ** 2, "x1 squared")
+FEATURES.add("x2_sq", lambda p: p[:, 1] ** 2, "x2 squared")
+FEATURES.add("x1_x2", lambda p: p[:, 0] * p[:, 1], "x1 times x2: the XOR feature")
+FEATURES.add("sin_x1", lambda p: torch.sin(3 * p[:, 0]), "sin(3 x1)")
+FEATURES.add("sin_x2", lambda p: torch.sin(3 * p[:, 1]), "sin(3 x2)")
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+@dataclass
+class Dataset:
+    """Train/val/test tensors ready for the model, plus what is needed to encode new points."""
+
+    task: str
+    classes: int | None
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+    features: tuple[str, ...] | None  # 2-D sets: feature keys computed from the raw point
+    points: dict[str, torch.Tensor]  # 2-D sets: raw coordinates of each split, for plots
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def out_dim(self) -> int:
+        return self.classes if self.task == "classification" else self.y_train.shape[1]
+
+    def encode(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw inputs (2-D points for the plane sets) -> the normalised model input."""
+        if self.features is not None:
+            raw = feature_matrix(raw, self.features)
+        return (raw.to(self.shift.device) - self.shift) / self.scale
+
+    def to(self, device) -> "Dataset":
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "shift", "scale")}
+        return Dataset(**{**self.__dict__, **moved})
+
+
+def feature_matrix(points: torch.Tensor, features) -> torch.Tensor:
+    return torch.stack([FEATURES[f].factory(points) for f in features], 1)
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, generator):
+    """Shuffle once, then cut: test first, validation next, the rest trains."""
+    order = torch.randperm(n, generator=generator)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n - n_test - n_val < 1:
+        raise SpecError(f"with {n} examples the val/test fractions leave nothing to train on")
+    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+def load_dataset(data, seed: int) -> Dataset:
+    """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only."""
+    gen = make_generator(seed, "data")
+    entry = DATASETS[data.name]
+    raw_x, y = entry.factory(gen, **{p.name: getattr(data, p.name) for p in entry.params})
+    task = data.task_kind
+    classes = int(y.max()) + 1 if task == "classification" else None
+    if task == "classification" and data.classes is not None and classes > data.classes:
+        raise SpecError(f"data.classes={data.classes} but the labels go up to {classes - 1}")
+    if task == "classification":
+        classes = data.classes or classes
+    x = feature_matrix(raw_x, data.features) if data.features else raw_x
+    train, val, test = split_indices(len(y), data.val_fraction, data.test_fraction, gen)
+    shift, scale = NORMALIZERS[data.normalize].factory(x[train])
+    x = (x - shift) / scale
+    points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \
+        if data.features else {}
+    return Dataset(task, classes, x[train], y[train], x[val], y[val], x[test], y[test],
+                   shift, scale, data.features, points)

@@ -1,0 +1,319 @@
+"""Per-layer activation and gradient statistics, and a health verdict with advice.
+
+On a logged step the Diagnostics callback hooks every shown layer for that one step:
+a forward hook keeps the layer's output h, and a tensor hook on h catches dL/dh during backward.
+All hooks are removed at the end of the step (and at fit end, should a step have failed).
+
+Why dL/dh and not only the weight gradients: in a deep sigmoid net the weight-gradient norms stay
+within a small factor across layers, while dL/dh shrinks by orders of magnitude from the output
+toward the input. The latter is the vanishing gradient.
+
+Statistics of a layer (DESIGN.md §2.2):
+  act_grad_norm   mean over examples of || dL_i / dh_i ||, L_i the i-th example's own loss
+                  (= batch_size * per-row norm of dL/dh, since the batch loss is a mean)
+  weight_norm, weight_grad_norm   Frobenius norms over the layer's weight matrices
+  update_ratio    ||W_after - W_before|| / ||W_before|| for this step
+  act_mean, act_std
+  dead_frac       ReLU layers: share of units that are exactly zero for every example in the batch
+  saturated_frac  sigmoid/tanh-like layers: share of outputs within 0.02 of a bound
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .callbacks import Callback, weight_params
+from .registry import OPTIMIZERS
+
+# ----------------------------------------------------------------------------- thresholds
+# Documented in docs/ARCHITECTURE.md and pinned by tests/test_diagnostics.py.
+VANISHING_RATIO = 1e-3   # dL/dh at the first hidden layer / at the last hidden layer below this
+EXPLODING_RATIO = 1e3    # ... above this
+EXPLODING_UPDATE = 1.0   # one step changed a layer's weights by more than their own norm
+DEAD_FRAC = 0.6          # most of a layer's ReLU units silent on the whole batch (deep nets at
+                         # init reach ~0.5 from correlated inputs alone, so 0.5 would cry wolf)
+SATURATED_FRAC = 0.3     # 30% of a layer's squashed outputs pinned near a bound
+SATURATION_MARGIN = 0.02
+PLATEAU_STEPS = 200      # look back at least this many steps ...
+PLATEAU_GAIN = 0.01      # ... and call it a plateau if the train loss fell by under 1%
+CONVERGED_ACC = 0.99     # a flat loss at this train accuracy is a finished run, not a plateau
+CONVERGED_LOSS = 1e-3
+SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
+
+PRIORITY = ("diverged", "exploding", "vanishing", "dead", "saturated", "plateau")
+
+
+class Diagnostics(Callback):
+    def __init__(self):
+        self._handles: list = []
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._grads: dict[str, torch.Tensor] = {}
+        self._before: dict[str, list[torch.Tensor]] = {}
+        self._grad_norms: dict[str, torch.Tensor] = {}
+        self._global_grad_norm = None
+        self.samples: dict[str, torch.Tensor] = {}  # latest activations per layer (CPU), for plots
+        self.active = False
+
+    # -- hooks live for one logged step only
+    def on_step_start(self, trainer):
+        self._remove_hooks()
+        self.active = trainer.is_log_step(trainer.step_count + 1)
+        if not self.active:
+            return
+        self._outputs.clear()
+        self._grads.clear()
+        for name, module in trainer.model.named_children():
+            if trainer.model.layer_info[name]["shown"]:
+                self._handles.append(module.register_forward_hook(self._capture(name)))
+
+    def _capture(self, name):
+        def forward_hook(module, inputs, output):
+            self._outputs[name] = output.detach()
+            if output.requires_grad:
+                self._handles.append(output.register_hook(self._catch_grad(name)))
+        return forward_hook
+
+    def _catch_grad(self, name):
+        def grad_hook(grad):
+            self._grads[name] = grad.detach()
+        return grad_hook
+
+    def _remove_hooks(self):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def on_after_backward(self, trainer):
+        if not self.active:
+            return
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        self._global_grad_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
+        self._before.clear()
+        self._grad_norms.clear()
+        for name, module in self._layers(trainer):
+            ws = weight_params(module)
+            if ws:
+                self._before[name] = [w.detach().clone() for w in ws]
+                gs = [w.grad for w in ws if w.grad is not None]
+                if gs:
+                    self._grad_norms[name] = _norm(gs)
+
+    def on_step_end(self, trainer):
+        if not self.active:
+            return
+        self._remove_hooks()
+        row = trainer.row
+        if row is None:
+            return
+        names, stats = [], []
+        for name, module in self._layers(trainer):
+            if name not in self._outputs:
+                continue
+            names.append(name)
+            stats.append(self._layer_stats(name, module, trainer.model.layer_info[name]))
+        values = torch.stack([s for layer in stats for s in layer.values()]).tolist() if stats else []
+        layers, i = [], 0
+        for name, layer in zip(names, stats):
+            entry = {"name": name}
+            for key in layer:
+                entry[key] = values[i]
+                i += 1
+            for key in ("weight_norm", "weight_grad_norm", "update_ratio", "dead_frac",
+                        "saturated_frac", "act_grad_norm"):
+                entry.setdefault(key, None)
+            layers.append(entry)
+        row["layers"] = layers
+        row["grad_norm"] = float(self._global_grad_norm) if self._global_grad_norm is not None else None
+        for name in names:
+            h = self._outputs[name]
+            self.samples[name] = h.flatten()[:SAMPLE_SIZE].float().cpu()
+        self._outputs.clear()
+        self._grads.clear()
+        self._before.clear()
+
+    def on_fit_end(self, trainer):
+        self._remove_hooks()
+
+    def _layers(self, trainer):
+        return [(n, m) for n, m in trainer.model.named_children()
+                if trainer.model.layer_info[n]["shown"]]
+
+    def _layer_stats(self, name, module, info) -> dict[str, torch.Tensor]:
+        """Scalar tensors only: all layers are moved to the host in one transfer."""
+        h = self._outputs[name].float()
+        out = {"act_mean": h.mean(), "act_std": h.std() if h.numel() > 1 else h.new_zeros(())}
+        if info.get("dies"):
+            out["dead_frac"] = (h.flatten(1) == 0).all(0).float().mean()
+        if info.get("bounds"):
+            lo, hi = info["bounds"]
+            out["saturated_frac"] = ((h <= lo + SATURATION_MARGIN) |
+                                     (h >= hi - SATURATION_MARGIN)).float().mean()
+        g = self._grads.get(name)
+        if g is not None:
+            out["act_grad_norm"] = g.flatten(1).float().norm(dim=1).mean() * g.shape[0]
+        before = self._before.get(name)
+        if before:
+            after = [w.detach() for w in weight_params(module)]
+            w_norm = _norm(before)
+            out["weight_norm"] = _norm(after)
+            out["update_ratio"] = _norm([a - b for a, b in zip(after, before)]) / w_norm.clamp_min(1e-12)
+            if name in self._grad_norms:
+                out["weight_grad_norm"] = self._grad_norms[name]
+        return out
+
+
+class HealthCheck(Callback):
+    """Writes the verdict into every logged row (after Diagnostics filled in the layers)."""
+
+    def on_step_end(self, trainer):
+        if trainer.row is not None:
+            recent = trainer.history.since(-PLATEAU_STEPS - 10)  # enough rows for the plateau window
+            trainer.row["health"] = assess(recent, trainer.row, trainer.spec, trainer.divergence)
+
+
+def _norm(tensors) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2g}" if x is not None else "n/a"
+
+
+def _fix(label: str, changes: dict) -> dict:
+    return {"label": label, "changes": changes}
+
+
+def _hidden(row) -> list[dict]:
+    return [lay for lay in row.get("layers") or () if lay["name"] != "out"]
+
+
+def _without_layer_overrides(spec, key: str) -> dict:
+    """Changes that clear a per-layer override, so a model-wide fix reaches every layer."""
+    return {f"model.layers.{i}.{key}": None for i, layer in enumerate(spec.model.layers)
+            if getattr(layer, key) is not None}
+
+
+def _relu_he(spec) -> dict:
+    return {"model.activation": "relu", "model.init": "he_normal",
+            **_without_layer_overrides(spec, "activation"), **_without_layer_overrides(spec, "init")}
+
+
+def _with_batchnorm(spec) -> list:
+    layers = []
+    for layer in spec.model.layers:
+        layers.append(layer.to_dict())
+        if layer.type in ("linear", "residual"):
+            layers.append({"type": "batchnorm"})
+    return layers
+
+
+def _lr(spec) -> float:
+    return spec.optimizer.resolved(OPTIMIZERS)["lr"]
+
+
+def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> dict:
+    """The health of a run at `row` (rows: the history before it). Returns
+    {"status", "messages", "fixes"}: status the most urgent finding (PRIORITY), messages one plain
+    sentence per finding with the layer and the numbers, fixes one-click spec changes."""
+    found: dict[str, list[str]] = {}
+    fixes: list[dict] = []
+    lr = _lr(spec)
+
+    def add(status, message, *new_fixes):
+        found.setdefault(status, []).append(message)
+        for f in new_fixes:
+            if f["label"] not in (x["label"] for x in fixes):
+                fixes.append(f)
+
+    lower_lr = _fix(f"Lower the learning rate 10x ({lr:g} -> {lr / 10:g})", {"optimizer.lr": lr / 10})
+    clip = _fix("Clip gradients (norm 1.0)", {"training.grad_clip": 1.0})
+
+    if diverged:
+        add("diverged", f"The loss became {diverged['loss']} at step {diverged['step']}, so training "
+            f"stopped there{diverged.get('kept', '')}. Steps this large overshoot the minimum and "
+            "feed on themselves; take smaller steps or cap the gradient.", lower_lr, clip)
+
+    hidden = [lay for lay in _hidden(row) if lay.get("act_grad_norm") is not None]
+    if len(hidden) >= 2:
+        first, last = hidden[0], hidden[-1]
+        g0, g1 = first["act_grad_norm"], last["act_grad_norm"]
+        ratio = g0 / g1 if g1 > 0 else (math.inf if g0 > 0 else 1.0)
+        if ratio < VANISHING_RATIO:
+            add("vanishing", f"Vanishing gradients: dL/dh is {_fmt(g1)} at {last['name']} but "
+                f"only {_fmt(g0)} at {first['name']} ({_fmt(ratio)}x), so the early layers barely "
+                "learn. Each sigmoid/tanh layer multiplies the gradient by its slope (at most "
+                "0.25 for sigmoid); ReLU with He init, BatchNorm or residual connections keep "
+                "it alive.", _fix("Switch to ReLU + He init", _relu_he(spec)),
+                _fix("Add BatchNorm after each hidden layer",
+                     {"model.layers": _with_batchnorm(spec)}))
+        elif ratio > EXPLODING_RATIO:
+            add("exploding", f"Exploding gradients: dL/dh grows from {_fmt(g1)} at {last['name']} "
+                f"to {_fmt(g0)} at {first['name']} ({_fmt(ratio)}x). The weights are too large "
+                "for the depth: use a variance-preserving init, clip the gradient or lower "
+                "the learning rate.", clip, lower_lr)
+    for lay in _hidden(row):
+        ur = lay.get("update_ratio")
+        if ur is not None and ur > EXPLODING_UPDATE:
+            add("exploding", f"Huge updates: one step changed {lay['name']}'s weights by "
+                f"{_fmt(ur)}x their own size (healthy is about 0.001). Lower the learning rate "
+                "or clip the gradient.", lower_lr, clip)
+            break
+    for lay in _hidden(row):
+        dead = lay.get("dead_frac")
+        if dead is not None and dead >= DEAD_FRAC:
+            bias = spec.model.bias_init
+            extra = [_fix("Bias init 0", {"model.bias_init": 0.0})] if bias < 0 else []
+            add("dead", f"Dead ReLUs: {dead:.0%} of {lay['name']}'s units output zero for every "
+                "example, so no gradient reaches their weights and they never recover. "
+                "Leaky ReLU keeps a small slope below zero; a lower learning rate or a "
+                "non-negative bias init avoids killing them.",
+                _fix("Switch to leaky ReLU", {"model.activation": "leaky_relu",
+                                              **_without_layer_overrides(spec, "activation")}),
+                *extra, lower_lr)
+    for lay in _hidden(row):
+        sat = lay.get("saturated_frac")
+        if sat is not None and sat >= SATURATED_FRAC:
+            add("saturated", f"Saturated units: {sat:.0%} of {lay['name']}'s outputs sit at the "
+                "flat ends of the squashing function, where its slope is nearly zero. The "
+                "inputs to this layer are too large: use Xavier init, normalise the inputs, or "
+                "add BatchNorm.", _fix("Use Xavier init", {
+                    "model.init": "xavier_uniform", **_without_layer_overrides(spec, "init")}),
+                _fix("Add BatchNorm after each hidden layer",
+                     {"model.layers": _with_batchnorm(spec)}))
+            break
+    plateau = _plateau(rows + [row])
+    if plateau:
+        add("plateau", plateau, _fix(f"Raise the learning rate 3x ({lr:g} -> {lr * 3:g})",
+                                     {"optimizer.lr": min(lr * 3, 10.0)}),
+            _fix("Switch to Adam (lr 0.01)", {"optimizer": {"name": "adam", "lr": 0.01}}))
+    status = next((s for s in PRIORITY if s in found), "ok")
+    messages = [m for s in PRIORITY for m in found.get(s, [])]
+    return {"status": status, "messages": messages, "fixes": fixes}
+
+
+def _plateau(rows: list[dict]) -> str | None:
+    if not rows or rows[-1]["step"] < PLATEAU_STEPS:
+        return None
+    last = rows[-1]
+    if (last.get("train_acc") or 0) >= CONVERGED_ACC:
+        return None
+    if last.get("train_loss") is None or last["train_loss"] < CONVERGED_LOSS:
+        return None
+    window = [r for r in rows if r["step"] >= last["step"] - PLATEAU_STEPS and
+              r.get("train_loss") is not None]
+    if len(window) < 4 or window[0]["step"] > last["step"] - PLATEAU_STEPS * 0.9:
+        return None
+    k = max(1, len(window) // 4)  # average a few rows at each end: mini-batch losses are noisy
+    start = sum(r["train_loss"] for r in window[:k]) / k
+    end = sum(r["train_loss"] for r in window[-k:]) / k
+    gain = (start - end) / max(abs(start), 1e-12)
+    if gain >= PLATEAU_GAIN:
+        return None
+    return (f"Plateau: the training loss moved from {_fmt(start)} to {_fmt(end)} over the last "
+            f"{last['step'] - window[0]['step']} steps ({gain:+.1%}). Try a larger learning rate "
+            "or an adaptive optimizer such as Adam, and check for dead or saturated units.")

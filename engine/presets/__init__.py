@@ -1,0 +1,41 @@
+"""Bundled presets: one JSON file per one-click experiment, tagged with concept ids from
+shared/CONCEPTS.md. A file holds a title, the concept ids, a one-line summary, an explanation of
+what to watch (our own words), what the run is expected to show (`expect`, checked by
+tests/test_presets.py) and the experiment config itself."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import SpecError
+
+HERE = Path(__file__).parent
+REQUIRED = ("title", "concepts", "summary", "explanation", "config")
+
+
+@lru_cache(maxsize=None)
+def _read(name: str) -> dict:
+    path = HERE / f"{name}.json"
+    if not path.is_file():
+        raise SpecError(f"unknown preset {name!r}; allowed: {', '.join(preset_names())}")
+    preset = json.loads(path.read_text())
+    missing = [k for k in REQUIRED if k not in preset]
+    if missing:
+        raise ValueError(f"preset {name} lacks {', '.join(missing)}")
+    return {"name": name, **preset}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.json"))
+
+
+def load_preset(name: str) -> dict:
+    """The preset as a fresh dict (callers may edit its config)."""
+    return json.loads(json.dumps(_read(name)))
+
+
+def list_presets() -> list[dict]:
+    """Every preset, ordered by its first concept id (A1, A2, ..., E1, ...)."""
+    return sorted((load_preset(n) for n in preset_names()),
+                  key=lambda p: (p["concepts"][0], p["name"]))

@@ -1,0 +1,561 @@
+"""ExperimentSpec: the whole experiment as frozen data, parsed from and written to config JSON.
+
+`ExperimentSpec.from_dict(d)` validates everything and fills defaults; `to_dict()` writes JSON
+that `from_dict` reads back to an equal spec. A bad value raises SpecError naming its dotted key
+(`model.layers[1].units`), the value, and what is allowed. Ranges live in `Param`s next to each
+section, and the UI builds its sliders from the same `Param`s.
+
+Two defaults depend on the dataset and are filled when the key is absent: the dataset's own
+parameters (`n`, `noise`, `classes`, ...) and the loss (cross-entropy for classification, MSE for
+regression).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+from .errors import SpecError
+from .registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
+                       NORMALIZERS, OPTIMIZERS, SCHEDULES, Param, Registry)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _require_mapping(value, where: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where} must be an object (a JSON dict), got {value!r}")
+    return value
+
+
+def _check_keys(value: Mapping, allowed, where: str) -> None:
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise SpecError(f"unknown key {where}.{unknown[0]}; allowed keys in {where}: "
+                        f"{', '.join(allowed)}")
+
+
+def _params(*ps: Param) -> dict[str, Param]:
+    return {p.name: p for p in ps}
+
+
+def _scalars(params: dict[str, Param], value: Mapping, where: str) -> dict[str, Any]:
+    return {k: p.check(value[k], f"{where}.{k}") for k, p in params.items() if k in value}
+
+
+def _plain(x):
+    """JSON-ready copy: tuples -> lists, Choices and sections -> dicts."""
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _section_dict(obj) -> dict:
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+
+
+# ----------------------------------------------------------------------------- choices
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A registry key plus the parameters the user set (defaults stay implicit)."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self):
+        return self.name if not self.params else {"name": self.name, **_plain(self.params)}
+
+    @classmethod
+    def parse(cls, value, registry: Registry, where: str) -> "Choice":
+        if isinstance(value, Choice):
+            value = value.to_dict()
+        if isinstance(value, str):
+            value = {"name": value}
+        value = _require_mapping(value, where)
+        if "name" not in value:
+            raise SpecError(f"{where} needs a 'name'; allowed: {', '.join(registry.keys())}")
+        try:
+            entry = registry[value["name"]]
+        except SpecError as e:
+            raise SpecError(f"{where}: {e}") from None
+        params = {}
+        for k, v in value.items():
+            if k == "name":
+                continue
+            p = registry.known_param(entry, k)
+            if p is None:
+                allowed = ", ".join(p.name for p in entry.params) or "none"
+                raise SpecError(f"unknown parameter {where}.{k} for {registry.kind} "
+                                f"{entry.key!r}; its parameters: {allowed}")
+            params[k] = p.check(v, f"{where}.{k}")
+        return cls(entry.key, params)
+
+    def resolved(self, registry: Registry) -> dict[str, Any]:
+        """Every parameter of the entry, defaults filled in (the factory's keyword arguments)."""
+        return registry[self.name].resolve(self.params)
+
+
+def _choice(registry: Registry):
+    return lambda value, where: Choice.parse(value, registry, where)
+
+
+# ----------------------------------------------------------------------------- data
+
+DATA_PARAMS = _params(
+    Param("normalize", "standard", "input scaling fitted on the train split",
+          choices=tuple(NORMALIZERS.keys())),
+    Param("val_fraction", 0.2, "share held out to watch generalisation", low=0.0, high=0.9),
+    Param("test_fraction", 0.0, "share held out until the end", low=0.0, high=0.9),
+)
+# Fields whose defaults and ranges come from the dataset's registry entry.
+DATASET_FIELDS = ("n", "noise", "classes", "path", "target", "task")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "spiral"
+    n: int | None = 600
+    noise: float | None = 0.05
+    classes: int | None = 3
+    features: tuple[str, ...] | None = ("x1", "x2")
+    normalize: str = "standard"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    path: str | None = None
+    target: str | None = None
+    task: str | None = None
+
+    def to_dict(self) -> dict:
+        d = _section_dict(self)
+        # Fields a dataset does not use are left out rather than written as null.
+        return {k: v for k, v in d.items() if v is not None or k not in DATASET_FIELDS + ("features",)}
+
+    @property
+    def entry(self):
+        return DATASETS[self.name]
+
+    @property
+    def task_kind(self) -> str:
+        return self.task or self.entry.tags["task"]
+
+    @classmethod
+    def from_dict(cls, value, where: str = "data") -> "DataSpec":
+        value = _require_mapping(value, where)
+        _check_keys(value, [f.name for f in fields(cls)], where)
+        name = value.get("name", cls.name)
+        try:
+            entry = DATASETS[name]
+        except SpecError as e:
+            raise SpecError(f"{where}.name: {e}") from None
+        kw: dict[str, Any] = {"name": name, **_scalars(DATA_PARAMS, value, where)}
+        for key in DATASET_FIELDS:
+            p = entry.param(key)
+            given = value.get(key)
+            if p is not None:
+                kw[key] = p.check(given if given is not None else p.default, f"{where}.{key}")
+            elif key == "classes" and "classes" in entry.tags:
+                fixed = entry.tags["classes"]
+                if given is not None and given != fixed:
+                    raise SpecError(f"{where}.classes={given!r} is not allowed: {name} has "
+                                    f"exactly {fixed} classes")
+                kw[key] = fixed
+            elif given is not None:
+                raise SpecError(f"{where}.{key} does not apply to dataset {name!r}; its "
+                                f"settings: {', '.join(p.name for p in entry.params)}")
+            else:
+                kw[key] = None
+        kw["features"] = _parse_features(value.get("features"), entry, where)
+        if kw.get("val_fraction", cls.val_fraction) + kw.get("test_fraction", cls.test_fraction) > 0.9:
+            raise SpecError(f"{where}.val_fraction + {where}.test_fraction must be at most 0.9 "
+                            "so that some data is left to train on")
+        return cls(**kw)
+
+
+def _parse_features(value, entry, where) -> tuple[str, ...] | None:
+    if entry.tags.get("input") != "plane":
+        if value is not None:
+            raise SpecError(f"{where}.features only applies to the 2-D datasets "
+                            f"({', '.join(DATASETS.where(input='plane'))})")
+        return None
+    if value is None:
+        return ("x1", "x2")
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SpecError(f"{where}.features={value!r} is not allowed: expected a non-empty list "
+                        f"from {', '.join(FEATURES.keys())}")
+    for v in value:
+        if v not in FEATURES:
+            raise SpecError(f"{where}.features: unknown feature {v!r}; allowed: "
+                            f"{', '.join(FEATURES.keys())}")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}.features={list(value)!r} lists a feature twice")
+    return tuple(value)
+
+
+# ----------------------------------------------------------------------------- model
+
+LAYER_OVERRIDES = ("activation", "init", "bias_init")
+BIAS_INIT = Param("bias_init", 0.0, "every bias starts at this value", low=-100.0, high=100.0)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One entry of the hidden-layer stack. `params` are the layer type's own (units, p, ...);
+    activation/init/bias_init override the model defaults where the type uses them."""
+
+    type: str = "linear"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    activation: Choice | None = None
+    init: Choice | None = None
+    bias_init: float | None = None
+
+    @property
+    def entry(self):
+        return LAYERS[self.type]
+
+    def get(self, name: str):
+        return self.entry.resolve(self.params)[name]
+
+    def to_dict(self) -> dict:
+        d = {"type": self.type, **_plain(self.params)}
+        for k in LAYER_OVERRIDES:
+            if getattr(self, k) is not None:
+                d[k] = _plain(getattr(self, k))
+        return d
+
+    @classmethod
+    def from_dict(cls, value, where: str) -> "LayerSpec":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"type": "linear", "units": value}
+        value = _require_mapping(value, where)
+        kind = value.get("type", "linear")
+        try:
+            entry = LAYERS[kind]
+        except SpecError as e:
+            raise SpecError(f"{where}.type: {e}") from None
+        uses = entry.tags.get("uses", ())
+        allowed = ["type", *(p.name for p in entry.params), *uses]
+        _check_keys(value, allowed, where)
+        kw: dict[str, Any] = {"type": kind, "params": _scalars(
+            {p.name: p for p in entry.params}, value, where)}
+        # null means "no override": the model's default applies
+        if value.get("activation") is not None:
+            kw["activation"] = Choice.parse(value["activation"], ACTIVATIONS, f"{where}.activation")
+        if value.get("init") is not None:
+            kw["init"] = Choice.parse(value["init"], INITIALIZERS, f"{where}.init")
+        if value.get("bias_init") is not None:
+            kw["bias_init"] = BIAS_INIT.check(value["bias_init"], f"{where}.bias_init")
+        return cls(**kw)
+
+
+MAX_LAYERS = 200
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    activation: Choice = Choice("relu")
+    init: Choice = Choice("he_normal")
+    bias_init: float = 0.0
+    layers: tuple[LayerSpec, ...] = (LayerSpec(params={"units": 64}), LayerSpec(params={"units": 64}))
+    output: Choice | None = None  # initializer of the output layer; None: the model's `init`
+
+    def to_dict(self) -> dict:
+        d = _section_dict(self)
+        if self.output is None:
+            del d["output"]
+        return d
+
+    @classmethod
+    def from_dict(cls, value, where: str = "model") -> "ModelSpec":
+        value = _require_mapping(value, where)
+        _check_keys(value, [f.name for f in fields(cls)], where)
+        kw: dict[str, Any] = {}
+        if "activation" in value:
+            kw["activation"] = Choice.parse(value["activation"], ACTIVATIONS, f"{where}.activation")
+        if "init" in value:
+            kw["init"] = Choice.parse(value["init"], INITIALIZERS, f"{where}.init")
+        if "bias_init" in value:
+            kw["bias_init"] = BIAS_INIT.check(value["bias_init"], f"{where}.bias_init")
+        if value.get("output") is not None:
+            kw["output"] = Choice.parse(value["output"], INITIALIZERS, f"{where}.output")
+        if "layers" in value:
+            layers = value["layers"]
+            if not isinstance(layers, (list, tuple)):
+                raise SpecError(f"{where}.layers must be a list of layers, got {layers!r}")
+            if len(layers) > MAX_LAYERS:
+                raise SpecError(f"{where}.layers has {len(layers)} layers; at most {MAX_LAYERS} "
+                                "are allowed")
+            kw["layers"] = tuple(LayerSpec.from_dict(v, f"{where}.layers[{i}]")
+                                 for i, v in enumerate(layers))
+        return cls(**kw)
+
+
+# ----------------------------------------------------------------------------- training
+
+@dataclass(frozen=True)
+class GradClip:
+    """Clip the global gradient norm to `max` (mode "norm") or each gradient entry to +-max."""
+
+    mode: str = "norm"
+    max: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {self.mode: self.max}
+
+    @classmethod
+    def parse(cls, value, where: str) -> "GradClip | None":
+        if value is None:
+            return None
+        if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in ("norm", "value"):
+            mode, limit = next(iter(value.items()))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            mode, limit = "norm", value
+        else:
+            raise SpecError(f"{where}={value!r} is not allowed: expected null, a number (clip "
+                            'the gradient norm), {"norm": x} or {"value": x}')
+        limit = Param("max", 1.0, low=0.0, low_open=True, high=1e6).check(limit, f"{where}.{mode}")
+        return cls(mode, limit)
+
+
+ES_PARAMS = _params(
+    Param("patience", 10, "evaluations without improvement before stopping", low=1, high=10**6),
+    Param("min_delta", 0.0, "smallest drop in val loss that counts as improvement", low=0.0,
+          high=1e6),
+    Param("restore_best", True, "put back the weights from the best evaluation"),
+)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    patience: int = ES_PARAMS["patience"].default
+    min_delta: float = ES_PARAMS["min_delta"].default
+    restore_best: bool = ES_PARAMS["restore_best"].default
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def parse(cls, value, where: str) -> "EarlyStopping | None":
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"patience": value}
+        value = _require_mapping(value, where)
+        _check_keys(value, list(ES_PARAMS), where)
+        return cls(**_scalars(ES_PARAMS, value, where))
+
+
+TRAINING_PARAMS = _params(
+    Param("batch_size", 32, "examples per gradient step", low=1, high=1_000_000, log=True),
+    Param("steps", 1000, "gradient steps in the run", low=1, high=10_000_000, log=True),
+    Param("eval_every", 0, "steps between validation passes; 0: at every logged row", low=0,
+          high=10_000_000),
+)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    batch_size: int = TRAINING_PARAMS["batch_size"].default
+    steps: int = TRAINING_PARAMS["steps"].default
+    grad_clip: GradClip | None = None
+    early_stopping: EarlyStopping | None = None
+    eval_every: int = TRAINING_PARAMS["eval_every"].default
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def from_dict(cls, value, where: str = "training") -> "TrainingSpec":
+        value = _require_mapping(value, where)
+        _check_keys(value, [f.name for f in fields(cls)], where)
+        kw = _scalars(TRAINING_PARAMS, value, where)
+        kw["grad_clip"] = GradClip.parse(value.get("grad_clip"), f"{where}.grad_clip")
+        kw["early_stopping"] = EarlyStopping.parse(value.get("early_stopping"),
+                                                   f"{where}.early_stopping")
+        return cls(**kw)
+
+
+REG_PARAMS = _params(
+    Param("l1", 0.0, "adds l1 * sum|w|: pushes weights to exactly zero", low=0.0, high=1.0),
+    Param("l2", 0.0, "adds l2 * sum w^2: keeps weights small", low=0.0, high=1.0),
+)
+
+
+@dataclass(frozen=True)
+class RegularizationSpec:
+    l1: float = 0.0
+    l2: float = 0.0
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def from_dict(cls, value, where: str = "regularization") -> "RegularizationSpec":
+        value = _require_mapping(value, where)
+        _check_keys(value, list(REG_PARAMS), where)
+        return cls(**_scalars(REG_PARAMS, value, where))
+
+
+DIAG_PARAMS = _params(
+    Param("every", 10, "steps between logged rows with per-layer statistics", low=1,
+          high=1_000_000),
+)
+
+
+@dataclass(frozen=True)
+class DiagnosticsSpec:
+    every: int = 10
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def from_dict(cls, value, where: str = "diagnostics") -> "DiagnosticsSpec":
+        value = _require_mapping(value, where)
+        _check_keys(value, list(DIAG_PARAMS), where)
+        return cls(**_scalars(DIAG_PARAMS, value, where))
+
+
+# ----------------------------------------------------------------------------- experiment
+
+TOP_PARAMS = _params(
+    Param("seed", 0, "seeds data, initial weights, batch order and dropout", low=0,
+          high=2**31 - 1),
+    Param("device", "auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda")),
+)
+DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    seed: int = 0
+    device: str = "auto"
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    loss: Choice = Choice("cross_entropy")
+    optimizer: Choice = Choice("sgd", {"lr": 0.1, "momentum": 0.9})
+    schedule: Choice = Choice("constant")
+    regularization: RegularizationSpec = RegularizationSpec()
+    training: TrainingSpec = TrainingSpec()
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
+
+    def __post_init__(self):
+        _check_consistency(self)
+
+    # -- serialisation
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, value) -> "ExperimentSpec":
+        value = _require_mapping(value, "config")
+        _check_keys(value, [f.name for f in fields(cls)], "config")
+        kw: dict[str, Any] = _scalars(TOP_PARAMS, value, "config")
+        sections: dict[str, Callable] = {
+            "data": DataSpec.from_dict, "model": ModelSpec.from_dict,
+            "training": TrainingSpec.from_dict, "regularization": RegularizationSpec.from_dict,
+            "diagnostics": DiagnosticsSpec.from_dict,
+            "loss": _choice(LOSSES), "optimizer": _choice(OPTIMIZERS),
+            "schedule": _choice(SCHEDULES)}
+        for key, parse in sections.items():
+            if key in value:
+                kw[key] = parse(value[key], key)
+        data = kw.get("data", cls.data)
+        if "loss" not in value:
+            kw["loss"] = Choice(DEFAULT_LOSS[data.task_kind])
+        if "seed" in kw:
+            kw["seed"] = int(kw["seed"])
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentSpec":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"config is not valid JSON: {e.msg} at line {e.lineno} column "
+                            f"{e.colno}") from None
+        return cls.from_dict(value)
+
+    def with_changes(self, changes: Mapping[str, Any]) -> "ExperimentSpec":
+        """A new spec with dotted keys set, e.g. {"optimizer.lr": 0.3, "model.init": "he_normal"}."""
+        d = self.to_dict()
+        for path, v in changes.items():
+            set_path(d, path, v)
+        return ExperimentSpec.from_dict(d)
+
+
+def _check_consistency(spec: ExperimentSpec) -> None:
+    """Rules that tie sections together (each section validated itself already)."""
+    task = spec.data.task_kind
+    loss = LOSSES[spec.loss.name]
+    if task == "regression" and loss.tags["task"] == "classification":
+        raise SpecError(f"loss={spec.loss.name!r} needs a classification dataset, but "
+                        f"{spec.data.name!r} is regression; allowed: "
+                        f"{', '.join(LOSSES.where(task='regression'))}")
+    if loss.tags.get("binary") and spec.data.classes != 2:
+        raise SpecError(f"loss='bce' needs exactly 2 classes, but data.classes="
+                        f"{spec.data.classes}; use 'cross_entropy' for more classes")
+    opt = spec.optimizer.resolved(OPTIMIZERS)
+    if opt.get("nesterov") and opt.get("momentum", 0) <= 0:
+        raise SpecError("optimizer.nesterov=true needs optimizer.momentum > 0")
+    if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
+        raise SpecError("training.early_stopping watches the validation loss, so it needs "
+                        "data.val_fraction > 0")
+
+
+def set_path(d: dict, path: str, value) -> None:
+    """Set a dotted key in a nested config dict; integers index lists (model.layers.0.units)."""
+    keys = path.split(".")
+    node = d
+    for i, k in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            try:
+                node = node[int(k)]
+            except (ValueError, IndexError):
+                raise SpecError(f"{'.'.join(keys[:i + 1])}: no such list index") from None
+            continue
+        nxt = node.get(k)
+        if isinstance(nxt, str):  # a choice written as its key gains parameters
+            nxt = node[k] = {"name": nxt}
+        elif nxt is None:
+            nxt = node[k] = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise SpecError(f"cannot set {path}: {'.'.join(keys[:i + 1])} is {nxt!r}, not an object")
+        node = nxt
+    last = keys[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = value
+        except (ValueError, IndexError):
+            raise SpecError(f"{path}: no such list index") from None
+    elif isinstance(node.get(last), dict) and isinstance(value, str) and last != "name":
+        node[last] = value  # replacing a choice by a bare key drops its old parameters
+    else:
+        node[last] = value
+
+
+def load_spec(source) -> ExperimentSpec:
+    """A spec from an ExperimentSpec, a dict, a JSON string or a path to a JSON file."""
+    if isinstance(source, ExperimentSpec):
+        return source
+    if isinstance(source, Mapping):
+        return ExperimentSpec.from_dict(copy.deepcopy(dict(source)))
+    text = str(source)
+    if text.lstrip().startswith("{"):
+        return ExperimentSpec.from_json(text)
+    try:
+        with open(text) as f:
+            return ExperimentSpec.from_json(f.read())
+    except OSError as e:
+        raise SpecError(f"cannot read config file {text!r}: {e.strerror}") from None

@@ -1,0 +1,337 @@
+"""Trainer: one experiment, advanced a step at a time, reporting through callbacks.
+
+    trainer = Trainer(spec)          # data, model, optimizer and schedule built once here
+    trainer.run(200)                 # resumable: run(200) again continues from step 200
+    trainer.step()                   # a single step (the UI's Step button)
+    trainer.history.rows             # metrics rows (DESIGN.md §2.2)
+
+The hot path never waits for the GPU: losses and accuracies accumulate as tensors and reach the
+host once per logged row. Divergence (a non-finite loss or gradient) is checked every step on the
+CPU, where it costs nothing, and at logged rows on CUDA, where the last finite weights are kept.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .callbacks import CancelFit, Callback, EarlyStopping, GradClip, Regularization
+from .data import Dataset, load_dataset
+from .diagnostics import Diagnostics, HealthCheck
+from .errors import SpecError
+from .history import History
+from .model import build_model, count_params
+from .registry import LOSSES, OPTIMIZERS, SCHEDULES
+from .seeding import generator as make_generator
+from .spec import ExperimentSpec, load_spec
+
+EVAL_CHUNK = 4096
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError("device='cuda' but this machine has no CUDA GPU; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def make_loss(choice, task: str):
+    """Loss callable (output, target) for the task. Classification targets are class indices;
+    bce uses a single logit; a regression loss on classes compares softmax with one-hot."""
+    entry = LOSSES[choice.name]
+    fn = entry.build(**choice.params)
+    if task == "classification" and entry.tags.get("binary"):
+        return lambda out, y: fn(out[:, 0], y.float())
+    if task == "classification" and entry.tags["task"] == "regression":
+        return lambda out, y: fn(out.softmax(1), F.one_hot(y, out.shape[1]).float())
+    return fn
+
+
+def output_dim(spec: ExperimentSpec, data: Dataset) -> int:
+    return 1 if LOSSES[spec.loss.name].tags.get("binary") else data.out_dim
+
+
+def predict_classes(out: torch.Tensor, binary: bool) -> torch.Tensor:
+    return (out[:, 0] > 0).long() if binary else out.argmax(1)
+
+
+class Batches:
+    """Mini-batches without replacement: a fresh seeded permutation every epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device):
+        self.n, self.size, self.gen, self.device = n, min(batch_size, n), generator, device
+        self._order, self._pos = None, n
+
+    def next(self) -> torch.Tensor:
+        if self._pos >= self.n:
+            self._order = torch.randperm(self.n, generator=self.gen).to(self.device)
+            self._pos = 0
+        idx = self._order[self._pos:self._pos + self.size]
+        self._pos += self.size
+        return idx
+
+
+class Trainer:
+    def __init__(self, spec, callbacks: list[Callback] = (), dataset: Dataset | None = None,
+                 max_params: int | None = None):
+        self.spec: ExperimentSpec = load_spec(spec)
+        s = self.spec
+        self.device = resolve_device(s.device)
+        self.data = (dataset or load_dataset(s.data, s.seed)).to(self.device)
+        if LOSSES[s.loss.name].tags.get("binary") and self.data.classes != 2:
+            raise SpecError(f"loss='bce' needs exactly 2 classes; this data has {self.data.classes}")
+        if self.data.task == "regression" and LOSSES[s.loss.name].tags["task"] == "classification":
+            raise SpecError(f"loss={s.loss.name!r} needs class labels, but the target is continuous;"
+                            f" allowed: {', '.join(LOSSES.where(task='regression'))}")
+        self.binary = bool(LOSSES[s.loss.name].tags.get("binary"))
+        self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
+        n_params = count_params(self.model)
+        if max_params is not None and n_params > max_params:
+            raise SpecError(f"the model has {n_params:,} parameters; at most {max_params:,} are "
+                            "allowed here. Use fewer or narrower layers")
+        self.loss_fn = make_loss(s.loss, self.data.task)
+        self.optimizer = OPTIMIZERS[s.optimizer.name].build(self.model.parameters(), **s.optimizer.params)
+        self.schedule_on_metric = bool(SCHEDULES[s.schedule.name].tags.get("on_metric"))
+        self.scheduler = SCHEDULES[s.schedule.name].build(self.optimizer, s.training.steps,
+                                                          **s.schedule.params)
+        self.batches = Batches(len(self.data.y_train), s.training.batch_size,
+                               make_generator(s.seed, "batches"), self.device)
+        self.history = History()
+        self.diagnostics = Diagnostics()
+        self.callbacks: list[Callback] = self._default_callbacks() + list(callbacks)
+        self.step_count = 0
+        self.stopped: str | None = None  # completed | early_stopping | diverged | cancelled
+        self.divergence: dict | None = None
+        self.restored_step: int | None = None
+        self.row: dict | None = None  # the metrics row being built during a logged step
+        self.seconds = 0.0
+        self.test_metrics: dict | None = None
+        self._started = False
+        self._cancel = threading.Event()
+        self._check_every = 1 if self.device.type == "cpu" else s.diagnostics.every
+        self._last_good = None
+        self._reset_accumulators()
+
+    def _default_callbacks(self) -> list[Callback]:
+        s = self.spec
+        cbs: list[Callback] = []
+        if s.regularization.l1 or s.regularization.l2:
+            cbs.append(Regularization(s.regularization.l1, s.regularization.l2))
+        cbs.append(self.diagnostics)  # measures gradients before clipping changes them
+        if s.training.grad_clip is not None:
+            cbs.append(GradClip(s.training.grad_clip.mode, s.training.grad_clip.max))
+        cbs.append(HealthCheck())
+        es = s.training.early_stopping
+        if es is not None:
+            cbs.append(EarlyStopping(es.patience, es.min_delta, es.restore_best))
+        return cbs
+
+    # ------------------------------------------------------------------ state
+    @property
+    def done(self) -> bool:
+        return self.stopped is not None
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.training.steps
+
+    def is_log_step(self, step: int) -> bool:
+        return step == 1 or step % self.spec.diagnostics.every == 0 or step >= self.total_steps
+
+    def _is_eval_step(self, step: int) -> bool:
+        every = self.spec.training.eval_every
+        return every == 0 or step % every == 0 or step == 1 or step >= self.total_steps
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+
+    def cancel(self) -> None:
+        """Thread-safe: ends a run() in progress after its current step (stopped='cancelled')."""
+        self._cancel.set()
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------------ loop
+    def run(self, steps: int | None = None) -> "Trainer":
+        """Advance up to `steps` steps (default: to the end of the planned run)."""
+        target = self.total_steps if steps is None else min(self.total_steps, self.step_count + steps)
+        while not self.done and self.step_count < target:
+            if self._cancel.is_set():
+                self.stop("cancelled")
+                break
+            self.step()
+        if self.done:
+            self._finish()
+        return self
+
+    def step(self) -> bool:
+        """One gradient step. Returns False (and does nothing) once the run has stopped."""
+        if self.done:
+            return False
+        t0 = time.perf_counter()
+        if not self._started:
+            self._started = True
+            self._call("on_fit_start")
+        try:
+            self._step()
+        except CancelFit:
+            self.stop("cancelled")
+        self.seconds += time.perf_counter() - t0
+        if self.step_count >= self.total_steps:
+            self.stop("completed")
+        if self.done:
+            self._finish()
+        return True
+
+    def _step(self):
+        self.row = None
+        self._call("on_step_start")
+        idx = self.batches.next()
+        xb, yb = self.data.x_train[idx], self.data.y_train[idx]
+        self.model.train()
+        out = self.model(xb)
+        loss = self.loss_fn(out, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._call("on_after_backward")
+        step = self.step_count + 1
+        if step % self._check_every == 0 or self.is_log_step(step):
+            if not self._finite(loss, step):
+                return
+        lr = self.lr()
+        self.optimizer.step()
+        if not self.schedule_on_metric and step < self.total_steps:
+            self.scheduler.step()
+        self.step_count = step
+        self._loss_sum += loss.detach()
+        self._seen += len(yb)
+        self._batches_since += 1
+        if self.data.task == "classification":
+            self._correct += (predict_classes(out.detach(), self.binary) == yb).sum()
+        if self.is_log_step(step):
+            self.row = self._metrics_row(lr)
+        self._call("on_step_end")
+        if self.row is not None:
+            self._log(self.row)
+
+    def _finite(self, loss, step) -> bool:
+        """Stop at the first non-finite loss or gradient without applying that update."""
+        total = loss.detach().float()
+        if self.is_log_step(step):  # gradients too, where a row is written anyway
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            total = torch.stack([total] + [g.float().abs().sum() for g in grads]).sum()
+        if bool(torch.isfinite(total)):
+            if self._check_every > 1:
+                self._last_good = (step, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            return True
+        value = float(loss.detach())
+        kept = ", and the update that would have broken the weights was not applied"
+        if self._check_every > 1 and self._last_good is not None:
+            self.model.load_state_dict(self._last_good[1])
+            kept = f"; the weights from step {self._last_good[0]} were restored"
+        last_loss = next((r["train_loss"] for r in reversed(self.history.rows)
+                          if r.get("train_loss") is not None), None)
+        self.divergence = {"step": step, "loss": "NaN" if value != value else f"{value:g}",
+                           "last_finite_loss": last_loss, "kept": kept}
+        self.stop("diverged")
+        self.row = {"step": step, "epoch": step * self.batches.size / self.batches.n,
+                    "lr": self.lr(), "train_loss": None, "val_loss": None, "train_acc": None,
+                    "val_acc": None, "grad_norm": None, "layers": None}
+        self._call("on_step_end")
+        self._log(self.row)
+        return False
+
+    def _log(self, row):
+        self.history.append(row)
+        if self.schedule_on_metric:
+            metric = row.get("val_loss") if row.get("val_loss") is not None else row.get("train_loss")
+            if metric is not None:
+                self.scheduler.step(metric)
+        self._call("on_eval", self.history.last)
+        self.row = None
+
+    def _reset_accumulators(self):
+        zero = torch.zeros((), device=self.device)
+        self._loss_sum, self._correct = zero.clone(), zero.clone()
+        self._seen, self._batches_since = 0, 0
+
+    def _metrics_row(self, lr: float) -> dict:
+        step = self.step_count
+        stats = torch.stack([self._loss_sum / max(self._batches_since, 1),
+                             self._correct / max(self._seen, 1)]).tolist()
+        classification = self.data.task == "classification"
+        row = {"step": step, "epoch": step * self.batches.size / self.batches.n, "lr": lr,
+               "train_loss": stats[0], "val_loss": None,
+               "train_acc": stats[1] if classification else None, "val_acc": None,
+               "grad_norm": None, "layers": None}
+        self._reset_accumulators()
+        if self._is_eval_step(step) and len(self.data.y_val):
+            val = self.evaluate("val")
+            row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
+        return row
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> dict:
+        """Mean loss and accuracy (None for regression) over a whole split, in eval mode."""
+        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+        if len(y) == 0:
+            return {"loss": None, "acc": None}
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        for i in range(0, len(y), EVAL_CHUNK):
+            out = self.model(x[i:i + EVAL_CHUNK])
+            yb = y[i:i + EVAL_CHUNK]
+            loss_sum += self.loss_fn(out, yb) * len(yb)
+            if self.data.task == "classification":
+                correct += (predict_classes(out, self.binary) == yb).sum()
+        self.model.train(was_training)
+        loss, acc = (torch.stack([loss_sum, correct]) / len(y)).tolist()
+        return {"loss": loss, "acc": acc if self.data.task == "classification" else None}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs for already-encoded inputs, in eval mode: class probabilities for
+        classification, predicted targets for regression."""
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model(x.to(self.device))
+        self.model.train(was_training)
+        if self.data.task != "classification":
+            return out
+        if self.binary:
+            p = torch.sigmoid(out[:, 0])
+            return torch.stack([1 - p, p], 1)
+        return out.softmax(1)
+
+    def _finish(self):
+        if getattr(self, "_finished", False):
+            return
+        self._finished = True
+        self._call("on_fit_end")
+        if self.stopped != "diverged" and len(self.data.y_test):
+            self.test_metrics = self.evaluate("test")
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict:
+        rows = self.history.rows
+        final = {k: v for k, v in rows[-1].items() if k != "layers"} if rows else {}
+        evaluated = [r for r in rows if r.get("val_loss") is not None]
+        best = min(evaluated, key=lambda r: r["val_loss"], default=None)
+        return {"steps": self.step_count, "stopped": self.stopped or "running", "final": final,
+                "best": {"step": best["step"], "val_loss": best["val_loss"]} if best else None,
+                "restored_step": self.restored_step,
+                "test": self.test_metrics, "health": rows[-1].get("health") if rows else None,
+                "params": count_params(self.model), "device": str(self.device),
+                "seconds": round(self.seconds, 3)}
