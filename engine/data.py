@@ -140,6 +140,17 @@ def make_csv(generator, path, target, task):
 MAX_CLASSES = 100
 
 
+def _is_number(v) -> bool:
+    """True for a value that reads as a number (bools do not: a True/False column is not numeric)."""
+    if isinstance(v, bool):
+        return False
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def read_csv(source, target: str, task: str):
     """Numeric table -> (x, y). Every problem is reported by column name with what is allowed."""
     import pandas as pd
@@ -165,7 +176,7 @@ def read_csv(source, target: str, task: str):
                             f"(first at line {rows[0]}); fill or drop them: only complete "
                             "numeric columns are allowed")
         if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            sample = next(v for v in column if not isinstance(v, (int, float)))
+            sample = next((v for v in column if not _is_number(v)), column.iloc[0])
             raise SpecError(f"column {col!r} is not numeric (it holds values such as "
                             f"{sample!r}); only numeric columns are allowed")
     inputs = [c for c in frame.columns if c != target]
@@ -192,13 +203,13 @@ def read_csv(source, target: str, task: str):
 # ----------------------------------------------------------------------------- input features
 # Hand-made features for the 2-D sets (concept A4): a linear model on x1^2 and x2^2 draws a circle.
 
-FEATURES.add("x1", lambda p: p[:, 0], "the first coordinate")
-FEATURES.add("x2", lambda p: p[:, 1], "the second coordinate")
-FEATURES.add("x1_sq", lambda p: p[:, 0] ** 2, "x1 squared")
-FEATURES.add("x2_sq", lambda p: p[:, 1] ** 2, "x2 squared")
-FEATURES.add("x1_x2", lambda p: p[:, 0] * p[:, 1], "x1 times x2: the XOR feature")
-FEATURES.add("sin_x1", lambda p: torch.sin(3 * p[:, 0]), "sin(3 x1)")
-FEATURES.add("sin_x2", lambda p: torch.sin(3 * p[:, 1]), "sin(3 x2)")
+FEATURES.add("x1", lambda p: p[:, 0], "the first coordinate", label="x1")
+FEATURES.add("x2", lambda p: p[:, 1], "the second coordinate", label="x2")
+FEATURES.add("x1_sq", lambda p: p[:, 0] ** 2, "x1 squared", label="x1²")
+FEATURES.add("x2_sq", lambda p: p[:, 1] ** 2, "x2 squared", label="x2²")
+FEATURES.add("x1_x2", lambda p: p[:, 0] * p[:, 1], "x1 times x2: the XOR feature", label="x1·x2")
+FEATURES.add("sin_x1", lambda p: torch.sin(3 * p[:, 0]), "sin(3 x1)", label="sin(3x1)")
+FEATURES.add("sin_x2", lambda p: torch.sin(3 * p[:, 1]), "sin(3 x2)", label="sin(3x2)")
 
 
 # ----------------------------------------------------------------------------- the bundle

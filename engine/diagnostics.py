@@ -33,6 +33,7 @@ EXPLODING_RATIO = 1e3    # ... above this
 EXPLODING_UPDATE = 1.0   # one step changed a layer's weights by more than their own norm
 DEAD_FRAC = 0.6          # most of a layer's ReLU units silent on the whole batch (deep nets at
                          # init reach ~0.5 from correlated inputs alone, so 0.5 would cry wolf)
+DEAD_BLOCKING = 0.9      # a layer this dead blocks the gradient: report dead, not vanishing
 SATURATED_FRAC = 0.3     # 30% of a layer's squashed outputs pinned near a bound
 SATURATION_MARGIN = 0.02
 PLATEAU_STEPS = 200      # look back at least this many steps ...
@@ -87,7 +88,10 @@ class Diagnostics(Callback):
     def on_after_backward(self, trainer):
         if not self.active:
             return
-        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        # The training forward and backward are captured now. Drop the hooks before the
+        # validation pass of this logged step runs the model again and overwrites them.
+        self._remove_hooks()
+        grads = [p.grad.detach() for p in trainer.model.parameters() if p.grad is not None]
         self._global_grad_norm = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
         self._before.clear()
@@ -239,7 +243,8 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> d
             "feed on themselves; take smaller steps or cap the gradient.", lower_lr, clip)
 
     hidden = [lay for lay in _hidden(row) if lay.get("act_grad_norm") is not None]
-    if len(hidden) >= 2:
+    blocked = any((lay.get("dead_frac") or 0) >= DEAD_BLOCKING for lay in _hidden(row))
+    if len(hidden) >= 2 and not blocked:
         first, last = hidden[0], hidden[-1]
         g0, g1 = first["act_grad_norm"], last["act_grad_norm"]
         ratio = g0 / g1 if g1 > 0 else (math.inf if g0 > 0 else 1.0)

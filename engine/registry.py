@@ -46,11 +46,16 @@ class Param:
             return "one of " + ", ".join(map(repr, self.choices))
         if isinstance(self.default, bool):
             return "true or false"
+        if isinstance(self.default, str) or self.default is None:
+            return "a non-empty string"
         kind = "an integer" if isinstance(self.default, int) else "a number"
         if isinstance(self.default, tuple):
             kind = f"a list of {len(self.default)} numbers"
-        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+
+        def num(v):  # integers in full: 2147483647, not 2.14748e+09
+            return str(v) if isinstance(v, int) else f"{v:g}"
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {num(self.low)}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {num(self.high)}"
         bounds = " and ".join(b for b in (lo, hi) if b)
         return f"{kind} {bounds}".strip()
 
@@ -76,6 +81,8 @@ class Param:
                 raise bad
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if not math.isfinite(value):  # before int(): int(nan) and int(inf) raise, not SpecError
             raise bad
         if isinstance(d, int):
             if float(value) != int(value):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
 from .errors import SpecError
@@ -487,6 +487,21 @@ class ExperimentSpec:
                             f"{e.colno}") from None
         return cls.from_dict(value)
 
+    def canonical(self) -> "ExperimentSpec":
+        """The same experiment in one spelling: choice parameters equal to their defaults are
+        dropped (and an optimizer's borrowed sibling parameters with them), layer parameters are
+        all written out. Two specs that train identically compare equal after this."""
+        m = self.model
+        layers = tuple(replace(layer, params=layer.entry.resolve(layer.params),
+                               activation=_canon(layer.activation, ACTIVATIONS),
+                               init=_canon(layer.init, INITIALIZERS)) for layer in m.layers)
+        model = replace(m, activation=_canon(m.activation, ACTIVATIONS),
+                        init=_canon(m.init, INITIALIZERS), output=_canon(m.output, INITIALIZERS),
+                        layers=layers)
+        return replace(self, model=model, loss=_canon(self.loss, LOSSES),
+                       optimizer=_canon(self.optimizer, OPTIMIZERS, keep=("lr",)),
+                       schedule=_canon(self.schedule, SCHEDULES))
+
     def with_changes(self, changes: Mapping[str, Any]) -> "ExperimentSpec":
         """A new spec with dotted keys set, e.g. {"optimizer.lr": 0.3, "model.init": "he_normal"}."""
         d = self.to_dict()
@@ -512,6 +527,15 @@ def _check_consistency(spec: ExperimentSpec) -> None:
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")
+
+
+def _canon(choice: Choice | None, registry: Registry, keep=()) -> Choice | None:
+    if choice is None:
+        return None
+    entry = registry[choice.name]
+    params = {k: v for k, v in choice.params.items()
+              if entry.param(k) is not None and (k in keep or v != entry.param(k).default)}
+    return Choice(choice.name, params)
 
 
 def set_path(d: dict, path: str, value) -> None:

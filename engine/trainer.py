@@ -335,3 +335,26 @@ class Trainer:
                 "test": self.test_metrics, "health": rows[-1].get("health") if rows else None,
                 "params": count_params(self.model), "device": str(self.device),
                 "seconds": round(self.seconds, 3)}
+
+
+def lr_preview(spec: ExperimentSpec, points: int = 300) -> tuple[list[int], list[float]]:
+    """The learning rate the schedule will give at each step of the planned run, computed on a
+    dummy parameter (reduce_on_plateau depends on the run itself, so it previews as flat)."""
+    import warnings
+
+    s = load_spec(spec)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = OPTIMIZERS[s.optimizer.name].build([param], **s.optimizer.params)
+    scheduler = SCHEDULES[s.schedule.name].build(optimizer, s.training.steps, **s.schedule.params)
+    on_metric = bool(SCHEDULES[s.schedule.name].tags.get("on_metric"))
+    stride = max(1, s.training.steps // points)
+    steps, lrs = [], []
+    with warnings.catch_warnings():  # "scheduler stepped before optimizer": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for step in range(1, s.training.steps + 1):
+            if step % stride == 0 or step == 1 or step == s.training.steps:
+                steps.append(step)
+                lrs.append(optimizer.param_groups[0]["lr"])
+            if not on_metric and step < s.training.steps:
+                scheduler.step()
+    return steps, lrs
