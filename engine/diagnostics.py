@@ -268,29 +268,27 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> d
                 f"{_fmt(ur)}x their own size (healthy is about 0.001). Lower the learning rate "
                 "or clip the gradient.", lower_lr, clip)
             break
-    for lay in _hidden(row):
-        dead = lay.get("dead_frac")
-        if dead is not None and dead >= DEAD_FRAC:
-            bias = spec.model.bias_init
-            extra = [_fix("Bias init 0", {"model.bias_init": 0.0})] if bias < 0 else []
-            add("dead", f"Dead ReLUs: {dead:.0%} of {lay['name']}'s units output zero for every "
-                "example, so no gradient reaches their weights and they never recover. "
-                "Leaky ReLU keeps a small slope below zero; a lower learning rate or a "
-                "non-negative bias init avoids killing them.",
-                _fix("Switch to leaky ReLU", {"model.activation": "leaky_relu",
-                                              **_without_layer_overrides(spec, "activation")}),
-                *extra, lower_lr)
-    for lay in _hidden(row):
-        sat = lay.get("saturated_frac")
-        if sat is not None and sat >= SATURATED_FRAC:
-            add("saturated", f"Saturated units: {sat:.0%} of {lay['name']}'s outputs sit at the "
-                "flat ends of the squashing function, where its slope is nearly zero. The "
-                "inputs to this layer are too large: use Xavier init, normalise the inputs, or "
-                "add BatchNorm.", _fix("Use Xavier init", {
-                    "model.init": "xavier_uniform", **_without_layer_overrides(spec, "init")}),
-                _fix("Add BatchNorm after each hidden layer",
-                     {"model.layers": _with_batchnorm(spec)}))
-            break
+    dead = _worst(row, "dead_frac", DEAD_FRAC)
+    if dead:
+        worst, others = dead
+        extra = [_fix("Bias init 0", {"model.bias_init": 0.0})] if spec.model.bias_init < 0 else []
+        add("dead", f"Dead ReLUs: {worst['dead_frac']:.0%} of {worst['name']}'s units output zero "
+            f"for every example{others}, so no gradient reaches their weights and they never "
+            "recover. Leaky ReLU keeps a small slope below zero; a lower learning rate or a "
+            "non-negative bias init avoids killing them.",
+            _fix("Switch to leaky ReLU", {"model.activation": "leaky_relu",
+                                          **_without_layer_overrides(spec, "activation")}),
+            *extra, lower_lr)
+    saturated = _worst(row, "saturated_frac", SATURATED_FRAC)
+    if saturated:
+        worst, others = saturated
+        add("saturated", f"Saturated units: {worst['saturated_frac']:.0%} of {worst['name']}'s "
+            f"outputs sit at the flat ends of the squashing function{others}, where its slope is "
+            "nearly zero. The inputs to these layers are too large: use Xavier init, normalise "
+            "the inputs, or add BatchNorm.", _fix("Use Xavier init", {
+                "model.init": "xavier_uniform", **_without_layer_overrides(spec, "init")}),
+            _fix("Add BatchNorm after each hidden layer",
+                 {"model.layers": _with_batchnorm(spec)}))
     plateau = _plateau(rows + [row])
     if plateau:
         add("plateau", plateau, _fix(f"Raise the learning rate 3x ({lr:g} -> {lr * 3:g})",
@@ -299,6 +297,17 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> d
     status = next((s for s in PRIORITY if s in found), "ok")
     messages = [m for s in PRIORITY for m in found.get(s, [])]
     return {"status": status, "messages": messages, "fixes": fixes}
+
+
+def _worst(row: dict, key: str, threshold: float):
+    """(the hidden layer with the largest `key`, a note naming the other layers over threshold),
+    or None when no layer reaches it."""
+    over = sorted((lay for lay in _hidden(row) if (lay.get(key) or 0) >= threshold),
+                  key=lambda lay: lay[key], reverse=True)
+    if not over:
+        return None
+    others = ", ".join(f"{lay['name']} {lay[key]:.0%}" for lay in over[1:])
+    return over[0], f" (also {others})" if others else ""
 
 
 def _plateau(rows: list[dict]) -> str | None:
