@@ -524,6 +524,12 @@ def _check_consistency(spec: ExperimentSpec) -> None:
     opt = spec.optimizer.resolved(OPTIMIZERS)
     if opt.get("nesterov") and opt.get("momentum", 0) <= 0:
         raise SpecError("optimizer.nesterov=true needs optimizer.momentum > 0")
+    sched = spec.schedule.resolved(SCHEDULES)
+    if sched.get("cycle_momentum"):
+        with_momentum = [e.key for e in OPTIMIZERS if e.param("momentum") or e.param("betas")]
+        if spec.optimizer.name not in with_momentum:
+            raise SpecError(f"schedule.cycle_momentum=true needs an optimizer with momentum; "
+                            f"{spec.optimizer.name!r} has none. Allowed: {', '.join(with_momentum)}")
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")

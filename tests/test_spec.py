@@ -204,6 +204,8 @@ BAD = [
     ({"optimizer": {"name": "sgdd"}}, ["optimizer", "'sgdd'", "adam"]),
     ({"optimizer": {"lr": 0.1}}, ["optimizer", "name", "sgd"]),
     ({"optimizer": {"name": "sgd", "nesterov": True}}, ["optimizer.nesterov", "momentum > 0"]),
+    ({"optimizer": "adagrad", "schedule": {"name": "one_cycle", "cycle_momentum": True}},
+     ["schedule.cycle_momentum", "'adagrad'", "sgd, rmsprop, adam, adamw"]),
     ({"optimizer": {"name": "adam", "betas": [0.9]}}, ["optimizer.betas", "a list of 2 numbers"]),
     ({"model": {"layers": [{"type": "dropout", "p": 1}]}}, ["model.layers[0].p=1", "< 1"]),
     ({"model": {"layers": [{"type": "dropout", "p": -0.1}]}}, ["model.layers[0].p=-0.1", ">= 0"]),

@@ -1,0 +1,344 @@
+"""Playground: build a network, train it live, and watch every layer's health."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+import streamlit as st
+import torch
+
+from engine import ExperimentSpec, SpecError
+from engine.export import export_script
+from engine.presets import list_presets, load_preset
+from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
+from engine.spec import DATA_PARAMS, DIAG_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS, TRAINING_PARAMS
+from ui import state as S
+from ui import views, widgets
+from ui.runner import CapError, Run, RunRegistry
+
+W = S.W
+LIVE_EVERY_S = 0.25   # refresh while training: >= 4 updates per second
+IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
+DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset("spiral_one_hidden")["config"])
+
+
+@st.cache_resource
+def run_registry() -> RunRegistry:
+    return RunRegistry()
+
+
+registry = run_registry()
+
+# ----------------------------------------------------------------------------- session start
+url_error = S.init_from_url(DEFAULT_SPEC)
+if url_error:
+    st.session_state["flash"] = ("error", url_error)
+if "run_id" not in st.session_state:
+    st.session_state["run_id"] = st.query_params.get(S.RUN) or None
+if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, then drop it
+    try:
+        S.load(ExperimentSpec.from_dict(load_preset(st.query_params["preset"])["config"]))
+        st.session_state["run_id"] = None
+        st.session_state["preset_pick"] = st.query_params["preset"]
+    except SpecError as e:
+        st.session_state["flash"] = ("error", f"Preset link: {e}")
+    del st.query_params["preset"]
+
+
+def current_run() -> Run | None:
+    return registry.get(st.session_state.get("run_id"))
+
+
+def flash(kind: str, text: str) -> None:
+    st.session_state["flash"] = (kind, text)
+
+
+def new_run(spec: ExperimentSpec) -> Run | None:
+    """Replace the session's run with a fresh one for `spec` (same id, so the URL stays)."""
+    try:
+        run = registry.create(spec, st.session_state.get("run_id"))
+    except SpecError as e:
+        flash("error", f"Cannot build this network: {e}")
+        return None
+    st.session_state["run_id"] = run.id
+    return run
+
+
+def start_run(run: Run | None) -> None:
+    if run is None:
+        return
+    try:
+        run.start()
+    except CapError as e:
+        flash("warning", str(e))
+
+
+# ----------------------------------------------------------------------------- button callbacks
+def on_start():
+    spec, error = S.edited_spec()
+    if error:
+        return flash("error", f"Fix the settings first: {error}")
+    run = current_run()
+    fresh = run is None or run.state in (Run.DONE, Run.ERROR) or (
+        run.trainer.step_count == 0 and run.spec != spec)
+    start_run(new_run(spec) if fresh else run)
+
+
+def on_pause():
+    run = current_run()
+    if run:
+        run.pause()
+
+
+def on_step():
+    spec, error = S.edited_spec()
+    if error:
+        return flash("error", f"Fix the settings first: {error}")
+    run = current_run()
+    if run is None or run.state in (Run.DONE, Run.ERROR) or (
+            run.trainer.step_count == 0 and run.spec != spec):
+        run = new_run(spec)
+    if run:
+        run.step_once()
+
+
+def on_reset():
+    spec, error = S.edited_spec()
+    if error:
+        return flash("error", f"Fix the settings first: {error}")
+    run = current_run()
+    if run:
+        run.pause()
+    new_run(spec)
+
+
+def on_fix(changes: dict):
+    spec = st.session_state["spec"]
+    try:
+        fixed = spec.with_changes(changes)
+    except SpecError as e:
+        return flash("error", f"That fix does not apply here: {e}")
+    S.load(fixed)
+    start_run(new_run(fixed))
+    flash("success", "Applied the fix and restarted the run.")
+
+
+def on_preset():
+    name = st.session_state["preset_pick"]
+    preset = load_preset(name)
+    run = current_run()
+    if run:
+        run.pause()
+    spec = ExperimentSpec.from_dict(preset["config"])
+    S.load(spec)
+    new_run(spec)
+    flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
+
+
+# ----------------------------------------------------------------------------- sidebar
+def csv_upload(container):
+    file = container.file_uploader("CSV file", type=["csv"], max_upload_size=5,
+                                   help="Numeric columns only; pick the target column below.")
+    if file is not None:
+        digest = hashlib.sha1(file.getvalue()).hexdigest()[:16]
+        folder = os.path.join(tempfile.gettempdir(), "netlab_uploads")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{digest}.csv")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(file.getvalue())
+        st.session_state[W + "data.path"] = path
+    path = st.session_state.get(W + "data.path")
+    if not path:
+        container.caption("Upload a file to train on your own table.")
+        return
+    try:
+        import pandas as pd
+        columns = list(pd.read_csv(path, nrows=5).columns)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
+        container.error(f"Cannot read this CSV: {e}")
+        return
+    if st.session_state.get(W + "data.target") not in columns:
+        st.session_state[W + "data.target"] = columns[-1]
+    container.selectbox("Target column", columns, key=W + "data.target")
+    widgets.param_widget(DATASETS["csv"].param("task"), W + "data.task", container)
+
+
+with st.sidebar:
+    st.subheader("Presets")
+    presets = list_presets()
+    names = [p["name"] for p in presets]
+    titles = {p["name"]: f"{', '.join(p['concepts'])} · {p['title']}" for p in presets}
+    st.session_state.setdefault("preset_pick", names[0])
+    st.selectbox("Experiment", names, key="preset_pick", format_func=titles.get,
+                 label_visibility="collapsed")
+    picked = load_preset(st.session_state["preset_pick"])
+    st.caption(picked["explanation"])
+    st.button("Load preset", on_click=on_preset, width="stretch")
+
+    st.subheader("Data")
+    widgets.dataset_picker()
+    if st.session_state[W + "data.name"] == "csv":
+        csv_upload(st)
+    c1, c2 = st.columns(2)
+    widgets.param_widget(DATA_PARAMS["val_fraction"], W + "data.val_fraction", c1, "validation share")
+    widgets.param_widget(DATA_PARAMS["test_fraction"], W + "data.test_fraction", c2, "test share")
+    widgets.param_widget(DATA_PARAMS["normalize"], W + "data.normalize", st, "normalisation")
+
+    st.subheader("Training")
+    widgets.choice_picker("Loss", LOSSES, "loss")
+    widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
+    widgets.choice_picker("Schedule", SCHEDULES, "schedule")
+    c1, c2 = st.columns(2)
+    widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
+    widgets.param_widget(TRAINING_PARAMS["steps"], W + "training.steps", c2, "steps")
+    c1, c2 = st.columns(2)
+    widgets.param_widget(REG_PARAMS["l1"], W + "regularization.l1", c1, "L1")
+    widgets.param_widget(REG_PARAMS["l2"], W + "regularization.l2", c2, "L2")
+    c1, c2 = st.columns(2)
+    c1.selectbox("Gradient clipping", ["off", "norm", "value"], key=W + "training.clip_mode",
+                 help="norm: rescale the whole gradient when its norm exceeds the limit; "
+                 "value: cap every gradient entry at +-limit.")
+    c2.number_input("clip limit", min_value=1e-6, key=W + "training.clip_max", format="%g",
+                    disabled=st.session_state[W + "training.clip_mode"] == "off")
+    c1, c2 = st.columns(2)
+    c1.checkbox("Early stopping", key=W + "training.es_on",
+                help="Stop when the validation loss stops improving and restore the best weights.")
+    widgets.param_widget(ES_PARAMS["patience"], W + "training.es_patience", c2, "patience")
+    c1, c2, c3 = st.columns(3)
+    widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
+    devices = [d for d in TOP_PARAMS["device"].choices if d != "cuda" or torch.cuda.is_available()]
+    if st.session_state.get(W + "device") not in devices:
+        st.session_state[W + "device"] = "auto"
+    c2.selectbox("device", devices, key=W + "device",
+                 help="auto uses the GPU when this server has one.")
+    widgets.param_widget(DIAG_PARAMS["every"], W + "diagnostics.every", c3, "log every")
+
+# ----------------------------------------------------------------------------- validate
+spec, spec_error = S.edited_spec()
+run = current_run()
+S.sync_url(spec, run.id if run else None)
+
+st.title("Netlab playground")
+if "flash" in st.session_state:
+    kind, text = st.session_state.pop("flash")
+    getattr(st, kind)(text)
+if spec_error:
+    st.error(f"{spec_error}. The last valid settings are kept until this is fixed.")
+
+controls = st.columns([1, 1, 1, 1, 4], vertical_alignment="center")
+running = bool(run and run.active)
+controls[0].button("Start", on_click=on_start, type="primary", disabled=running,
+                   width="stretch")
+controls[1].button("Pause", on_click=on_pause, disabled=not running, width="stretch")
+controls[2].button("Step", on_click=on_step, width="stretch")
+controls[3].button("Reset", on_click=on_reset, width="stretch")
+if run is not None and run.spec != spec:
+    st.warning("You changed settings since this run started. **Reset** applies them (a new run "
+               "starts); until then Start and Step continue the current run.")
+
+try:
+    data = views.spec_dataset(spec)
+except SpecError as e:
+    data = None
+    st.error(f"The data cannot be loaded: {e}")
+
+left, right = st.columns([2, 4], gap="large")
+
+# ----------------------------------------------------------------------------- network column
+with left:
+    st.subheader("Network")
+    c1, c2 = st.columns(2)
+    with c1:
+        widgets.choice_picker("Activation (all layers)", ACTIVATIONS, "model.activation", columns=1)
+    with c2:
+        widgets.choice_picker("Initializer (all layers)", INITIALIZERS, "model.init", columns=1)
+    st.number_input("Bias init (all layers)", key=W + "model.bias_init", format="%g",
+                    help="Starting value of every bias; negative values can kill ReLUs.")
+    described, shape_error = views.describe_rows(spec, data) if data else (None, None)
+    shapes = {}
+    if described:  # describe() rows in build order; flatten and the output layer are not in the stack
+        stack_rows = [r for r in described["layers"] if r["type"] not in ("flatten", "output")]
+        shapes = dict(enumerate(stack_rows))
+    widgets.layer_stack_editor(shapes)
+    if shape_error:
+        st.error(shape_error)
+    if described:
+        cap = registry.caps.max_params
+        total = described["total_params"]
+        msg = f"**{total:,} parameters** · input {described['input_shape']}"
+        (st.warning if total > cap else st.caption)(
+            msg + (f" · over this server's limit of {cap:,}" if total > cap else ""))
+        with st.expander("Layer shapes"):
+            views.describe_table(described)
+    with st.expander("Export and share"):
+        st.download_button("Download config JSON", spec.to_json(indent=2), "netlab_config.json",
+                           "application/json", width="stretch")
+        try:
+            script = export_script(spec)
+            st.download_button("Download PyTorch script", script, "netlab_train.py", "text/x-python",
+                               width="stretch")
+        except SpecError as e:
+            st.caption(f"Script export unavailable: {e}")
+        base = (st.context.url or "").split("?")[0]
+        st.caption("Share link (the experiment, not the run):")
+        st.code(base + S.share_query(spec), language=None)
+    with st.expander("Learning-rate schedule"):
+        views.schedule_preview(spec)
+
+
+# ----------------------------------------------------------------------------- live column
+def live_panel():
+    run = current_run()
+    if run is not None:
+        run.touch()
+    trainer = run.trainer if run else None
+    rows = trainer.history.rows if trainer else []
+    if run is None:
+        st.caption("Not started. Press **Start** to train, or **Step** to take one step.")
+    else:
+        last = rows[-1] if rows else {}
+        parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
+        if run.active:
+            parts.append(f"{run.steps_per_s:,.0f} steps/s")
+        if last.get("epoch") is not None:
+            parts.append(f"epoch {last['epoch']:.1f}")
+        if trainer.stopped and trainer.stopped != "completed":
+            parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
+        parts.append(f"device {trainer.device}")
+        st.markdown(" · ".join(parts))
+        if run.error:
+            st.error(f"Training failed: {run.error}")
+    views.health_panel(rows[-1].get("health") if rows else None, on_fix)
+    view = st.segmented_control("View", ["Overview", "Gradients", "Activations"], key="view",
+                                default="Overview", label_visibility="collapsed")
+    if view == "Gradients":
+        if rows:
+            views.gradient_charts(rows)
+        else:
+            st.info("Gradient charts appear after the first step.")
+    elif view == "Activations":
+        views.activation_charts(trainer.diagnostics.samples if trainer else {}, rows)
+    else:
+        if rows:
+            st.toggle("log-scale loss", key="log_loss")
+            views.training_charts(rows, st.session_state.get("log_loss", False),
+                                  trainer.data.task != "classification")
+        shown = trainer.data if trainer else data
+        if shown is not None:
+            fig = views.data_figure(shown, run.predict if rows else None)
+            st.plotly_chart(fig, key="data_view", config={"displayModeBar": False})
+        if trainer and trainer.test_metrics:
+            t = trainer.test_metrics
+            st.caption(f"Test set: loss {t['loss']:.4g}" +
+                       (f", accuracy {t['acc']:.1%}" if t["acc"] is not None else ""))
+    # the run stopped or started elsewhere: redraw the whole page (buttons, refresh rate)
+    if run is not None and run.active != st.session_state.get("drawn_active"):
+        st.session_state["drawn_active"] = run.active
+        st.rerun(scope="app")
+
+
+with right:
+    st.session_state["drawn_active"] = running
+    st.fragment(live_panel, run_every=LIVE_EVERY_S if running else (IDLE_EVERY_S if run else None))()

@@ -1,0 +1,265 @@
+"""The playground page under Streamlit's AppTest: widgets -> spec, controls -> History, URL state.
+
+run_every does not fire under AppTest, so live refreshes are simulated with at.run() in a loop.
+Each test gets a fresh server-wide run registry (st.cache_resource is cleared).
+"""
+import time
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from engine import ExperimentSpec
+from engine.presets import load_preset, preset_names
+from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, OPTIMIZERS, SCHEDULES
+from tests.conftest import ROOT
+from ui import state as S
+
+APP = str(ROOT / "app.py")
+
+
+def live_registries():
+    """The page's server-wide RunRegistry lives in st.cache_resource inside the app script;
+    tests find it (and any left by earlier tests) among live objects."""
+    import gc
+
+    from ui.runner import RunRegistry
+    return [o for o in gc.get_objects() if type(o) is RunRegistry and not o._stop.is_set()]
+
+
+def runs(at):
+    return live_registries()[-1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_server():
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    for registry in live_registries():
+        registry.shutdown()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def at():
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    return app
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def no_problems(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def spec_of(at) -> ExperimentSpec:
+    return at.session_state["spec"]
+
+
+def the_run(at):
+    return runs(at).get(at.session_state["run_id"])
+
+
+def test_page_loads_with_the_default_experiment(at):
+    no_problems(at)
+    assert spec_of(at).data.name == "spiral"
+    assert {"Start", "Pause", "Step", "Reset"} <= {b.label for b in at.button}
+    assert S.decode(at.query_params[S.CFG][0] if isinstance(at.query_params[S.CFG], list)
+                    else at.query_params[S.CFG]) == spec_of(at)
+    assert at.get("plotly_chart"), "the data preview is drawn before training"
+
+
+@pytest.mark.parametrize("name", [k for k in DATASETS.keys() if k != "csv"])
+def test_every_dataset_builds_a_valid_spec(at, name):
+    at.selectbox(key="w.data.name").set_value(name).run()
+    no_problems(at)
+    spec = spec_of(at)
+    assert spec.data.name == name
+    assert spec.loss.name in ("cross_entropy", "mse")
+
+
+@pytest.mark.parametrize("path, registry", [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                                            ("model.activation", ACTIVATIONS),
+                                            ("model.init", INITIALIZERS)])
+def test_every_registry_choice_builds_a_valid_spec(at, path, registry):
+    for key in registry.keys():
+        at.selectbox(key=f"w.{path}").set_value(key).run()
+        no_problems(at)
+        value = spec_of(at)
+        for part in path.split("."):
+            value = getattr(value, part)
+        assert value.name == key
+
+
+def test_changing_a_parameter_reaches_the_spec(at):
+    at.number_input(key="w.optimizer.lr").set_value(0.05).run()
+    at.number_input(key="w.training.batch_size").set_value(64).run()
+    at.selectbox(key="w.training.clip_mode").set_value("norm").run()
+    at.checkbox(key="w.training.es_on").check().run()
+    no_problems(at)
+    spec = spec_of(at)
+    assert spec.optimizer.params["lr"] == 0.05 and spec.training.batch_size == 64
+    assert spec.training.grad_clip.mode == "norm" and spec.training.early_stopping.patience == 10
+
+
+def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
+    for kind in LAYERS.keys():
+        button(at, f"+ {kind.replace('_', ' ')}").click().run()
+    no_problems(at)
+    types = [layer.type for layer in spec_of(at).model.layers]
+    assert types == ["linear", *LAYERS.keys()]
+    ids = at.session_state["layer_ids"]
+    at.number_input(key=f"w.layer.{ids[1]}.units").set_value(7).run()   # the added linear
+    at.button(key=f"up.{ids[1]}").click().run()                        # move it to the top
+    at.button(key=f"rm.{ids[0]}").click().run()                        # remove the original
+    no_problems(at)
+    layers = spec_of(at).model.layers
+    assert layers[0].type == "linear" and layers[0].params["units"] == 7
+    assert [layer.type for layer in layers[1:]] == [k for k in LAYERS.keys() if k != "linear"]
+
+
+def test_an_impossible_value_shows_a_message_and_keeps_the_last_valid_spec(at):
+    before = spec_of(at)
+    at.number_input(key="w.data.val_fraction").set_value(0.5).run()
+    at.number_input(key="w.data.test_fraction").set_value(0.5).run()
+    assert any("at most 0.9" in e.value for e in at.error)
+    assert not at.exception
+    assert spec_of(at).data.test_fraction == 0.0 and spec_of(at).data == before.data.__class__(
+        **{**before.data.__dict__, "val_fraction": 0.5})
+
+
+def test_step_start_pause_reset_drive_the_history(at):
+    button(at, "Step").click().run()
+    no_problems(at)
+    run = the_run(at)
+    assert run.trainer.step_count == 1 and len(run.trainer.history) == 1
+    button(at, "Start").click().run()
+    deadline = time.time() + 20
+    while run.trainer.step_count < 100 and time.time() < deadline:
+        time.sleep(0.2)
+        at.run()
+    assert run.trainer.step_count >= 100 and run.state == "running"
+    assert any("running" in m.value for m in at.markdown)
+    button(at, "Pause").click().run()
+    assert run.state == "paused" and not run.thread_alive
+    paused_at = run.trainer.step_count
+    time.sleep(0.3)
+    at.run()
+    assert run.trainer.step_count == paused_at
+    button(at, "Step").click().run()
+    assert run.trainer.step_count == paused_at + 1
+    button(at, "Reset").click().run()
+    fresh = the_run(at)
+    assert fresh.trainer.step_count == 0 and len(fresh.trainer.history) == 0
+    assert fresh.id == run.id, "reset keeps the run id in the URL"
+    no_problems(at)
+
+
+def test_every_view_draws_charts_after_a_few_steps(at):
+    for _ in range(3):
+        button(at, "Step").click().run()
+    for view in ("Gradients", "Activations", "Overview"):
+        at.session_state["view"] = view
+        at.run()
+        no_problems(at)
+        assert len(at.get("plotly_chart")) >= 2, view
+
+
+def test_a_broken_url_spec_shows_an_error_and_falls_back():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = "not-a-real-spec"
+    at.run()
+    assert not at.exception
+    assert any("could not be loaded" in e.value for e in at.error)
+    assert spec_of(at).data.name == "spiral"
+
+
+def test_a_url_spec_opens_the_same_experiment():
+    st.cache_resource.clear()
+    spec = ExperimentSpec.from_dict(load_preset("xor_tanh")["config"])
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    no_problems(at)
+    assert spec_of(at) == spec.canonical()
+
+
+def test_a_valid_url_spec_with_a_bad_value_is_rejected_by_name():
+    st.cache_resource.clear()
+    d = ExperimentSpec().to_dict()
+    d["optimizer"]["lr"] = -1
+    import base64
+    import json
+    import zlib
+    code = base64.urlsafe_b64encode(zlib.compress(json.dumps(d).encode())).decode()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = code
+    at.run()
+    assert any("optimizer.lr=-1" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_load(at, name):
+    at.selectbox(key="preset_pick").set_value(name).run()
+    button(at, "Load preset").click().run()
+    no_problems(at)
+    assert spec_of(at) == ExperimentSpec.from_dict(load_preset(name)["config"]).canonical()
+
+
+def test_a_one_click_fix_changes_the_spec_and_restarts(at):
+    at.selectbox(key="preset_pick").set_value("vanishing_sigmoid").run()
+    button(at, "Load preset").click().run()
+    button(at, "Step").click().run()
+    assert "Health: vanishing" in " ".join(m.value for m in at.markdown)
+    fix = next(b for b in at.button if b.label == "Switch to ReLU + He init")
+    fix.click().run()
+    no_problems(at)
+    spec = spec_of(at)
+    assert spec.model.activation.name == "relu" and spec.model.init.name == "he_normal"
+    run = the_run(at)
+    assert run.spec == spec and run.state in ("running", "done")
+    run.pause()
+
+
+def test_changing_settings_while_running_asks_to_reset(at):
+    button(at, "Start").click().run()
+    at.number_input(key="w.optimizer.lr").set_value(0.02).run()
+    assert any("Reset" in w.value for w in at.warning)
+    the_run(at).pause()
+
+
+def test_a_model_over_the_parameter_cap_gets_a_message(monkeypatch):
+    monkeypatch.setenv("NETLAB_MAX_PARAMS", "100")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert any("over this server's limit" in w.value for w in at.warning)
+    button(at, "Start").click().run()
+    assert not at.exception
+    assert any("at most 100 are allowed" in e.value for e in at.error)
+
+
+def test_csv_data_with_text_shows_the_column_by_name(at, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},x{i},{i % 2}\n" for i in range(20)))
+    at.selectbox(key="w.data.name").set_value("csv").run()
+    at.session_state["w.data.path"] = str(path)
+    at.run()
+    assert not at.exception
+    assert any("column 'b' is not numeric" in e.value for e in at.error)
+
+
+def test_csv_data_trains(at, tmp_path):
+    path = tmp_path / "good.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{(i * 7) % 5},{i % 2}\n" for i in range(40)))
+    at.selectbox(key="w.data.name").set_value("csv").run()
+    at.session_state["w.data.path"] = str(path)
+    at.run()
+    at.selectbox(key="w.data.target").set_value("label").run()
+    button(at, "Step").click().run()
+    no_problems(at)
+    assert the_run(at).trainer.step_count == 1

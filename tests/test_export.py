@@ -1,0 +1,564 @@
+"""The exported script: standalone, runnable, and number for number the engine's run.
+
+The oracle is the engine itself (Trainer, build_model, the registry factories): the export is a
+second, independent implementation of the same experiment, so equal numbers mean both did the
+same thing. A few specs run in real subprocesses (no Netlab on the path); the broad sweep over
+optimizers, schedules, losses and datasets runs the script in-process with runpy, which is fast
+because torch is already imported.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from engine import Trainer, build_model, load_spec
+from engine.__main__ import main as cli_main
+from engine.errors import SpecError
+from engine.export import (ACTIVATION_CODE, FEATURE_CODE, INIT_CODE, LAYER_CODE, LOSS_CODE,
+                           NORMALIZER_CODE, OPTIMIZER_CODE, SCHEDULE_CODE, dataset_function,
+                           dataset_source, export_script, fill)
+from engine.registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
+                             NORMALIZERS, OPTIMIZERS, SCHEDULES)
+from engine.seeding import generator as make_generator
+
+ALLOWED_IMPORTS = {"__future__", "argparse", "json", "math", "collections", "torch", "sklearn",
+                   "pandas"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def final_summary(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("FINAL ")]
+    assert len(lines) == 1, stdout[-2000:]
+    return json.loads(lines[0][len("FINAL "):])
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of every module the source imports, wherever the import sits."""
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    return imported
+
+
+def run_in_process(source: str, tmp_path, argv=()) -> tuple[dict, dict]:
+    """Run the script as __main__ in this process; returns (FINAL summary, script globals)."""
+    path = tmp_path / "train.py"
+    path.write_text(source)
+    old_argv = sys.argv
+    sys.argv = [str(path), *argv]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            namespace = runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = old_argv
+    return final_summary(out.getvalue()), namespace
+
+
+def engine_run(config: dict) -> Trainer:
+    trainer = Trainer(load_spec(config))
+    trainer.run()
+    return trainer
+
+
+def assert_same_run(summary: dict, state: dict, trainer: Trainer) -> None:
+    """Same logged rows (first batch loss included), same outcome, same final weights."""
+    rows = trainer.history.rows
+    assert [r["step"] for r in summary["history"]] == [r["step"] for r in rows]
+    for mine, theirs in zip(summary["history"], rows):
+        for key in ("train_loss", "val_loss", "lr", "train_acc", "val_acc"):
+            if theirs[key] is None:
+                assert key not in mine, (key, mine)
+            else:
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-7), \
+                    (key, mine, theirs)
+    assert summary["stopped"] == trainer.stopped
+    assert summary["steps"] == trainer.step_count
+    assert summary["restored_step"] == trainer.restored_step
+    expected = trainer.model.state_dict()
+    assert list(state) == list(expected)
+    for k, v in expected.items():
+        assert torch.allclose(state[k].float(), v.float(), rtol=1e-5, atol=1e-6), k
+    if trainer.test_metrics is not None:
+        assert summary["test"]["test_loss"] == pytest.approx(trainer.test_metrics["loss"], rel=1e-5)
+        if trainer.test_metrics["acc"] is not None:
+            assert summary["test"]["test_acc"] == pytest.approx(trainer.test_metrics["acc"])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is faster than two, and it cannot stall waiting for a
+    second OpenMP thread when the cores are busy (measured on a loaded 2-core box: a small
+    backward took 400 ms with two threads). The subprocesses run with one thread too, so both
+    sides add their sums up in the same order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def with_steps(config: dict, steps: int) -> dict:
+    return {**config, "training": {**config.get("training", {}), "steps": steps}}
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    """A small table: two informative columns, a class label (3 values, not 0-based) and a
+    continuous target."""
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(80, generator=g), torch.rand(80, generator=g) * 10
+    label = torch.where(a + 0.1 * b > 0.5, 5, torch.where(a > -0.5, 3, 1))
+    path = tmp_path_factory.mktemp("csv") / "table.csv"
+    rows = ["a,b,label,value"] + [f"{x:.5f},{y:.5f},{int(c)},{x * 2 - y:.5f}"
+                                  for x, y, c in zip(a.tolist(), b.tolist(), label.tolist())]
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- subprocess runs
+# Each runs the script with a bare environment (no PYTHONPATH, cwd outside the repo), so an
+# import of Netlab would fail. They start together to share the cost of importing torch.
+
+CIRCLE = {  # hand-made features, bce, adam, warm-up cosine, L1 and L2, clipping by value
+    "seed": 3,
+    "data": {"name": "circle", "n": 300, "features": ["x1", "x2", "x1_sq", "x2_sq", "x1_x2"],
+             "test_fraction": 0.1},
+    "model": {"activation": "tanh", "init": "xavier_uniform", "layers": [16, 8]},
+    "loss": "bce",
+    "optimizer": {"name": "adam", "lr": 0.02},
+    "schedule": {"name": "warmup_cosine", "warmup": 5},
+    "regularization": {"l1": 0.001, "l2": 0.01},
+    "training": {"steps": 1000, "batch_size": 16, "grad_clip": {"value": 0.5}},
+    "diagnostics": {"every": 7},
+}
+DIGITS = {  # images: flatten, label smoothing, Nesterov with weight decay, step decay
+    "data": {"name": "digits", "n": 400, "test_fraction": 0.2},
+    "model": {"layers": [32, 16]},
+    "loss": {"name": "cross_entropy", "label_smoothing": 0.1},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+                  "weight_decay": 0.001},
+    "schedule": {"name": "step", "step_size": 6, "gamma": 0.5},
+    "training": {"steps": 20, "batch_size": 64, "eval_every": 10},
+    "diagnostics": {"every": 5},
+}
+REGRESSION = {  # every layer type with per-layer overrides and a custom output init; huber,
+    # centred RMSprop, plateau schedule, early stopping with restore, clipping by norm
+    "data": {"name": "multi_gaussian", "n": 300},
+    "model": {"activation": "gelu", "output": {"name": "normal", "std": 0.1}, "layers": [
+        {"type": "residual", "units": 16, "depth": 2},
+        {"type": "batchnorm"},
+        {"type": "dropout", "p": 0.2},
+        {"type": "residual", "units": 16, "depth": 1, "activation": "tanh"},
+        {"type": "layernorm"},
+        {"type": "activation", "activation": {"name": "prelu", "init": 0.1}},
+        {"type": "linear", "units": 8, "init": "orthogonal", "bias_init": 0.1,
+         "activation": {"name": "leaky_relu", "negative_slope": 0.2}}]},
+    "loss": {"name": "huber", "delta": 0.5},
+    "optimizer": {"name": "rmsprop", "lr": 0.01, "momentum": 0.5, "centered": True},
+    "schedule": {"name": "reduce_on_plateau", "patience": 0},
+    "training": {"steps": 80, "grad_clip": 1.0, "early_stopping": {"patience": 2}},
+    "diagnostics": {"every": 5},
+}
+SUBPROCESS_SPECS = {"circle": (CIRCLE, 25), "digits": (DIGITS, None),
+                    "regression": (REGRESSION, None)}
+
+
+@pytest.fixture(scope="module")
+def subprocess_runs(tmp_path_factory):
+    """name -> (returncode, stdout, stderr, state_dict or None, script source)."""
+    work = tmp_path_factory.mktemp("export_runs")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"  # see one_thread
+    procs = {}
+    for name, (config, steps) in SUBPROCESS_SPECS.items():
+        source = export_script(load_spec(config))
+        (work / f"{name}.py").write_text(source)
+        argv = [sys.executable, f"{name}.py", "--save", f"{name}.pt"]
+        if steps is not None:
+            argv += ["--steps", str(steps)]
+        procs[name] = (subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True), source)
+    results = {}
+    for name, (proc, source) in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        pt = work / f"{name}.pt"
+        state = torch.load(pt) if pt.exists() else None
+        results[name] = (proc.returncode, stdout, stderr, state, source)
+    return results
+
+
+@pytest.mark.parametrize("name", list(SUBPROCESS_SPECS))
+def test_script_runs_standalone_and_matches_the_engine(subprocess_runs, name):
+    code, stdout, stderr, state, _ = subprocess_runs[name]
+    assert code == 0, stderr[-3000:]
+    config, steps = SUBPROCESS_SPECS[name]
+    if steps is not None:  # --steps N trains like the same config with training.steps = N
+        config = with_steps(config, steps)
+    summary = final_summary(stdout)
+    assert_same_run(summary, state, engine_run(config))
+
+
+def test_script_prints_a_row_per_evaluation(subprocess_runs):
+    _, stdout, _, _, _ = subprocess_runs["digits"]
+    rows = [line for line in stdout.splitlines() if line.startswith("step ")]
+    assert [int(r.split()[1]) for r in rows] == [1, 5, 10, 15, 20]
+    evaluated = [r for r in rows if "val_loss" in r]
+    assert [int(r.split()[1]) for r in evaluated] == [1, 10, 20]  # eval_every=10, plus first/last
+    assert re.fullmatch(r"step 10 lr \S+ train_loss \S+ train_acc \S+ val_loss \S+ val_acc \S+",
+                        evaluated[1])
+
+
+def test_early_stopping_and_plateau_really_happened(subprocess_runs):
+    """The regression spec is meant to exercise both; if it stopped doing so the comparison
+    above would no longer cover them."""
+    summary = final_summary(subprocess_runs["regression"][1])
+    assert summary["stopped"] == "early_stopping" and summary["restored_step"] is not None
+    assert len({row["lr"] for row in summary["history"]}) > 1
+
+
+def test_state_dict_matches_the_engine_model(subprocess_runs):
+    """Same layer names, nesting and shapes as engine.model.build_model, for every layer type."""
+    state = subprocess_runs["regression"][3]
+    engine_state = build_model(load_spec(REGRESSION), (2,), 1).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == \
+        [(k, tuple(v.shape)) for k, v in engine_state.items()]
+    assert {k.split(".")[0] for k in state} == {"res1", "bn1", "res2", "ln1", "act1", "fc1", "out"}
+    assert "res1.proj.weight" in state and "res2.proj.weight" not in state
+
+
+@pytest.mark.parametrize("name", list(SUBPROCESS_SPECS))
+def test_script_imports_nothing_of_netlab(subprocess_runs, name):
+    source = subprocess_runs[name][4]
+    assert "import engine" not in source and "from engine" not in source
+    imported = imported_modules(source)
+    assert "torch" in imported
+    assert imported <= ALLOWED_IMPORTS, imported - ALLOWED_IMPORTS
+
+
+# ----------------------------------------------------------------------------- in-process sweep
+# Every optimizer and every schedule at least once, with every loss wrapping (plain, bce's one
+# logit, a regression loss on classes), every dataset and a spread of activations/initializers.
+
+def _sweep(csv_path):
+    small = {"n": 160}
+    return {
+        "sgd-constant": {"data": {"name": "spiral", **small}, "model": {"layers": [16]},
+                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}},
+        "adagrad-step-mse_on_classes": {
+            "data": {"name": "gaussians", "classes": 4, **small}, "loss": "mse",
+            "model": {"activation": "sigmoid", "init": {"name": "xavier_normal", "gain": 1.5},
+                      "layers": [12]},
+            "optimizer": {"name": "adagrad", "lr": 0.1, "lr_decay": 0.01},
+            "schedule": {"name": "step", "step_size": 3}},
+        "rmsprop-exponential-mae_on_classes": {
+            "data": {"name": "moons", **small, "normalize": "minmax"}, "loss": "mae",
+            "model": {"activation": {"name": "elu", "alpha": 0.5},
+                      "init": {"name": "he_uniform", "mode": "fan_out"}, "layers": [12]},
+            "optimizer": {"name": "rmsprop", "lr": 0.01}, "schedule": {"name": "exponential",
+                                                                       "gamma": 0.9}},
+        "adam-cosine-xor": {
+            "data": {"name": "xor", **small, "features": ["x1_x2", "sin_x1", "sin_x2"]},
+            "model": {"activation": {"name": "softplus", "beta": 2.0},
+                      "init": {"name": "uniform", "a": -0.3, "b": 0.2}, "layers": [12]},
+            "optimizer": {"name": "adam", "lr": 0.01, "amsgrad": True},
+            "schedule": {"name": "cosine", "eta_min": 0.001}},
+        "adamw-warmup-plane": {
+            "data": {"name": "plane", **small, "normalize": "none"},
+            "model": {"activation": "silu", "init": {"name": "normal", "std": 0.3},
+                      "bias_init": 0.05, "layers": [12]},
+            "optimizer": {"name": "adamw", "lr": 0.01}, "schedule": {"name": "warmup_cosine",
+                                                                     "warmup": 4}},
+        "adadelta-one_cycle-multi_gaussian": {
+            "data": {"name": "multi_gaussian", **small}, "loss": "mae",
+            "model": {"activation": "swish", "init": "torch_default", "layers": [12]},
+            "optimizer": {"name": "adadelta"}, "schedule": {"name": "one_cycle"}},
+        "adam-one_cycle_momentum-circle": {
+            "data": {"name": "circle", **small}, "loss": "cross_entropy",
+            "model": {"activation": "hard_sigmoid", "init": {"name": "constant", "value": 0.05},
+                      "layers": [8, {"type": "linear", "units": 8, "init": "zeros"}]},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "schedule": {"name": "one_cycle", "cycle_momentum": True}},
+        "sgd-plateau-csv": {
+            "data": {"name": "csv", "path": csv_path, "target": "label"},
+            "model": {"activation": "softmax", "init": {"name": "orthogonal", "gain": 2.0},
+                      "layers": [8]},
+            "optimizer": {"name": "sgd", "lr": 0.1},
+            "schedule": {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5},
+            "diagnostics": {"every": 2}},
+        "csv-regression": {
+            "data": {"name": "csv", "path": csv_path, "target": "value", "task": "regression"},
+            "model": {"activation": "linear", "layers": [4]}, "optimizer": {"name": "adam"}},
+        "digits-linear": {
+            "data": {"name": "digits", "n": 200, "noise": 0.1}, "model": {"layers": []},
+            "optimizer": {"name": "sgd", "lr": 0.01}, "schedule": {"name": "step",
+                                                                   "step_size": 2}},
+    }
+
+
+SWEEP_NAMES = list(_sweep("x.csv"))
+
+
+@pytest.mark.parametrize("name", SWEEP_NAMES)
+def test_sweep_matches_the_engine(name, csv_file, tmp_path):
+    config = with_steps(_sweep(csv_file)[name], 12)
+    config["diagnostics"] = config.get("diagnostics", {"every": 4})
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))
+
+
+def test_sweep_covers_every_optimizer_schedule_loss_and_dataset():
+    specs = [load_spec(c) for c in _sweep("x.csv").values()]
+    assert {s.optimizer.name for s in specs} == set(OPTIMIZERS.keys())
+    assert {s.schedule.name for s in specs} == set(SCHEDULES.keys())
+    assert {s.data.name for s in specs} == set(DATASETS.keys())
+    # bce and huber run in the subprocess specs
+    assert {s.loss.name for s in specs} | {"bce", "huber"} == set(LOSSES.keys())
+
+
+def test_save_writes_the_trained_weights(tmp_path):
+    config = with_steps({"data": {"name": "xor", "n": 100}, "model": {"layers": [8]}}, 5)
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path,
+                                        ["--save", str(tmp_path / "m.pt"), "--steps", "3"])
+    saved = torch.load(tmp_path / "m.pt")
+    assert summary["steps"] == 3
+    for k, v in namespace["model"].state_dict().items():
+        assert torch.equal(saved[k], v)
+
+
+def test_a_diverging_run_stops_before_the_bad_update(tmp_path):
+    config = with_steps({"data": {"name": "plane", "n": 100}, "model": {"layers": [16, 16]},
+                         "optimizer": {"name": "sgd", "lr": 10.0}}, 40)
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    trainer = engine_run(config)
+    assert trainer.stopped == summary["stopped"] == "diverged"
+    assert summary["steps"] == trainer.step_count
+    assert all(torch.isfinite(p).all() for p in namespace["model"].parameters())
+
+
+# ----------------------------------------------------------------------------- export API / CLI
+
+
+def test_cli_export_prints_a_script_that_compiles(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"data": {"name": "moons"}, "model": {"layers": [8]}}))
+    assert cli_main(["export", str(path)]) == 0
+    source = capsys.readouterr().out
+    compile(source, "train.py", "exec")
+    assert '"name": "moons"' in source  # the config sits in the header comment
+
+
+def test_every_preset_exports_a_standalone_script():
+    from engine.presets import load_preset, preset_names
+
+    for name in preset_names():
+        source = export_script(load_spec(load_preset(name)["config"]))
+        compile(source, f"{name}.py", "exec")
+        assert imported_modules(source) <= ALLOWED_IMPORTS, name
+
+
+@pytest.mark.gpu
+def test_script_matches_the_engine_on_cuda(tmp_path):
+    """device "cuda": data, model, batches and dropout masks live on the GPU in both."""
+    config = with_steps({**EVERY_LAYER_SMALL, "device": "cuda"}, 10)
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    trainer = engine_run(config)
+    assert next(namespace["model"].parameters()).is_cuda
+    state = {k: v.cpu() for k, v in namespace["model"].state_dict().items()}
+    expected = trainer.model.state_dict()
+    assert summary["history"][0]["train_loss"] == pytest.approx(
+        trainer.history.rows[0]["train_loss"], rel=1e-5)
+    for k, v in expected.items():
+        assert torch.allclose(state[k].float(), v.cpu().float(), rtol=1e-4, atol=1e-5), k
+
+
+EVERY_LAYER_SMALL = {
+    "data": {"name": "spiral", "n": 200},
+    "model": {"layers": [{"type": "residual", "units": 16}, {"type": "batchnorm"},
+                         {"type": "dropout", "p": 0.2}, {"type": "layernorm"}, 8]},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+}
+
+
+def test_export_rejects_an_impossible_stack():
+    with pytest.raises(SpecError, match="flat vector"):
+        export_script(load_spec({"data": {"name": "digits"},
+                                 "model": {"layers": [{"type": "batchnorm"}]}}))
+
+
+# ----------------------------------------------------------------------------- code tables
+# Every registry entry needs a template, no template may outlive its entry, and each template
+# must do what the registry's own factory does.
+
+TABLES = [(ACTIVATIONS, ACTIVATION_CODE), (INITIALIZERS, INIT_CODE), (OPTIMIZERS, OPTIMIZER_CODE),
+          (SCHEDULES, SCHEDULE_CODE), (LOSSES, LOSS_CODE), (FEATURES, FEATURE_CODE),
+          (NORMALIZERS, NORMALIZER_CODE), (LAYERS, LAYER_CODE)]
+
+
+@pytest.mark.parametrize("registry,table", TABLES, ids=[r.kind for r, _ in TABLES])
+def test_every_registry_entry_has_an_export_mapping(registry, table):
+    assert set(registry.keys()) - set(table) == set(), f"{registry.kind}s without export code"
+    assert set(table) - set(registry.keys()) == set(), "export code for entries that do not exist"
+
+
+TEMPLATES = [(ACTIVATIONS, ACTIVATION_CODE), (INITIALIZERS, INIT_CODE), (SCHEDULES, SCHEDULE_CODE),
+             (LOSSES, LOSS_CODE)]
+
+
+@pytest.mark.parametrize("registry,table", TEMPLATES, ids=[r.kind for r, _ in TEMPLATES])
+def test_templates_pass_on_every_parameter(registry, table):
+    for entry in registry:
+        for p in entry.params:
+            assert "{" + p.name + "}" in table[entry.key], (entry.key, p.name)
+
+
+def _nondefault(entry) -> dict:
+    """Parameter values other than the defaults, so that a template ignoring one shows."""
+    out = {}
+    for p in entry.params:
+        d = p.default
+        if p.choices:
+            out[p.name] = p.choices[-1]
+        elif isinstance(d, bool):
+            out[p.name] = not d
+        elif isinstance(d, int):
+            out[p.name] = d + 1
+        elif isinstance(d, float):
+            out[p.name] = d * 0.5 + 0.01 if p.high is None else min(p.high * 0.99, d * 0.5 + 0.01)
+        else:
+            out[p.name] = d
+    return entry.resolve(out)
+
+
+@pytest.mark.parametrize("key", ACTIVATIONS.keys())
+def test_activation_code_matches_registry(key):
+    entry = ACTIVATIONS[key]
+    params = _nondefault(entry)
+    mine = eval(fill(ACTIVATION_CODE[key], params), {"nn": nn})
+    theirs = entry.build(**params)
+    x = torch.linspace(-5, 5, 60).reshape(6, 10)
+    assert type(mine) is type(theirs)
+    assert torch.equal(mine(x), theirs(x))
+
+
+@pytest.mark.parametrize("key", INITIALIZERS.keys())
+def test_init_code_matches_registry(key):
+    entry = INITIALIZERS[key]
+    params = _nondefault(entry)
+    if key == "uniform":
+        params.update(a=-0.2, b=0.3)
+    mine, theirs = torch.empty(7, 5), torch.empty(7, 5)
+    exec(fill(INIT_CODE[key], params, w="w"),
+         {"nn": nn, "math": math, "w": mine, "init_gen": torch.Generator().manual_seed(1)})
+    entry.build(theirs, torch.Generator().manual_seed(1), **params)
+    assert torch.equal(mine, theirs)
+
+
+def _stepped(make_optimizer, steps=4):
+    """Parameters after a few steps on a fixed quadratic, from a fixed start."""
+    w = nn.Parameter(torch.linspace(-1, 1, 6).reshape(2, 3))
+    opt = make_optimizer([w])
+    for _ in range(steps):
+        opt.zero_grad()
+        ((w - 0.3) ** 2).sum().backward()
+        opt.step()
+    return w.detach()
+
+
+@pytest.mark.parametrize("key", OPTIMIZERS.keys())
+def test_optimizer_code_matches_registry(key):
+    entry = OPTIMIZERS[key]
+    params = _nondefault(entry)
+    cls = eval(OPTIMIZER_CODE[key], {"torch": torch})
+    assert torch.equal(_stepped(lambda ps: cls(ps, **params)),
+                       _stepped(lambda ps: entry.build(ps, **params)))
+
+
+@pytest.mark.parametrize("key", SCHEDULES.keys())
+def test_schedule_code_matches_registry(key):
+    entry, steps = SCHEDULES[key], 30
+    params = _nondefault(entry)
+    params.update({k: v for k, v in {"warmup": 5, "step_size": 7}.items() if k in params})
+
+    def rates(make):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+        sched, out = make(opt), []
+        for i in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            if entry.tags.get("on_metric"):
+                sched.step(1.0 if i < 3 else 2.0)  # stops improving at once
+            else:
+                sched.step()
+        return out
+
+    def exported(opt):
+        namespace = {"torch": torch, "math": math, "optimizer": opt, "STEPS": steps}
+        exec(fill(SCHEDULE_CODE[key], params), namespace)
+        return namespace["scheduler"]
+
+    mine, theirs = rates(exported), rates(lambda opt: entry.build(opt, steps, **params))
+    assert mine == theirs
+    assert len(set(theirs)) > 1 or key == "constant"  # the check would notice a change
+
+
+@pytest.mark.parametrize("key", LOSSES.keys())
+def test_loss_code_matches_registry(key):
+    entry = LOSSES[key]
+    params = _nondefault(entry)
+    mine = eval(fill(LOSS_CODE[key], params), {"nn": nn})
+    theirs = entry.build(**params)
+    out, target = torch.linspace(-3, 3, 12), torch.linspace(1, 0, 12)
+    if key == "cross_entropy":
+        out, target = out.reshape(4, 3), torch.tensor([0, 2, 1, 2])
+    assert torch.equal(mine(out, target), theirs(out, target))
+
+
+def test_feature_and_normalizer_code_matches_registry():
+    points = torch.rand(50, 2, generator=torch.Generator().manual_seed(0)) * 4 - 2
+    for key, code in FEATURE_CODE.items():
+        assert torch.equal(eval(code, {"torch": torch, "points": points}),
+                           FEATURES[key].factory(points)), key
+    x_fit = torch.cat([points, torch.ones(50, 1)], 1)  # a constant column too
+    for key, code in NORMALIZER_CODE.items():
+        namespace = {"torch": torch, "x_fit": x_fit}
+        exec(code, namespace)
+        shift, scale = NORMALIZERS[key].factory(x_fit)
+        assert torch.equal(namespace["shift"], shift), key
+        # the script applies the same guard against zero scales right after this line
+        guarded = torch.where(namespace["scale"] > 1e-12, namespace["scale"],
+                              torch.ones_like(namespace["scale"]))
+        assert torch.equal(guarded, scale), key
+
+
+@pytest.mark.parametrize("key", DATASETS.keys())
+def test_dataset_code_is_standalone_and_matches_registry(key, csv_file):
+    """Every dataset has export code that runs with torch and math alone (the engine's own
+    source, or an override) and draws the same examples."""
+    entry = DATASETS[key]
+    params = {p.name: p.default for p in entry.params}
+    if key == "csv":
+        params.update(path=csv_file, target="label")
+    if key == "digits":
+        params.update(n=300, noise=0.1)
+    namespace = {"torch": torch, "math": math}
+    exec(dataset_source(key), namespace)
+    x, y = namespace[dataset_function(key)](make_generator(5, "data"), **params)
+    ex, ey = entry.factory(make_generator(5, "data"), **params)
+    assert torch.equal(x, ex) and torch.equal(y, ey)

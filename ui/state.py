@@ -1,0 +1,248 @@
+"""Spec <-> widgets <-> URL.
+
+The experiment being edited lives in two forms: the widgets' values in st.session_state (keys
+"w.<dotted config path>", layers keyed by a stable per-layer id) and the last *valid*
+ExperimentSpec (session_state["spec"]). Loading a spec (URL, preset, one-click fix) writes every
+widget key; after the widgets are drawn, `collect()` reads them back into a config dict, and only
+a config that validates replaces the spec, so a bad value shows a message and loses nothing.
+
+The URL carries the spec as `?cfg=<base64url(zlib(JSON))>` and the live run's id as `?run=`.
+A share link is the URL without `run`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+import zlib
+
+import streamlit as st
+
+from engine import ExperimentSpec, SpecError
+from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
+                             SCHEDULES)
+
+CFG, RUN = "cfg", "run"
+W = "w."
+NO_OVERRIDE = ""  # the per-layer picker's "use the model default" option
+
+# Choice fields edited with a registry picker: config path -> registry
+CHOICES = {"model.activation": ACTIVATIONS, "model.init": INITIALIZERS, "loss": LOSSES,
+           "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+SCALARS = ("seed", "device", "data.normalize", "data.val_fraction", "data.test_fraction",
+           "model.bias_init", "regularization.l1", "regularization.l2", "training.batch_size",
+           "training.steps", "diagnostics.every")
+DATASET_FIELDS = ("n", "noise", "classes", "path", "target", "task")
+
+
+# ----------------------------------------------------------------------------- URL
+
+
+def encode(spec: ExperimentSpec) -> str:
+    raw = json.dumps(spec.canonical().to_dict(), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+
+
+def decode(text: str) -> ExperimentSpec:
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        value = json.loads(raw)
+    except (binascii.Error, zlib.error, ValueError, UnicodeDecodeError):
+        raise SpecError("the experiment in this link is damaged (it may have been cut off when "
+                        "copied)") from None
+    return ExperimentSpec.from_dict(value)
+
+
+# ----------------------------------------------------------------------------- dotted access
+
+
+def _get(d: dict, path: str):
+    for k in path.split("."):
+        d = d[k]
+    return d
+
+
+def _put(d: dict, path: str, value) -> None:
+    *head, last = path.split(".")
+    for k in head:
+        d = d.setdefault(k, {})
+    d[last] = value
+
+
+def choice_keys(path: str, choice, registry) -> dict:
+    """Widget values for a choice: its name and every parameter of its entry (resolved)."""
+    out = {W + path: choice.name}
+    for name, value in choice.resolved(registry).items():
+        out[f"{W}{path}.{name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def read_choice(path: str, registry, state=None):
+    """The choice as a config value from widget state (defaults dropped by canonical())."""
+    state = st.session_state if state is None else state
+    name = state.get(W + path)
+    if name in (None, NO_OVERRIDE):
+        return None
+    params = {}
+    for p in registry[name].params:
+        key = f"{W}{path}.{p.name}"
+        if key in state:
+            params[p.name] = state[key]
+    return {"name": name, **params}
+
+
+# ----------------------------------------------------------------------------- spec -> widgets
+
+
+def new_layer_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def layer_keys(lid: str, layer) -> dict:
+    prefix = f"{W}layer.{lid}"
+    out = {f"{prefix}.type": layer.type}
+    for name, value in layer.entry.resolve(layer.params).items():
+        out[f"{prefix}.{name}"] = value
+    uses = layer.entry.tags.get("uses", ())
+    if "activation" in uses:
+        if layer.activation is not None:
+            out.update(choice_keys(f"layer.{lid}.activation", layer.activation, ACTIVATIONS))
+        else:
+            out[f"{prefix}.activation"] = NO_OVERRIDE
+    if "init" in uses:
+        if layer.init is not None:
+            out.update(choice_keys(f"layer.{lid}.init", layer.init, INITIALIZERS))
+        else:
+            out[f"{prefix}.init"] = NO_OVERRIDE
+    if "bias_init" in uses:
+        out[f"{prefix}.bias_init"] = layer.bias_init
+    return out
+
+
+def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
+    """Every widget key for `spec`, and fresh layer ids in stack order."""
+    d = spec.to_dict()
+    out = {W + path: _get(d, path) for path in SCALARS}
+    out[W + "data.name"] = spec.data.name
+    for f in DATASET_FIELDS:
+        out[W + "data." + f] = getattr(spec.data, f)
+    out[W + "data.features"] = list(spec.data.features or ())
+    for path, registry in CHOICES.items():
+        out.update(choice_keys(path, _get_attr(spec, path), registry))
+    clip = spec.training.grad_clip
+    out[W + "training.clip_mode"] = clip.mode if clip else "off"
+    out[W + "training.clip_max"] = clip.max if clip else 1.0
+    es = spec.training.early_stopping
+    out[W + "training.es_on"] = es is not None
+    out[W + "training.es_patience"] = es.patience if es else 10
+    ids = []
+    for layer in spec.model.layers:
+        lid = new_layer_id()
+        ids.append(lid)
+        out.update(layer_keys(lid, layer))
+    return out, ids
+
+
+def _get_attr(obj, path: str):
+    for k in path.split("."):
+        obj = getattr(obj, k)
+    return obj
+
+
+def load(spec: ExperimentSpec, state=None) -> None:
+    """Make `spec` the edited experiment: every widget shows it from the next draw on."""
+    state = st.session_state if state is None else state
+    for key in [k for k in state.keys() if isinstance(k, str) and k.startswith(W)]:
+        del state[key]
+    values, ids = widget_values(spec)
+    for k, v in values.items():
+        state[k] = v
+    state["layer_ids"] = ids
+    state["spec"] = spec.canonical()
+
+
+# ----------------------------------------------------------------------------- widgets -> spec
+
+
+def collect(state=None) -> dict:
+    """The config dict the widgets describe now (not yet validated)."""
+    state = st.session_state if state is None else state
+    d: dict = {}
+    for path in SCALARS:
+        _put(d, path, state[W + path])
+    name = state[W + "data.name"]
+    entry = DATASETS[name]
+    data = {"name": name}
+    for p in entry.params:
+        data[p.name] = state.get(W + "data." + p.name, p.default)
+    if entry.tags.get("input") == "plane":
+        data["features"] = list(state.get(W + "data.features") or [])
+    d["data"].update(data)
+    for path, registry in CHOICES.items():
+        _put(d, path, read_choice(path, registry, state))
+    mode = state[W + "training.clip_mode"]
+    d["training"]["grad_clip"] = None if mode == "off" else {mode: state[W + "training.clip_max"]}
+    d["training"]["early_stopping"] = (
+        {"patience": state[W + "training.es_patience"]} if state[W + "training.es_on"] else None)
+    d["model"]["layers"] = [collect_layer(lid, state) for lid in state["layer_ids"]]
+    return d
+
+
+def collect_layer(lid: str, state) -> dict:
+    prefix = f"{W}layer.{lid}"
+    kind = state[f"{prefix}.type"]
+    entry = LAYERS[kind]
+    layer = {"type": kind}
+    for p in entry.params:
+        layer[p.name] = state.get(f"{prefix}.{p.name}", p.default)
+    uses = entry.tags.get("uses", ())
+    if "activation" in uses:
+        layer["activation"] = read_choice(f"layer.{lid}.activation", ACTIVATIONS, state)
+    if "init" in uses:
+        layer["init"] = read_choice(f"layer.{lid}.init", INITIALIZERS, state)
+    if "bias_init" in uses:
+        layer["bias_init"] = state.get(f"{prefix}.bias_init")
+    return layer
+
+
+def edited_spec(state=None) -> tuple[ExperimentSpec, str | None]:
+    """(spec, error): the widgets' experiment if it validates, else the last valid one and
+    the message saying what is wrong."""
+    state = st.session_state if state is None else state
+    try:
+        spec = ExperimentSpec.from_dict(collect(state)).canonical()
+    except SpecError as e:
+        return state["spec"], str(e)
+    state["spec"] = spec
+    return spec, None
+
+
+def init_from_url(default: ExperimentSpec) -> str | None:
+    """First draw of a session: load the URL's spec (or the default). Returns an error message
+    when the link's spec was unusable and the default was loaded instead."""
+    if "spec" in st.session_state:
+        return None
+    error = None
+    spec = default
+    if CFG in st.query_params:
+        try:
+            spec = decode(st.query_params[CFG])
+        except SpecError as e:
+            error = f"This link's experiment could not be loaded: {e}. Showing the default instead."
+    load(spec)
+    return error
+
+
+def sync_url(spec: ExperimentSpec, run_id: str | None) -> None:
+    code = encode(spec)
+    if st.query_params.get(CFG) != code:
+        st.query_params[CFG] = code
+    if run_id and st.query_params.get(RUN) != run_id:
+        st.query_params[RUN] = run_id
+    elif not run_id and RUN in st.query_params:
+        del st.query_params[RUN]
+
+
+def share_query(spec: ExperimentSpec) -> str:
+    return f"?{CFG}={encode(spec)}"

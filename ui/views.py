@@ -1,0 +1,174 @@
+"""Page panels that combine Streamlit with the pure charts: health, live charts, data preview.
+
+Kept out of the page file so that the page reads as layout only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from engine import ExperimentSpec, SpecError
+from engine.data import Dataset, load_dataset
+from engine.trainer import lr_preview
+
+from . import charts
+
+GRID = 60  # decision-boundary resolution (GRID x GRID model evaluations per refresh)
+STATUS_COLORS = {"ok": "green", "plateau": "orange", "saturated": "orange", "dead": "red",
+                 "vanishing": "red", "exploding": "red", "diverged": "red"}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def dataset_for(data_json: str, seed: int) -> Dataset:
+    """The dataset a spec describes, cached by its JSON: previews do not regenerate it."""
+    from engine.spec import DataSpec
+    import json
+    return load_dataset(DataSpec.from_dict(json.loads(data_json)), seed)
+
+
+def spec_dataset(spec: ExperimentSpec) -> Dataset:
+    import json
+    return dataset_for(json.dumps(spec.data.to_dict(), sort_keys=True), spec.seed)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _lr_curve(spec_json: str):
+    return lr_preview(ExperimentSpec.from_json(spec_json))
+
+
+def schedule_preview(spec: ExperimentSpec) -> None:
+    steps, lrs = _lr_curve(spec.to_json())
+    fig = charts.lr_figure(steps, lrs, "Planned learning rate")
+    st.plotly_chart(fig, key="lr_preview", config={"displayModeBar": False})
+
+
+# ----------------------------------------------------------------------------- health
+
+
+def health_panel(health: dict | None, on_fix) -> None:
+    """The verdict in plain words with one-click fixes; on_fix(changes) applies one."""
+    if not health:
+        st.info("Press **Start** or **Step**: the health check reads every logged step.")
+        return
+    status = health["status"]
+    color = STATUS_COLORS.get(status, "gray")
+    if status == "ok":
+        st.markdown(f":{color}-badge[Health: ok] Gradients, activations and updates look normal.")
+        return
+    st.markdown(f":{color}-badge[Health: {status}]")
+    for message in health["messages"]:
+        st.markdown(f"- {message}")
+    fixes = health.get("fixes") or []
+    if fixes:
+        cols = st.columns(min(len(fixes), 4))
+        for i, fix in enumerate(fixes):
+            cols[i % len(cols)].button(fix["label"], key=f"fix.{i}", on_click=on_fix,
+                                       args=(fix["changes"],), type="primary" if i == 0 else "secondary",
+                                       help="Changes the settings and restarts the run")
+
+
+# ----------------------------------------------------------------------------- charts
+
+
+def boundary_grid(data: Dataset, n: int = GRID):
+    """A square grid covering every split's points with a margin, in raw coordinates."""
+    pts = torch.cat([p for p in data.points.values() if len(p)])
+    lo, hi = pts.min(0).values, pts.max(0).values
+    pad = 0.1 * (hi - lo).clamp_min(1e-3)
+    xs = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), n)
+    ys = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), n)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    return xs.numpy(), ys.numpy(), torch.stack([gx.flatten(), gy.flatten()], 1)
+
+
+def _split_points(data: Dataset) -> dict:
+    out = {}
+    for split in ("train", "val", "test"):
+        xy = data.points.get(split)
+        if xy is None or not len(xy):
+            continue
+        y = getattr(data, f"y_{split}").cpu().numpy()
+        out[split] = (xy.numpy(), y[:, 0] if y.ndim > 1 else y)
+    return out
+
+
+def data_figure(data: Dataset, predict=None):
+    """Boundary over the plane for 2-D sets (predict(x) -> outputs, or None before training),
+    sample images for digits, a scatter for tables."""
+    if data.points:
+        xs, ys, grid = boundary_grid(data)
+        outputs = None
+        if predict is not None:
+            out = predict(data.encode(grid)).float().cpu().numpy()
+            outputs = out.reshape(len(ys), len(xs), -1)
+            if data.task != "classification":
+                outputs = outputs[..., 0]
+        return charts.boundary_figure(xs, ys, outputs, _split_points(data), data.task)
+    x = data.x_train.cpu().numpy()
+    y = data.y_train.cpu().numpy()
+    if x.ndim == 4:  # images (n, 1, H, W): show them raw-looking (normalised values are fine)
+        return charts.digits_figure(x[:, 0], y)
+    return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y,
+                               [f"input {i + 1}" for i in range(x.shape[1])])
+
+
+def training_charts(rows: list[dict], log: bool, regression: bool) -> None:
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.loss_figure(rows, log), key="loss", config={"displayModeBar": False})
+    if regression:
+        steps = [r["step"] for r in rows]
+        c2.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_live",
+                        config={"displayModeBar": False})
+    else:
+        c2.plotly_chart(charts.accuracy_figure(rows), key="acc", config={"displayModeBar": False})
+
+
+def gradient_charts(rows: list[dict]) -> None:
+    st.plotly_chart(charts.layer_lines(rows, "act_grad_norm", "Gradient norm dL/dh per layer"),
+                    key="grad_lines")
+    st.plotly_chart(charts.layer_heatmap(rows), key="grad_heat")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.layer_lines(rows, "weight_norm", "Weight norm per layer"),
+                    key="weight_norms")
+    c2.plotly_chart(charts.layer_lines(rows, "update_ratio", "Update ratio ||dW|| / ||W||"),
+                    key="update_ratio")
+    steps = [r["step"] for r in rows]
+    st.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_rows")
+
+
+def activation_charts(samples: dict, rows: list[dict]) -> None:
+    last = next((r for r in reversed(rows) if r.get("layers")), None)
+    if last is None:
+        st.info("Activation histograms appear after the first logged step.")
+        return
+    st.plotly_chart(charts.activation_histograms(samples, last["layers"]), key="hist")
+    shares = [(key, title) for key, title in (("dead_frac", "Dead ReLU share per layer"),
+                                              ("saturated_frac", "Saturated share per layer"))
+              if any(lay.get(key) is not None for lay in last["layers"])]
+    for col, (key, title) in zip(st.columns(max(len(shares), 1)), shares):
+        col.plotly_chart(charts.layer_lines(rows, key, title, log=False), key=key)
+    if not shares:
+        st.caption("No ReLU or squashing layers here, so there are no dead or saturated shares "
+                   "to track.")
+
+
+def describe_rows(spec: ExperimentSpec, data: Dataset):
+    """describe() of the spec's model keyed by stack index, or the message why it cannot be."""
+    from engine.model import describe
+    from engine.trainer import output_dim
+    try:
+        d = describe(spec, data.in_shape, output_dim(spec, data))
+    except SpecError as e:
+        return None, str(e)
+    return d, None
+
+
+def describe_table(d: dict) -> None:
+    rows = [{"layer": r["name"], "type": r["type"], "output shape": str(r["output_shape"]),
+             "parameters": r["params"]} for r in d["layers"]]
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)

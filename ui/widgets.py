@@ -1,0 +1,207 @@
+"""Pickers built from the engine's registries, and the layer-stack editor.
+
+No option list is written here: every selectbox reads a registry, every number input reads a
+Param's range, and every help text is the registry entry's teaching doc. Widget keys follow
+ui/state.py ("w.<config path>"; layers by stable id, so removing layer 2 cannot shift the
+settings of layer 3 onto it).
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.registry import ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES, Param
+from engine.spec import DEFAULT_LOSS, LayerSpec
+
+from . import state as S
+
+W = S.W
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def param_widget(p: Param, key: str, container=None, label: str | None = None) -> None:
+    """One input for a registry parameter, bounded by its range (the spec still validates)."""
+    c = container or st
+    label = label or _label(p.name)
+    if key not in st.session_state:
+        st.session_state[key] = list(p.default) if isinstance(p.default, tuple) else p.default
+    if p.choices is not None:
+        c.selectbox(label, p.choices, key=key, help=p.doc, format_func=_label)
+    elif isinstance(p.default, bool):
+        c.checkbox(label, key=key, help=p.doc)
+    elif isinstance(p.default, tuple):
+        # a tuple (Adam's betas) edits as text: "0.9, 0.999"
+        text_key = key + ".text"
+        st.session_state.setdefault(text_key, ", ".join(f"{v:g}" for v in st.session_state[key]))
+        text = c.text_input(label, key=text_key, help=p.doc + " (comma-separated)")
+        try:
+            st.session_state[key] = [float(v) for v in text.split(",")]
+        except ValueError:
+            st.session_state[key] = text  # the spec check reports it by name
+    elif isinstance(p.default, str) or p.default is None:
+        c.text_input(label, key=key, help=p.doc)
+    elif isinstance(p.default, int):
+        c.number_input(label, min_value=int(p.low) if p.low is not None else None,
+                       max_value=int(p.high) if p.high is not None else None, step=1, key=key,
+                       help=p.doc)
+    else:
+        lo = None if p.low is None or p.low_open else float(p.low)
+        hi = None if p.high is None or p.high_open else float(p.high)
+        c.number_input(label, min_value=lo, max_value=hi, key=key, help=p.doc, format="%g",
+                       step=_step(p))
+
+
+def _step(p: Param) -> float:
+    if p.log:
+        return float(p.default) / 10 if p.default else 0.001
+    if p.high is not None and p.low is not None and p.high - p.low <= 1:
+        return 0.01
+    return 0.1
+
+
+def _reset_params(path: str, registry) -> None:
+    """A different choice was picked: show its own defaults, not the old one's values."""
+    name = st.session_state.get(W + path)
+    for key in [k for k in st.session_state.keys() if isinstance(k, str) and k.startswith(f"{W}{path}.")]:
+        del st.session_state[key]
+    if name and name in registry:
+        for p in registry[name].params:
+            st.session_state[f"{W}{path}.{p.name}"] = (
+                list(p.default) if isinstance(p.default, tuple) else p.default)
+
+
+def choice_picker(label: str, registry, path: str, container=None, allow_default: bool = False,
+                  columns: int = 2) -> None:
+    """A registry selectbox plus its parameters. allow_default adds a "model default" option
+    (per-layer overrides)."""
+    c = container or st
+    options = ([S.NO_OVERRIDE] if allow_default else []) + registry.keys()
+    key = W + path
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    c.selectbox(label, options, key=key, on_change=_reset_params, args=(path, registry),
+                format_func=lambda k: "model default" if k == S.NO_OVERRIDE else _label(k),
+                help=_choice_help(registry))
+    name = st.session_state[key]
+    if name == S.NO_OVERRIDE or not registry[name].params:
+        return
+    cols = c.columns(min(columns, len(registry[name].params)))
+    for i, p in enumerate(registry[name].params):
+        param_widget(p, f"{key}.{p.name}", cols[i % len(cols)])
+
+
+def _choice_help(registry) -> str:
+    lines = [f"**{_label(e.key)}**: {e.doc}" for e in registry]
+    return "\n\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _dataset_changed() -> None:
+    """A new dataset: its own defaults for n/noise/classes, and a loss that fits its task."""
+    entry = DATASETS[st.session_state[W + "data.name"]]
+    for f in S.DATASET_FIELDS:
+        p = entry.param(f)
+        st.session_state[W + "data." + f] = p.default if p else entry.tags.get(f)
+    if entry.tags.get("input") == "plane" and not st.session_state.get(W + "data.features"):
+        st.session_state[W + "data.features"] = ["x1", "x2"]
+    task = entry.tags.get("task") or st.session_state.get(W + "data.task") or "classification"
+    loss = LOSSES[st.session_state[W + "loss"]]
+    binary_ok = not loss.tags.get("binary") or entry.tags.get("classes") == 2
+    if loss.tags["task"] != task or not binary_ok:
+        st.session_state[W + "loss"] = DEFAULT_LOSS[task]
+        _reset_params("loss", LOSSES)
+
+
+def dataset_picker(container=None) -> None:
+    c = container or st
+    c.selectbox("Dataset", DATASETS.keys(), key=W + "data.name", on_change=_dataset_changed,
+                format_func=_label, help=_choice_help(DATASETS))
+    entry = DATASETS[st.session_state[W + "data.name"]]
+    numeric = [p for p in entry.params if p.name in ("n", "noise", "classes")]
+    if numeric:
+        cols = c.columns(len(numeric))
+        for col, p in zip(cols, numeric):
+            param_widget(p, W + "data." + p.name, col)
+    if entry.tags.get("input") == "plane":
+        c.multiselect("Input features", FEATURES.keys(), key=W + "data.features",
+                      format_func=lambda k: FEATURES[k].tags["label"], help="Hand-made features "
+                      "computed from each point (x1, x2) before the network sees it: "
+                      + "; ".join(f"{e.tags['label']} = {e.doc}" for e in FEATURES))
+
+
+# ----------------------------------------------------------------------------- layer stack
+
+
+def _add_layer(kind: str) -> None:
+    lid = S.new_layer_id()
+    for k, v in S.layer_keys(lid, LayerSpec(type=kind)).items():
+        st.session_state[k] = v
+    st.session_state["layer_ids"] = st.session_state["layer_ids"] + [lid]
+
+
+def _move_layer(lid: str, delta: int) -> None:
+    ids = list(st.session_state["layer_ids"])
+    i = ids.index(lid)
+    j = i + delta
+    if 0 <= j < len(ids):
+        ids[i], ids[j] = ids[j], ids[i]
+        st.session_state["layer_ids"] = ids
+
+
+def _remove_layer(lid: str) -> None:
+    st.session_state["layer_ids"] = [x for x in st.session_state["layer_ids"] if x != lid]
+    for key in [k for k in st.session_state.keys() if isinstance(k, str) and k.startswith(f"{W}layer.{lid}.")]:
+        del st.session_state[key]
+
+
+def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
+    """The hidden layers, one bordered row each: type, its parameters, per-layer overrides,
+    and move/remove buttons. `shapes` maps stack index -> describe() row for the caption."""
+    ids = st.session_state["layer_ids"]
+    if not ids:
+        st.caption("No hidden layers: the model is a single linear map (logistic regression).")
+    for i, lid in enumerate(ids):
+        prefix = f"{W}layer.{lid}"
+        kind = st.session_state[f"{prefix}.type"]
+        entry = LAYERS[kind]
+        with st.container(border=True):
+            info = (shapes or {}).get(i)
+            caption = f"**{i + 1}. {_label(kind)}**"
+            if info:
+                caption += f" · `{info['name']}` → {info['output_shape']} · {info['params']:,} params"
+            st.markdown(caption, help=entry.doc)
+            n = len(entry.params)
+            row = st.columns([3] * n + [1, 1, 1], vertical_alignment="bottom", gap="small")
+            for col, p in zip(row, entry.params):
+                param_widget(p, f"{prefix}.{p.name}", col)
+            row[n].button("", icon=":material/arrow_upward:", key=f"up.{lid}",
+                          on_click=_move_layer, args=(lid, -1), disabled=i == 0,
+                          help="Move up", width="stretch")
+            row[n + 1].button("", icon=":material/arrow_downward:", key=f"down.{lid}",
+                              on_click=_move_layer, args=(lid, 1), disabled=i == len(ids) - 1,
+                              help="Move down", width="stretch")
+            row[n + 2].button("", icon=":material/close:", key=f"rm.{lid}",
+                              on_click=_remove_layer, args=(lid,), help="Remove this layer",
+                              width="stretch")
+            uses = entry.tags.get("uses", ())
+            if uses:
+                with st.expander("Activation, init and bias", expanded=False):
+                    if "activation" in uses:
+                        choice_picker("Activation", ACTIVATIONS, f"layer.{lid}.activation",
+                                      allow_default=True)
+                    if "init" in uses:
+                        choice_picker("Initializer", INITIALIZERS, f"layer.{lid}.init",
+                                      allow_default=True)
+                    if "bias_init" in uses:
+                        st.session_state.setdefault(f"{prefix}.bias_init", None)
+                        st.number_input("Bias init", key=f"{prefix}.bias_init",
+                                        format="%g", placeholder="model default",
+                                        help="Starting value of every bias in this layer.")
+    cols = st.columns(3)
+    for i, entry in enumerate(LAYERS):
+        cols[i % 3].button(f"+ {_label(entry.key)}", key=f"add.{entry.key}", on_click=_add_layer,
+                           args=(entry.key,), help=entry.doc, width="stretch")
