@@ -1,14 +1,25 @@
 """Netlab: streamlit entry point. Routing only; each page lives in pages/."""
+import os
+
 import streamlit as st
 import torch
 
-# Measured (DESIGN.md §3): the first optimizer costs ~0.8 s to create; pay it once at startup,
-# not on a user's first Start.
-torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
+@st.cache_resource
+def warm_torch() -> None:
+    """Once per server, not per rerun (this file runs on every rerun)."""
+    # One intra-op thread per training run: the models here are small, and several runs plus the
+    # page renderer sharing 2 cores with OpenMP threads spinning against each other were measured
+    # up to 50x slower. Each run gets a core of its own instead.
+    torch.set_num_threads(int(os.environ.get("NETLAB_TORCH_THREADS", "1")))
+    # Measured (DESIGN.md §3): the first optimizer costs ~0.8 s to create; pay it at startup,
+    # not on a user's first Start.
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
+
+warm_torch()
 st.set_page_config(page_title="Netlab", page_icon="🧠", layout="wide")
-pages = [
+st.navigation([
     st.Page("pages/playground.py", title="Playground", icon="🧪", default=True),
     st.Page("pages/concepts.py", title="Concepts", icon="📚"),
-]
-st.navigation(pages).run()
+]).run()
