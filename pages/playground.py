@@ -165,6 +165,10 @@ def csv_upload(container):
     widgets.param_widget(DATASETS["csv"].param("task"), W + "data.task", container)
 
 
+# Widget values are already in session state when the script starts, so the spec they describe
+# is known before anything is drawn (and the sidebar can preview its schedule).
+spec, _ = S.edited_spec()
+
 with st.sidebar:
     st.subheader("Presets")
     presets = list_presets()
@@ -190,6 +194,8 @@ with st.sidebar:
     widgets.choice_picker("Loss", LOSSES, "loss")
     widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
     widgets.choice_picker("Schedule", SCHEDULES, "schedule")
+    if spec.schedule.name != "constant":
+        views.schedule_preview(spec)
     c1, c2 = st.columns(2)
     widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
     widgets.param_widget(TRAINING_PARAMS["steps"], W + "training.steps", c2, "steps")
@@ -216,7 +222,8 @@ with st.sidebar:
     widgets.param_widget(DIAG_PARAMS["every"], W + "diagnostics.every", c3, "log every")
 
 # ----------------------------------------------------------------------------- validate
-spec, spec_error = S.edited_spec()
+spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
+waiting_for_csv = st.session_state[W + "data.name"] == "csv" and not st.session_state.get(W + "data.path")
 run = current_run()
 S.sync_url(spec, run.id if run else None)
 
@@ -224,7 +231,9 @@ st.title("Netlab playground")
 if "flash" in st.session_state:
     kind, text = st.session_state.pop("flash")
     getattr(st, kind)(text)
-if spec_error:
+if waiting_for_csv:
+    st.info("Upload a CSV file in the sidebar to train on your own data.")
+elif spec_error:
     st.error(f"{spec_error}. The last valid settings are kept until this is fixed.")
 
 controls = st.columns([1, 1, 1, 1, 4], vertical_alignment="center")
@@ -284,8 +293,6 @@ with left:
         base = (st.context.url or "").split("?")[0]
         st.caption("Share link (the experiment, not the run):")
         st.code(base + S.share_query(spec), language=None)
-    with st.expander("Learning-rate schedule"):
-        views.schedule_preview(spec)
 
 
 # ----------------------------------------------------------------------------- live column
@@ -301,7 +308,9 @@ def live_panel():
         last = rows[-1] if rows else {}
         parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
         if run.active:
-            parts.append(f"{run.steps_per_s:,.0f} steps/s")
+            limit = registry.caps.max_steps_per_s
+            parts.append(f"{run.steps_per_s:,.0f} steps/s" +
+                         (f" (this server allows {limit:g})" if limit else ""))
         if last.get("epoch") is not None:
             parts.append(f"epoch {last['epoch']:.1f}")
         if trainer.stopped and trainer.stopped != "completed":
@@ -324,7 +333,8 @@ def live_panel():
         if rows:
             st.toggle("log-scale loss", key="log_loss")
             views.training_charts(rows, st.session_state.get("log_loss", False),
-                                  trainer.data.task != "classification")
+                                  trainer.data.task != "classification",
+                                  trainer.spec.schedule.name != "constant")
         shown = trainer.data if trainer else data
         if shown is not None:
             fig = views.data_figure(shown, run.predict if rows else None)

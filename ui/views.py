@@ -113,15 +113,18 @@ def data_figure(data: Dataset, predict=None):
                                [f"input {i + 1}" for i in range(x.shape[1])])
 
 
-def training_charts(rows: list[dict], log: bool, regression: bool) -> None:
+def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool) -> None:
+    """Loss and accuracy side by side (the LR curve instead of accuracy for regression, and
+    under both when a schedule changes it)."""
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.loss_figure(rows, log), key="loss", config={"displayModeBar": False})
+    lr = charts.lr_figure([r["step"] for r in rows], [r["lr"] for r in rows])
     if regression:
-        steps = [r["step"] for r in rows]
-        c2.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_live",
-                        config={"displayModeBar": False})
-    else:
-        c2.plotly_chart(charts.accuracy_figure(rows), key="acc", config={"displayModeBar": False})
+        c2.plotly_chart(lr, key="lr_live", config={"displayModeBar": False})
+        return
+    c2.plotly_chart(charts.accuracy_figure(rows), key="acc", config={"displayModeBar": False})
+    if show_lr:
+        st.plotly_chart(lr, key="lr_live", config={"displayModeBar": False})
 
 
 def gradient_charts(rows: list[dict]) -> None:
