@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from .errors import SpecError
 from .registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
@@ -57,6 +57,22 @@ def _plain(x):
 
 def _section_dict(obj) -> dict:
     return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+
+
+class _ScalarSection:
+    """A section made only of scalar Params (class attribute PARAMS): parsed, validated and
+    written generically."""
+
+    PARAMS: ClassVar[dict[str, Param]] = {}
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def from_dict(cls, value, where: str):
+        value = _require_mapping(value, where)
+        _check_keys(value, list(cls.PARAMS), where)
+        return cls(**_scalars(cls.PARAMS, value, where))
 
 
 # ----------------------------------------------------------------------------- choices
@@ -332,25 +348,22 @@ ES_PARAMS = _params(
 
 
 @dataclass(frozen=True)
-class EarlyStopping:
+class EarlyStopping(_ScalarSection):
+    PARAMS: ClassVar[dict[str, Param]] = ES_PARAMS
     patience: int = ES_PARAMS["patience"].default
     min_delta: float = ES_PARAMS["min_delta"].default
     restore_best: bool = ES_PARAMS["restore_best"].default
 
-    def to_dict(self) -> dict:
-        return _section_dict(self)
-
     @classmethod
     def parse(cls, value, where: str) -> "EarlyStopping | None":
+        """null/false: off; true: defaults; an integer: the patience; or the full object."""
         if value is None or value is False:
             return None
         if value is True:
             return cls()
         if isinstance(value, int) and not isinstance(value, bool):
             value = {"patience": value}
-        value = _require_mapping(value, where)
-        _check_keys(value, list(ES_PARAMS), where)
-        return cls(**_scalars(ES_PARAMS, value, where))
+        return cls.from_dict(value, where)
 
 
 TRAINING_PARAMS = _params(
@@ -390,18 +403,10 @@ REG_PARAMS = _params(
 
 
 @dataclass(frozen=True)
-class RegularizationSpec:
-    l1: float = 0.0
-    l2: float = 0.0
-
-    def to_dict(self) -> dict:
-        return _section_dict(self)
-
-    @classmethod
-    def from_dict(cls, value, where: str = "regularization") -> "RegularizationSpec":
-        value = _require_mapping(value, where)
-        _check_keys(value, list(REG_PARAMS), where)
-        return cls(**_scalars(REG_PARAMS, value, where))
+class RegularizationSpec(_ScalarSection):
+    PARAMS: ClassVar[dict[str, Param]] = REG_PARAMS
+    l1: float = REG_PARAMS["l1"].default
+    l2: float = REG_PARAMS["l2"].default
 
 
 DIAG_PARAMS = _params(
@@ -411,17 +416,9 @@ DIAG_PARAMS = _params(
 
 
 @dataclass(frozen=True)
-class DiagnosticsSpec:
-    every: int = 10
-
-    def to_dict(self) -> dict:
-        return _section_dict(self)
-
-    @classmethod
-    def from_dict(cls, value, where: str = "diagnostics") -> "DiagnosticsSpec":
-        value = _require_mapping(value, where)
-        _check_keys(value, list(DIAG_PARAMS), where)
-        return cls(**_scalars(DIAG_PARAMS, value, where))
+class DiagnosticsSpec(_ScalarSection):
+    PARAMS: ClassVar[dict[str, Param]] = DIAG_PARAMS
+    every: int = DIAG_PARAMS["every"].default
 
 
 # ----------------------------------------------------------------------------- experiment

@@ -75,14 +75,29 @@ def start_run(run: Run | None) -> None:
 
 
 # ----------------------------------------------------------------------------- button callbacks
-def on_start():
+def edited_or_flash() -> ExperimentSpec | None:
     spec, error = S.edited_spec()
     if error:
-        return flash("error", f"Fix the settings first: {error}")
+        flash("error", f"Fix the settings first: {error}")
+        return None
+    return spec
+
+
+def run_for(spec: ExperimentSpec) -> Run | None:
+    """The session's run if it can go on with `spec`, else a fresh one. A run that has not
+    stepped yet simply takes the new settings; one with progress keeps its own (Reset applies
+    the new ones)."""
     run = current_run()
-    fresh = run is None or run.state in (Run.DONE, Run.ERROR) or (
-        run.trainer.step_count == 0 and run.spec != spec)
-    start_run(new_run(spec) if fresh else run)
+    if run is None or run.state in (Run.DONE, Run.ERROR) or (
+            run.trainer.step_count == 0 and run.spec != spec):
+        return new_run(spec)
+    return run
+
+
+def on_start():
+    spec = edited_or_flash()
+    if spec is not None:
+        start_run(run_for(spec))
 
 
 def on_pause():
@@ -92,21 +107,16 @@ def on_pause():
 
 
 def on_step():
-    spec, error = S.edited_spec()
-    if error:
-        return flash("error", f"Fix the settings first: {error}")
-    run = current_run()
-    if run is None or run.state in (Run.DONE, Run.ERROR) or (
-            run.trainer.step_count == 0 and run.spec != spec):
-        run = new_run(spec)
+    spec = edited_or_flash()
+    run = run_for(spec) if spec is not None else None
     if run:
         run.step_once()
 
 
 def on_reset():
-    spec, error = S.edited_spec()
-    if error:
-        return flash("error", f"Fix the settings first: {error}")
+    spec = edited_or_flash()
+    if spec is None:
+        return
     run = current_run()
     if run:
         run.pause()
