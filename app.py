@@ -1,4 +1,4 @@
-"""Netlab: streamlit entry point. Routing only; each page lives in pages/."""
+"""Netlab: streamlit entry point. Routing only; each page lives in app_pages/."""
 import os
 
 import streamlit as st
@@ -18,8 +18,8 @@ def warm_torch() -> None:
 
 
 warm_torch()
-st.set_page_config(page_title="Netlab", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="Netlab", page_icon=":material/neurology:", layout="wide")
 st.navigation([
-    st.Page("pages/playground.py", title="Playground", icon="🧪", default=True),
-    st.Page("pages/concepts.py", title="Concepts", icon="📚"),
+    st.Page("app_pages/playground.py", title="Playground", icon=":material/science:", default=True),
+    st.Page("app_pages/concepts.py", title="Concepts", icon=":material/school:"),
 ]).run()

@@ -263,3 +263,11 @@ def test_csv_data_trains(at, tmp_path):
     button(at, "Step").click().run()
     no_problems(at)
     assert the_run(at).trainer.step_count == 1
+
+
+def test_concepts_page_lists_every_preset_with_a_link(at):
+    at.switch_page("app_pages/concepts.py").run()
+    no_problems(at)
+    text = " ".join(e.label for e in at.expander)
+    for name in preset_names():
+        assert load_preset(name)["title"] in text

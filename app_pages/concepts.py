@@ -15,5 +15,5 @@ for concept in sorted(by_concept):
         for p in by_concept[concept]:
             st.markdown(f"**{p['title']}** — {p['summary']}")
             st.write(p["explanation"])
-            st.page_link("pages/playground.py", label="Open in the playground",
-                         query_params={"preset": p["name"]}, icon="▶️")
+            st.page_link("app_pages/playground.py", label="Open in the playground",
+                         query_params={"preset": p["name"]}, icon=":material/play_arrow:")
