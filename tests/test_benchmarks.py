@@ -1,0 +1,54 @@
+"""Smoke test of benchmarks/overhead.py: it runs and prints well-formed JSON.
+
+Never a timing assert here (DESIGN.md §1: benchmarks print figures; tests do not time).
+"""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_overhead_quick_prints_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick",
+                           "--device", "cpu"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # exactly one JSON object on stdout
+
+    for key in ("ratios", "targets", "meets_targets", "eval", "cases", "torch", "device",
+                "torch_threads", "steps_per_repeat", "repeats"):
+        assert key in result, key
+    assert result["eval"] == "excluded"
+    assert result["quick"] is True
+    assert result["device"] == "cpu"
+    assert result["torch_threads"] >= 1
+    assert set(result["targets"]) == {"every_1", "every_50"}
+    assert set(result["meets_targets"]) == set(result["targets"])
+    assert all(isinstance(v, bool) for v in result["meets_targets"].values())
+
+    assert set(result["cases"]) == {"digits_mlp", "spiral_small"}
+    assert result["main_case"] == "digits_mlp"
+    assert result["ratios"] == result["cases"]["digits_mlp"]["ratios"]
+    for name, case in result["cases"].items():
+        assert case["params"] > 0, name
+        assert case["batch_size"] > 0, name
+        assert set(case["steps_per_s"]) >= {"bare", "engine_every_1", "engine_every_50"}, name
+        for figures in (case["steps_per_s"], case["ms_per_step"], case["ratios"],
+                        case["with_eval"]["steps_per_s"], case["with_eval"]["ratios"]):
+            assert all(isinstance(v, (int, float)) and v > 0 for v in figures.values()), \
+                (name, figures)
+    # the main case is the mid-size MLP: 64 -> 3 x 256 -> 10
+    assert result["cases"]["digits_mlp"]["params"] == 64 * 256 + 256 + 2 * (256 * 256 + 256) \
+        + 256 * 10 + 10
+
+
+def test_overhead_rejects_unknown_case():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick",
+                           "--cases", "nope"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown case" in proc.stderr
