@@ -29,7 +29,7 @@ def test_overhead_quick_prints_json():
     assert set(result["meets_targets"]) == set(result["targets"])
     assert all(isinstance(v, bool) for v in result["meets_targets"].values())
 
-    assert set(result["cases"]) == {"digits_mlp", "spiral_small"}
+    assert set(result["cases"]) == {"digits_mlp", "digits_wide", "spiral_small"}
     assert result["main_case"] == "digits_mlp"
     assert result["ratios"] == result["cases"]["digits_mlp"]["ratios"]
     for name, case in result["cases"].items():
