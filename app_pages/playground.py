@@ -18,7 +18,8 @@ from ui import views, widgets
 from ui.runner import CapError, Run, RunRegistry
 
 W = S.W
-LIVE_EVERY_S = 0.25   # refresh while training: >= 4 updates per second
+LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
+BOUNDARY_EVERY_S = 1.0  # the boundary and histograms are recomputed at most this often
 IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset("spiral_one_hidden")["config"])
 
@@ -338,7 +339,7 @@ def live_panel():
         else:
             st.info("Gradient charts appear after the first step.")
     elif view == "Activations":
-        views.activation_charts(trainer.diagnostics.samples if trainer else {}, rows)
+        views.activation_charts(run, rows)
     else:
         if rows:
             st.toggle("log-scale loss", key="log_loss")
@@ -347,7 +348,8 @@ def live_panel():
                                   trainer.spec.schedule.name != "constant")
         shown = trainer.data if trainer else data
         if shown is not None:
-            fig = views.data_figure(shown, run.predict if rows else None)
+            fig = views.throttled("data_view", run, BOUNDARY_EVERY_S,
+                                  lambda: views.data_figure(shown, run.predict if rows else None))
             st.plotly_chart(fig, key="data_view", config={"displayModeBar": False})
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics
@@ -361,4 +363,7 @@ def live_panel():
 
 with right:
     st.session_state["drawn_active"] = running
-    st.fragment(live_panel, run_every=LIVE_EVERY_S if running else (IDLE_EVERY_S if run else None))()
+    # Busy servers refresh each page less often (0.1 s per running network, at least
+    # LIVE_EVERY_S), so ten users all training still see every chart move each second.
+    live_every = max(LIVE_EVERY_S, 0.1 * registry.running_count())
+    st.fragment(live_panel, run_every=live_every if running else (IDLE_EVERY_S if run else None))()

@@ -1,17 +1,24 @@
 """Charts: pure functions from History rows (and plain arrays) to plotly figures.
 
 No Streamlit here, so every chart is testable on its own. Each figure has a fixed `uirevision`
-so a user's zoom survives the live refreshes, and every trace is thinned to MAX_POINTS.
+so a user's zoom survives refreshes, and every trace is thinned to at most MAX_POINTS.
+
+Speed matters: the live view redraws several charts four times a second for every watching user,
+and plotly's validation of graph objects cost more than everything else on a refresh (measured:
+20 ms for the boundary alone). Figures are therefore written as plain dicts and wrapped without
+validation, numbers are rounded to 4 significant digits, the boundary travels as a small PNG, and
+scatter points are grouped into one trace per class instead of one colour string per point.
 """
 from __future__ import annotations
 
+import base64
+import io
 import math
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-MAX_POINTS = 1000
+MAX_POINTS = 500
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 MARGIN = dict(l=10, r=10, t=40, b=10)
@@ -28,10 +35,22 @@ def thin(rows: list[dict], max_points: int = MAX_POINTS) -> list[dict]:
     return kept
 
 
-def _layout(fig: go.Figure, title: str, revision: str, height: int = 300, **kw) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, margin=MARGIN,
-                      uirevision=revision, legend=dict(orientation="h", y=-0.3), **kw)
-    return fig
+def _r(v):
+    """4 significant digits: what a chart can show, and a third of the JSON."""
+    return None if v is None else float(f"{v:.4g}")
+
+
+def figure(traces: list[dict], title: str, revision: str, height: int = 300,
+           **layout) -> go.Figure:
+    """A figure from plain trace dicts, wrapped without plotly's (slow) validation."""
+    base = dict(title=dict(text=title, font=dict(size=14)), height=height, margin=MARGIN,
+                uirevision=revision, legend=dict(orientation="h", y=-0.3))
+    base.update(layout)
+    return go.Figure(dict(data=traces, layout=base), _validate=False)
+
+
+def _line(x, y, name, **kw) -> dict:
+    return dict(type="scatter", mode="lines", x=list(x), y=[_r(v) for v in y], name=name, **kw)
 
 
 def _series(rows, key):
@@ -39,19 +58,21 @@ def _series(rows, key):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _step_axis(**kw) -> dict:
+    return dict(title=dict(text="step"), **kw)
+
+
 def metric_figure(rows: list[dict], keys: tuple[str, ...], title: str, log: bool = False,
-                  revision: str | None = None) -> go.Figure:
+                  revision: str | None = None, **layout) -> go.Figure:
     """Lines of row metrics against steps (train solid, validation dashed)."""
     rows = thin(rows)
-    fig = go.Figure()
-    for key in keys:
-        x, y = _series(rows, key)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=key.replace("_", " "),
-                                 line=dict(dash="dash" if key.startswith("val") else "solid")))
-    fig.update_xaxes(title_text="step")
+    traces = [_line(*_series(rows, key), key.replace("_", " "),
+                    line=dict(dash="dash" if key.startswith("val") else "solid"))
+              for key in keys]
+    yaxis = layout.pop("yaxis", {})
     if log:
-        fig.update_yaxes(type="log")
-    return _layout(fig, title, revision or title)
+        yaxis["type"] = "log"
+    return figure(traces, title, revision or title, xaxis=_step_axis(), yaxis=yaxis, **layout)
 
 
 def loss_figure(rows, log=False):
@@ -59,14 +80,13 @@ def loss_figure(rows, log=False):
 
 
 def accuracy_figure(rows):
-    fig = metric_figure(rows, ("train_acc", "val_acc"), "Accuracy", revision="acc")
-    return fig.update_yaxes(range=[0, 1.02])
+    return metric_figure(rows, ("train_acc", "val_acc"), "Accuracy", revision="acc",
+                         yaxis=dict(range=[0, 1.02]))
 
 
 def lr_figure(steps, lrs, title="Learning rate") -> go.Figure:
-    fig = go.Figure(go.Scatter(x=list(steps), y=list(lrs), mode="lines", name="lr"))
-    fig.update_xaxes(title_text="step")
-    return _layout(fig, title, "lr", height=220, showlegend=False)
+    return figure([_line(steps, lrs, "lr")], title, "lr", height=220, showlegend=False,
+                  xaxis=_step_axis())
 
 
 # ----------------------------------------------------------------------------- per-layer
@@ -79,37 +99,31 @@ def _layer_names(rows) -> list[str]:
     return []
 
 
-def _layer_series(rows, name, key):
+def _layer_series(rows, name, key, positive=False):
     xs, ys = [], []
     for r in rows:
         for layer in r.get("layers") or ():
-            if layer["name"] == name and layer.get(key) is not None:
+            v = layer.get(key) if layer["name"] == name else None
+            if v is not None and (v > 0 or not positive):
                 xs.append(r["step"])
-                ys.append(layer[key])
+                ys.append(v)
     return xs, ys
-
-
-def layer_lines(rows: list[dict], key: str, title: str, log: bool = True) -> go.Figure:
-    """One line per layer of a per-layer statistic, colours from input (blue) to output."""
-    rows = thin(rows)
-    names = _layer_names(rows)
-    fig = go.Figure()
-    for i, name in enumerate(names):
-        x, y = _layer_series(rows, name, key)
-        if log:
-            x, y = zip(*[(a, b) for a, b in zip(x, y) if b > 0]) if any(b > 0 for b in y) else ([], [])
-        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines", name=name,
-                                 line=dict(color=_ramp(i, len(names)))))
-    fig.update_xaxes(title_text="step")
-    if log:
-        fig.update_yaxes(type="log", exponentformat="power")
-    return _layout(fig, title, f"lines-{key}")
 
 
 def _ramp(i: int, n: int) -> str:
     """Input layers blue, output layers red: depth reads as colour."""
     t = i / max(n - 1, 1)
     return f"rgb({int(40 + 200 * t)},{int(90 + 40 * (1 - abs(2 * t - 1)))},{int(220 - 180 * t)})"
+
+
+def layer_lines(rows: list[dict], key: str, title: str, log: bool = True) -> go.Figure:
+    """One line per layer of a per-layer statistic, coloured from input (blue) to output (red)."""
+    rows = thin(rows)
+    names = _layer_names(rows)
+    traces = [_line(*_layer_series(rows, name, key, positive=log), name,
+                    line=dict(color=_ramp(i, len(names)))) for i, name in enumerate(names)]
+    yaxis = dict(type="log", exponentformat="power") if log else {}
+    return figure(traces, title, f"lines-{key}", xaxis=_step_axis(), yaxis=yaxis)
 
 
 def layer_heatmap(rows: list[dict], key: str = "act_grad_norm", max_columns: int = 200) -> go.Figure:
@@ -122,44 +136,56 @@ def layer_heatmap(rows: list[dict], key: str = "act_grad_norm", max_columns: int
         line = []
         for r in rows:
             v = next((lay.get(key) for lay in r["layers"] if lay["name"] == name), None)
-            line.append(math.log10(v) if v and v > 0 else None)
+            line.append(round(math.log10(v), 3) if v and v > 0 else None)
         z.append(line)
-    fig = go.Figure(go.Heatmap(z=z, x=[r["step"] for r in rows], y=names, colorscale="Viridis",
-                               colorbar=dict(title="log10", thickness=10),
-                               hovertemplate="step %{x}<br>%{y}: 10^%{z:.2f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text="step")
-    return _layout(fig, "dL/dh per layer (log10), input at the top", "heat",
-                   height=max(220, 40 + 22 * len(names)))
+    trace = dict(type="heatmap", z=z, x=[r["step"] for r in rows], y=names, colorscale="Viridis",
+                 colorbar=dict(title=dict(text="log10"), thickness=10),
+                 hovertemplate="step %{x}<br>%{y}: 10^%{z:.2f}<extra></extra>")
+    return figure([trace], "dL/dh per layer (log10), input at the top", "heat",
+                  height=max(220, 40 + 22 * len(names)), xaxis=_step_axis(),
+                  yaxis=dict(autorange="reversed"))
+
+
+def _grid_axes(n: int, cols: int, gap: float = 0.04, vgap: float = 0.12):
+    """Domains for a cols-wide grid of n small panels (make_subplots without its overhead)."""
+    rows = math.ceil(n / cols)
+    width = (1 - gap * (cols - 1)) / cols
+    height = (1 - vgap * (rows - 1)) / rows
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x0 = c * (width + gap)
+        y1 = 1 - r * (height + vgap)
+        yield [x0, x0 + width], [y1 - height, y1]
 
 
 def activation_histograms(samples: dict, layers: list[dict], bins: int = 40) -> go.Figure:
     """Small multiples: each layer's activation values, titled with dead/saturated shares."""
     names = [lay["name"] for lay in layers if lay["name"] in samples]
     if not names:
-        return _layout(go.Figure(), "Activations (start training to see them)", "hist", height=200)
+        return figure([], "Activations (start training to see them)", "hist", height=200)
+    by_name = {lay["name"]: lay for lay in layers}
     cols = min(4, len(names))
     n_rows = math.ceil(len(names) / cols)
-    by_name = {lay["name"]: lay for lay in layers}
-
-    def caption(name):
-        lay = by_name[name]
-        parts = [name]
-        if lay.get("dead_frac") is not None:
-            parts.append(f"dead {lay['dead_frac']:.0%}")
-        if lay.get("saturated_frac") is not None:
-            parts.append(f"saturated {lay['saturated_frac']:.0%}")
-        return " · ".join(parts)
-
-    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[caption(n) for n in names])
-    for i, name in enumerate(names):
+    traces, layout, notes = [], {}, []
+    for i, (name, (xd, yd)) in enumerate(zip(names, _grid_axes(len(names), cols))):
         values = np.asarray(samples[name], dtype=float)
-        fig.add_trace(go.Histogram(x=values, nbinsx=bins, name=name, showlegend=False,
-                                   marker_color=_ramp(i, len(names))),
-                      row=i // cols + 1, col=i % cols + 1)
-    fig.update_annotations(font_size=11)
-    return _layout(fig, "Activation distributions (latest logged step)", "hist",
-                   height=180 * n_rows + 60, bargap=0.05)
+        counts, edges = np.histogram(values, bins=bins)
+        suffix = "" if i == 0 else str(i + 1)
+        traces.append(dict(type="bar", x=[_r(v) for v in (edges[:-1] + edges[1:]) / 2],
+                           y=counts.tolist(), marker=dict(color=_ramp(i, len(names))),
+                           xaxis=f"x{suffix}", yaxis=f"y{suffix}", showlegend=False, name=name))
+        layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}")
+        layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}")
+        lay = by_name[name]
+        caption = [name]
+        if lay.get("dead_frac") is not None:
+            caption.append(f"dead {lay['dead_frac']:.0%}")
+        if lay.get("saturated_frac") is not None:
+            caption.append(f"saturated {lay['saturated_frac']:.0%}")
+        notes.append(dict(text=" · ".join(caption), x=sum(xd) / 2, y=yd[1], xref="paper",
+                          yref="paper", yanchor="bottom", showarrow=False, font=dict(size=11)))
+    return figure(traces, "Activation distributions (latest logged step)", "hist",
+                  height=180 * n_rows + 60, bargap=0.05, annotations=notes, **layout)
 
 
 # ----------------------------------------------------------------------------- data and boundary
@@ -180,59 +206,87 @@ def class_image(probs: np.ndarray) -> np.ndarray:
     return (255 * (1 - alpha) + colors[winner] * alpha).astype(np.uint8)
 
 
-def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
-                    points: dict[str, tuple[np.ndarray, np.ndarray]], task: str) -> go.Figure:
-    """Decision boundary (classification: outputs (H, W, C) probabilities) or prediction surface
-    (regression: outputs (H, W)) over the plane, with the data points on top.
-    points: split name -> (xy (n, 2), labels or targets)."""
-    fig = go.Figure()
-    if outputs is not None:
-        if task == "classification":
-            fig.add_trace(go.Image(z=class_image(outputs), x0=xs[0], dx=xs[1] - xs[0], y0=ys[0],
-                                   dy=ys[1] - ys[0], hoverinfo="skip"))
-        else:
-            fig.add_trace(go.Heatmap(z=outputs, x=xs, y=ys, colorscale="RdBu", zmid=0,
-                                     opacity=0.75, colorbar=dict(thickness=10),
-                                     hovertemplate="prediction %{z:.2f}<extra></extra>"))
+def png_data_uri(rgb: np.ndarray) -> str:
+    from PIL import Image  # pillow ships with streamlit
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _point_traces(points, task) -> list[dict]:
+    traces = []
     for split, (xy, labels) in points.items():
         if len(xy) == 0:
             continue
         symbol = "circle" if split == "train" else "x"
-        if task == "classification":
-            color = [PALETTE[int(c) % len(PALETTE)] for c in labels]
-            marker = dict(color=color, size=6 if split == "train" else 7, symbol=symbol,
-                          line=dict(color="white", width=0.6))
-        else:
-            marker = dict(color=labels, colorscale="RdBu", cmid=0, size=6, symbol=symbol,
-                          line=dict(color="black", width=0.4))
-        fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=split,
-                                 marker=marker, hovertemplate="%{x:.2f}, %{y:.2f}<extra></extra>"))
-    fig.update_xaxes(range=[xs[0], xs[-1]], title_text="x1", constrain="domain")
-    fig.update_yaxes(range=[ys[0], ys[-1]], title_text="x2", scaleanchor="x", scaleratio=1)
+        common = dict(type="scatter", mode="markers", hovertemplate="%{x:.2f}, %{y:.2f}<extra></extra>")
+        if task != "classification":
+            traces.append(dict(common, x=xy[:, 0].round(3).tolist(), y=xy[:, 1].round(3).tolist(),
+                               name=split, marker=dict(
+                                   color=np.asarray(labels).round(3).tolist(), colorscale="RdBu",
+                                   cmid=0, size=6, symbol=symbol, line=dict(color="black", width=0.4))))
+            continue
+        labels = np.asarray(labels)
+        for c in np.unique(labels):
+            sel = xy[labels == c]
+            traces.append(dict(common, x=sel[:, 0].round(3).tolist(), y=sel[:, 1].round(3).tolist(),
+                               name=f"{split} · class {int(c)}", legendgroup=split,
+                               showlegend=False,
+                               marker=dict(color=PALETTE[int(c) % len(PALETTE)], symbol=symbol,
+                                           size=6 if split == "train" else 7,
+                                           line=dict(color="white", width=0.6))))
+    return traces
+
+
+def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
+                    points: dict[str, tuple[np.ndarray, np.ndarray]], task: str) -> go.Figure:
+    """Decision boundary (classification: outputs (H, W, C) probabilities) or prediction surface
+    (regression: outputs (H, W)) over the plane, with the data points on top (circles: train,
+    crosses: validation and test). points: split name -> (xy (n, 2), labels or targets)."""
+    traces = []
+    dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+    if outputs is not None and task == "classification":
+        # image row i is drawn at y0 + i*dy: row 0 of the grid is its lowest y
+        traces.append(dict(type="image", source=png_data_uri(class_image(outputs)),
+                           x0=float(xs[0]), dx=dx, y0=float(ys[0]), dy=dy, hoverinfo="skip"))
+    elif outputs is not None:
+        traces.append(dict(type="heatmap", z=np.asarray(outputs).round(3).tolist(),
+                           x=xs.round(4).tolist(), y=ys.round(4).tolist(), colorscale="RdBu",
+                           zmid=0, opacity=0.75, colorbar=dict(thickness=10),
+                           hovertemplate="prediction %{z:.2f}<extra></extra>"))
+    traces += _point_traces(points, task)
     title = "Decision boundary" if task == "classification" else "Prediction surface"
-    return _layout(fig, title, "boundary", height=420)
+    return figure(traces, title, "boundary", height=420,
+                  xaxis=dict(range=[float(xs[0]), float(xs[-1])], title=dict(text="x1"),
+                             constrain="domain"),
+                  yaxis=dict(range=[float(ys[0]), float(ys[-1])], title=dict(text="x2"),
+                             scaleanchor="x", scaleratio=1, autorange=False))
 
 
 def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24) -> go.Figure:
     """A strip of 8x8 digit images with their labels."""
     n = min(n, len(images))
     cols = min(12, n)
-    fig = make_subplots(rows=math.ceil(n / cols), cols=cols,
-                        subplot_titles=[str(int(v)) for v in labels[:n]],
-                        horizontal_spacing=0.01, vertical_spacing=0.08)
-    for i in range(n):
-        fig.add_trace(go.Heatmap(z=images[i][::-1], colorscale="Greys", showscale=False,
-                                 hoverinfo="skip"), row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _layout(fig, "Sample images and labels", "digits", height=90 * math.ceil(n / cols) + 60)
+    traces, layout, notes = [], {}, []
+    for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.01, vgap=0.15)):
+        suffix = "" if i == 0 else str(i + 1)
+        traces.append(dict(type="heatmap", z=np.asarray(images[i])[::-1].round(2).tolist(),
+                           colorscale="Greys", showscale=False, hoverinfo="skip",
+                           xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+        layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
+        layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False)
+        notes.append(dict(text=str(int(labels[i])), x=sum(xd) / 2, y=yd[1], xref="paper",
+                          yref="paper", yanchor="bottom", showarrow=False))
+    return figure(traces, "Sample images and labels", "digits",
+                  height=90 * math.ceil(n / cols) + 60, annotations=notes, **layout)
 
 
 def table_figure(x: np.ndarray, y: np.ndarray, names: list[str]) -> go.Figure:
     """First two input columns of a table dataset, coloured by target."""
-    fig = go.Figure(go.Scatter(x=x[:, 0], y=x[:, 1] if x.shape[1] > 1 else np.zeros(len(x)),
-                               mode="markers", marker=dict(color=y, colorscale="Viridis", size=6)))
-    fig.update_xaxes(title_text=names[0])
-    if len(names) > 1:
-        fig.update_yaxes(title_text=names[1])
-    return _layout(fig, "Data (first two input columns)", "table", height=360)
+    second = x[:, 1] if x.shape[1] > 1 else np.zeros(len(x))
+    trace = dict(type="scatter", mode="markers", x=x[:, 0].round(4).tolist(),
+                 y=second.round(4).tolist(),
+                 marker=dict(color=np.asarray(y).round(4).tolist(), colorscale="Viridis", size=6))
+    return figure([trace], "Data (first two input columns)", "table", height=360,
+                  xaxis=dict(title=dict(text=names[0])),
+                  yaxis=dict(title=dict(text=names[1] if len(names) > 1 else "")))

@@ -4,6 +4,8 @@ Kept out of the page file so that the page reads as layout only.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 import torch
@@ -140,12 +142,29 @@ def gradient_charts(rows: list[dict]) -> None:
     st.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_rows")
 
 
-def activation_charts(samples: dict, rows: list[dict]) -> None:
+def throttled(name: str, run, max_age: float, build):
+    """A figure rebuilt at most every `max_age` seconds while `run` trains (and whenever it has
+    stepped since, once it is not training). Re-sending a kept figure costs little; rebuilding
+    the boundary means a model evaluation on the whole grid."""
+    cache = st.session_state.setdefault("_figures", {})
+    stamp = (id(run), run.trainer.step_count if run else None)
+    hit = cache.get(name)
+    now = time.monotonic()
+    if hit and (hit[1] == stamp or (run is not None and run.active and now - hit[0] < max_age)):
+        return hit[2]
+    fig = build()
+    cache[name] = (now, stamp, fig)
+    return fig
+
+
+def activation_charts(run, rows: list[dict]) -> None:
     last = next((r for r in reversed(rows) if r.get("layers")), None)
     if last is None:
         st.info("Activation histograms appear after the first logged step.")
         return
-    st.plotly_chart(charts.activation_histograms(samples, last["layers"]), key="hist")
+    samples = run.trainer.diagnostics.samples
+    fig = throttled("hist", run, 1.0, lambda: charts.activation_histograms(samples, last["layers"]))
+    st.plotly_chart(fig, key="hist")
     shares = [(key, title) for key, title in (("dead_frac", "Dead ReLU share per layer"),
                                               ("saturated_frac", "Saturated share per layer"))
               if any(lay.get(key) is not None for lay in last["layers"])]
