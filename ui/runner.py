@@ -38,6 +38,7 @@ class Caps:
     max_steps: int = field(default_factory=lambda: _env("NETLAB_MAX_STEPS", 100_000, int))
     max_steps_per_s: float = field(default_factory=lambda: _env("NETLAB_MAX_STEPS_PER_S", 0))
     train_slots: int = field(default_factory=lambda: _env("NETLAB_TRAIN_SLOTS", 1, int))
+    shared_duty: float = field(default_factory=lambda: _env("NETLAB_SHARED_DUTY", 0.5))
     grace_s: float = field(default_factory=lambda: _env("NETLAB_GRACE_S", 20))
     drop_after_s: float = field(default_factory=lambda: _env("NETLAB_DROP_AFTER_S", 3600))
 
@@ -75,6 +76,14 @@ class Run:
             if self.registry.running_count() >= self.registry.caps.max_trainers:
                 raise CapError(f"The server is training {self.registry.caps.max_trainers} "
                                "networks at once, its limit. Try again in a minute, or use Step.")
+            if self.trainer.step_count == 0:
+                # the first step (a logged row) before Start returns, so the page that pressed
+                # Start draws a chart at once instead of on its next refresh
+                if not self._guarded(self.trainer.step):
+                    return
+                if self.trainer.done:
+                    self.state = self.DONE
+                    return
             self.state = self.RUNNING
             self._halt.clear()
             self._thread = threading.Thread(target=self._loop, name=f"netlab-train-{self.id[:8]}",
@@ -122,17 +131,28 @@ class Run:
             # slot sleeps instead of fighting for the GIL, so page refreshes compete with one
             # training thread, not with every run on the server (measured: with 10 runs
             # stepping freely the pages got a tenth of the interpreter and stalled).
-            with self.registry.train_slot, self.lock:
-                if not self._guarded(self.trainer.step) or self.trainer.done:
-                    if self.state == self.RUNNING:
-                        self.state = self.ERROR if self.error else self.DONE
-                    break
+            with self.registry.train_slot:
+                t_slot = time.perf_counter()
+                with self.lock:
+                    if not self._guarded(self.trainer.step) or self.trainer.done:
+                        if self.state == self.RUNNING:
+                            self.state = self.ERROR if self.error else self.DONE
+                        break
+                # With several runs the slot also rests for a share of each step's time, so
+                # the pages always get the interpreter for part of every second (measured:
+                # 5 runs stepping back to back left pages under 1 update/s).
+                self._rest(time.perf_counter() - t_slot)
             n_rate += 1
             now = time.perf_counter()
             if now - t_rate >= 0.5:
                 self.steps_per_s, t_rate, n_rate = n_rate / (now - t_rate), now, 0
             # sleep(0) still hands the interpreter to a waiting page thread between steps
             time.sleep(max(0.0, 1.0 / cap - (now - t_step)) if cap else 0)
+
+    def _rest(self, step_seconds: float) -> None:
+        duty = self.registry.caps.shared_duty
+        if 0 < duty < 1 and self.registry.running_count() > 1:
+            time.sleep(step_seconds * (1 / duty - 1))
 
     def _guarded(self, fn) -> bool:
         """Run fn; an unexpected exception becomes the run's error message, not a dead thread."""
