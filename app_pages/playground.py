@@ -21,7 +21,8 @@ W = S.W
 LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
 BOUNDARY_EVERY_S = 1.0  # the boundary and histograms are recomputed at most this often
 IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
-DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset("spiral_one_hidden")["config"])
+DEFAULT_PRESET = "spiral_one_hidden"
+DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])
 
 
 @st.cache_resource
@@ -185,9 +186,9 @@ with st.sidebar:
     presets = list_presets()
     names = [p["name"] for p in presets]
     titles = {p["name"]: f"{', '.join(p['concepts'])} · {p['title']}" for p in presets}
-    st.session_state.setdefault("preset_pick", names[0])
-    st.selectbox("Experiment", names, key="preset_pick", format_func=titles.get,
-                 label_visibility="collapsed")
+    st.session_state.setdefault("preset_pick", DEFAULT_PRESET)
+    st.selectbox("Preset to load", names, key="preset_pick", format_func=titles.get,
+                 help="Pick an experiment and press Load preset; it replaces the settings below.")
     picked = load_preset(st.session_state["preset_pick"])
     st.caption(picked["explanation"])
     st.button("Load preset", on_click=on_preset, width="stretch")

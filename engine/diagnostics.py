@@ -37,7 +37,8 @@ DEAD_BLOCKING = 0.9      # a layer this dead blocks the gradient: report dead, n
 SATURATED_FRAC = 0.3     # 30% of a layer's squashed outputs pinned near a bound
 SATURATION_MARGIN = 0.02
 PLATEAU_STEPS = 200      # look back at least this many steps ...
-PLATEAU_GAIN = 0.01      # ... and call it a plateau if the train loss fell by under 1%
+PLATEAU_GAIN = 0.01      # ... and call it a plateau if the train loss moved by under 1%
+PLATEAU_HIGH = 0.5       # while still above half the run's first loss (low and flat = done)
 CONVERGED_ACC = 0.99     # a flat loss at this train accuracy is a finished run, not a plateau
 CONVERGED_LOSS = 1e-3
 SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
@@ -182,7 +183,9 @@ class HealthCheck(Callback):
     def on_step_end(self, trainer):
         if trainer.row is not None:
             recent = trainer.history.since(-PLATEAU_STEPS - 10)  # enough rows for the plateau window
-            trainer.row["health"] = assess(recent, trainer.row, trainer.spec, trainer.divergence)
+            first = trainer.history[0]["train_loss"] if len(trainer.history) else None
+            trainer.row["health"] = assess(recent, trainer.row, trainer.spec, trainer.divergence,
+                                           first)
 
 
 def _norm(tensors) -> torch.Tensor:
@@ -229,8 +232,10 @@ def _lr(spec) -> float:
     return spec.optimizer.resolved(OPTIMIZERS)["lr"]
 
 
-def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> dict:
-    """The health of a run at `row` (rows: the history before it). Returns
+def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None,
+           first_loss: float | None = None) -> dict:
+    """The health of a run at `row` (rows: recent history before it; first_loss: the run's
+    first logged train loss, default the first of `rows`). Returns
     {"status", "messages", "fixes"}: status the most urgent finding (PRIORITY), messages one plain
     sentence per finding with the layer and the numbers, fixes one-click spec changes."""
     found: dict[str, list[str]] = {}
@@ -243,8 +248,8 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> d
             if f["label"] not in (x["label"] for x in fixes):
                 fixes.append(f)
 
-    lower_lr = _fix(f"Lower the learning rate 10x ({lr:g} -> {lr / 10:g})", {"optimizer.lr": lr / 10})
-    clip = _fix("Clip gradients (norm 1.0)", {"training.grad_clip": 1.0})
+    lower_lr = _fix(f"Lower LR 10x ({lr:g} → {lr / 10:g})", {"optimizer.lr": lr / 10})
+    clip = _fix("Clip gradients at norm 1", {"training.grad_clip": 1.0})
 
     if diverged:
         add("diverged", f"The loss became {diverged['loss']} at step {diverged['step']}, so training "
@@ -263,7 +268,7 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> d
                 "learn. Each sigmoid/tanh layer multiplies the gradient by its slope (at most "
                 "0.25 for sigmoid); ReLU with He init, BatchNorm or residual connections keep "
                 "it alive.", _fix("Switch to ReLU + He init", _relu_he(spec)),
-                _fix("Add BatchNorm after each hidden layer",
+                _fix("Add BatchNorm layers",
                      {"model.layers": _with_batchnorm(spec)}))
         elif ratio > EXPLODING_RATIO:
             add("exploding", f"Exploding gradients: dL/dh grows from {_fmt(g1)} at {last['name']} "
@@ -296,11 +301,11 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None) -> d
             "nearly zero. The inputs to these layers are too large: use Xavier init, normalise "
             "the inputs, or add BatchNorm.", _fix("Use Xavier init", {
                 "model.init": "xavier_uniform", **_without_layer_overrides(spec, "init")}),
-            _fix("Add BatchNorm after each hidden layer",
+            _fix("Add BatchNorm layers",
                  {"model.layers": _with_batchnorm(spec)}))
-    plateau = _plateau(rows + [row])
+    plateau = _plateau(rows + [row], first_loss)
     if plateau:
-        add("plateau", plateau, _fix(f"Raise the learning rate 3x ({lr:g} -> {lr * 3:g})",
+        add("plateau", plateau, _fix(f"Raise LR 3x ({lr:g} → {lr * 3:g})",
                                      {"optimizer.lr": min(lr * 3, 10.0)}),
             _fix("Switch to Adam (lr 0.01)", {"optimizer": {"name": "adam", "lr": 0.01}}))
     status = next((s for s in PRIORITY if s in found), "ok")
@@ -319,7 +324,8 @@ def _worst(row: dict, key: str, threshold: float):
     return over[0], f" (also {others})" if others else ""
 
 
-def _plateau(rows: list[dict]) -> str | None:
+def _plateau(rows: list[dict], first_loss: float | None) -> str | None:
+    """A flat train loss that is still high: the run is stuck, not finished."""
     if not rows or rows[-1]["step"] < PLATEAU_STEPS:
         return None
     last = rows[-1]
@@ -334,9 +340,12 @@ def _plateau(rows: list[dict]) -> str | None:
     k = max(1, len(window) // 4)  # average a few rows at each end: mini-batch losses are noisy
     start = sum(r["train_loss"] for r in window[:k]) / k
     end = sum(r["train_loss"] for r in window[-k:]) / k
-    gain = (start - end) / max(abs(start), 1e-12)
-    if gain >= PLATEAU_GAIN:
+    change = (end - start) / max(abs(start), 1e-12)
+    first = first_loss if first_loss is not None else next(
+        (r["train_loss"] for r in rows if r.get("train_loss") is not None), end)
+    if abs(change) >= PLATEAU_GAIN or end < PLATEAU_HIGH * first:
         return None
-    return (f"Plateau: the training loss moved from {_fmt(start)} to {_fmt(end)} over the last "
-            f"{last['step'] - window[0]['step']} steps ({gain:+.1%}). Try a larger learning rate "
-            "or an adaptive optimizer such as Adam, and check for dead or saturated units.")
+    return (f"Plateau: the training loss has stayed near {_fmt(end)} for the last "
+            f"{last['step'] - window[0]['step']} steps ({change:+.1%}), still "
+            f"{end / max(first, 1e-12):.0%} of where it started. Try a larger learning rate or "
+            "an adaptive optimizer such as Adam, and check for dead or saturated units.")

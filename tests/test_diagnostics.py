@@ -95,6 +95,17 @@ def test_plateau_needs_a_flat_loss_over_the_window():
     assert status(rows[-1], rows[:-1]) == "ok"
 
 
+def test_a_flat_but_low_loss_is_not_a_plateau():
+    rows = flat_history(0.2, 0.2)
+    assert status(rows[-1], rows[:-1]) == "plateau"  # measured against its own first row
+    assert assess(rows[:-1], rows[-1], SPEC, first_loss=1.1)["status"] == "ok"
+
+
+def test_a_rising_loss_is_not_called_a_plateau():
+    rows = flat_history(1.0, 1.2)
+    assert status(rows[-1], rows[:-1]) == "ok"
+
+
 def test_a_converged_run_is_not_a_plateau():
     rows = flat_history(0.01, 0.01, acc=D.CONVERGED_ACC)
     assert status(rows[-1], rows[:-1]) == "ok"
@@ -143,7 +154,7 @@ def test_large_init_and_high_lr_diverge_and_stop_at_once_with_finite_weights():
     assert trainer.stopped == "diverged" and trainer.step_count < 300
     last = trainer.history.last
     assert last["health"]["status"] == "diverged"
-    assert "lower the learning rate" in " ".join(f["label"].lower() for f in last["health"]["fixes"])
+    assert "lower lr 10x" in " ".join(f["label"].lower() for f in last["health"]["fixes"])
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 

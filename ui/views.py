@@ -63,7 +63,7 @@ def health_panel(health: dict | None, on_fix) -> None:
         st.markdown(f"- {message}")
     fixes = health.get("fixes") or []
     if fixes:
-        cols = st.columns(min(len(fixes), 4))
+        cols = st.columns(3)  # three per row: labels stay whole in a narrow column
         for i, fix in enumerate(fixes):
             cols[i % len(cols)].button(fix["label"], key=f"fix.{i}", on_click=on_fix,
                                        args=(fix["changes"],), type="primary" if i == 0 else "secondary",
