@@ -167,10 +167,12 @@ def csv_upload(container):
         return
     try:
         import pandas as pd
-        columns = list(pd.read_csv(path, nrows=5).columns)
+        head = pd.read_csv(path, nrows=5)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
         container.error(f"Cannot read this CSV: {e}")
         return
+    columns = list(head.columns)
+    container.dataframe(head, hide_index=True, height=200)
     if st.session_state.get(W + "data.target") not in columns:
         st.session_state[W + "data.target"] = columns[-1]
     container.selectbox("Target column", columns, key=W + "data.target")

@@ -243,22 +243,24 @@ def test_a_model_over_the_parameter_cap_gets_a_message(monkeypatch):
     assert any("at most 100 are allowed" in e.value for e in at.error)
 
 
-def test_csv_data_with_text_shows_the_column_by_name(at, tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("a,b,label\n" + "".join(f"{i},x{i},{i % 2}\n" for i in range(20)))
+def use_csv(at, tmp_path, rows: str):
+    """Pick the csv dataset with a file holding `rows` (the upload widget saves files the same
+    way: a path in session state)."""
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,label\n" + rows)
     at.selectbox(key="w.data.name").set_value("csv").run()
     at.session_state["w.data.path"] = str(path)
     at.run()
+
+
+def test_csv_data_with_text_shows_the_column_by_name(at, tmp_path):
+    use_csv(at, tmp_path, "".join(f"{i},x{i},{i % 2}\n" for i in range(20)))
     assert not at.exception
     assert any("column 'b' is not numeric" in e.value for e in at.error)
 
 
 def test_csv_data_trains(at, tmp_path):
-    path = tmp_path / "good.csv"
-    path.write_text("a,b,label\n" + "".join(f"{i},{(i * 7) % 5},{i % 2}\n" for i in range(40)))
-    at.selectbox(key="w.data.name").set_value("csv").run()
-    at.session_state["w.data.path"] = str(path)
-    at.run()
+    use_csv(at, tmp_path, "".join(f"{i},{(i * 7) % 5},{i % 2}\n" for i in range(40)))
     at.selectbox(key="w.data.target").set_value("label").run()
     button(at, "Step").click().run()
     no_problems(at)
