@@ -4,15 +4,17 @@ Kept out of the page file so that the page reads as layout only.
 """
 from __future__ import annotations
 
+import json
 import time
 
-import numpy as np
 import streamlit as st
 import torch
 
 from engine import ExperimentSpec, SpecError
 from engine.data import Dataset, load_dataset
-from engine.trainer import lr_preview
+from engine.spec import DataSpec
+from engine.model import describe
+from engine.trainer import lr_preview, output_dim
 
 from . import charts
 
@@ -24,13 +26,10 @@ STATUS_COLORS = {"ok": "green", "plateau": "orange", "saturated": "orange", "dea
 @st.cache_data(max_entries=32, show_spinner=False)
 def dataset_for(data_json: str, seed: int) -> Dataset:
     """The dataset a spec describes, cached by its JSON: previews do not regenerate it."""
-    from engine.spec import DataSpec
-    import json
     return load_dataset(DataSpec.from_dict(json.loads(data_json)), seed)
 
 
 def spec_dataset(spec: ExperimentSpec) -> Dataset:
-    import json
     return dataset_for(json.dumps(spec.data.to_dict(), sort_keys=True), spec.seed)
 
 
@@ -176,9 +175,7 @@ def activation_charts(run, rows: list[dict]) -> None:
 
 
 def describe_rows(spec: ExperimentSpec, data: Dataset):
-    """describe() of the spec's model keyed by stack index, or the message why it cannot be."""
-    from engine.model import describe
-    from engine.trainer import output_dim
+    """(describe() of the spec's model, None), or (None, the message why it cannot be built)."""
     try:
         d = describe(spec, data.in_shape, output_dim(spec, data))
     except SpecError as e:
@@ -190,7 +187,3 @@ def describe_table(d: dict) -> None:
     rows = [{"layer": r["name"], "type": r["type"], "output shape": str(r["output_shape"]),
              "parameters": r["params"]} for r in d["layers"]]
     st.dataframe(rows, hide_index=True, width="stretch")
-
-
-def as_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
