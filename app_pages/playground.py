@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 
@@ -126,7 +127,8 @@ def on_reset():
 
 
 def on_fix(changes: dict):
-    spec = st.session_state["spec"]
+    run = current_run()  # the fix was worked out from the run's spec (layer indices and all)
+    spec = run.spec if run else st.session_state["spec"]
     try:
         fixed = spec.with_changes(changes)
     except SpecError as e:
@@ -149,19 +151,28 @@ def on_preset():
 
 
 # ----------------------------------------------------------------------------- sidebar
+UPLOADS = os.path.join(tempfile.gettempdir(), "netlab_uploads")
+
+
+def uploaded(path: str | None) -> bool:
+    """Only files this server saved from an upload are read: a link could name any path."""
+    return bool(path) and os.path.dirname(os.path.realpath(path)) == os.path.realpath(UPLOADS)
+
+
 def csv_upload(container):
     file = container.file_uploader("CSV file", type=["csv"], max_upload_size=5,
                                    help="Numeric columns only; pick the target column below.")
     if file is not None:
         digest = hashlib.sha1(file.getvalue()).hexdigest()[:16]
-        folder = os.path.join(tempfile.gettempdir(), "netlab_uploads")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{digest}.csv")
+        os.makedirs(UPLOADS, exist_ok=True)
+        path = os.path.join(UPLOADS, f"{digest}.csv")
         if not os.path.exists(path):
             with open(path, "wb") as f:
                 f.write(file.getvalue())
         st.session_state[W + "data.path"] = path
     path = st.session_state.get(W + "data.path")
+    if path and not uploaded(path):
+        st.session_state[W + "data.path"] = path = None
     if not path:
         container.caption("Upload a file to train on your own table.")
         return
@@ -209,7 +220,7 @@ with st.sidebar:
     widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
     widgets.choice_picker("Schedule", SCHEDULES, "schedule")
     if spec.schedule.name != "constant":
-        views.schedule_preview(spec)
+        views.schedule_preview(spec, registry.caps.max_steps)
     c1, c2 = st.columns(2)
     widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
     widgets.param_widget(TRAINING_PARAMS["steps"], W + "training.steps", c2, "steps")
@@ -220,7 +231,7 @@ with st.sidebar:
     c1.selectbox("Gradient clipping", ["off", "norm", "value"], key=W + "training.clip_mode",
                  help="norm: rescale the whole gradient when its norm exceeds the limit; "
                  "value: cap every gradient entry at +-limit.")
-    c2.number_input("clip limit", min_value=1e-6, key=W + "training.clip_max", format="%g",
+    c2.number_input("clip limit", key=W + "training.clip_max", format="%g",
                     disabled=st.session_state[W + "training.clip_mode"] == "off")
     c1, c2 = st.columns(2)
     c1.checkbox("Early stopping", key=W + "training.es_on",
@@ -238,6 +249,8 @@ with st.sidebar:
 # ----------------------------------------------------------------------------- validate
 spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
 waiting_for_csv = st.session_state[W + "data.name"] == "csv" and not st.session_state.get(W + "data.path")
+if spec.data.name == "csv" and not uploaded(spec.data.path):  # e.g. a link naming a server path
+    waiting_for_csv = True
 run = current_run()
 S.sync_url(spec, run.id if run else None)
 
@@ -262,7 +275,7 @@ if run is not None and run.spec != spec:
                "starts); until then Start and Step continue the current run.")
 
 try:
-    data = views.spec_dataset(spec)
+    data = None if waiting_for_csv else views.spec_dataset(spec)
 except SpecError as e:
     data = None
     st.error(f"The data cannot be loaded: {e}")
@@ -352,7 +365,8 @@ def live_panel():
         shown = trainer.data if trainer else data
         if shown is not None:
             fig = views.throttled("data_view", run, BOUNDARY_EVERY_S,
-                                  lambda: views.data_figure(shown, run.predict if rows else None))
+                                  lambda: views.data_figure(shown, run.predict if rows else None),
+                                  content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
             st.plotly_chart(fig, key="data_view", config={"displayModeBar": False})
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics

@@ -44,7 +44,7 @@ def _spec(args) -> ExperimentSpec:
     if getattr(args, "preset", None):
         if args.config:
             raise UsageError("give either CONFIG.json or --preset, not both")
-        config = load_preset(args.preset)["config"]
+        config = ExperimentSpec.from_dict(load_preset(args.preset)["config"]).to_dict()
     elif args.config:
         config = load_spec(args.config).to_dict()
     else:

@@ -161,6 +161,8 @@ def read_csv(source, target: str, task: str):
         frame = pd.read_csv(source)
     except FileNotFoundError:
         raise SpecError(f"data.path: no file {source!r}") from None
+    except OSError as e:  # a folder, no permission, ...
+        raise SpecError(f"data.path: cannot open {source!r} ({e.strerror})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise SpecError(f"data.path: cannot read the file as CSV ({str(e).strip()})") from None
     if target not in frame.columns:

@@ -305,8 +305,8 @@ def assess(rows: list[dict], row: dict, spec, diverged: dict | None = None,
                  {"model.layers": _with_batchnorm(spec)}))
     plateau = _plateau(rows + [row], first_loss)
     if plateau:
-        add("plateau", plateau, _fix(f"Raise LR 3x ({lr:g} → {lr * 3:g})",
-                                     {"optimizer.lr": min(lr * 3, 10.0)}),
+        raised = min(lr * 3, 10.0)  # the registry's upper bound for a learning rate
+        add("plateau", plateau, _fix(f"Raise LR ({lr:g} → {raised:g})", {"optimizer.lr": raised}),
             _fix("Switch to Adam (lr 0.01)", {"optimizer": {"name": "adam", "lr": 0.01}}))
     status = next((s for s in PRIORITY if s in found), "ok")
     messages = [m for s in PRIORITY for m in found.get(s, [])]

@@ -6,7 +6,7 @@ watch: for a linear layer that is the output *after* its activation.
 
 Layer types are registered in LAYERS with factory(ctx, layer, in_shape) -> (module, out_shape);
 the tags say which name prefix they get and which model defaults (activation/init/bias_init) they
-take. Convolutional and recurrent layers join the same registry.
+take. New layer kinds (convolutions, recurrent cells) register the same way.
 """
 from __future__ import annotations
 
@@ -180,10 +180,13 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         layers[name] = module
         act = ACTIVATIONS[ctx.activation(layer).name] if "activation" in entry.tags.get("uses", ()) \
             else None
+        # a residual block's output is h + F(h): unbounded and rarely exactly zero, so the
+        # dead/saturated checks of its activation do not apply to it
+        watched = act if layer.type in ("linear", "activation") else None
         info[name] = {"type": layer.type, "shown": layer.type != "dropout",
                       "activation": act.key if act else None,
-                      "dies": bool(act and act.tags.get("dies")),
-                      "bounds": act.tags.get("bounds") if act else None,
+                      "dies": bool(watched and watched.tags.get("dies")),
+                      "bounds": watched.tags.get("bounds") if watched else None,
                       "spec_index": i}
     if len(shape) > 1:
         layers["flatten"], info["flatten"] = nn.Flatten(), {"type": "flatten", "shown": False}

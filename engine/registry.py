@@ -197,7 +197,8 @@ _A("gelu", nn.GELU, "x times the Gaussian CDF of x: a smooth ReLU used in transf
    init="he_normal")
 _A("silu", nn.SiLU, "Swish: x * sigmoid(x), smooth and non-monotonic near zero.", init="he_normal")
 _A("swish", nn.SiLU, "Another name for SiLU: x * sigmoid(x).", init="he_normal")
-_A("softplus", nn.Softplus, "log(1 + e^(beta x)): a smooth ReLU that is never exactly zero.",
+_A("softplus", nn.Softplus, "log(1 + e^(beta x)) / beta: a smooth ReLU that is never exactly "
+   "zero.",
    (Param("beta", 1.0, "sharpness", low=0.0, low_open=True, high=100.0),), init="he_normal")
 _A("hard_sigmoid", nn.Hardsigmoid, "Piecewise-linear sigmoid: 0 below -3, 1 above 3, flat and "
    "gradient-free outside.", bounds=(0.0, 1.0), init="xavier_uniform")

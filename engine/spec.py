@@ -515,7 +515,7 @@ def _check_consistency(spec: ExperimentSpec) -> None:
         raise SpecError(f"loss={spec.loss.name!r} needs a classification dataset, but "
                         f"{spec.data.name!r} is regression; allowed: "
                         f"{', '.join(LOSSES.where(task='regression'))}")
-    if loss.tags.get("binary") and spec.data.classes != 2:
+    if loss.tags.get("binary") and spec.data.classes not in (None, 2):  # None: a CSV, checked on load
         raise SpecError(f"loss='bce' needs exactly 2 classes, but data.classes="
                         f"{spec.data.classes}; use 'cross_entropy' for more classes")
     opt = spec.optimizer.resolved(OPTIMIZERS)
@@ -527,6 +527,9 @@ def _check_consistency(spec: ExperimentSpec) -> None:
         if spec.optimizer.name not in with_momentum:
             raise SpecError(f"schedule.cycle_momentum=true needs an optimizer with momentum; "
                             f"{spec.optimizer.name!r} has none. Allowed: {', '.join(with_momentum)}")
+    if spec.training.batch_size < 2 and any(layer.type == "batchnorm" for layer in spec.model.layers):
+        raise SpecError("training.batch_size=1 cannot train a batchnorm layer (it normalises over "
+                        "the batch); use a batch of at least 2 or layernorm")
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")
@@ -555,6 +558,8 @@ def set_path(d: dict, path: str, value) -> None:
         nxt = node.get(k)
         if isinstance(nxt, str):  # a choice written as its key gains parameters
             nxt = node[k] = {"name": nxt}
+        elif isinstance(nxt, int) and not isinstance(nxt, bool) and keys[0] == "model":
+            nxt = node[k] = {"type": "linear", "units": nxt}  # layer shorthand
         elif nxt is None:
             nxt = node[k] = {}
         elif not isinstance(nxt, (dict, list)):
@@ -566,10 +571,8 @@ def set_path(d: dict, path: str, value) -> None:
             node[int(last)] = value
         except (ValueError, IndexError):
             raise SpecError(f"{path}: no such list index") from None
-    elif isinstance(node.get(last), dict) and isinstance(value, str) and last != "name":
-        node[last] = value  # replacing a choice by a bare key drops its old parameters
     else:
-        node[last] = value
+        node[last] = value  # a bare key replacing a choice drops its old parameters
 
 
 def load_spec(source) -> ExperimentSpec:

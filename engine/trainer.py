@@ -6,8 +6,9 @@
     trainer.history.rows             # metrics rows (DESIGN.md §2.2)
 
 The hot path never waits for the GPU: losses and accuracies accumulate as tensors and reach the
-host once per logged row. Divergence (a non-finite loss or gradient) is checked every step on the
-CPU, where it costs nothing, and at logged rows on CUDA, where the last finite weights are kept.
+host once per logged row. Divergence is checked before each update: the loss every step on the
+CPU (where it costs nothing) and the gradients too on logged steps; on CUDA both only every
+`diagnostics.every` steps, restoring the last finite weights when a check fails.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .data import Dataset, load_dataset
 from .diagnostics import Diagnostics, HealthCheck
 from .errors import SpecError
 from .history import History
-from .model import build_model, count_params
+from .model import build_model, count_params, describe
 from .registry import LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
@@ -68,7 +69,9 @@ class Batches:
         self._order, self._pos = None, n
 
     def next(self) -> torch.Tensor:
-        if self._pos >= self.n:
+        # a lone example left at the end of an epoch is skipped: BatchNorm cannot normalise a
+        # batch of one, and a one-example step is mostly noise
+        if self.n - self._pos < min(2, self.n):
             self._order = torch.randperm(self.n, generator=self.gen).to(self.device)
             self._pos = 0
         idx = self._order[self._pos:self._pos + self.size]
@@ -89,11 +92,12 @@ class Trainer:
             raise SpecError(f"loss={s.loss.name!r} needs class labels, but the target is continuous;"
                             f" allowed: {', '.join(LOSSES.where(task='regression'))}")
         self.binary = bool(LOSSES[s.loss.name].tags.get("binary"))
+        if max_params is not None:  # counted on the meta device: nothing is allocated yet
+            n_params = describe(s, self.data.in_shape, output_dim(s, self.data))["total_params"]
+            if n_params > max_params:
+                raise SpecError(f"the model has {n_params:,} parameters; at most {max_params:,} "
+                                "are allowed here. Use fewer or narrower layers")
         self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
-        n_params = count_params(self.model)
-        if max_params is not None and n_params > max_params:
-            raise SpecError(f"the model has {n_params:,} parameters; at most {max_params:,} are "
-                            "allowed here. Use fewer or narrower layers")
         self.loss_fn = make_loss(s.loss, self.data.task)
         self.optimizer = OPTIMIZERS[s.optimizer.name].build(self.model.parameters(), **s.optimizer.params)
         self.schedule_on_metric = bool(SCHEDULES[s.schedule.name].tags.get("on_metric"))

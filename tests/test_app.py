@@ -3,7 +3,9 @@
 run_every does not fire under AppTest, so live refreshes are simulated with at.run() in a loop.
 Each test gets a fresh server-wide run registry (st.cache_resource is cleared).
 """
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -16,6 +18,7 @@ from tests.conftest import ROOT
 from ui import state as S
 
 APP = str(ROOT / "app.py")
+UPLOADS = str(Path(tempfile.gettempdir()) / "netlab_uploads")
 
 
 def live_registries():
@@ -244,9 +247,12 @@ def test_a_model_over_the_parameter_cap_gets_a_message(monkeypatch):
 
 
 def use_csv(at, tmp_path, rows: str):
-    """Pick the csv dataset with a file holding `rows` (the upload widget saves files the same
-    way: a path in session state)."""
-    path = tmp_path / "data.csv"
+    """Pick the csv dataset with a file holding `rows`, saved where the upload widget saves
+    files (the page reads CSVs from nowhere else)."""
+    import os
+    import uuid
+    os.makedirs(UPLOADS, exist_ok=True)
+    path = Path(UPLOADS) / f"test-{uuid.uuid4().hex}.csv"
     path.write_text("a,b,label\n" + rows)
     at.selectbox(key="w.data.name").set_value("csv").run()
     at.session_state["w.data.path"] = str(path)
@@ -273,3 +279,40 @@ def test_concepts_page_lists_every_preset_with_a_link(at):
     text = " ".join(e.label for e in at.expander)
     for name in preset_names():
         assert load_preset(name)["title"] in text
+
+
+def test_the_data_preview_follows_the_dataset_before_any_run(at):
+    def preview_title():
+        import json
+        fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+        return fig["layout"]["title"]["text"], len(fig["data"])
+    assert preview_title()[0] == "Decision boundary"
+    at.selectbox(key="w.data.name").set_value("plane").run()
+    assert preview_title()[0] == "Prediction surface"
+    at.selectbox(key="w.data.name").set_value("digits").run()
+    assert preview_title()[0] == "Sample images and labels"
+
+
+def test_a_link_naming_a_server_file_is_not_read():
+    spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": "/etc/passwd",
+                                              "target": "x"}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    assert not at.exception
+    page = " ".join([e.value for e in at.error] + [m.value for m in at.markdown] +
+                    [c.value for c in at.caption])
+    assert "root:" not in page
+    assert any("Upload a CSV" in i.value for i in at.info)
+
+
+def test_settings_without_widgets_survive_the_page():
+    spec = ExperimentSpec.from_dict({"model": {"output": {"name": "normal", "std": 0.001}},
+                                     "training": {"eval_every": 50, "early_stopping": {
+                                         "patience": 3, "min_delta": 0.01,
+                                         "restore_best": False}}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    no_problems(at)
+    assert spec_of(at) == spec.canonical()

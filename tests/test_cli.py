@@ -46,6 +46,12 @@ def test_steps_override_and_preset(tmp_path):
     assert json.loads((tmp_path / "p" / "config.json").read_text())["training"]["steps"] == 40
 
 
+def test_set_reaches_into_a_presets_layer_shorthand():
+    r = cli("describe", "--preset", "lr_too_high", "--set", "model.layers.0.units=8")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layers"][0]["output_shape"] == [8]
+
+
 def test_describe_reports_shapes_and_params(config):
     r = cli("describe", config)
     assert r.returncode == 0, r.stderr

@@ -179,3 +179,9 @@ def test_spiral_needs_a_hidden_layer():
     hidden = Trainer(ExperimentSpec.from_dict({**base, "model": {"layers": [64]}})).run()
     assert linear.evaluate("val")["acc"] < 0.65
     assert hidden.evaluate("val")["acc"] > 0.85
+
+
+def test_residual_blocks_are_not_judged_by_their_activation_bounds():
+    r, _ = first_row({"model": {"activation": "tanh", "init": "he_normal",
+                                "layers": [{"type": "residual", "units": 32, "depth": 2}] * 2}})
+    assert all(lay["saturated_frac"] is None and lay["dead_frac"] is None for lay in r["layers"])

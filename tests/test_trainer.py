@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import Callback, CancelFit, ExperimentSpec, History, Trainer
+from engine import Callback, CancelFit, ExperimentSpec, History, SpecError, Trainer
 from engine.data import Dataset
 
 SMALL = {
@@ -410,3 +410,24 @@ def test_reduce_on_plateau_keeps_the_lr_while_val_loss_improves():
                      schedule={"name": "reduce_on_plateau", "factor": 0.5, "patience": 20},
                      training={"steps": 40})).run()
     assert {r["lr"] for r in t.history.rows} == {0.01}
+
+
+def test_a_lone_leftover_example_is_skipped_so_batchnorm_trains():
+    # 481 training examples, batch 32: each epoch would end with a batch of one
+    spec = ExperimentSpec.from_dict({"data": {"name": "spiral", "n": 601},
+                                     "model": {"layers": [16, {"type": "batchnorm"}]},
+                                     "training": {"steps": 40, "batch_size": 32}})
+    trainer = Trainer(spec).run()
+    assert trainer.stopped == "completed"
+
+
+def test_batchnorm_with_batches_of_one_is_rejected():
+    with pytest.raises(SpecError, match="batch_size=1 cannot train a batchnorm"):
+        ExperimentSpec.from_dict({"model": {"layers": [8, {"type": "batchnorm"}]},
+                                  "training": {"batch_size": 1}})
+
+
+def test_the_parameter_cap_is_checked_before_anything_is_allocated():
+    huge = ExperimentSpec.from_dict({"model": {"layers": [8192] * 200}})
+    with pytest.raises(SpecError, match="at most 1,000 are allowed"):
+        Trainer(huge, max_params=1000)

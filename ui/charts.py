@@ -1,9 +1,10 @@
 """Charts: pure functions from History rows (and plain arrays) to plotly figures.
 
 No Streamlit here, so every chart is testable on its own. Each figure has a fixed `uirevision`
-so a user's zoom survives refreshes, and every trace is thinned to at most MAX_POINTS.
+(a zoom survives redraws of an unchanged chart; see docs/ARCHITECTURE.md for live training), and
+every trace is thinned to at most MAX_POINTS.
 
-Speed matters: the live view redraws several charts four times a second for every watching user,
+Speed matters: the live view redraws several charts up to five times a second for every user,
 and plotly's validation of graph objects cost more than everything else on a refresh (measured:
 20 ms for the boundary alone). Figures are therefore written as plain dicts and wrapped without
 validation, numbers are rounded to 4 significant digits, the boundary travels as a small PNG, and

@@ -12,6 +12,7 @@ lock, for predictions.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -55,8 +56,11 @@ class CapError(Exception):
 class Run:
     READY, RUNNING, PAUSED, DONE, ERROR = "ready", "running", "paused", "done", "error"
 
+    _serials = itertools.count(1)
+
     def __init__(self, run_id: str, spec: ExperimentSpec, registry: "RunRegistry"):
         self.id = run_id
+        self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
         self.registry = registry
         self.lock = threading.RLock()  # held for each step and for every read of the model
         self.spec = spec
@@ -85,9 +89,11 @@ class Run:
                     self.state = self.DONE
                     return
             self.state = self.RUNNING
-            self._halt.clear()
-            self._thread = threading.Thread(target=self._loop, name=f"netlab-train-{self.id[:8]}",
-                                            daemon=True)
+            # each thread gets its own halt event: an old thread told to stop (pause without
+            # waiting) must never be revived by a Start that comes before it noticed
+            self._halt = threading.Event()
+            self._thread = threading.Thread(target=self._loop, args=(self._halt,),
+                                            name=f"netlab-train-{self.id[:8]}", daemon=True)
             self._thread.start()
 
     def pause(self, wait: bool = True) -> None:
@@ -122,10 +128,10 @@ class Run:
         return self._thread is not None and self._thread.is_alive()
 
     # -- the training thread
-    def _loop(self) -> None:
+    def _loop(self, halt: threading.Event) -> None:
         cap = self.registry.caps.max_steps_per_s
         t_rate, n_rate = time.perf_counter(), 0
-        while not self._halt.is_set():
+        while not halt.is_set():
             t_step = time.perf_counter()
             # Runs take turns through the registry's training slots: a thread waiting on the
             # slot sleeps instead of fighting for the GIL, so page refreshes compete with one
@@ -134,6 +140,8 @@ class Run:
             with self.registry.train_slot:
                 t_slot = time.perf_counter()
                 with self.lock:
+                    if halt.is_set():
+                        break
                     if not self._guarded(self.trainer.step) or self.trainer.done:
                         if self.state == self.RUNNING:
                             self.state = self.ERROR if self.error else self.DONE

@@ -34,6 +34,10 @@ SCALARS = ("seed", "device", "data.normalize", "data.val_fraction", "data.test_f
            "model.bias_init", "regularization.l1", "regularization.l2", "training.batch_size",
            "training.steps", "diagnostics.every")
 DATASET_FIELDS = ("n", "noise", "classes", "path", "target", "task")
+# Settings with no widget yet: carried through unchanged from the loaded spec, so a config from
+# the CLI or a link keeps them.
+HIDDEN = ("model.output", "training.eval_every", "training.early_stopping.min_delta",
+          "training.early_stopping.restore_best")
 
 
 # ----------------------------------------------------------------------------- URL
@@ -159,7 +163,17 @@ def load(spec: ExperimentSpec, state=None) -> None:
     for k, v in values.items():
         state[k] = v
     state["layer_ids"] = ids
+    d = spec.to_dict()
+    state["hidden"] = {path: _get_or_none(d, path) for path in HIDDEN}
     state["spec"] = spec.canonical()
+
+
+def _get_or_none(d: dict, path: str):
+    for k in path.split("."):
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
 
 
 # ----------------------------------------------------------------------------- widgets -> spec
@@ -186,6 +200,10 @@ def collect(state=None) -> dict:
     d["training"]["early_stopping"] = (
         {"patience": state[W + "training.es_patience"]} if state[W + "training.es_on"] else None)
     d["model"]["layers"] = [collect_layer(lid, state) for lid in state["layer_ids"]]
+    for path, value in state.get("hidden", {}).items():
+        parent = _get_or_none(d, path.rsplit(".", 1)[0])
+        if value is not None and isinstance(parent, dict):  # early stopping may be off now
+            parent[path.rsplit(".", 1)[1]] = value
     return d
 
 

@@ -34,12 +34,21 @@ def spec_dataset(spec: ExperimentSpec) -> Dataset:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _lr_curve(spec_json: str):
-    return lr_preview(ExperimentSpec.from_json(spec_json))
+def _lr_curve(optimizer_json: str, schedule_json: str, steps: int):
+    spec = ExperimentSpec.from_dict({"optimizer": json.loads(optimizer_json),
+                                     "schedule": json.loads(schedule_json),
+                                     "training": {"steps": steps}})
+    return lr_preview(spec)
 
 
-def schedule_preview(spec: ExperimentSpec) -> None:
-    steps, lrs = _lr_curve(spec.to_json())
+def schedule_preview(spec: ExperimentSpec, max_steps: int) -> None:
+    """The LR over the planned run (cached on what it depends on; skipped past the server's
+    step cap, where the run could not start anyway)."""
+    if spec.training.steps > max_steps:
+        st.caption(f"No preview: more than {max_steps:,} steps.")
+        return
+    steps, lrs = _lr_curve(json.dumps(spec.optimizer.to_dict()), json.dumps(spec.schedule.to_dict()),
+                           spec.training.steps)
     fig = charts.lr_figure(steps, lrs, "Planned learning rate")
     st.plotly_chart(fig, key="lr_preview", config={"displayModeBar": False})
 
@@ -141,15 +150,16 @@ def gradient_charts(rows: list[dict]) -> None:
     st.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_rows")
 
 
-def throttled(name: str, run, max_age: float, build):
-    """A figure rebuilt at most every `max_age` seconds while `run` trains (and whenever it has
-    stepped since, once it is not training). Re-sending a kept figure costs little; rebuilding
-    the boundary means a model evaluation on the whole grid."""
+def throttled(name: str, run, max_age: float, build, content=None):
+    """A figure rebuilt at most every `max_age` seconds while `run` trains, and whenever what it
+    shows changed otherwise (the run stepped, or `content`, e.g. the previewed data, differs).
+    Re-sending a kept figure costs little; rebuilding the boundary evaluates the whole grid."""
     cache = st.session_state.setdefault("_figures", {})
-    stamp = (id(run), run.trainer.step_count if run else None)
+    stamp = (run.serial, run.trainer.step_count) if run else None, content
     hit = cache.get(name)
     now = time.monotonic()
-    if hit and (hit[1] == stamp or (run is not None and run.active and now - hit[0] < max_age)):
+    same_run = hit and run is not None and hit[1][0] and hit[1][0][0] == run.serial
+    if hit and (hit[1] == stamp or (same_run and run.active and now - hit[0] < max_age)):
         return hit[2]
     fig = build()
     cache[name] = (now, stamp, fig)
