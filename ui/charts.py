@@ -275,7 +275,8 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24) -> go.Fig
                            colorscale="Greys", showscale=False, hoverinfo="skip",
                            xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
-        layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False)
+        layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
+                                        scaleanchor=f"x{suffix}", constrain="domain")  # square pixels
         notes.append(dict(text=str(int(labels[i])), x=sum(xd) / 2, y=yd[1], xref="paper",
                           yref="paper", yanchor="bottom", showarrow=False))
     return figure(traces, "Sample images and labels", "digits",
