@@ -1,6 +1,6 @@
 """The playground in a real browser: Playwright driving Debian's Chromium (DESIGN.md §5).
 
-One Streamlit server per module (a subprocess on a free port, NETLAB_GRACE_S=3) and one browser;
+One Streamlit server per module (a subprocess on a free port, NETLAB_GRACE_S=6) and one browser;
 each test opens its own browser context, so closing it closes the page for real (the server
 sees the websocket go away). What AppTest cannot show is checked here: the live fragment really
 refreshes the loss chart, a reload reattaches to the same run, a one-click fix changes the
@@ -39,7 +39,8 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("NETLAB_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-GRACE_S = 3.0          # the run registry's grace period for this module's server
+GRACE_S = 6.0          # the run registry's grace period for this module's server (a reload on a
+                       # busy CI machine must come back within it)
 LOAD_TIMEOUT_MS = 60_000  # the first page load imports torch and the engine on a busy machine
 STATUS = re.compile(r"\b(ready|running|paused|done|error) · step ([\d,]+) / ([\d,]+)")
 VERDICT = re.compile(r"Health: (\w+)")
