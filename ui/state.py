@@ -20,6 +20,7 @@ import zlib
 import streamlit as st
 
 from engine import ExperimentSpec, SpecError
+from engine.spec import DATASET_FIELDS
 from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
                              SCHEDULES)
 
@@ -33,7 +34,6 @@ CHOICES = {"model.activation": ACTIVATIONS, "model.init": INITIALIZERS, "loss": 
 SCALARS = ("seed", "device", "data.normalize", "data.val_fraction", "data.test_fraction",
            "model.bias_init", "regularization.l1", "regularization.l2", "training.batch_size",
            "training.steps", "diagnostics.every")
-DATASET_FIELDS = ("n", "noise", "classes", "path", "target", "task")
 # Settings with no widget yet: carried through unchanged from the loaded spec, so a config from
 # the CLI or a link keeps them.
 HIDDEN = ("model.output", "training.eval_every", "training.early_stopping.min_delta",
@@ -62,7 +62,10 @@ def decode(text: str) -> ExperimentSpec:
 
 
 def _get(d: dict, path: str):
+    """The value at a dotted path of a config dict, or None where the path does not exist."""
     for k in path.split("."):
+        if not isinstance(d, dict) or k not in d:
+            return None
         d = d[k]
     return d
 
@@ -164,16 +167,9 @@ def load(spec: ExperimentSpec, state=None) -> None:
         state[k] = v
     state["layer_ids"] = ids
     d = spec.to_dict()
-    state["hidden"] = {path: _get_or_none(d, path) for path in HIDDEN}
+    state["hidden"] = {path: _get(d, path) for path in HIDDEN}
     state["spec"] = spec.canonical()
 
-
-def _get_or_none(d: dict, path: str):
-    for k in path.split("."):
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
 
 
 # ----------------------------------------------------------------------------- widgets -> spec
@@ -201,7 +197,7 @@ def collect(state=None) -> dict:
         {"patience": state[W + "training.es_patience"]} if state[W + "training.es_on"] else None)
     d["model"]["layers"] = [collect_layer(lid, state) for lid in state["layer_ids"]]
     for path, value in state.get("hidden", {}).items():
-        parent = _get_or_none(d, path.rsplit(".", 1)[0])
+        parent = _get(d, path.rsplit(".", 1)[0])
         if value is not None and isinstance(parent, dict):  # early stopping may be off now
             parent[path.rsplit(".", 1)[1]] = value
     return d

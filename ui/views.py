@@ -155,14 +155,15 @@ def throttled(name: str, run, max_age: float, build, content=None):
     shows changed otherwise (the run stepped, or `content`, e.g. the previewed data, differs).
     Re-sending a kept figure costs little; rebuilding the boundary evaluates the whole grid."""
     cache = st.session_state.setdefault("_figures", {})
-    stamp = (run.serial, run.trainer.step_count) if run else None, content
-    hit = cache.get(name)
+    serial = run.serial if run else None
+    stamp = (serial, run.trainer.step_count if run else None, content)
+    hit = cache.get(name)  # (built at, run serial, stamp, figure)
     now = time.monotonic()
-    same_run = hit and run is not None and hit[1][0] and hit[1][0][0] == run.serial
-    if hit and (hit[1] == stamp or (same_run and run.active and now - hit[0] < max_age)):
-        return hit[2]
+    if hit and (hit[2] == stamp or (
+            run is not None and run.active and hit[1] == serial and now - hit[0] < max_age)):
+        return hit[3]
     fig = build()
-    cache[name] = (now, stamp, fig)
+    cache[name] = (now, serial, stamp, fig)
     return fig
 
 
