@@ -7,7 +7,8 @@
     python -m engine export CONFIG.json > train.py
 
 Exit codes: 0 the run finished (whatever `stopped` says), 2 a bad config or argument, with a
-one-line message on stderr.
+one-line message on stderr, 1 an internal error (a bug: still one line, never a traceback).
+Every file and value from the command line is read through engine.inputs, with its bounds.
 """
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ import sys
 
 from .callbacks import Checkpoint, JsonlWriter
 from .errors import SpecError
+from .inputs import NotJSON, env_int, parse_json, short
 from .spec import ExperimentSpec, load_spec, set_path
+
+# The same cap as the web server (ui/runner.py): a 200 x 8192 stack is 13.4 billion parameters,
+# which the OS would kill for memory instead of answering.
+DEFAULT_MAX_PARAMS = 2_000_000
+MAX_SET_VALUE = 64 * 1024  # characters of one --set value
 
 
 class UsageError(SpecError):
@@ -27,14 +34,30 @@ class UsageError(SpecError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse exits with 2 too, but we want our one-line format
-        raise UsageError(message)
+        raise UsageError(_cut(message))
 
 
-def _value(text: str):
-    """--set values are JSON where they parse (numbers, true, null, lists), else strings."""
+def _cut(text: str, limit: int = 300) -> str:
+    """One short line: argparse quotes the bad value in full (a 5,000-digit --steps)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _integer(text: str) -> int:
+    """argparse type for counts: at most 20 digits (int() of 5,000 digits raises ValueError)."""
+    body = text.strip().removeprefix("-")
+    if not body.isdecimal() or len(body) > 20:
+        raise argparse.ArgumentTypeError(f"{short(text, 40)} is not an integer of at most 20 "
+                                         "digits")
+    return int(text)
+
+
+def _value(key: str, text: str):
+    """--set values are JSON where they parse (numbers, true, null, lists), else strings; JSON
+    that breaks a bound (a 5,000-digit number, deep nesting) is an error, not a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return parse_json(text, f"--set {short(key, 60)[1:-1]}", MAX_SET_VALUE)
+    except NotJSON:
         return text
 
 
@@ -52,31 +75,61 @@ def _spec(args) -> ExperimentSpec:
     for item in getattr(args, "set", None) or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. optimizer.lr=0.3")
-        set_path(config, key, _value(text))
+            raise UsageError(f"--set {short(item)}: expected KEY=VALUE, e.g. optimizer.lr=0.3")
+        set_path(config, key, _value(key, text))
     if getattr(args, "steps", None) is not None:
         set_path(config, "training.steps", args.steps)
     return ExperimentSpec.from_dict(config)
+
+
+def _prepare_out(out: str) -> None:
+    """Create --out before anything trains, so a bad folder is an argument error (exit 2), not
+    a traceback. Writing config.json into it, next, proves it writable."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out: cannot write to {short(out)}: it is an existing file, not a "
+                         "folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot write to {short(out)}: {e.strerror or e}") from None
+
+
+def _max_params(args) -> int:
+    if args.max_params is not None:
+        if args.max_params < 1:
+            raise UsageError(f"--max-params {args.max_params} is not allowed: expected an "
+                             "integer >= 1")
+        return args.max_params
+    return env_int("NETLAB_MAX_PARAMS", DEFAULT_MAX_PARAMS)
+
+
+def _write_json(path: str, value) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
 
 
 def cmd_train(args) -> int:
     from .trainer import Trainer
 
     spec = _spec(args)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(spec.to_dict(), f, indent=2)
-    trainer = Trainer(spec, callbacks=[JsonlWriter(os.path.join(args.out, "metrics.jsonl")),
-                                       Checkpoint(os.path.join(args.out, "model.pt"))])
+    max_params = _max_params(args)
+    _prepare_out(args.out)
     try:
-        trainer.run()
-    except KeyboardInterrupt:
-        trainer.cancel()
-        trainer.stop("cancelled")
-        trainer.run(0)
-    summary = trainer.summary()
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+        _write_json(os.path.join(args.out, "config.json"), spec.to_dict())
+        trainer = Trainer(spec, max_params=max_params,
+                          callbacks=[JsonlWriter(os.path.join(args.out, "metrics.jsonl")),
+                                     Checkpoint(os.path.join(args.out, "model.pt"))])
+        try:
+            trainer.run()
+        except KeyboardInterrupt:
+            trainer.cancel()
+            trainer.stop("cancelled")
+            trainer.run(0)
+        summary = trainer.summary()
+        _write_json(os.path.join(args.out, "summary.json"), summary)
+    except OSError as e:  # the disk filled up, the folder was removed during the run, ...
+        raise UsageError(f"--out: cannot write to {short(e.filename or args.out)}: "
+                         f"{e.strerror or e}") from None
     final = summary["final"]
     print(f"{summary['stopped']} after {summary['steps']} steps in {summary['seconds']:.1f}s: "
           f"train_loss={final.get('train_loss')} val_loss={final.get('val_loss')} "
@@ -117,8 +170,11 @@ def main(argv=None) -> int:
     train.add_argument("config", nargs="?")
     train.add_argument("--preset")
     train.add_argument("--set", action="append", metavar="KEY=VALUE")
-    train.add_argument("--steps", type=int)
+    train.add_argument("--steps", type=_integer)
     train.add_argument("--out", required=True)
+    train.add_argument("--max-params", type=_integer, metavar="N",
+                       help=f"refuse models with more parameters (default: NETLAB_MAX_PARAMS, "
+                            f"else {DEFAULT_MAX_PARAMS:,})")
     train.set_defaults(fn=cmd_train)
     for name, fn, helptext in (("describe", cmd_describe, "layer shapes and parameter counts"),
                                ("export", cmd_export, "a standalone PyTorch script on stdout")):
@@ -132,8 +188,12 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         return args.fn(args)
     except SpecError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_cut(e, 2000)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - last resort: a bug, still reported in one line
+        print(f"error: internal error ({type(e).__name__}): {_cut(e)}; please report it",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

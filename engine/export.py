@@ -146,7 +146,10 @@ def make_csv(generator, path, target, task):
     """Numeric columns are the inputs, `target` the output (no randomness: `generator` unused)."""
     import pandas as pd
 
-    frame = pd.read_csv(path)
+    with open(path, encoding="utf-8-sig") as f:  # comma, semicolon or tab, as Netlab reads it
+        header = f.readline()
+    sep = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
+    frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
     inputs = [c for c in frame.columns if c != target]
     x = torch.tensor(frame[inputs].to_numpy(dtype="float32"))
     values = frame[target].to_numpy()

@@ -23,6 +23,9 @@ import torch
 from torch import nn
 
 from .errors import SpecError
+from .inputs import short
+
+MAX_TEXT = 4096  # longest text setting (a path: Linux allows 4,096 bytes)
 
 # ----------------------------------------------------------------------------- machinery
 
@@ -47,7 +50,7 @@ class Param:
         if isinstance(self.default, bool):
             return "true or false"
         if isinstance(self.default, str) or self.default is None:
-            return "a non-empty string"
+            return f"a non-empty string of at most {MAX_TEXT:,} characters"
         kind = "an integer" if isinstance(self.default, int) else "a number"
         if isinstance(self.default, tuple):
             kind = f"a list of {len(self.default)} numbers"
@@ -60,42 +63,48 @@ class Param:
         return f"{kind} {bounds}".strip()
 
     def check(self, value: Any, where: str) -> Any:
-        """Return value coerced to this parameter's type, or raise SpecError naming `where`."""
-        bad = SpecError(f"{where}={value!r} is not allowed: expected {self.allowed()}")
+        """Return value coerced to this parameter's type, or raise SpecError naming `where`.
+
+        Any value may arrive here (a list, a 400-digit integer, a 75 MB string), so nothing is
+        converted before its type is known and the message echoes it shortened."""
+        def bad():
+            return SpecError(f"{where}={short(value)} is not allowed: expected {self.allowed()}")
         if self.choices is not None:
             if value not in self.choices:
-                raise bad
+                raise bad()
             return value
         d = self.default
         if isinstance(d, bool):
             if not isinstance(value, bool):
-                raise bad
+                raise bad()
             return value
         if isinstance(d, tuple):
             if not isinstance(value, (list, tuple)) or len(value) != len(d):
-                raise bad
+                raise bad()
             return tuple(Param(self.name, x, low=self.low, high=self.high, low_open=self.low_open,
                                high_open=self.high_open).check(v, where) for x, v in zip(d, value))
         if isinstance(d, str) or d is None:
-            if not isinstance(value, str) or not value:
-                raise bad
+            if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+                raise bad()
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        if not math.isfinite(value):  # before int(): int(nan) and int(inf) raise, not SpecError
-            raise bad
+            raise bad()
+        if isinstance(value, float) and not math.isfinite(value):  # int(nan), int(inf) raise
+            raise bad()
         if isinstance(d, int):
-            if float(value) != int(value):
-                raise bad
+            if isinstance(value, float) and not value.is_integer():
+                raise bad()
             value = int(value)
         else:
-            value = float(value)
-        if not math.isfinite(value):
-            raise bad
+            try:
+                value = float(value)
+            except OverflowError:  # an integer of more than 308 digits
+                raise bad() from None
+        # int and float compare exactly in Python, so a 400-digit integer meets the bounds here
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            raise bad
+            raise bad()
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            raise bad
+            raise bad()
         return value
 
 
@@ -144,10 +153,11 @@ class Registry:
         try:
             return self._entries[key]
         except (KeyError, TypeError):
-            raise SpecError(f"unknown {self.kind} {key!r}; allowed: {', '.join(self._entries)}") from None
+            raise SpecError(f"unknown {self.kind} {short(key)}; allowed: "
+                            f"{', '.join(self._entries)}") from None
 
     def __contains__(self, key) -> bool:
-        return key in self._entries
+        return isinstance(key, str) and key in self._entries  # a list key must not raise
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries.values())

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Mapping
 
 from .errors import SpecError
+from .inputs import parse_json, read_user_file, short
 from .registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
                        NORMALIZERS, OPTIMIZERS, SCHEDULES, Param, Registry)
 
@@ -25,15 +27,25 @@ from .registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LO
 
 def _require_mapping(value, where: str) -> Mapping:
     if not isinstance(value, Mapping):
-        raise SpecError(f"{where} must be an object (a JSON dict), got {value!r}")
+        raise SpecError(f"{where} must be an object (a JSON dict), got {short(value)}")
     return value
 
 
 def _check_keys(value: Mapping, allowed, where: str) -> None:
-    unknown = [k for k in value if k not in allowed]
-    if unknown:
-        raise SpecError(f"unknown key {where}.{unknown[0]}; allowed keys in {where}: "
+    unknown = next((k for k in value if k not in allowed), _NONE)
+    if unknown is not _NONE:
+        raise SpecError(f"unknown key {where}.{_key(unknown)}; allowed keys in {where}: "
                         f"{', '.join(allowed)}")
+
+
+_NONE = object()
+
+
+def _key(key) -> str:
+    """A user's key as it goes into a dotted path: plain when it is short printable text."""
+    if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40:
+        return key
+    return short(key, 40)
 
 
 def _params(*ps: Param) -> dict[str, Param]:
@@ -108,7 +120,7 @@ class Choice:
             p = registry.known_param(entry, k)
             if p is None:
                 allowed = ", ".join(p.name for p in entry.params) or "none"
-                raise SpecError(f"unknown parameter {where}.{k} for {registry.kind} "
+                raise SpecError(f"unknown parameter {where}.{_key(k)} for {registry.kind} "
                                 f"{entry.key!r}; its parameters: {allowed}")
             params[k] = p.check(v, f"{where}.{k}")
         return cls(entry.key, params)
@@ -179,7 +191,7 @@ class DataSpec:
             elif key == "classes" and "classes" in entry.tags:
                 fixed = entry.tags["classes"]
                 if given is not None and given != fixed:
-                    raise SpecError(f"{where}.classes={given!r} is not allowed: {name} has "
+                    raise SpecError(f"{where}.classes={short(given)} is not allowed: {name} has "
                                     f"exactly {fixed} classes")
                 kw[key] = fixed
             elif given is not None:
@@ -203,14 +215,14 @@ def _parse_features(value, entry, where) -> tuple[str, ...] | None:
     if value is None:
         return ("x1", "x2")
     if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"{where}.features={value!r} is not allowed: expected a non-empty list "
-                        f"from {', '.join(FEATURES.keys())}")
+        raise SpecError(f"{where}.features={short(value)} is not allowed: expected a non-empty "
+                        f"list from {', '.join(FEATURES.keys())}")
     for v in value:
         if v not in FEATURES:
-            raise SpecError(f"{where}.features: unknown feature {v!r}; allowed: "
+            raise SpecError(f"{where}.features: unknown feature {short(v)}; allowed: "
                             f"{', '.join(FEATURES.keys())}")
     if len(set(value)) != len(value):
-        raise SpecError(f"{where}.features={list(value)!r} lists a feature twice")
+        raise SpecError(f"{where}.features={short(list(value))} lists a feature twice")
     return tuple(value)
 
 
@@ -271,6 +283,9 @@ class LayerSpec:
 
 
 MAX_LAYERS = 200
+# A config file or JSON text: a 200-layer config with every override is ~40 KB, so 1 MB is far
+# more than any real one and still parses in milliseconds.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -303,7 +318,7 @@ class ModelSpec:
         if "layers" in value:
             layers = value["layers"]
             if not isinstance(layers, (list, tuple)):
-                raise SpecError(f"{where}.layers must be a list of layers, got {layers!r}")
+                raise SpecError(f"{where}.layers must be a list of layers, got {short(layers)}")
             if len(layers) > MAX_LAYERS:
                 raise SpecError(f"{where}.layers has {len(layers)} layers; at most {MAX_LAYERS} "
                                 "are allowed")
@@ -333,8 +348,8 @@ class GradClip:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             mode, limit = "norm", value
         else:
-            raise SpecError(f"{where}={value!r} is not allowed: expected null, a number (clip "
-                            'the gradient norm), {"norm": x} or {"value": x}')
+            raise SpecError(f"{where}={short(value)} is not allowed: expected null, a number "
+                            '(clip the gradient norm), {"norm": x} or {"value": x}')
         limit = Param("max", 1.0, low=0.0, low_open=True, high=1e6).check(limit, f"{where}.{mode}")
         return cls(mode, limit)
 
@@ -476,13 +491,8 @@ class ExperimentSpec:
         return cls(**kw)
 
     @classmethod
-    def from_json(cls, text: str) -> "ExperimentSpec":
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"config is not valid JSON: {e.msg} at line {e.lineno} column "
-                            f"{e.colno}") from None
-        return cls.from_dict(value)
+    def from_json(cls, text: str | bytes) -> "ExperimentSpec":
+        return cls.from_dict(parse_json(text, "config", MAX_CONFIG_BYTES))
 
     def canonical(self) -> "ExperimentSpec":
         """The same experiment in one spelling: choice parameters equal to their defaults are
@@ -546,6 +556,9 @@ def _canon(choice: Choice | None, registry: Registry, keep=()) -> Choice | None:
 
 def set_path(d: dict, path: str, value) -> None:
     """Set a dotted key in a nested config dict; integers index lists (model.layers.0.units)."""
+    if not isinstance(path, str) or len(path) > 200:
+        raise SpecError(f"cannot set {short(path)}: expected a dotted key of at most 200 "
+                        "characters, e.g. optimizer.lr")
     keys = path.split(".")
     node = d
     for i, k in enumerate(keys[:-1]):
@@ -563,7 +576,8 @@ def set_path(d: dict, path: str, value) -> None:
         elif nxt is None:
             nxt = node[k] = {}
         elif not isinstance(nxt, (dict, list)):
-            raise SpecError(f"cannot set {path}: {'.'.join(keys[:i + 1])} is {nxt!r}, not an object")
+            raise SpecError(f"cannot set {path}: {'.'.join(keys[:i + 1])} is {short(nxt)}, not "
+                            "an object")
         node = nxt
     last = keys[-1]
     if isinstance(node, list):
@@ -576,16 +590,19 @@ def set_path(d: dict, path: str, value) -> None:
 
 
 def load_spec(source) -> ExperimentSpec:
-    """A spec from an ExperimentSpec, a dict, a JSON string or a path to a JSON file."""
+    """A spec from an ExperimentSpec, a dict, a JSON string or a path to a JSON file (read
+    through engine.inputs: a local regular file of at most MAX_CONFIG_BYTES, UTF-8 with or
+    without a byte-order mark)."""
     if isinstance(source, ExperimentSpec):
         return source
     if isinstance(source, Mapping):
-        return ExperimentSpec.from_dict(copy.deepcopy(dict(source)))
-    text = str(source)
-    if text.lstrip().startswith("{"):
-        return ExperimentSpec.from_json(text)
-    try:
-        with open(text) as f:
-            return ExperimentSpec.from_json(f.read())
-    except OSError as e:
-        raise SpecError(f"cannot read config file {text!r}: {e.strerror}") from None
+        try:
+            value = copy.deepcopy(dict(source))
+        except RecursionError:
+            raise SpecError("config nests too deep to be a config") from None
+        return ExperimentSpec.from_dict(value)
+    if isinstance(source, str) and source.lstrip("\ufeff \t\r\n").startswith("{"):
+        return ExperimentSpec.from_json(source)
+    data = read_user_file(source, "cannot read config file", MAX_CONFIG_BYTES)
+    return ExperimentSpec.from_dict(parse_json(data, f"config file {short(os.fspath(source))}",
+                                               MAX_CONFIG_BYTES))

@@ -86,3 +86,137 @@ def test_bad_input_exits_2_with_one_line(tmp_path, config, args, message):
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- crafted input
+# Each case was a traceback, a hang, a fetch or an out-of-memory kill before engine/inputs.py.
+# Files are written by name into the test's folder; "{tmp}" and "{config}" are filled in.
+
+def _json(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+SMALL = {"data": {"name": "xor"}, "model": {"layers": [8]}, "training": {"steps": 5}}
+CRAFTED_FILES = {
+    "int400.json": b'{"seed": ' + b"9" * 400 + b"}",
+    "int5000.json": b'{"seed": ' + b"9" * 5000 + b"}",
+    "deep.json": b"[" * 100_000 + b"]" * 100_000,
+    "features.json": _json({"data": {"features": [["x1"]]}}),
+    "binary.json": bytes(range(256)) * 40,
+    "nan.json": b'{"optimizer": {"name": "sgd", "lr": NaN}}',
+    "bom.json": b"\xef\xbb\xbf" + _json(SMALL),
+    "devzero_data.json": _json({"data": {"name": "csv", "path": "/dev/zero", "target": "y"}}),
+    "url_data.json": _json({"data": {"name": "csv", "path": "http://127.0.0.1:9/x.csv",
+                                     "target": "y"}}),
+    "huge_net.json": _json({"data": {"name": "xor"}, "model": {"layers": [8192] * 200},
+                            "training": {"steps": 1}}),
+    "small.json": _json(SMALL),
+    "existing_file": b"not a folder",
+}
+CRAFTED = [
+    # (arguments, exit code, message on stderr)
+    (["describe", "{tmp}/int400.json"], 2, "seed=<a 400-digit integer> is not allowed"),
+    (["describe", "{tmp}/int5000.json"], 2, "seed=<a 5,000-digit integer> is not allowed"),
+    (["describe", "{tmp}/deep.json"], 2, "nests 100,000 levels deep; at most 32"),
+    (["describe", "{tmp}/features.json"], 2, "data.features: unknown feature ['x1']"),
+    (["describe", "{tmp}/binary.json"], 2, "binary.json' is not UTF-8 text"),
+    (["describe", "{tmp}/nan.json"], 2, "optimizer.lr=NaN is not allowed"),
+    (["describe", "{tmp}/bom.json"], 0, ""),
+    (["describe", "{tmp}"], 2, "is a folder, not a file"),
+    (["describe", "/dev/zero"], 2, "'/dev/zero' is a system file"),
+    (["describe", "{tmp}/missing.json"], 2, "no file"),
+    (["describe", "{tmp}/devzero_data.json"], 2, "data.path: '/dev/zero' is a system file"),
+    (["describe", "{tmp}/url_data.json"], 2, "data.path: 'http://127.0.0.1:9/x.csv' is a URL"),
+    (["train", "{tmp}/small.json", "--out", "/proc/netlab"], 2,
+     "--out: cannot write to '/proc/netlab'"),
+    (["train", "{tmp}/small.json", "--out", "{tmp}/existing_file"], 2,
+     "it is an existing file, not a folder"),
+    (["train", "{tmp}/huge_net.json", "--out", "{tmp}/o"], 2,
+     "13,356,335,106 parameters; at most 2,000,000"),
+    (["train", "{tmp}/small.json", "--max-params", "10", "--out", "{tmp}/o"], 2,
+     "42 parameters; at most 10 are allowed"),
+    (["train", "{tmp}/small.json", "--max-params", "0", "--out", "{tmp}/o"], 2,
+     "--max-params 0 is not allowed"),
+    (["train", "{tmp}/small.json", "--steps", "9" * 5000, "--out", "{tmp}/o"], 2,
+     "is not an integer of at most 20 digits"),
+    (["describe", "{tmp}/small.json", "--set", "seed=" + "9" * 5000], 2,
+     "--set seed: <a 5,000-digit integer> is not allowed"),
+    (["describe", "{tmp}/small.json", "--set", "model.layers=" + "[" * 50 + "]" * 50], 2,
+     "--set model.layers nests 50 levels deep"),
+    (["describe", "{tmp}/small.json", "--set", "seed=1e999"], 2, "64-bit float"),
+    (["train", "--preset", "../../etc/passwd", "--out", "{tmp}/o"], 2, "unknown preset"),
+    (["train", "--preset", "./xor_tanh", "--out", "{tmp}/o"], 2, "unknown preset './xor_tanh'"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", CRAFTED,
+                         ids=[" ".join(a)[:60] for a, _, _ in CRAFTED])
+def test_crafted_input_gets_a_one_line_answer(tmp_path, args, code, message):
+    for name, content in CRAFTED_FILES.items():
+        (tmp_path / name).write_bytes(content)
+    r = cli(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == code, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert message in r.stderr
+    if code:
+        assert len(r.stderr.strip().splitlines()) == 1 and len(r.stderr) < 600
+
+
+def test_the_url_in_data_path_is_never_fetched(tmp_path):
+    """A local server counts requests: pandas.read_csv(path) would have fetched the URL."""
+    import http.server
+    import threading
+
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 10)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/x.csv"
+        config = tmp_path / "c.json"
+        config.write_text(json.dumps({"data": {"name": "csv", "path": url, "target": "y"}}))
+        r = cli("train", config, "--out", tmp_path / "o")
+    finally:
+        server.shutdown()
+    assert r.returncode == 2 and "is a URL" in r.stderr
+    assert hits == []
+
+
+def test_max_params_raises_the_cap_from_the_environment_or_the_flag(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"data": {"name": "xor"}, "model": {"layers": [2048]},
+                                  "training": {"steps": 1}}))  # 10,242 parameters
+    import os
+    env = {**os.environ, "NETLAB_MAX_PARAMS": "10000"}
+    r = subprocess.run([sys.executable, "-m", "engine", "train", str(config), "--out",
+                        str(tmp_path / "a")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 2 and "10,242 parameters; at most 10,000" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "engine", "train", str(config), "--out",
+                        str(tmp_path / "b"), "--max-params", "20000"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    env["NETLAB_MAX_PARAMS"] = "many"
+    r = subprocess.run([sys.executable, "-m", "engine", "train", str(config), "--out",
+                        str(tmp_path / "c")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 2 and "NETLAB_MAX_PARAMS='many'" in r.stderr
+
+
+def test_an_unexpected_exception_is_one_line_exit_1(monkeypatch, capsys):
+    """The last resort only: none of the crafted cases above reaches it."""
+    from engine import __main__ as cli_main
+    monkeypatch.setattr(cli_main, "cmd_presets", lambda args: 1 / 0)
+    assert cli_main.main(["presets"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: internal error (ZeroDivisionError): division by zero; please "
+                          "report it") and len(err.strip().splitlines()) == 1

@@ -562,3 +562,12 @@ def test_dataset_code_is_standalone_and_matches_registry(key, csv_file):
     x, y = namespace[dataset_function(key)](make_generator(5, "data"), **params)
     ex, ey = entry.factory(make_generator(5, "data"), **params)
     assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_the_script_reads_semicolon_and_tab_tables_as_the_engine_does(sep, csv_file, tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("\ufeff" + open(csv_file).read().replace(",", sep))  # with a byte-order mark
+    config = with_steps(_sweep(str(path))["csv-regression"], 6)
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))

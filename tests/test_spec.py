@@ -277,12 +277,20 @@ def test_bad_config_is_rejected_by_with_changes_too():
     ("", ["not valid JSON"]),
     ('{"data": {"name": "spiral"},\n "model": {"layers": [8,, 8]}}', ["not valid JSON", "line 2"]),
     ('"spiral"', ["config", "object"]),
+    ('{"optimizer": {"name": "sgd", "lr": NaN}}', ["optimizer.lr=NaN", "no NaN"]),
+    ('{"seed": ' + "1" * 30 + "}", ["seed=<a 30-digit integer>", "at most 20 digits"]),
 ])
 def test_malformed_json_text(text, expected):
     with pytest.raises(SpecError) as e:
         ExperimentSpec.from_json(text)
     for part in expected:
         assert part in str(e.value)
+
+
+def test_json_text_may_be_bytes_or_start_with_a_byte_order_mark():
+    spec = ExperimentSpec.from_dict({"seed": 2, "model": {"layers": [4]}})
+    assert ExperimentSpec.from_json(b"\xef\xbb\xbf" + spec.to_json().encode()) == spec
+    assert load_spec("\ufeff" + spec.to_json()) == spec
 
 
 def test_load_spec_from_dict_path_and_missing_file(tmp_path):

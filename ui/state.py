@@ -20,6 +20,7 @@ import zlib
 import streamlit as st
 
 from engine import ExperimentSpec, SpecError
+from engine.inputs import inflate, parse_json
 from engine.spec import DATASET_FIELDS
 from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
                              SCHEDULES)
@@ -48,14 +49,29 @@ def encode(spec: ExperimentSpec) -> str:
     return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
 
+# Measured: the link of a 200-layer net with every per-layer override and a long CSV path is
+# ~4,900 characters and inflates to ~21 KB of JSON. Four times that is still a link; a 97 KB
+# crafted one had expanded to 75 MB and its echoed value froze the browser.
+MAX_LINK_CHARS = 20_000
+MAX_LINK_JSON = 256 * 1024
+LINK = "the experiment in this link"
+
+
 def decode(text: str) -> ExperimentSpec:
+    """?cfg= -> spec, with every step bounded: the text's length before decoding, the inflated
+    size while inflating, the JSON's depth and numbers before building anything. Messages never
+    echo the link itself."""
+    if not isinstance(text, str):
+        raise SpecError(f"{LINK} is damaged (it is not text)")
+    if len(text) > MAX_LINK_CHARS:
+        raise SpecError(f"{LINK} is too long ({len(text):,} characters; a Netlab link has at most "
+                        f"{MAX_LINK_CHARS:,})")
     try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        value = json.loads(raw)
-    except (binascii.Error, zlib.error, ValueError, UnicodeDecodeError):
-        raise SpecError("the experiment in this link is damaged (it may have been cut off when "
-                        "copied)") from None
-    return ExperimentSpec.from_dict(value)
+        packed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
+        raise SpecError(f"{LINK} is damaged (it may have been cut off when copied)") from None
+    raw = inflate(packed, MAX_LINK_JSON, LINK)
+    return ExperimentSpec.from_dict(parse_json(raw, LINK, MAX_LINK_JSON))
 
 
 # ----------------------------------------------------------------------------- dotted access

@@ -9,17 +9,20 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import SpecError
+from ..inputs import short
 
 HERE = Path(__file__).parent
 REQUIRED = ("title", "concepts", "summary", "explanation", "config")
 
 
+# The bundled set, listed once: a name is looked up here and never turned into a path, so
+# `../../x`, `./xor_tanh` or a 10 KB string open nothing and cannot grow the cache below.
+NAMES = tuple(sorted(p.stem for p in HERE.glob("*.json")))
+
+
 @lru_cache(maxsize=None)
 def _read(name: str) -> dict:
-    path = HERE / f"{name}.json"
-    if not path.is_file():
-        raise SpecError(f"unknown preset {name!r}; allowed: {', '.join(preset_names())}")
-    preset = json.loads(path.read_text())
+    preset = json.loads((HERE / f"{name}.json").read_text(encoding="utf-8"))
     missing = [k for k in REQUIRED if k not in preset]
     if missing:
         raise ValueError(f"preset {name} lacks {', '.join(missing)}")
@@ -27,11 +30,13 @@ def _read(name: str) -> dict:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.json"))
+    return list(NAMES)
 
 
 def load_preset(name: str) -> dict:
     """The preset as a fresh dict (callers may edit its config)."""
+    if not isinstance(name, str) or name not in NAMES:
+        raise SpecError(f"unknown preset {short(name)}; allowed: {', '.join(NAMES)}")
     return json.loads(json.dumps(_read(name)))
 
 
