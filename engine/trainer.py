@@ -355,14 +355,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict:
-        rows = self.history.rows
-        final = {k: v for k, v in rows[-1].items() if k != "layers"} if rows else {}
-        evaluated = [r for r in rows if r.get("val_loss") is not None]
-        best = min(evaluated, key=lambda r: r["val_loss"], default=None)
+        last = self.history.last
+        final = {k: v for k, v in last.items() if k != "layers"} if last else {}
+        best = self.history.best  # over every row logged, not only those the History kept
         return {"steps": self.step_count, "stopped": self.stopped or "running", "final": final,
                 "best": {"step": best["step"], "val_loss": best["val_loss"]} if best else None,
                 "restored_step": self.restored_step,
-                "test": self.test_metrics, "health": rows[-1].get("health") if rows else None,
+                "test": self.test_metrics, "health": last.get("health") if last else None,
                 "params": count_params(self.model), "device": str(self.device),
                 "seconds": round(self.seconds, 3)}
 

@@ -111,3 +111,202 @@ def test_an_exception_in_training_becomes_the_runs_error(registry, monkeypatch):
     run.start()
     assert wait_for(lambda: run.state == Run.ERROR)
     assert "simulated failure" in run.error and not run.thread_alive
+
+
+# ----------------------------------------------------------------------------- fair sharing
+
+
+def test_the_slot_is_shared_by_time_not_by_turns():
+    """A 20 ms "step" and a 1 ms one (sleeps: no CPU needed) take turns through one slot: each
+    gets about half the slot time, where per-step turns gave the slow one 95%."""
+    from ui.runner import FairSlot
+
+    slot = FairSlot(1)
+    stop = time.monotonic() + 1.0
+    spent = {}
+
+    def worker(name, cost):
+        key = object()
+        slot.join(key)
+        spent[name] = 0.0
+        try:
+            assert slot.acquire(key)
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                time.sleep(cost)
+                used = time.perf_counter() - t0
+                spent[name] += used
+                assert slot.switch(key, used)
+        finally:
+            slot.leave(key)
+
+    import threading
+    threads = [threading.Thread(target=worker, args=a) for a in (("slow", 0.02), ("fast", 0.001))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    share = spent["fast"] / (spent["fast"] + spent["slow"])
+    assert 0.3 < share < 0.7, spent
+    assert slot.members == 0
+
+
+def test_a_halted_thread_waiting_for_the_slot_gives_up():
+    from ui.runner import FairSlot
+    import threading
+
+    slot = FairSlot(1)
+    holder, waiter, halt = object(), object(), threading.Event()
+    slot.join(holder)
+    slot.join(waiter)
+    assert slot.acquire(holder)
+    result = []
+    t = threading.Thread(target=lambda: result.append(slot.acquire(waiter, halt)))
+    t.start()
+    time.sleep(0.1)
+    halt.set()
+    t.join(timeout=2)
+    assert result == [False]
+    slot.leave(waiter)
+    slot.leave(holder)
+
+
+def test_two_runs_both_train(registry):
+    a, b = registry.create(SPEC), registry.create(SPEC)
+    a.start()
+    b.start()
+    assert wait_for(lambda: a.trainer.step_count > 30 and b.trainer.step_count > 30)
+    a.pause()
+    b.pause()
+    assert registry.slot.members == 0
+
+
+# ----------------------------------------------------------------------------- ownership
+
+
+def test_the_owner_and_granted_browsers_control_a_run(registry):
+    run = registry.create(SPEC, owner="alice")
+    assert run.owner == "alice" and run.controllers == {"alice"}
+    assert run.can_control("alice") and not run.can_control("bob") and not run.can_control(None)
+    token = run.share_control()
+    assert len(token) >= 20 and run.share_control() != token  # a fresh token each time
+    token = run.share_control()
+    assert not run.grant("bob", "wrong") and not run.grant("bob", None)
+    assert not run.grant("bob", token[:-1]) and not run.can_control("bob")
+    assert run.grant("bob", token) and run.can_control("bob")
+    assert run.controllers == {"alice", "bob"}
+
+
+def test_an_ownerless_run_anyone_may_control(registry):
+    run = registry.create(SPEC)
+    assert run.owner is None and run.can_control("anyone") and run.can_control(None)
+
+
+def test_a_stranger_cannot_reset_a_run_but_its_controllers_can(registry):
+    run = registry.create(SPEC, owner="alice")
+    run.grant("bob", run.share_control())
+    with pytest.raises(CapError, match="belongs to another browser"):
+        registry.create(SPEC, run.id, owner="mallory")
+    assert registry.get(run.id) is run and run.state == Run.READY
+    again = registry.create(SPEC.with_changes({"optimizer.lr": 0.5}), run.id, owner="alice")
+    assert again is not run and again.id == run.id and registry.get(run.id) is again
+    assert again.owner == "alice" and again.controllers == {"alice", "bob"}
+    assert run.state == Run.DROPPED  # the replaced Run let go of its trainer
+    by_bob = registry.create(SPEC, run.id, owner="bob")  # a controller may reset it too
+    assert by_bob.owner == "alice" and by_bob.can_control("bob")
+
+
+# ----------------------------------------------------------------------------- run caps
+
+
+def test_a_browsers_new_run_replaces_its_oldest_idle_one():
+    reg = RunRegistry(caps(max_runs_per_owner=3, grace_s=60, drop_after_s=3600), reap_every_s=60)
+    dropped = []
+    reg.on_drop.append(dropped.append)
+    try:
+        runs = [reg.create(SPEC, owner="alice") for _ in range(3)]
+        runs[0].touch()  # runs[1] is now the least recently seen
+        other = reg.create(SPEC, owner="bob")
+        fourth = reg.create(SPEC, owner="alice")
+        assert dropped == [runs[1]] and runs[1].state == Run.DROPPED
+        assert reg.get(runs[1].id) is None
+        assert {r.id for r in reg.runs()} == {runs[0].id, runs[2].id, fourth.id, other.id}
+        assert len(reg.create(SPEC).id) == 32  # ownerless runs count only toward the server cap
+    finally:
+        reg.shutdown()
+
+
+def test_a_browser_with_all_its_runs_training_gets_a_message():
+    reg = RunRegistry(caps(max_trainers=8, max_runs_per_owner=2, grace_s=60), reap_every_s=60)
+    try:
+        runs = [reg.create(SPEC, owner="alice") for _ in range(2)]
+        for run in runs:
+            run.start()
+        with pytest.raises(CapError, match=r"the most one browser may keep \(2\)"):
+            reg.create(SPEC, owner="alice")
+        assert all(r.state == Run.RUNNING for r in runs) and len(reg) == 2
+        runs[1].pause()
+        third = reg.create(SPEC, owner="alice")  # the paused one makes room
+        assert runs[1].state == Run.DROPPED and runs[0].state == Run.RUNNING
+        assert reg.get(third.id) is third
+    finally:
+        reg.shutdown()
+
+
+def test_a_full_server_forgets_its_least_recently_seen_idle_run():
+    reg = RunRegistry(caps(max_runs=3, grace_s=0.2, drop_after_s=3600), reap_every_s=60)
+    try:
+        a, b, c = (reg.create(SPEC) for _ in range(3))
+        c.start()
+        now = time.monotonic()
+        a.last_seen, b.last_seen, c.last_seen = now - 5, now - 10, now - 20  # c trains unseen
+        d = reg.create(SPEC)
+        assert reg.get(b.id) is None and b.state == Run.DROPPED  # not c: it is training
+        assert {r.id for r in reg.runs()} == {a.id, c.id, d.id}
+        d.touch()
+        a.touch()  # seen within the grace period: not forgotten
+        with pytest.raises(CapError, match="This server keeps 3 runs, its limit; try again"):
+            reg.create(SPEC)
+        assert {r.id for r in reg.runs()} == {a.id, c.id, d.id} and c.state == Run.RUNNING
+        c.pause()
+    finally:
+        reg.shutdown()
+
+
+# ----------------------------------------------------------------------------- dropping
+
+
+def test_drop_stops_the_run_calls_on_drop_and_leaves_page_reads_safe(registry):
+    from ui.runner import RunDropped
+
+    seen = []
+    registry.on_drop.append(lambda r: seen.append((r.id, r.state)))
+    registry.on_drop.append(lambda r: 1 / 0)  # a broken hook does not stop the drop
+    run = registry.create(SPEC, owner="alice")
+    run.start()
+    assert wait_for(lambda: run.trainer.step_count > 20)
+    held = run.trainer  # a page mid-rerun holding the trainer
+    assert registry.drop(run.id) and not registry.drop(run.id)
+    assert seen == [(run.id, Run.DROPPED)]
+    assert registry.get(run.id) is None and not run.thread_alive and not run.active
+    steps = run.trainer.step_count
+    assert steps == held.step_count > 20
+    # what a page reads from a dropped run: the state, the id, the spec, the counters
+    assert run.state == Run.DROPPED and run.spec == SPEC and run.owner == "alice"
+    assert run.trainer.history.rows == [] and run.trainer.data is None
+    assert run.trainer.total_steps == SPEC.training.steps and run.trainer.diagnostics.samples == {}
+    with pytest.raises(RunDropped, match="forgotten"):
+        run.predict(held.data.x_val)
+    run.start()
+    run.step_once()
+    assert run.state == Run.DROPPED and run.trainer.step_count == steps
+    # the trainer the page held still reads, without its model
+    assert len(held.history.rows) >= 1 and held.data is not None and held.model is None
+
+
+def test_the_reaper_uses_drop(registry):
+    seen = []
+    registry.on_drop.append(seen.append)
+    run = registry.create(SPEC)
+    assert wait_for(lambda: seen, timeout=3)  # on_drop runs once the run has let go
+    assert seen == [run] and run.state == Run.DROPPED and registry.get(run.id) is None

@@ -118,8 +118,9 @@ def _ramp(i: int, n: int) -> str:
 
 
 def layer_lines(rows: list[dict], key: str, title: str, log: bool = True) -> go.Figure:
-    """One line per layer of a per-layer statistic, coloured from input (blue) to output (red)."""
-    rows = thin(rows)
+    """One line per layer of a per-layer statistic, coloured from input (blue) to output (red).
+    Only rows with layer detail count: a long run's History keeps detail on fewer old rows."""
+    rows = thin([r for r in rows if r.get("layers")])
     names = _layer_names(rows)
     traces = [_line(*_layer_series(rows, name, key, positive=log), name,
                     line=dict(color=_ramp(i, len(names)))) for i, name in enumerate(names)]

@@ -1,0 +1,156 @@
+"""Sharing one server, measured in-process (no browser, no network): a heavy run cannot starve a
+light one, a long run's memory stays bounded, and forgotten runs give their memory back.
+
+These assert generous bounds on the measured rules (ui/runner.py, engine/history.py); the
+figures themselves come from benchmarks/fairness.py. Each test takes ~5-20 s on 2 busy cores.
+"""
+import gc
+import os
+import time
+
+import pytest
+
+from engine import ExperimentSpec, Trainer
+from engine.history import MAX_LAYER_ENTRIES, MAX_ROWS
+from ui.runner import Caps, RunRegistry
+
+pytestmark = pytest.mark.slow
+
+LIGHT = {"data": {"name": "moons"}, "model": {"layers": [8]}, "training": {"steps": 100_000}}
+HEAVY = {"data": {"name": "digits"}, "model": {"layers": [1024, 1024]},
+         "training": {"batch_size": 1797, "steps": 100_000}}
+BIG = {"data": {"name": "digits"}, "model": {"layers": [1024, 1024, 768]},  # 1.91M parameters
+       "training": {"batch_size": 256, "steps": 100_000}}
+DEEP = {"data": {"name": "moons"}, "model": {"layers": [4] * 200},
+        "training": {"steps": 100_000}, "diagnostics": {"every": 1}}
+
+
+def caps(**kw):
+    base = dict(max_trainers=8, max_params=2_000_000, max_steps=100_000, max_steps_per_s=0,
+                train_slots=1, shared_duty=0.5, grace_s=60, drop_after_s=3600)
+    return Caps(**{**base, **kw})
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def ms_per_step(config, n):
+    t = Trainer(ExperimentSpec.from_dict(config))
+    t.step()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t.step()
+    return (time.perf_counter() - t0) / n * 1000
+
+
+def timed(run) -> dict:
+    """Seconds spent inside run.trainer.step, measured here rather than by the scheduler."""
+    box = {"s": 0.0, "n": 0}
+    step = run.trainer.step
+
+    def wrapper():
+        t0 = time.perf_counter()
+        try:
+            return step()
+        finally:
+            box["s"] += time.perf_counter() - t0
+            box["n"] += 1
+    run.trainer.step = wrapper
+    return box
+
+
+def test_a_heavy_run_does_not_starve_a_light_one(capsys):
+    light_ms, heavy_ms = ms_per_step(LIGHT, 200), ms_per_step(HEAVY, 3)
+    ratio = heavy_ms / light_ms
+    assert ratio >= 50, f"the heavy step should cost >= 50x the light one: {ratio:.0f}x"
+    reg = RunRegistry(caps(), reap_every_s=0.5)
+    try:
+        light = reg.create(ExperimentSpec.from_dict(LIGHT))
+        heavy = reg.create(ExperimentSpec.from_dict(HEAVY))
+        boxes = [timed(light), timed(heavy)]
+        heavy.start()
+        time.sleep(0.3)  # the heavy run holds the slot first, as when it was there before
+        light.start()
+        time.sleep(0.5)
+        before = [dict(b) for b in boxes]
+        time.sleep(4.0)
+        after = [dict(b) for b in boxes]
+        light.pause()
+        heavy.pause()
+    finally:
+        reg.shutdown()
+    (light_s, light_n), (heavy_s, heavy_n) = [(a["s"] - b["s"], a["n"] - b["n"])
+                                              for a, b in zip(after, before)]
+    share = light_s / (light_s + heavy_s)
+    with capsys.disabled():
+        print(f"\nheavy step {heavy_ms:.1f} ms = {ratio:.0f}x the light one ({light_ms:.2f} ms); "
+              f"over 4 s: light {light_n} steps, heavy {heavy_n}, light share of the training "
+              f"time {share:.2f} (per-step turns gave it ~0.01)")
+    # fair is 0.5; the per-step semaphore gave the light run ~1% of the time
+    assert share >= 0.25, (share, light_n, heavy_n)
+    assert heavy_n >= 2, "the heavy run must still train"
+
+
+def test_a_long_run_keeps_its_history_and_memory_bounded(capsys):
+    """200 layers logging every step: +123 KB a step before the bound. The History reaches its
+    detail cap (100 rows of 200 layers, ~12 MB) within the first 100 steps; after that, 250 more
+    steps add ~26 MB unbounded (measured) and should add ~nothing."""
+    t = Trainer(ExperimentSpec.from_dict(DEEP))
+    t.run(120)
+    gc.collect()
+    before = rss_mb()
+    for _ in range(250):
+        t.step()
+        assert len(t.history) <= MAX_ROWS
+        assert t.history.layer_entries <= MAX_LAYER_ENTRIES + 200  # one row past the cap
+    gc.collect()
+    growth = rss_mb() - before
+    rows = t.history.rows
+    entries = sum(len(r.get("layers") or ()) for r in rows)
+    with capsys.disabled():
+        print(f"\n370 steps of 200 layers: {len(rows)} rows, {entries} layer entries, RSS "
+              f"+{growth:.1f} MB over the last 250 steps (unbounded: ~26 MB)")
+    assert entries == t.history.layer_entries <= MAX_LAYER_ENTRIES
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+    assert rows[0]["step"] == 1 and rows[-1]["step"] == 370 and len(rows[-1]["layers"]) == 201
+    assert growth < 12, growth
+
+
+def test_abandoned_runs_give_their_memory_back(capsys):
+    """20 runs of 1.91M parameters, started and left: RSS stayed +842 MB after they were
+    dropped, because nothing ran the cycle collector and glibc kept the freed arenas."""
+    # the first Trainer of a process loads modules and kernels for good: not the runs' memory
+    warm = RunRegistry(caps())
+    run = warm.create(ExperimentSpec.from_dict(BIG))
+    run.step_once()
+    warm.drop(run.id)
+    warm.shutdown()
+    del run
+    gc.collect()
+
+    reg = RunRegistry(caps(grace_s=0.2, drop_after_s=4.0), reap_every_s=0.2)
+    dropped = []
+    reg.on_drop.append(lambda r: dropped.append(r.id))
+    try:
+        baseline = rss_mb()
+        for _ in range(20):
+            run = reg.create(ExperimentSpec.from_dict(BIG))
+            run.start()  # a thread, a step or more, then left alone
+            run.pause()
+        del run
+        created = rss_mb()
+        deadline = time.monotonic() + 30
+        while len(reg) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        after = rss_mb()
+    finally:
+        reg.shutdown()
+    with capsys.disabled():
+        print(f"\n20 abandoned runs: RSS {baseline:.0f} MB -> {created:.0f} MB with them -> "
+              f"{after:.0f} MB after the reaper dropped them")
+    assert len(reg) == 0 and len(dropped) == 20
+    assert created - baseline > 200, "the runs should have taken memory: the test measures nothing"
+    assert after - baseline < 100, (baseline, created, after)
