@@ -4,6 +4,9 @@ import os
 import streamlit as st
 import torch
 
+from ui.guard import show_unexpected
+from ui.identity import remember_browser
+
 
 @st.cache_resource
 def warm_torch() -> None:
@@ -19,7 +22,12 @@ def warm_torch() -> None:
 
 warm_torch()
 st.set_page_config(page_title="Netlab", page_icon=":material/neurology:", layout="wide")
-st.navigation([
+remember_browser()
+page = st.navigation([
     st.Page("app_pages/playground.py", title="Playground", icon=":material/science:", default=True),
     st.Page("app_pages/concepts.py", title="Concepts", icon=":material/school:"),
-]).run()
+])
+try:
+    page.run()
+except Exception:  # noqa: BLE001 - last resort: a short message here, the trace in the log
+    show_unexpected(page.title)

@@ -1,22 +1,24 @@
 """Playground: build a network, train it live, and watch every layer's health."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
+import re
 
 import streamlit as st
 import torch
 
 from engine import ExperimentSpec, SpecError
+from engine.data import csv_preview
 from engine.export import export_script
 from engine.presets import list_presets, load_preset
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
 from engine.spec import DATA_PARAMS, DIAG_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS, TRAINING_PARAMS
 from ui import state as S
 from ui import views, widgets
+from ui.guard import guarded_callback, guarded_page
+from ui.identity import browser_id
 from ui.runner import CapError, Run, RunRegistry
+from ui.uploads import MB, UploadStore
 
 W = S.W
 LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
@@ -24,21 +26,56 @@ BOUNDARY_EVERY_S = 1.0  # the boundary and histograms are recomputed at most thi
 IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
 DEFAULT_PRESET = "spiral_one_hidden"
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as RunRegistry draws them
+CONTROL = "control"  # ?control=<token>: a link the owner made to share control of a run
+
+
+@st.cache_resource
+def upload_store() -> UploadStore:
+    return UploadStore()
 
 
 @st.cache_resource
 def run_registry() -> RunRegistry:
-    return RunRegistry()
+    runs = RunRegistry()
+    # a forgotten run takes its uploaded file with it (unless another run still reads it)
+    runs.on_drop.append(lambda run: upload_store().release(run.spec.data.path, paths_in_use(runs)))
+    return runs
 
 
-registry = run_registry()
+def paths_in_use(runs: RunRegistry) -> set[str]:
+    return {r.spec.data.path for r in runs.runs() if r.spec.data.path}
+
+
+runs = run_registry()
+uploads = upload_store()
+me = browser_id()
 
 # ----------------------------------------------------------------------------- session start
 url_error = S.init_from_url(DEFAULT_SPEC)
 if url_error:
     st.session_state["flash"] = ("error", url_error)
 if "run_id" not in st.session_state:
-    st.session_state["run_id"] = st.query_params.get(S.RUN) or None
+    linked = st.query_params.get(S.RUN)
+    st.session_state["run_id"] = None
+    if linked is not None and not RUN_ID.fullmatch(linked):
+        st.session_state["flash"] = ("warning", "The run id in this link is not valid; the "
+                                     "experiment's settings are loaded without it.")
+    elif linked is not None and runs.get(linked) is None:
+        st.session_state["flash"] = ("info", "The run in this link is no longer on this server "
+                                     "(unwatched runs are forgotten after a while); its settings "
+                                     "are loaded, press Start to train them again.")
+    elif linked is not None:
+        st.session_state["run_id"] = linked
+if CONTROL in st.query_params:  # a link the owner made on purpose: join the run's controllers
+    linked_run = runs.get(st.session_state.get("run_id"))
+    if linked_run is not None and linked_run.grant(me, st.query_params[CONTROL]):
+        st.session_state["flash"] = ("success", "This browser can now control the shared run.")
+    else:
+        st.session_state["flash"] = ("warning", "This control link is no longer valid (its run "
+                                     "is gone, or its owner made a new link). You can watch the "
+                                     "run, and start your own copy.")
+    del st.query_params[CONTROL]
 if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, then drop it
     try:
         S.load(ExperimentSpec.from_dict(load_preset(st.query_params["preset"])["config"]))
@@ -50,7 +87,12 @@ if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, 
 
 
 def current_run() -> Run | None:
-    return registry.get(st.session_state.get("run_id"))
+    """The run this page shows: its own, or one it watches."""
+    return runs.get(st.session_state.get("run_id"))
+
+
+def in_control(run: Run | None) -> bool:
+    return run is not None and run.can_control(me)
 
 
 def flash(kind: str, text: str) -> None:
@@ -58,10 +100,13 @@ def flash(kind: str, text: str) -> None:
 
 
 def new_run(spec: ExperimentSpec) -> Run | None:
-    """Replace the session's run with a fresh one for `spec` (same id, so the URL stays)."""
+    """Replace the session's run with a fresh one for `spec` (same id, so the URL stays). A
+    watched run is never replaced: the watcher gets a run of its own with a new id."""
+    if not in_control(current_run()):
+        st.session_state["run_id"] = None
     try:
-        run = registry.create(spec, st.session_state.get("run_id"))
-    except SpecError as e:
+        run = runs.create(spec, st.session_state.get("run_id"), owner=me)
+    except (SpecError, CapError) as e:
         flash("error", f"Cannot build this network: {e}")
         return None
     st.session_state["run_id"] = run.id
@@ -91,24 +136,27 @@ def run_for(spec: ExperimentSpec) -> Run | None:
     stepped yet simply takes the new settings; one with progress keeps its own (Reset applies
     the new ones)."""
     run = current_run()
-    if run is None or run.state in (Run.DONE, Run.ERROR) or (
+    if not in_control(run) or run.state in (Run.DONE, Run.ERROR, Run.DROPPED) or (
             run.trainer.step_count == 0 and run.spec != spec):
         return new_run(spec)
     return run
 
 
+@guarded_callback
 def on_start():
     spec = edited_or_flash()
     if spec is not None:
         start_run(run_for(spec))
 
 
+@guarded_callback
 def on_pause():
     run = current_run()
-    if run:
+    if in_control(run):
         run.pause()
 
 
+@guarded_callback
 def on_step():
     spec = edited_or_flash()
     run = run_for(spec) if spec is not None else None
@@ -116,16 +164,18 @@ def on_step():
         run.step_once()
 
 
+@guarded_callback
 def on_reset():
     spec = edited_or_flash()
     if spec is None:
         return
     run = current_run()
-    if run:
+    if in_control(run):
         run.pause()
     new_run(spec)
 
 
+@guarded_callback
 def on_fix(changes: dict):
     run = current_run()  # the fix was worked out from the run's spec (layer indices and all)
     spec = run.spec if run else st.session_state["spec"]
@@ -138,11 +188,12 @@ def on_fix(changes: dict):
     flash("success", "Applied the fix and restarted the run.")
 
 
+@guarded_callback
 def on_preset():
     name = st.session_state["preset_pick"]
     preset = load_preset(name)
     run = current_run()
-    if run:
+    if in_control(run):
         run.pause()
     spec = ExperimentSpec.from_dict(preset["config"])
     S.load(spec)
@@ -150,26 +201,46 @@ def on_preset():
     flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
 
 
+@guarded_callback
+def on_share_control(run: Run):
+    if in_control(run):
+        st.session_state["control_token"] = (run.id, run.share_control())
+
+
+def control_panel(run: Run, base: str) -> None:
+    """Sharing control is a deliberate act: a link with a fresh token, never the address bar."""
+    st.button("Make a control link", on_click=on_share_control, args=(run,),
+              help="Whoever opens it can start, pause and reset this run, as you can.")
+    token = st.session_state.get("control_token")
+    if token and token[0] == run.id:
+        st.caption("Control link: whoever opens it controls this run too. Making a new link "
+                   "cancels this one.")
+        st.code(f"{base}{S.share_query(run.spec)}&{S.RUN}={run.id}&{CONTROL}={token[1]}",
+                language=None)
+
+
 # ----------------------------------------------------------------------------- sidebar
-UPLOADS = os.path.join(tempfile.gettempdir(), "netlab_uploads")
-
-
-def uploaded(path: str | None) -> bool:
-    """Only files this server saved from an upload are read: a link could name any path."""
-    return bool(path) and os.path.dirname(os.path.realpath(path)) == os.path.realpath(UPLOADS)
+def uploaded(path) -> bool:
+    """Only files this browser uploaded are read: a link could name any path on the server."""
+    return uploads.owns(me, path)
 
 
 def csv_upload(container):
-    file = container.file_uploader("CSV file", type=["csv"], max_upload_size=5,
-                                   help="Numeric columns only; pick the target column below.")
-    if file is not None:
-        digest = hashlib.sha1(file.getvalue()).hexdigest()[:16]
-        os.makedirs(UPLOADS, exist_ok=True)
-        path = os.path.join(UPLOADS, f"{digest}.csv")
-        if not os.path.exists(path):
-            with open(path, "wb") as f:
-                f.write(file.getvalue())
-        st.session_state[W + "data.path"] = path
+    limit_mb = max(1, uploads.max_file_bytes // MB)
+    file = container.file_uploader("CSV file", type=["csv"], max_upload_size=limit_mb,
+                                   help="Numeric columns only, separated by commas, semicolons "
+                                   f"or tabs; up to {limit_mb} MB. Pick the target column below.")
+    # the uploader hands the same file back on every rerun: store it once per upload
+    if file is not None and st.session_state.get("upload_id") != file.file_id:
+        st.session_state["upload_id"] = file.file_id
+        try:
+            st.session_state[W + "data.path"] = uploads.save(me, file.getvalue(), paths_in_use(runs))
+        except SpecError as e:
+            st.session_state["upload_error"] = f"This file was not stored: {e}."
+        else:
+            st.session_state.pop("upload_error", None)
+    if st.session_state.get("upload_error"):
+        container.error(st.session_state["upload_error"])
     path = st.session_state.get(W + "data.path")
     if path and not uploaded(path):
         st.session_state[W + "data.path"] = path = None
@@ -177,12 +248,10 @@ def csv_upload(container):
         container.caption("Upload a file to train on your own table.")
         return
     try:
-        import pandas as pd
-        head = pd.read_csv(path, nrows=5)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
+        head, columns = csv_preview(path, uploads.max_file_bytes)
+    except SpecError as e:
         container.error(f"Cannot read this CSV: {e}")
         return
-    columns = list(head.columns)
     container.dataframe(head, hide_index=True, height=200)
     if st.session_state.get(W + "data.target") not in columns:
         st.session_state[W + "data.target"] = columns[-1]
@@ -220,7 +289,7 @@ with st.sidebar:
     widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
     widgets.choice_picker("Schedule", SCHEDULES, "schedule")
     if spec.schedule.name != "constant":
-        views.schedule_preview(spec, registry.caps.max_steps)
+        views.schedule_preview(spec, runs.caps.max_steps)
     c1, c2 = st.columns(2)
     widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
     widgets.param_widget(TRAINING_PARAMS["steps"], W + "training.steps", c2, "steps")
@@ -263,14 +332,20 @@ if waiting_for_csv:
 elif spec_error:
     st.error(f"{spec_error}. The last valid settings are kept until this is fixed.")
 
-controls = st.columns([1, 1, 1, 1, 4], vertical_alignment="center")
+mine = run is None or in_control(run)
+if not mine:
+    st.info("You are watching a run that another browser controls: it trains live here, but "
+            "only its owner can pause or change it. **Start**, **Step** and **Reset** begin "
+            "your own run with the settings on this page and leave theirs alone.",
+            icon=":material/visibility:")
+buttons = st.columns([1, 1, 1, 1, 4], vertical_alignment="center")
 running = bool(run and run.active)
-controls[0].button("Start", on_click=on_start, type="primary", disabled=running,
-                   width="stretch")
-controls[1].button("Pause", on_click=on_pause, disabled=not running, width="stretch")
-controls[2].button("Step", on_click=on_step, width="stretch")
-controls[3].button("Reset", on_click=on_reset, width="stretch")
-if run is not None and run.spec != spec:
+buttons[0].button("Start", on_click=on_start, type="primary", disabled=running and mine,
+                  width="stretch")
+buttons[1].button("Pause", on_click=on_pause, disabled=not (running and mine), width="stretch")
+buttons[2].button("Step", on_click=on_step, width="stretch")
+buttons[3].button("Reset", on_click=on_reset, width="stretch")
+if mine and run is not None and run.spec != spec:
     st.warning("You changed settings since this run started. **Reset** applies them (a new run "
                "starts); until then Start and Step continue the current run.")
 
@@ -301,7 +376,7 @@ with left:
     if shape_error:
         st.error(shape_error)
     if described:
-        cap = registry.caps.max_params
+        cap = runs.caps.max_params
         total = described["total_params"]
         msg = f"**{total:,} parameters** · input {described['input_shape']}"
         (st.warning if total > cap else st.caption)(
@@ -320,11 +395,19 @@ with left:
         base = (st.context.url or "").split("?")[0]
         st.caption("Share link (the experiment, not the run):")
         st.code(base + S.share_query(spec), language=None)
+        if run is not None and mine and run.owner is not None:
+            control_panel(run, base)
+
 
 
 # ----------------------------------------------------------------------------- live column
+@guarded_page
 def live_panel():
     run = current_run()
+    if run is not None and run.state == Run.DROPPED:  # forgotten between two reads
+        st.info("This run was forgotten by the server (nobody watched it for a long time). "
+                "Press **Start** to train its settings again.")
+        return
     if run is not None:
         run.touch()
     trainer = run.trainer if run else None
@@ -335,7 +418,7 @@ def live_panel():
         last = rows[-1] if rows else {}
         parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
         if run.active:
-            limit = registry.caps.max_steps_per_s
+            limit = runs.caps.max_steps_per_s
             parts.append(f"{run.steps_per_s:,.0f} steps/s" +
                          (f" (this server allows {limit:g})" if limit else ""))
         if last.get("epoch") is not None:
@@ -382,5 +465,5 @@ with right:
     st.session_state["drawn_active"] = running
     # Busy servers refresh each page less often (0.1 s per running network, at least
     # LIVE_EVERY_S), so ten users all training still see every chart move each second.
-    live_every = max(LIVE_EVERY_S, 0.1 * registry.running_count())
+    live_every = max(LIVE_EVERY_S, 0.1 * runs.running_count())
     st.fragment(live_panel, run_every=live_every if running else (IDLE_EVERY_S if run else None))()

@@ -3,9 +3,7 @@
 run_every does not fire under AppTest, so live refreshes are simulated with at.run() in a loop.
 Each test gets a fresh server-wide run registry (st.cache_resource is cleared).
 """
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -18,7 +16,6 @@ from tests.conftest import ROOT
 from ui import state as S
 
 APP = str(ROOT / "app.py")
-UPLOADS = str(Path(tempfile.gettempdir()) / "netlab_uploads")
 
 
 def live_registries():
@@ -246,16 +243,22 @@ def test_a_model_over_the_parameter_cap_gets_a_message(monkeypatch):
     assert any("at most 100 are allowed" in e.value for e in at.error)
 
 
-def use_csv(at, tmp_path, rows: str):
-    """Pick the csv dataset with a file holding `rows`, saved where the upload widget saves
-    files (the page reads CSVs from nowhere else)."""
+def upload_store():
+    """The page's UploadStore (server-wide, in st.cache_resource): the newest one alive."""
+    import gc
     import os
-    import uuid
-    os.makedirs(UPLOADS, exist_ok=True)
-    path = Path(UPLOADS) / f"test-{uuid.uuid4().hex}.csv"
-    path.write_text("a,b,label\n" + rows)
+
+    from ui.uploads import UploadStore
+    stores = [o for o in gc.get_objects() if type(o) is UploadStore and os.path.isdir(o.root)]
+    return max(stores, key=lambda s: os.stat(s.root).st_ctime_ns)
+
+
+def use_csv(at, tmp_path, rows: str):
+    """Pick the csv dataset with a file holding `rows`, stored as the upload widget stores
+    files for this browser (the page reads CSVs from nowhere else)."""
     at.selectbox(key="w.data.name").set_value("csv").run()
-    at.session_state["w.data.path"] = str(path)
+    path = upload_store().save(at.session_state["browser_id"], ("a,b,label\n" + rows).encode())
+    at.session_state["w.data.path"] = path
     at.run()
 
 

@@ -317,6 +317,9 @@ def test_reload_reattaches_to_the_same_run(page, server):
     after = wait_until(lambda: (lambda s: s and s[1] > before[1] and s)(status(page)), 15,
                        what=f"the step count to pass {before[1]} after the reload")
     assert after[0] == "running", after
+    # the browser's cookie brought its control back: a reload is the owner, not a watcher
+    assert button(page, "Pause").is_enabled(), "the reload lost control of the run"
+    assert "You are watching" not in body_text(page)
     points = wait_until(lambda: loss_points(page) > 0 and loss_points(page), 10,
                         what="the loss chart after the reload")
     # still training and drawing: the step count and the chart keep growing
@@ -351,3 +354,42 @@ def test_closing_the_page_stops_training(browser, server):
             break
     assert shares[-1] < 0.05, (f"server still busy after the page closed: {shares} cores "
                                f"(busy while training: {busy:.2f})\n{server.log()}")
+
+
+def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
+    """Copying the address bar hands over the view, never the controls (issue: a third browser
+    that knew the run id pressed Reset and the owner's history was gone)."""
+    owner_ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    guest_ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    try:
+        owner = owner_ctx.new_page()
+        open_app(owner, server, long_run_query())
+        button(owner, "Start").click()
+        wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > 0)(status(owner)), 15,
+                   what="the owner's run to train")
+        rid = wait_until(lambda: run_id(owner), 5, what="run= in the owner's URL")
+        guest = guest_ctx.new_page()
+        guest.goto(owner.url)  # the owner's whole address bar, run id included
+        guest.get_by_role("button", name="Step", exact=True).wait_for(timeout=LOAD_TIMEOUT_MS)
+        wait_until(lambda: "You are watching" in body_text(guest), 10, what="the watching notice")
+        seen = wait_until(lambda: (lambda s: s and s[0] == "running" and s)(status(guest)), 10,
+                          what="the guest to see the run training")
+        wait_until(lambda: (lambda s: s and s[1] > seen[1])(status(guest)), 10,
+                   what="the guest's view to follow the run")
+        assert not button(guest, "Pause").is_enabled()
+        before = status(owner)[1]
+        button(guest, "Reset").click()
+        wait_until(lambda: run_id(guest) not in (None, rid) or (
+            run_id(guest) is None and "You are watching" not in body_text(guest)), 10,
+            what="the guest's own run after Reset")
+        assert run_id(owner) == rid
+        after = wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > before and s)(
+            status(owner)), 10, what="the owner's run to go on untouched")
+        assert after[1] > before, (before, after)
+        assert button(owner, "Pause").is_enabled()
+        assert_no_exception(guest)
+        assert_no_exception(owner)
+        pause(owner)
+    finally:
+        owner_ctx.close()
+        guest_ctx.close()

@@ -19,6 +19,9 @@ from engine.trainer import lr_preview, output_dim
 from . import charts
 
 GRID = 60  # decision-boundary resolution (GRID x GRID model evaluations per refresh)
+# A table's scatter shows at most this many rows (a fixed random sample): a 245,000-row CSV sent
+# 8.1 MB of points to the browser on every redraw.
+MAX_SCATTER = 2000
 STATUS_COLORS = {"ok": "green", "plateau": "orange", "saturated": "orange", "dead": "red",
                  "vanishing": "red", "exploding": "red", "diverged": "red"}
 
@@ -115,8 +118,12 @@ def data_figure(data: Dataset, predict=None):
             if data.task != "classification":
                 outputs = outputs[..., 0]
         return charts.boundary_figure(xs, ys, outputs, _split_points(data), data.task)
-    x = data.x_train.cpu().numpy()
-    y = data.y_train.cpu().numpy()
+    x = data.x_train.cpu()
+    y = data.y_train.cpu()
+    if x.ndim == 2 and len(x) > MAX_SCATTER:
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:MAX_SCATTER]
+        x, y = x[keep], y[keep]
+    x, y = x.numpy(), y.numpy()
     if x.ndim == 4:  # images (n, 1, H, W): show them raw-looking (normalised values are fine)
         return charts.digits_figure(x[:, 0], y)
     return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y,

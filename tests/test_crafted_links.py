@@ -1,0 +1,186 @@
+"""Crafted links against the playground (AppTest): every one gets a short message that says what
+is wrong, never a traceback, never a server file, never another browser's run or upload.
+
+The engine side of the same inputs (config files, CLI arguments, CSV files) is in
+tests/test_inputs.py and tests/test_cli.py.
+"""
+import base64
+import json
+import tracemalloc
+import zlib
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import ExperimentSpec
+from tests.test_app import APP, button, fresh_server, live_registries, spec_of, upload_store  # noqa: F401
+from ui import state as S
+
+MAX_MESSAGE = 600  # characters: a message that echoes a crafted value is a bug (it froze tabs)
+
+
+def link(raw: bytes) -> str:
+    """?cfg= as ui/state.py writes it, around arbitrary bytes."""
+    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+
+
+def config_link(text: str) -> str:
+    return link(text.encode())
+
+
+def valid_config(**changes) -> dict:
+    d = ExperimentSpec().to_dict()
+    for path, value in changes.items():
+        node = d
+        *head, last = path.split(".")
+        for k in head:
+            node = node[k]
+        node[last] = value
+    return d
+
+
+def open_page(query: dict) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    return at
+
+
+def messages(at) -> list[str]:
+    return [e.value for kind in ("error", "warning", "info", "success") for e in getattr(at, kind)]
+
+
+def page_text(at) -> str:
+    parts = messages(at) + [m.value for m in at.markdown] + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+def assert_clean(at):
+    assert not at.exception, [e.value for e in at.exception]
+    text = page_text(at)
+    for leak in ("Traceback", 'File "/', "site-packages", "root:x:0"):
+        assert leak not in text, f"{leak!r} shown in the page:\n{text[:2000]}"
+    for m in messages(at):
+        assert len(m) <= MAX_MESSAGE, f"a {len(m)}-character message: {m[:200]}..."
+
+
+BIG_INT = "9" * 400
+DEEP = "[" * 100_000 + "]" * 100_000
+CASES = {
+    # name: (query parameters, expected message substring)
+    "cfg not base64": ({"cfg": "not-a-real-spec"}, "could not be loaded"),
+    "cfg too long (97 KB)": ({"cfg": "A" * 97_000}, "too long"),
+    "cfg zlib bomb": ({"cfg": link(b'{"seed":' + b" " * 15_000_000 + b"0}")}, "too large"),
+    "cfg not UTF-8": ({"cfg": link(b"\xff\xfe\x00garbage")}, "could not be loaded"),
+    "cfg not an object": ({"cfg": config_link("[1, 2, 3]")}, "must be an object"),
+    "cfg 400-digit integer": ({"cfg": config_link('{"seed": ' + BIG_INT + "}")}, "seed"),
+    "cfg 400-digit float": ({"cfg": config_link('{"optimizer": {"name": "sgd", "lr": 1' +
+                                                "0" * 400 + ".0}}")}, "optimizer.lr"),
+    "cfg 100,000-deep nesting": ({"cfg": config_link(DEEP)}, "nest"),
+    "cfg features [[x1]]": ({"cfg": config_link(json.dumps(valid_config(
+        **{"data.features": [["x1"]]})))}, "data.features"),
+    "cfg 50 KB value echoed": ({"cfg": config_link(json.dumps(valid_config(
+        **{"data.name": "x" * 50_000})))}, "data.name"),
+    "cfg NaN learning rate": ({"cfg": config_link('{"optimizer": {"name": "sgd", "lr": NaN}}')},
+                              "could not be loaded"),
+    "cfg server file as CSV": ({"cfg": S.encode(ExperimentSpec.from_dict(
+        {"data": {"name": "csv", "path": "/etc/passwd", "target": "x"}}))}, "Upload a CSV"),
+    "preset path traversal": ({"preset": "../../../../etc/passwd"}, "unknown preset"),
+    "preset relative name": ({"preset": "./xor_tanh"}, "unknown preset"),
+    "preset json file name": ({"preset": "xor_tanh.json"}, "unknown preset"),
+    "preset 10 KB name": ({"preset": "p" * 10_000}, "unknown preset"),
+    "run id not hex": ({"run": "../../etc"}, "not valid"),
+    "run id unknown": ({"run": "0" * 32}, "no longer on this server"),
+    "control token without run": ({"control": "x" * 40}, "no longer valid"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_crafted_link_gets_a_clear_message(name):
+    query, expected = CASES[name]
+    at = open_page(query)
+    assert_clean(at)
+    assert any(expected in m for m in messages(at)), (expected, messages(at))
+    assert spec_of(at) is not None and button(at, "Start"), "the page still works"
+
+
+def test_a_zlib_bomb_link_is_refused_without_inflating_it():
+    code = link(b'{"seed":' + b" " * 15_000_000 + b"0}")
+    assert len(code) < 20_000, "the bomb fits in an accepted link length"
+    tracemalloc.start()
+    try:
+        at = open_page({"cfg": code})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_clean(at)
+    assert peak < 10_000_000, f"{peak / 1e6:.0f} MB allocated for a 15 MB bomb"
+
+
+def test_every_preset_name_is_read_once():
+    """?preset=./xor_tanh, ././xor_tanh, ... each filled the preset cache before."""
+    from engine.presets import _read, preset_names
+    before = _read.cache_info().currsize
+    for i in range(1, 30):
+        open_page({"preset": "./" * i + "xor_tanh"})
+    assert _read.cache_info().currsize <= max(before, len(preset_names()))
+
+
+# ----------------------------------------------------------------------------- run ownership
+
+
+def owner_with_a_run() -> tuple[AppTest, object]:
+    owner = open_page({})
+    button(owner, "Step").click().run()
+    run = live_registries()[-1].get(owner.session_state["run_id"])
+    assert run is not None and run.trainer.step_count == 1
+    return owner, run
+
+
+def test_a_second_browser_watches_a_run_but_cannot_control_it():
+    owner, run = owner_with_a_run()
+    watcher = open_page({"run": run.id, "cfg": owner.query_params["cfg"]})
+    assert_clean(watcher)
+    assert any("watching a run that another browser controls" in m for m in messages(watcher))
+    assert watcher.session_state["run_id"] == run.id, "the watcher sees the run"
+    assert button(watcher, "Pause").disabled
+    # the attack from the issue: open the run's address with your own settings, press Reset
+    watcher.number_input(key="w.optimizer.lr").set_value(0.5).run()
+    button(watcher, "Reset").click().run()
+    assert_clean(watcher)
+    assert watcher.session_state["run_id"] != run.id, "the watcher got a run of its own"
+    assert live_registries()[-1].get(run.id) is run, "the owner's run is untouched"
+    assert run.trainer.step_count == 1 and len(run.trainer.history) == 1
+    button(watcher, "Step").click().run()
+    assert run.trainer.step_count == 1, "Step acted on the watcher's own run"
+
+
+def test_the_owner_keeps_control_and_can_share_it_on_purpose():
+    owner, run = owner_with_a_run()
+    button(owner, "Make a control link").click().run()
+    assert_clean(owner)
+    rid, token = owner.session_state["control_token"]
+    assert rid == run.id
+    guest = open_page({"run": run.id, "control": token})
+    assert_clean(guest)
+    assert any("can now control" in m for m in messages(guest))
+    assert not any("watching" in m for m in messages(guest))
+    button(guest, "Step").click().run()
+    assert run.trainer.step_count == 2, "the guest's Step advanced the shared run"
+    assert "control" not in guest.query_params, "the token leaves the address bar at once"
+    # a new link cancels the old one
+    button(owner, "Make a control link").click().run()
+    late = open_page({"run": run.id, "control": token})
+    assert any("no longer valid" in m for m in messages(late))
+
+
+def test_a_link_with_another_browsers_upload_is_not_read():
+    owner = open_page({})
+    path = upload_store().save(owner.session_state["browser_id"],
+                               ("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30))).encode())
+    spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": path, "target": "label"}})
+    stranger = open_page({"cfg": S.encode(spec)})
+    assert_clean(stranger)
+    assert any("Upload a CSV" in m for m in messages(stranger))
+    assert stranger.session_state.get("w.data.path") in (None, "")
