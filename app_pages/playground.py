@@ -410,6 +410,7 @@ def live_panel():
         return
     if run is not None:
         run.touch()
+    S.sync_run(run.id if run else None)
     trainer = run.trainer if run else None
     rows = trainer.history.rows if trainer else []
     if run is None:

@@ -220,7 +220,12 @@ def loss_points(page) -> int:
 
 
 def run_id(page) -> str | None:
-    return parse_qs(urlparse(page.url).query).get("run", [None])[0]
+    """run= of the address bar as the page sees it (location, not Playwright's cached URL)."""
+    try:
+        query = page.evaluate("location.search")
+    except Exception:  # noqa: BLE001 - mid-navigation
+        query = urlparse(page.url).query
+    return parse_qs(query.lstrip("?")).get("run", [None])[0]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -377,11 +382,12 @@ def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
         wait_until(lambda: (lambda s: s and s[1] > seen[1])(status(guest)), 10,
                    what="the guest's view to follow the run")
         assert not button(guest, "Pause").is_enabled()
+        wait_until(lambda: loss_points(guest) > 0, 15, what="the guest's loss chart")
         before = status(owner)[1]
         button(guest, "Reset").click()
-        wait_until(lambda: run_id(guest) not in (None, rid) or (
-            run_id(guest) is None and "You are watching" not in body_text(guest)), 10,
-            what="the guest's own run after Reset")
+        wait_until(lambda: run_id(guest) not in (None, rid), 20,
+                   what="the guest's own run id after Reset")
+        assert "You are watching" not in body_text(guest)
         assert run_id(owner) == rid
         after = wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > before and s)(
             status(owner)), 10, what="the owner's run to go on untouched")

@@ -268,6 +268,15 @@ def sync_url(spec: ExperimentSpec, run_id: str | None) -> None:
     code = encode(spec)
     if st.query_params.get(CFG) != code:
         st.query_params[CFG] = code
+    sync_run(run_id)
+
+
+def sync_run(run_id: str | None) -> None:
+    """Put the page's run id in the address bar. The live fragment calls this too, so the
+    address bar follows the page's run even when a full rerun's update did not reach it (seen
+    in Chromium: after a watcher's Reset the page showed its own new run while the address bar
+    kept the watched one; every rerun, a fragment's included, reads the browser's query string
+    as it was sent, so a stale one is corrected on the next refresh)."""
     if run_id and st.query_params.get(RUN) != run_id:
         st.query_params[RUN] = run_id
     elif not run_id and RUN in st.query_params:
