@@ -140,13 +140,8 @@ class History:
         old = seqs[:-recent]
         chosen = self._chosen()
         room = self.max_rows * 3 // 4 - recent
-        stride = self._row_stride
-        while True:
-            kept = [s for s in old if s % stride == 0 or s in chosen]
-            if len(kept) <= room or stride > seqs[-1]:
-                break
-            stride *= 2
-        self._row_stride = stride
+        kept, self._row_stride = _grid(old, chosen, lambda k: len(k) <= room, self._row_stride,
+                                       seqs[-1])
         keep = set(kept)
         for s in old:
             if s not in keep:
@@ -180,13 +175,9 @@ class History:
                 changes_room -= size[s]
                 protected.add(s)
         room = budget * 3 // 4 - recent
-        stride = self._detail_stride
-        while True:
-            kept = [s for s in old if s % stride == 0 or s in protected]
-            if sum(size[s] for s in kept) <= room or stride > detailed[-1]:
-                break
-            stride *= 2
-        self._detail_stride = stride
+        kept, self._detail_stride = _grid(old, protected,
+                                          lambda k: sum(size[s] for s in k) <= room,
+                                          self._detail_stride, detailed[-1])
         keep = set(kept)
         for s in old:
             if s not in keep:
@@ -274,3 +265,14 @@ class History:
     @classmethod
     def from_jsonl(cls, text: str, **limits) -> "History":
         return cls((json.loads(line) for line in text.splitlines() if line.strip()), **limits)
+
+
+def _grid(seqs: list[int], protected, fits, stride: int, last: int) -> tuple[list[int], int]:
+    """The sequence numbers on a grid of `stride` (plus the protected ones), the stride doubled
+    until what is kept `fits`. The grid only coarsens, so a row thinned once stays thinned and
+    old rows end up evenly spaced."""
+    while True:
+        kept = [s for s in seqs if s % stride == 0 or s in protected]
+        if fits(kept) or stride > last:
+            return kept, stride
+        stride *= 2

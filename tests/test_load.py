@@ -5,13 +5,13 @@ These assert generous bounds on the measured rules (ui/runner.py, engine/history
 figures themselves come from benchmarks/fairness.py. Each test takes ~5-20 s on 2 busy cores.
 """
 import gc
-import os
 import time
 
 import pytest
 
 from engine import ExperimentSpec, Trainer
 from engine.history import MAX_LAYER_ENTRIES, MAX_ROWS
+from benchmarks.fairness import rss_mb, timed  # one measuring code for the test and the figures
 from ui.runner import Caps, RunRegistry
 
 pytestmark = pytest.mark.slow
@@ -31,11 +31,6 @@ def caps(**kw):
     return Caps(**{**base, **kw})
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
 def ms_per_step(config, n):
     t = Trainer(ExperimentSpec.from_dict(config))
     t.step()
@@ -43,22 +38,6 @@ def ms_per_step(config, n):
     for _ in range(n):
         t.step()
     return (time.perf_counter() - t0) / n * 1000
-
-
-def timed(run) -> dict:
-    """Seconds spent inside run.trainer.step, measured here rather than by the scheduler."""
-    box = {"s": 0.0, "n": 0}
-    step = run.trainer.step
-
-    def wrapper():
-        t0 = time.perf_counter()
-        try:
-            return step()
-        finally:
-            box["s"] += time.perf_counter() - t0
-            box["n"] += 1
-    run.trainer.step = wrapper
-    return box
 
 
 def test_a_heavy_run_does_not_starve_a_light_one(capsys):
