@@ -252,3 +252,18 @@ def test_a_big_table_is_thinned_in_the_scatter():
     fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
     points = sum(len(trace.get("x") or []) for trace in fig["data"])
     assert 0 < points <= 2000, points
+
+
+def test_a_forgotten_run_takes_its_upload_with_it():
+    at = open_page({})
+    upload(at, rows_csv(40))
+    button(at, "Step").click().run()
+    registry = live_registries()[-1]
+    run = registry.get(at.session_state["run_id"])
+    path = run.spec.data.path
+    assert upload_store().owns(at.session_state["browser_id"], path)
+    registry.drop(run.id)
+    import os
+    assert not os.path.exists(path), "the upload outlived its run"
+    at.run()
+    assert_clean(at)
