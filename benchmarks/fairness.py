@@ -1,13 +1,14 @@
 """Sharing one server: fairness between a heavy and a light run, memory of abandoned runs and of
 a long run's History. No browser, no network: ui.runner driven directly.
 
-    python benchmarks/fairness.py [--seconds 6] [--quanta 0,0.01] [--baseline]
+    python benchmarks/fairness.py [--seconds 6] [--quanta 0,0.01] [--baseline REV]
                                   [--abandoned 20] [--history-steps 500] [--skip ...]
 
 Prints one JSON object:
 
-    fairness    per scheduler variant ("fair q=<quantum>", and "per-step semaphore (HEAD)"
-                with --baseline: the git HEAD ui/runner.py): the light run's steps/s alone,
+    fairness    per scheduler variant ("fair q=<quantum>", and "baseline <REV>" with
+                --baseline REV: ui/runner.py as it was at that git revision, e.g. fa23dc4,
+                the per-step semaphore before the fair slot): the light run's steps/s alone,
                 then light and heavy together: steps/s of each, and each run's share of the
                 time spent inside trainer.step (timed here with perf_counter around each step,
                 not with the scheduler's own accounting)
@@ -106,12 +107,12 @@ def train_for(runs, seconds: float) -> list[dict]:
             for (s0, n0), (s1, n1) in zip(before, after)]
 
 
-def load_runner(baseline: bool):
-    """ui.runner, or (baseline) the git HEAD version of it as a separate module."""
-    if not baseline:
+def load_runner(revision: str | None):
+    """ui.runner, or its version at a git revision, loaded as a separate module."""
+    if not revision:
         import ui.runner
         return ui.runner
-    source = subprocess.run(["git", "show", "HEAD:ui/runner.py"], cwd=ROOT, check=True,
+    source = subprocess.run(["git", "show", f"{revision}:ui/runner.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = os.path.join(tempfile.mkdtemp(prefix="netlab_runner_head_"), "runner_head.py")
     with open(path, "w") as f:
@@ -228,7 +229,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--quanta", default="0,0.01", help="comma-separated quantum_s values")
-    ap.add_argument("--baseline", action="store_true", help="also measure git HEAD's runner")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also measure ui/runner.py as it was at this git revision")
     ap.add_argument("--abandoned", type=int, default=20)
     ap.add_argument("--history-steps", type=int, default=500)
     ap.add_argument("--skip", default="", help="comma-separated: fairness,abandoned,history")
@@ -237,20 +239,21 @@ def main(argv=None) -> dict:
     out: dict = {"machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg()},
                  "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     if "abandoned" not in skip:  # first: the figures are the process's RSS
-        out["abandoned"] = {"fair": abandoned(load_runner(False), args.abandoned)}
+        out["abandoned"] = {"fair": abandoned(load_runner(None), args.abandoned)}
         if args.baseline:
-            out["abandoned"]["HEAD"] = abandoned(load_runner(True), args.abandoned)
+            out["abandoned"][f"baseline {args.baseline}"] = abandoned(load_runner(args.baseline),
+                                                                   args.abandoned)
     if "fairness" not in skip:
         light, heavy = step_ms(LIGHT, 300), step_ms(HEAVY, 5)
         out["step_ms"] = {"light": round(light, 3), "heavy": round(heavy, 1),
                           "ratio": round(heavy / light)}
         out["fairness"] = {}
-        runner = load_runner(False)
+        runner = load_runner(None)
         for q in (float(x) for x in args.quanta.split(",")):
             out["fairness"][f"fair q={q:g}"] = fairness(runner, args.seconds, quantum_s=q)
         if args.baseline:
-            out["fairness"]["per-step semaphore (HEAD)"] = fairness(load_runner(True),
-                                                                    args.seconds)
+            out["fairness"][f"baseline {args.baseline}"] = fairness(load_runner(args.baseline),
+                                                                   args.seconds)
     if "history" not in skip:
         out["history"] = history(args.history_steps)
     out["machine"]["loadavg_end"] = os.getloadavg()
