@@ -22,7 +22,6 @@ def warm_torch() -> None:
 
 warm_torch()
 st.set_page_config(page_title="Netlab", page_icon=":material/neurology:", layout="wide")
-remember_browser()
 page = st.navigation([
     st.Page("app_pages/playground.py", title="Playground", icon=":material/science:", default=True),
     st.Page("app_pages/concepts.py", title="Concepts", icon=":material/school:"),
@@ -31,3 +30,4 @@ try:
     page.run()
 except Exception:  # noqa: BLE001 - last resort: a short message here, the trace in the log
     show_unexpected(page.title)
+remember_browser()  # last: its (empty) element leaves no gap above the title

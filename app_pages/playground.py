@@ -58,13 +58,14 @@ if url_error:
 if "run_id" not in st.session_state:
     linked = st.query_params.get(S.RUN)
     st.session_state["run_id"] = None
+    shown = ("its experiment is shown" if S.CFG in st.query_params
+             else "the default experiment is shown")
     if linked is not None and not RUN_ID.fullmatch(linked):
-        st.session_state["flash"] = ("warning", "The run id in this link is not valid; the "
-                                     "experiment's settings are loaded without it.")
+        st.session_state["flash"] = ("warning", f"The run id in this link is not valid; {shown}.")
     elif linked is not None and runs.get(linked) is None:
         st.session_state["flash"] = ("info", "The run in this link is no longer on this server "
-                                     "(unwatched runs are forgotten after a while); its settings "
-                                     "are loaded, press Start to train them again.")
+                                     f"(unwatched runs are forgotten after a while); {shown}. "
+                                     "Press Start to train it.")
     elif linked is not None:
         st.session_state["run_id"] = linked
 if CONTROL in st.query_params:  # a link the owner made on purpose: join the run's controllers
@@ -81,8 +82,9 @@ if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, 
         S.load(ExperimentSpec.from_dict(load_preset(st.query_params["preset"])["config"]))
         st.session_state["run_id"] = None
         st.session_state["preset_pick"] = st.query_params["preset"]
-    except SpecError as e:
-        st.session_state["flash"] = ("error", f"Preset link: {e}")
+    except SpecError:  # the engine's message lists every preset: right for the CLI, long here
+        st.session_state["flash"] = ("error", "This link names no known preset; the default "
+                                     "experiment is shown. Pick one under **Presets**.")
     del st.query_params["preset"]
 
 
@@ -124,6 +126,9 @@ def start_run(run: Run | None) -> None:
 
 # ----------------------------------------------------------------------------- button callbacks
 def edited_or_flash() -> ExperimentSpec | None:
+    if not st.session_state.get("data_ready", True):
+        flash("warning", "Upload a CSV file the page can read (sidebar, under Data) first.")
+        return None
     spec, error = S.edited_spec()
     if error:
         flash("error", f"Fix the settings first: {error}")
@@ -216,7 +221,7 @@ def control_panel(run: Run, base: str) -> None:
         st.caption("Control link: whoever opens it controls this run too. Making a new link "
                    "cancels this one.")
         st.code(f"{base}{S.share_query(run.spec)}&{S.RUN}={run.id}&{CONTROL}={token[1]}",
-                language=None)
+                language=None, wrap_lines=True)
 
 
 # ----------------------------------------------------------------------------- sidebar
@@ -225,7 +230,8 @@ def uploaded(path) -> bool:
     return uploads.owns(me, path)
 
 
-def csv_upload(container):
+def csv_upload(container) -> bool:
+    """The sidebar's CSV section; True once an uploaded table can be read."""
     limit_mb = max(1, uploads.max_file_bytes // MB)
     file = container.file_uploader("CSV file", type=["csv"], max_upload_size=limit_mb,
                                    help="Numeric columns only, separated by commas, semicolons "
@@ -245,18 +251,19 @@ def csv_upload(container):
     if path and not uploaded(path):
         st.session_state[W + "data.path"] = path = None
     if not path:
-        container.caption("Upload a file to train on your own table.")
-        return
+        container.caption(f"Upload a CSV file (up to {limit_mb} MB) to train on your own table.")
+        return False
     try:
         head, columns = csv_preview(path, uploads.max_file_bytes)
     except SpecError as e:
-        container.error(f"Cannot read this CSV: {e}")
-        return
+        container.error(f"Cannot read this CSV: {str(e).removeprefix('data.path: ')}")
+        return False
     container.dataframe(head, hide_index=True, height=200)
     if st.session_state.get(W + "data.target") not in columns:
         st.session_state[W + "data.target"] = columns[-1]
     container.selectbox("Target column", columns, key=W + "data.target")
     widgets.param_widget(DATASETS["csv"].param("task"), W + "data.task", container)
+    return True
 
 
 # Widget values are already in session state when the script starts, so the spec they describe
@@ -277,8 +284,7 @@ with st.sidebar:
 
     st.subheader("Data")
     widgets.dataset_picker()
-    if st.session_state[W + "data.name"] == "csv":
-        csv_upload(st)
+    csv_ready = csv_upload(st) if st.session_state[W + "data.name"] == "csv" else True
     c1, c2 = st.columns(2)
     widgets.param_widget(DATA_PARAMS["val_fraction"], W + "data.val_fraction", c1, "validation share")
     widgets.param_widget(DATA_PARAMS["test_fraction"], W + "data.test_fraction", c2, "test share")
@@ -317,7 +323,7 @@ with st.sidebar:
 
 # ----------------------------------------------------------------------------- validate
 spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
-waiting_for_csv = st.session_state[W + "data.name"] == "csv" and not st.session_state.get(W + "data.path")
+waiting_for_csv = not csv_ready
 if spec.data.name == "csv" and not uploaded(spec.data.path):  # e.g. a link naming a server path
     waiting_for_csv = True
 run = current_run()
@@ -327,6 +333,7 @@ st.title("Netlab playground")
 if "flash" in st.session_state:
     kind, text = st.session_state.pop("flash")
     getattr(st, kind)(text)
+st.session_state["data_ready"] = not waiting_for_csv  # read by the buttons' callbacks
 if waiting_for_csv:
     st.info("Upload a CSV file in the sidebar to train on your own data.")
 elif spec_error:
@@ -392,9 +399,9 @@ with left:
                                width="stretch")
         except SpecError as e:
             st.caption(f"Script export unavailable: {e}")
-        base = (st.context.url or "").split("?")[0]
+        base = views.page_address(st.context.url)
         st.caption("Share link (the experiment, not the run):")
-        st.code(base + S.share_query(spec), language=None)
+        st.code(base + S.share_query(spec), language=None, wrap_lines=True)
         if run is not None and mine and run.owner is not None:
             control_panel(run, base)
 

@@ -17,6 +17,8 @@ where they fail: install it with `apt-get install chromium` (never `playwright i
 from __future__ import annotations
 
 import base64
+import glob
+import hashlib
 import json
 import os
 import re
@@ -399,3 +401,219 @@ def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
     finally:
         owner_ctx.close()
         guest_ctx.close()
+
+
+# ----------------------------------------------------------------------------- uploads
+# Real uploads through the sidebar's <input type=file>: the server's maxUploadSize (5 MB,
+# .streamlit/config.toml), the page's own check (ui/uploads.py) and the CSV reader's bounds
+# (engine/data.py) as a person meets them.
+
+UPLOAD_LIMIT = 5 * 1024 * 1024
+UPLOAD_INPUT = '[data-testid="stSidebar"] [data-testid="stFileUploaderDropzoneInput"]'
+FILE_CHIP_ERROR = '[data-testid="stSidebar"] [data-testid="stFileChip"][aria-invalid="true"]'
+PREVIEW = '[data-testid="stSidebar"] [data-testid="stDataFrame"]'
+PLOT_TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => {
+  const t = el.layout && el.layout.title;
+  return ((t && (t.text !== undefined ? t.text : t)) || '').replace(/<[^>]*>/g, '').trim();
+})"""
+
+
+def semicolon_csv(rows: int = 40) -> bytes:
+    """a;b;label with integer labels 0/1: a small table the page accepts."""
+    lines = ["a;b;label"] + [f"{i % 7};{(i * 3) % 5};{i % 2}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def big_csv(size: int = 6 * 1024 * 1024) -> bytes:
+    """A well-formed numeric CSV of just over `size` bytes."""
+    line = b"1234567,7654321,1\n"
+    return b"a,b,label\n" + line * (size // len(line) + 1)
+
+
+def wide_csv(columns: int = 160_000, rows: int = 10) -> bytes:
+    """160,000 columns x 10 rows (~4.4 MB): under the size limit, far over the column limit."""
+    header = ",".join(f"c{i}" for i in range(columns))
+    row = ",".join("1" for _ in range(columns))
+    return ("\n".join([header] + [row] * rows) + "\n").encode()
+
+
+def choose(page, label: str, option: str):
+    """Pick `option` in the selectbox labelled `label`, and wait until the box shows it."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_until(lambda: box.input_value() == option, 10, what=f"{label} to show {option}")
+
+
+def step_once(page, timeout: float = 30):
+    """Press Step and wait for step 1 in the status line; on failure, show the page's text."""
+    button(page, "Step").click()
+    deadline = time.monotonic() + timeout
+    while not (lambda s: s and s[1] == 1)(status(page)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no step 1 within {timeout:.0f} s after Step:\n{body_text(page)[:3000]}")
+        time.sleep(0.2)
+
+
+def open_csv_uploader(page, server):
+    open_app(page, server)
+    choose(page, "Dataset", "csv")
+    page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=20_000)
+
+
+def upload(page, name: str, data: bytes):
+    page.locator(UPLOAD_INPUT).set_input_files({"name": name, "mimeType": "text/csv", "buffer": data})
+
+
+def sidebar_text(page) -> str:
+    try:
+        return page.inner_text('[data-testid="stSidebar"]', timeout=2000)
+    except Exception:  # noqa: BLE001 - mid-rerun
+        return ""
+
+
+def error_texts(page) -> list[str]:
+    return [e.inner_text() for e in page.locator('[data-testid="stAlertContentError"]').all()]
+
+
+def plot_titles(page) -> list[str]:
+    try:
+        return page.evaluate(PLOT_TITLES_JS)
+    except Exception:  # noqa: BLE001 - mid-navigation
+        return []
+
+
+def stored_uploads(server) -> list[tuple[str, int]]:
+    """(path, size) of every file in this server's upload store (the /tmp/netlab_uploads_*
+    folder whose owner.pid is the server's pid)."""
+    roots = []
+    for root in glob.glob(os.path.join(tempfile.gettempdir(), "netlab_uploads_*")):
+        try:
+            with open(os.path.join(root, "owner.pid")) as f:
+                if f.read().strip() == str(server.pid):
+                    roots.append(root)
+        except OSError:
+            continue
+    assert len(roots) == 1, f"expected one upload store owned by pid {server.pid}: {roots}"
+    out = []
+    for folder, _, files in os.walk(roots[0]):
+        for name in files:
+            path = os.path.join(folder, name)
+            out.append((path, os.lstat(path).st_size))
+    return out
+
+
+def assert_nothing_over_the_limit_stored(server):
+    big = [(p, s) for p, s in stored_uploads(server) if s > UPLOAD_LIMIT]
+    assert not big, f"files over 5 MB in the upload store: {big}"
+
+
+def assert_no_traceback(page):
+    text = body_text(page)
+    for marker in ("Traceback", 'File "/', "site-packages", str(ROOT), tempfile.gettempdir() + "/"):
+        assert marker not in text, f"{marker!r} on the page:\n{text[:3000]}"
+
+
+def test_upload_semicolon_csv_previews_and_trains(page, server):
+    open_csv_uploader(page, server)
+    data = semicolon_csv()
+    upload(page, "tiny.csv", data)
+    page.locator(PREVIEW).wait_for(timeout=20_000)  # the preview table in the sidebar
+    page.get_by_role("combobox", name="Target column").wait_for(timeout=10_000)
+    assert page.get_by_role("combobox", name="Target column").input_value() == "label"
+    wait_until(lambda: "Upload a CSV file in the sidebar" not in body_text(page), 10,
+               what="the main area to stop asking for a file")
+    # stored once, privately: in the folder of the browser that the cookie names
+    cookie = wait_until(lambda: next((c["value"] for c in page.context.cookies()
+                                      if c["name"] == "netlab_browser"), None), 10,
+                        what="the netlab_browser cookie")
+    folder = hashlib.sha256(cookie.encode()).hexdigest()[:20]
+    stored = [(p, s) for p, s in stored_uploads(server) if p.endswith(".csv")]
+    assert [s for p, s in stored if os.path.basename(os.path.dirname(p)) == folder] == [len(data)], \
+        stored
+    step_once(page)
+    page.wait_for_timeout(500)  # let the step's rerun settle before looking for errors
+    assert error_texts(page) == []
+    assert_no_exception(page)
+    assert_no_traceback(page)
+    assert not page.errors, page.errors
+    pause(page)
+
+
+def test_upload_over_5_mb_is_refused_and_the_page_goes_on(page, server):
+    open_csv_uploader(page, server)
+    upload(page, "big.csv", big_csv())
+    chip = page.locator(FILE_CHIP_ERROR)
+    chip.wait_for(timeout=30_000)  # the uploader marks the file as failed
+    message = chip.text_content() or ""
+    assert re.search(r"5(\.0)? ?MB|413", message), message
+    assert page.locator(PREVIEW).count() == 0
+    assert "Upload a CSV file (up to 5 MB) to train on your own table" in sidebar_text(page)
+    assert_no_exception(page)
+    assert_no_traceback(page)
+    assert_nothing_over_the_limit_stored(server)
+    # the page still works: back to a built-in dataset, one step trains
+    choose(page, "Dataset", "spiral")
+    wait_until(lambda: "Decision boundary" in plot_titles(page), 20, what="the spiral's chart")
+    wait_until(lambda: "Upload a CSV file in the sidebar" not in body_text(page), 10,
+               what="the rerun for spiral to end")
+    step_once(page)
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+    pause(page)
+
+
+def test_rewritten_upload_over_5_mb_is_refused_by_the_server(page, server):
+    """The uploader's limit is only a hint to the browser: a request rewritten on its way (here
+    by Playwright, in the field by any HTTP client) must meet the server's maxUploadSize."""
+    small = semicolon_csv()
+    big = big_csv()
+
+    def swap_body(route, request):
+        body = request.post_data_buffer
+        if request.method == "PUT" and body and small in body:
+            route.continue_(post_data=body.replace(small, big))
+        else:
+            route.continue_()
+
+    open_csv_uploader(page, server)
+    page.route("**/_stcore/upload_file/**", swap_body)
+    with page.expect_response(lambda r: "/_stcore/upload_file/" in r.url
+                              and r.request.method == "PUT", timeout=30_000) as answer:
+        upload(page, "looks_small.csv", small)
+    assert answer.value.status == 413, answer.value.status
+    page.unroute("**/_stcore/upload_file/**")
+    page.locator(FILE_CHIP_ERROR).wait_for(timeout=20_000)
+    page.wait_for_timeout(500)
+    assert page.locator(PREVIEW).count() == 0
+    assert_no_exception(page)
+    assert_no_traceback(page)
+    assert_nothing_over_the_limit_stored(server)
+    assert not [p for p, s in stored_uploads(server) if s == len(big)]
+    assert not page.errors, page.errors
+
+
+def test_upload_with_160000_columns_is_refused_quickly(page, server):
+    open_csv_uploader(page, server)
+    data = wide_csv()
+    assert len(data) < UPLOAD_LIMIT
+    upload(page, "wide.csv", data)
+    wait_until(lambda: "160,000 columns" in sidebar_text(page), 30,
+               what="the message about 160,000 columns")
+    assert any("160,000 columns" in e for e in error_texts(page)), error_texts(page)
+    assert page.locator(PREVIEW).count() == 0
+    assert_no_exception(page)
+    assert_no_traceback(page)
+    assert_nothing_over_the_limit_stored(server)
+    # still responsive: a built-in dataset draws its chart and trains
+    choose(page, "Dataset", "spiral")
+    # the old run's elements stay (faded) until the rerun ends
+    wait_until(lambda: "160,000 columns" not in body_text(page), 10,
+               what="the CSV message to go with the CSV")
+    wait_until(lambda: "Decision boundary" in plot_titles(page), 20, what="the spiral's chart")
+    wait_until(lambda: not page.locator('[data-stale="true"]').count(), 10,
+               what="the rerun for spiral to end")
+    step_once(page)
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+    pause(page)

@@ -90,12 +90,14 @@ CASES = {
                               "could not be loaded"),
     "cfg server file as CSV": ({"cfg": S.encode(ExperimentSpec.from_dict(
         {"data": {"name": "csv", "path": "/etc/passwd", "target": "x"}}))}, "Upload a CSV"),
-    "preset path traversal": ({"preset": "../../../../etc/passwd"}, "unknown preset"),
-    "preset relative name": ({"preset": "./xor_tanh"}, "unknown preset"),
-    "preset json file name": ({"preset": "xor_tanh.json"}, "unknown preset"),
-    "preset 10 KB name": ({"preset": "p" * 10_000}, "unknown preset"),
+    "preset path traversal": ({"preset": "../../../../etc/passwd"}, "names no known preset"),
+    "preset relative name": ({"preset": "./xor_tanh"}, "names no known preset"),
+    "preset json file name": ({"preset": "xor_tanh.json"}, "names no known preset"),
+    "preset 10 KB name": ({"preset": "p" * 10_000}, "names no known preset"),
     "run id not hex": ({"run": "../../etc"}, "not valid"),
     "run id unknown": ({"run": "0" * 32}, "no longer on this server"),
+    "run id unknown with its cfg": ({"run": "0" * 32, "cfg": S.encode(ExperimentSpec())},
+                                    "its experiment is shown"),
     "control token without run": ({"control": "x" * 40}, "no longer valid"),
 }
 
@@ -267,3 +269,26 @@ def test_a_forgotten_run_takes_its_upload_with_it():
     assert not os.path.exists(path), "the upload outlived its run"
     at.run()
     assert_clean(at)
+
+
+def test_the_buttons_ask_for_a_readable_csv_first():
+    at = open_page({})
+    at.selectbox(key="w.data.name").set_value("csv").run()
+    for label in ("Step", "Start", "Reset"):
+        button(at, label).click().run()
+        assert_clean(at)
+        assert any("Upload a CSV file the page can read" in m for m in messages(at)), messages(at)
+        assert not any("data.path=None" in m or "data.target=None" in m for m in messages(at))
+    upload(at, WIDE)
+    button(at, "Step").click().run()
+    errors = [m for m in messages(at) if "160,000 columns" in m]
+    assert len(errors) == 1 and not errors[0].startswith("Cannot read this CSV: data.path"), errors
+    assert not any("data.target=None" in m for m in messages(at)), messages(at)
+
+
+@pytest.mark.parametrize("url, address", [("http://127.0.0.1:8501", "http://127.0.0.1:8501/"),
+                                          ("http://h/playground?cfg=x&run=y", "http://h/playground"),
+                                          (None, "/")])
+def test_share_links_start_from_the_page_address(url, address):
+    from ui.views import page_address
+    assert page_address(url) == address

@@ -192,6 +192,14 @@ def activation_charts(run, rows: list[dict]) -> None:
                    "to track.")
 
 
+def page_address(url: str | None) -> str:
+    """The page's address without its query, ready for "?cfg=...": a bare host gets its "/"
+    (st.context.url gives "http://host:port" for the root page)."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url or "")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
+
+
 def describe_rows(spec: ExperimentSpec, data: Dataset):
     """(describe() of the spec's model, None), or (None, the message why it cannot be built)."""
     try:
