@@ -319,3 +319,15 @@ def test_settings_without_widgets_survive_the_page():
     at.run()
     no_problems(at)
     assert spec_of(at) == spec.canonical()
+
+
+def test_clipping_is_charted_in_the_gradients_view(at):
+    import json
+    at.selectbox(key="w.training.clip_mode").set_value("norm").run()
+    for _ in range(2):
+        button(at, "Step").click().run()
+    at.session_state["view"] = "Gradients"
+    at.run()
+    no_problems(at)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Share of steps clipped" in titles, titles

@@ -37,8 +37,12 @@ def thin(rows: list[dict], max_points: int = MAX_POINTS) -> list[dict]:
 
 
 def _r(v):
-    """4 significant digits: what a chart can show, and a third of the JSON."""
-    return None if v is None else float(f"{v:.4g}")
+    """4 significant digits: what a chart can show, and a third of the JSON. NaN and infinities
+    become gaps (None): JSON has no NaN, and the browser would reject the whole figure."""
+    return None if v is None or not math.isfinite(v) else float(f"{v:.4g}")
+
+
+FEW_POINTS = 30  # up to this many points a line also marks each one: a single row stays visible
 
 
 def figure(traces: list[dict], title: str, revision: str, height: int = 300,
@@ -51,7 +55,21 @@ def figure(traces: list[dict], title: str, revision: str, height: int = 300,
 
 
 def _line(x, y, name, **kw) -> dict:
-    return dict(type="scatter", mode="lines", x=list(x), y=[_r(v) for v in y], name=name, **kw)
+    x = list(x)
+    mode = "lines" if len(x) > FEW_POINTS else "lines+markers"  # one point draws no line
+    return dict(type="scatter", mode=mode, x=x, y=[_r(v) for v in y], name=name,
+                marker=dict(size=5), **kw)
+
+
+def _flat_axis(values) -> dict:
+    """A y-axis for a series that may be constant: plotly centres a flat line on a -1..1 axis
+    (a constant lr of 0.01 read as "0"), so a flat series gets a range around its value."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite or max(finite) != min(finite):
+        return {}
+    v = finite[0]
+    half = abs(v) * 0.5 or 1.0
+    return dict(range=[v - half, v + half], tickformat=".3~g")
 
 
 def _series(rows, key):
@@ -87,7 +105,14 @@ def accuracy_figure(rows):
 
 def lr_figure(steps, lrs, title="Learning rate") -> go.Figure:
     return figure([_line(steps, lrs, "lr")], title, "lr", height=220, showlegend=False,
-                  xaxis=_step_axis())
+                  xaxis=_step_axis(), yaxis=dict(_flat_axis(lrs), exponentformat="power"))
+
+
+def clip_figure(rows: list[dict]) -> go.Figure:
+    """How often gradient clipping acted: the share of steps clipped between logged rows."""
+    return metric_figure(rows, ("clip_frac",), "Share of steps clipped", revision="clip",
+                         yaxis=dict(range=[0, 1.02], tickformat=".0%"), height=220,
+                         showlegend=False)
 
 
 # ----------------------------------------------------------------------------- per-layer
@@ -197,15 +222,22 @@ def _rgb(hex_color: str) -> np.ndarray:
     return np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
 
 
+NO_PREDICTION = (215, 215, 215)  # light grey: where the model's output is not a number
+
+
 def class_image(probs: np.ndarray) -> np.ndarray:
     """(H, W, C) class probabilities -> RGB image: the winning class's colour, faded toward
     white where the model is unsure (max probability near 1/C)."""
     colors = np.stack([_rgb(PALETTE[c % len(PALETTE)]) for c in range(probs.shape[-1])])
+    valid = np.isfinite(probs).all(-1)
+    probs = np.where(valid[..., None], probs, 0.0)
     winner = probs.argmax(-1)
     k = probs.shape[-1]
     confidence = (probs.max(-1) - 1.0 / k) / (1.0 - 1.0 / k)
     alpha = 0.15 + 0.55 * np.clip(confidence, 0, 1)[..., None]
-    return (255 * (1 - alpha) + colors[winner] * alpha).astype(np.uint8)
+    rgb = (255 * (1 - alpha) + colors[winner] * alpha).astype(np.uint8)
+    rgb[~valid] = NO_PREDICTION  # a NaN output (a diverged net) is "no prediction", not black
+    return rgb
 
 
 def png_data_uri(rgb: np.ndarray) -> str:
@@ -252,7 +284,8 @@ def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
         traces.append(dict(type="image", source=png_data_uri(class_image(outputs)),
                            x0=float(xs[0]), dx=dx, y0=float(ys[0]), dy=dy, hoverinfo="skip"))
     elif outputs is not None:
-        traces.append(dict(type="heatmap", z=np.asarray(outputs).round(3).tolist(),
+        z = np.asarray(outputs, dtype=float).round(3)
+        traces.append(dict(type="heatmap", z=np.where(np.isfinite(z), z, None).tolist(),
                            x=xs.round(4).tolist(), y=ys.round(4).tolist(), colorscale="RdBu",
                            zmid=0, opacity=0.75, colorbar=dict(thickness=10),
                            hovertemplate="prediction %{z:.2f}<extra></extra>"))

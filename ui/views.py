@@ -155,6 +155,8 @@ def gradient_charts(rows: list[dict]) -> None:
                     key="update_ratio")
     steps = [r["step"] for r in rows]
     st.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_rows")
+    if any(r.get("clip_frac") is not None for r in rows):  # clipping is on: how often it acted
+        st.plotly_chart(charts.clip_figure(rows), key="clip_frac")
 
 
 def throttled(name: str, run, max_age: float, build, content=None):

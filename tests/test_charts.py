@@ -1,0 +1,72 @@
+"""Charts never lie empty: a single logged row is drawn, a constant learning rate sits at its
+value, a diverged net's boundary shows "no prediction" instead of black, clipping is charted."""
+import json
+import math
+
+import numpy as np
+import plotly.io as pio
+
+from ui import charts
+
+
+def row(step, **kw):
+    return {"step": step, "lr": 0.01, "train_loss": 0.5, "val_loss": 0.6, "train_acc": 0.8,
+            "val_acc": 0.7, "layers": None, **kw}
+
+
+def as_json(fig) -> dict:
+    """What the browser receives; json.loads fails on NaN written as a bare token."""
+    return json.loads(pio.to_json(fig, validate=False), parse_constant=lambda c: 1 / 0)
+
+
+def test_a_single_logged_row_is_drawn_as_a_point():
+    fig = as_json(charts.loss_figure([row(1)]))
+    train = fig["data"][0]
+    assert train["x"] == [1] and "markers" in train["mode"]
+
+
+def test_long_series_are_plain_lines():
+    fig = as_json(charts.loss_figure([row(s) for s in range(1, 200)]))
+    assert fig["data"][0]["mode"] == "lines"
+
+
+def test_a_constant_learning_rate_is_drawn_at_its_value():
+    fig = as_json(charts.lr_figure([1, 10, 20], [0.01, 0.01, 0.01]))
+    lo, hi = fig["layout"]["yaxis"]["range"]
+    assert lo < 0.01 < hi and hi - lo < 0.1, (lo, hi)  # not plotly's -1..1 around a flat line
+    assert lo >= 0, "a positive rate is not drawn on a negative axis"
+
+
+def test_a_changing_learning_rate_keeps_autoscale():
+    fig = as_json(charts.lr_figure([1, 10], [0.1, 0.01]))
+    assert "range" not in fig["layout"]["yaxis"]
+
+
+def test_nan_outputs_are_no_prediction_not_black():
+    probs = np.full((4, 4, 3), 1 / 3)
+    probs[0, 0] = [0.9, 0.05, 0.05]
+    probs[1:3, 1:3] = np.nan
+    rgb = charts.class_image(probs)
+    assert (rgb[1:3, 1:3] == charts.NO_PREDICTION).all()
+    assert rgb[0, 0].tolist() != list(charts.NO_PREDICTION) and rgb[0, 0].max() > 0
+
+
+def test_a_regression_surface_with_nan_is_valid_json():
+    xs = ys = np.linspace(-1, 1, 3)
+    out = np.zeros((3, 3))
+    out[1, 1] = np.nan
+    out[0, 0] = np.inf
+    fig = as_json(charts.boundary_figure(xs, ys, out, {}, "regression"))
+    z = fig["data"][0]["z"]
+    assert z[1][1] is None and z[0][0] is None and z[2][2] == 0
+
+
+def test_nan_metrics_become_gaps():
+    fig = as_json(charts.loss_figure([row(1), row(2, train_loss=math.nan), row(3)]))
+    assert None in fig["data"][0]["y"] or len(fig["data"][0]["y"]) == 2
+
+
+def test_clipping_share_is_charted_as_a_fraction():
+    fig = as_json(charts.clip_figure([row(1, clip_frac=1.0), row(10, clip_frac=0.25)]))
+    assert fig["data"][0]["y"] == [1.0, 0.25]
+    assert fig["layout"]["yaxis"]["range"][1] >= 1
