@@ -106,6 +106,11 @@ def new_run(spec: ExperimentSpec) -> Run | None:
     watched run is never replaced: the watcher gets a run of its own with a new id."""
     if not in_control(current_run()):
         st.session_state["run_id"] = None
+    if spec.data.name == "csv" and not uploaded(spec.data.path):
+        # the one check every button passes: a spec from a link or a watched run may name a
+        # file this browser did not upload (another browser's table, a server file)
+        flash("warning", "Upload a CSV file the page can read (sidebar, under Data) first.")
+        return None
     try:
         run = runs.create(spec, st.session_state.get("run_id"), owner=me)
     except (SpecError, CapError) as e:
@@ -189,8 +194,10 @@ def on_fix(changes: dict):
     except SpecError as e:
         return flash("error", f"That fix does not apply here: {e}")
     S.load(fixed)
-    start_run(new_run(fixed))
-    flash("success", "Applied the fix and restarted the run.")
+    run = new_run(fixed)
+    if run is not None:
+        start_run(run)
+        flash("success", "Applied the fix and restarted the run.")
 
 
 @guarded_callback
@@ -220,14 +227,19 @@ def control_panel(run: Run, base: str) -> None:
     if token and token[0] == run.id:
         st.caption("Control link: whoever opens it controls this run too. Making a new link "
                    "cancels this one.")
-        st.code(f"{base}{S.share_query(run.spec)}&{S.RUN}={run.id}&{CONTROL}={token[1]}",
-                language=None, wrap_lines=True)
+        query = f"{S.share_query(run.spec, keep_path=True)}&{S.RUN}={run.id}&{CONTROL}={token[1]}"
+        st.code(base + query, language=None, wrap_lines=True)
 
 
 # ----------------------------------------------------------------------------- sidebar
 def uploaded(path) -> bool:
-    """Only files this browser uploaded are read: a link could name any path on the server."""
-    return uploads.owns(me, path)
+    """Only files this browser uploaded are read: a link could name any path on the server.
+    A browser given control of a run (a control link) may also use that run's own file."""
+    if uploads.owns(me, path):
+        return True
+    run = current_run()
+    return run is not None and run.owner is not None and run.can_control(me) and \
+        path == run.spec.data.path and uploads.owns(run.owner, path)
 
 
 def csv_upload(container) -> bool:
@@ -236,6 +248,10 @@ def csv_upload(container) -> bool:
     file = container.file_uploader("CSV file", type=["csv"], max_upload_size=limit_mb,
                                    help="Numeric columns only, separated by commas, semicolons "
                                    f"or tabs; up to {limit_mb} MB. Pick the target column below.")
+    path = st.session_state.get(W + "data.path")
+    if path and not uploaded(path):  # e.g. a link naming a server path, or a forgotten run's
+        st.session_state[W + "data.path"] = None  # file: the uploader's file is stored again
+        st.session_state.pop("upload_id", None)
     # the uploader hands the same file back on every rerun: store it once per upload
     if file is not None and st.session_state.get("upload_id") != file.file_id:
         st.session_state["upload_id"] = file.file_id
@@ -248,8 +264,6 @@ def csv_upload(container) -> bool:
     if st.session_state.get("upload_error"):
         container.error(st.session_state["upload_error"])
     path = st.session_state.get(W + "data.path")
-    if path and not uploaded(path):
-        st.session_state[W + "data.path"] = path = None
     if not path:
         container.caption(f"Upload a CSV file (up to {limit_mb} MB) to train on your own table.")
         return False

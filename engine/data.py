@@ -198,13 +198,33 @@ def _delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
+def _first_record(text: str) -> str:
+    """The header as pandas will read it: blank lines before it skipped, and a quoted field may
+    span lines (counting on the first physical line let a leading blank line or a quoted newline
+    slip a 500,000-column file past the column cap)."""
+    start = 0
+    while True:
+        end = _LINE_END.search(text, start)
+        line = text[start:end.start() if end else len(text)]
+        if line.strip() or end is None:
+            break
+        start = end.end()
+    pos = start
+    while True:  # extend over line ends inside quotes (an odd number of quotes so far)
+        end = _LINE_END.search(text, pos)
+        if end is None:
+            return text[start:]
+        if text.count('"', start, end.start()) % 2 == 0:
+            return text[start:end.start()]
+        pos = end.end()
+
+
 def _frame(text: str, rows: int):
     """Text -> DataFrame of at most `rows` data rows, the column count checked on the header
     line before pandas sees it. pandas reads from memory, never from a path or URL."""
     import pandas as pd
 
-    end = _LINE_END.search(text)
-    header = text[:end.start()] if end else text
+    header = _first_record(text)
     sep = _delimiter(header)
     columns = _QUOTED.sub("", header).count(sep) + 1
     if columns > MAX_CSV_COLUMNS:

@@ -389,7 +389,8 @@ def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
         button(guest, "Reset").click()
         wait_until(lambda: run_id(guest) not in (None, rid), 20,
                    what="the guest's own run id after Reset")
-        assert "You are watching" not in body_text(guest)
+        wait_until(lambda: "You are watching" not in body_text(guest), 10,
+                   what="the watching notice to go with the guest's own run")
         assert run_id(owner) == rid
         after = wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > before and s)(
             status(owner)), 10, what="the owner's run to go on untouched")

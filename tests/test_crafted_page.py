@@ -114,6 +114,7 @@ def test_a_crafted_link_gets_a_clear_message(name):
 def test_a_zlib_bomb_link_is_refused_without_inflating_it():
     code = link(b'{"seed":' + b" " * 15_000_000 + b"0}")
     assert len(code) < 20_000, "the bomb fits in an accepted link length"
+    open_page({})  # a cold first page run allocates ~100 MB of its own (imports, caches)
     tracemalloc.start()
     try:
         at = open_page({"cfg": code})
@@ -292,3 +293,60 @@ def test_the_buttons_ask_for_a_readable_csv_first():
 def test_share_links_start_from_the_page_address(url, address):
     from ui.views import page_address
     assert page_address(url) == address
+
+
+def test_a_watchers_fix_never_trains_on_the_owners_upload():
+    """A fix button builds from the watched run's spec, which names the owner's file: the one
+    check in new_run refuses it (the watcher owned a run on the victim's table before)."""
+    owner = open_page({})
+    upload(owner, rows_csv(60))
+    ids = owner.session_state["layer_ids"]
+    at_layers = {f"w.layer.{i}.units": 8 for i in ids}
+    for key, value in at_layers.items():
+        owner.number_input(key=key).set_value(value).run()
+    owner.selectbox(key="w.model.activation").set_value("sigmoid").run()
+    for _ in range(8):
+        button(owner, "+ linear").click().run()
+    button(owner, "Step").click().run()
+    run = live_registries()[-1].get(owner.session_state["run_id"])
+    fixes = run.trainer.history.last["health"].get("fixes") or []
+    assert fixes, run.trainer.history.last["health"]
+    watcher = open_page({"run": run.id, "cfg": owner.query_params["cfg"]})
+    fix = next(b for b in watcher.button if b.key and b.key.startswith("fix."))
+    fix.click().run()
+    assert_clean(watcher)
+    assert any("Upload a CSV file the page can read" in m for m in messages(watcher))
+    mine = [r for r in live_registries()[-1].runs() if r.owner == watcher.session_state["browser_id"]]
+    assert not mine, [r.spec.data.path for r in mine]
+
+
+def test_share_links_leave_the_upload_path_out():
+    at = open_page({})
+    upload(at, rows_csv(40))
+    path = at.session_state["w.data.path"]
+    shared = S.decode(S.share_query(at.session_state["spec"])[len("?cfg="):])
+    assert shared.data.path == S.SHARED_PATH and path not in S.share_query(at.session_state["spec"])
+    stranger = open_page({"cfg": S.share_query(at.session_state["spec"])[len("?cfg="):]})
+    assert_clean(stranger)
+    assert any("Upload a CSV" in m for m in messages(stranger))
+
+
+@pytest.mark.parametrize("prefix", ["\n", "\r\n", " \n", '"x\ny",'])
+def test_the_column_cap_holds_after_blank_lines_and_quoted_newlines(prefix):
+    at = open_page({})
+    upload(at, prefix.encode() + WIDE)
+    assert_clean(at)
+    assert any("columns; at most 1,000" in m for m in messages(at)), messages(at)
+
+
+def test_a_forgotten_runs_file_can_be_stored_again_from_the_same_upload():
+    at = open_page({})
+    upload(at, rows_csv(40))
+    button(at, "Step").click().run()
+    registry = live_registries()[-1]
+    registry.drop(at.session_state["run_id"])
+    at.run()  # the uploader still holds the file: the page stores it again
+    assert upload_store().owns(at.session_state["browser_id"], at.session_state["w.data.path"])
+    button(at, "Step").click().run()
+    assert_clean(at)
+    assert registry.get(at.session_state["run_id"]).trainer.step_count == 1

@@ -310,3 +310,34 @@ def test_the_reaper_uses_drop(registry):
     run = registry.create(SPEC)
     assert wait_for(lambda: seen, timeout=3)  # on_drop runs once the run has let go
     assert seen == [run] and run.state == Run.DROPPED and registry.get(run.id) is None
+
+
+def test_a_step_too_heavy_to_share_is_refused_with_the_batch_that_fits():
+    reg = RunRegistry(caps(max_params=2_000_000, max_step_work=1e6), reap_every_s=0.05)
+    try:
+        spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [64, 64]},
+                                         "training": {"batch_size": 256}})
+        with pytest.raises(SpecError, match=r"use a batch of at most [\d,]+ or a smaller model"):
+            reg.create(spec)
+        small = ExperimentSpec.from_dict({**spec.to_dict(), "training": {"batch_size": 8}})
+        assert reg.create(small).trainer.batches.size == 8
+    finally:
+        reg.shutdown()
+
+
+def test_step_takes_its_turn_while_another_run_trains():
+    """Step and Start's first step go through the training slot too (no deadlock, and the
+    running run goes on)."""
+    registry = RunRegistry(caps(grace_s=60, drop_after_s=120), reap_every_s=0.05)
+    try:
+        busy = registry.create(SPEC)
+        other = registry.create(SPEC)
+        busy.start()
+        for _ in range(20):
+            other.step_once()
+        assert other.trainer.step_count == 20
+        assert busy.active and wait_for(lambda: busy.trainer.step_count > 50)
+        other.start()  # its first step also waits for its turn
+        assert wait_for(lambda: other.trainer.step_count > 40)
+    finally:
+        registry.shutdown()

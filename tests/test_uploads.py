@@ -77,14 +77,18 @@ def test_release_deletes_only_unused_files_of_the_store(store, tmp_path):
     assert outside.exists(), "release never deletes anything outside the store"
 
 
-def test_a_server_store_is_private_fresh_and_removed_at_exit():
-    store = UploadStore()
+def test_a_server_store_is_private_fresh_and_removed_at_exit(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp and the sweep look here
+    store, second = UploadStore(), UploadStore()
     try:
+        assert os.path.dirname(store.root) == str(tmp_path)
         assert os.path.basename(store.root).startswith(PREFIX)
         assert stat.S_IMODE(os.stat(store.root).st_mode) == 0o700
-        assert UploadStore().root != store.root, "every server gets a fresh folder"
+        assert second.root != store.root, "every server gets a fresh folder"
     finally:
         store.clear()
+        second.clear()
     assert not os.path.exists(store.root)
 
 

@@ -75,6 +75,8 @@ from typing import Callable
 
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.history import History
+from engine.inputs import short
+from engine.model import count_params
 
 
 def _env(name: str, default, kind=float):
@@ -102,11 +104,26 @@ class Caps:
     # slot time a run may use per turn before the next run's turn (0: one step a turn); a
     # steps/s cap (max_steps_per_s) always paces single steps
     quantum_s: float = field(default_factory=lambda: _env("NETLAB_TRAIN_QUANTUM_S", 0.01))
+    # batch x parameters of one step: a turn is at least one step, so one step must stay short
+    # for the fair share to mean anything (spiral n=20000 in one batch on a 1.97M-parameter net
+    # took 1.7-3.2 s a step and froze every other run that long; the digits net of the issue,
+    # 1797 x 1.9M = 3.4e9, takes ~0.1 s)
+    max_step_work: float = field(default_factory=lambda: _env("NETLAB_MAX_STEP_WORK", 5e9))
 
     def check_spec(self, spec: ExperimentSpec) -> None:
         if spec.training.steps > self.max_steps:
             raise SpecError(f"training.steps={spec.training.steps:,} is more than this server "
                             f"allows ({self.max_steps:,}); lower it")
+
+    def check_step_work(self, trainer: Trainer) -> None:
+        params = count_params(trainer.model)
+        batch = trainer.batches.size
+        if batch * params > self.max_step_work:
+            most = max(1, int(self.max_step_work // max(params, 1)))
+            raise SpecError(f"one step trains {batch:,} examples through {params:,} parameters, "
+                            f"more than this server allows in one step ({self.max_step_work:.0e} "
+                            f"example-parameters) so that runs can share it; use a batch of at "
+                            f"most {most:,} or a smaller model")
 
 
 class CapError(Exception):
@@ -284,6 +301,7 @@ class Run:
         self._control_token: str | None = None
         self._control_lock = threading.Lock()  # not self.lock: a step may hold that 0.1 s
         self.trainer = Trainer(spec, max_params=registry.caps.max_params)
+        registry.caps.check_step_work(self.trainer)
         self.state = self.READY
         self.error: str | None = None
         self.last_seen = time.monotonic()
@@ -324,7 +342,7 @@ class Run:
             if self.trainer.step_count == 0:
                 # the first step (a logged row) before Start returns, so the page that pressed
                 # Start draws a chart at once instead of on its next refresh
-                if not self._guarded(self.trainer.step):
+                if not self._step_in_slot():
                     return
                 if self.trainer.done:
                     self.state = self.DONE
@@ -351,7 +369,7 @@ class Run:
         with self.lock:
             if self.state in (self.DONE, self.ERROR, self.DROPPED):
                 return
-            self._guarded(self.trainer.step)
+            self._step_in_slot()
             if self.trainer.done:
                 self.state = self.DONE
             elif self.state == self.READY:
@@ -426,6 +444,22 @@ class Run:
             if now - t0 >= quantum:
                 return False
 
+    def _step_in_slot(self) -> bool:
+        """One step from a page's callback (Step, Start's first step), taking its turn through
+        the training slot like the threads do: N pages pressing Step on heavy nets would
+        otherwise all step at once, outside the fair share."""
+        slot, key = self.registry.slot, object()
+        slot.join(key)
+        try:
+            slot.acquire(key)
+            t0 = time.perf_counter()
+            try:
+                return self._guarded(self.trainer.step)
+            finally:
+                slot.release(key, time.perf_counter() - t0)
+        finally:
+            slot.leave(key)
+
     def _guarded(self, fn) -> bool:
         """Run fn; an unexpected exception becomes the run's error message, not a dead thread."""
         try:
@@ -433,7 +467,7 @@ class Run:
             return True
         except Exception as e:  # noqa: BLE001 - shown to the user, full trace in the server log
             traceback.print_exc()
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = f"{type(e).__name__}: {short(str(e), 200)[1:-1]}"
             self.state = self.ERROR
             return False
 

@@ -16,6 +16,7 @@ import binascii
 import json
 import uuid
 import zlib
+from dataclasses import replace
 
 import streamlit as st
 
@@ -26,6 +27,7 @@ from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES
                              SCHEDULES)
 
 CFG, RUN = "cfg", "run"
+SHARED_PATH = "upload.csv"  # what a share link says instead of the server path of an upload
 W = "w."
 NO_OVERRIDE = ""  # the per-layer picker's "use the model default" option
 
@@ -283,5 +285,10 @@ def sync_run(run_id: str | None) -> None:
         del st.query_params[RUN]
 
 
-def share_query(spec: ExperimentSpec) -> str:
+def share_query(spec: ExperimentSpec, keep_path: bool = False) -> str:
+    """?cfg= for a link. An uploaded file's path is left out unless asked for: the recipient
+    cannot read another browser's upload anyway, and the path would show the server's folders
+    and let anyone confirm a guess of the file's content (its name is a hash of it)."""
+    if spec.data.path and not keep_path:  # a placeholder: a csv experiment needs a path
+        spec = replace(spec, data=replace(spec.data, path=SHARED_PATH))
     return f"?{CFG}={encode(spec)}"

@@ -27,13 +27,21 @@ STATUS_COLORS = {"ok": "green", "plateau": "orange", "saturated": "orange", "dea
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def dataset_for(data_json: str, seed: int) -> Dataset:
-    """The dataset a spec describes, cached by its JSON: previews do not regenerate it."""
-    return load_dataset(DataSpec.from_dict(json.loads(data_json)), seed)
+def dataset_for(data_json: str, seed: int) -> Dataset | str:
+    """The dataset a spec describes, or the message why it cannot be loaded, cached by its JSON:
+    previews do not regenerate it, and a bad table is not parsed again on every rerun
+    (st.cache_data keeps no exceptions, so the message is returned, not raised)."""
+    try:
+        return load_dataset(DataSpec.from_dict(json.loads(data_json)), seed)
+    except SpecError as e:
+        return str(e)
 
 
 def spec_dataset(spec: ExperimentSpec) -> Dataset:
-    return dataset_for(json.dumps(spec.data.to_dict(), sort_keys=True), spec.seed)
+    data = dataset_for(json.dumps(spec.data.to_dict(), sort_keys=True), spec.seed)
+    if isinstance(data, str):
+        raise SpecError(data)
+    return data
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.registry import ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES, Param
-from engine.spec import DEFAULT_LOSS, LayerSpec
+from engine.spec import DEFAULT_LOSS, MAX_LAYERS, LayerSpec
 
 from . import state as S
+from .guard import guarded_callback
 
 W = S.W
 
@@ -136,15 +137,23 @@ def dataset_picker(container=None) -> None:
 # ----------------------------------------------------------------------------- layer stack
 
 
+@guarded_callback
 def _add_layer(kind: str) -> None:
+    if len(st.session_state["layer_ids"]) >= MAX_LAYERS:  # a scripted client could add forever
+        st.session_state["flash"] = ("warning", f"A network here has at most {MAX_LAYERS} "
+                                     "layers in its stack.")
+        return
     lid = S.new_layer_id()
     for k, v in S.layer_keys(lid, LayerSpec(type=kind)).items():
         st.session_state[k] = v
     st.session_state["layer_ids"] = st.session_state["layer_ids"] + [lid]
 
 
+@guarded_callback
 def _move_layer(lid: str, delta: int) -> None:
     ids = list(st.session_state["layer_ids"])
+    if lid not in ids:  # a stale button (the layer was removed by another click)
+        return
     i = ids.index(lid)
     j = i + delta
     if 0 <= j < len(ids):
@@ -152,6 +161,7 @@ def _move_layer(lid: str, delta: int) -> None:
         st.session_state["layer_ids"] = ids
 
 
+@guarded_callback
 def _remove_layer(lid: str) -> None:
     st.session_state["layer_ids"] = [x for x in st.session_state["layer_ids"] if x != lid]
     for key in [k for k in st.session_state.keys() if isinstance(k, str) and k.startswith(f"{W}layer.{lid}.")]:
