@@ -228,7 +228,7 @@ def control_panel(run: Run, base: str) -> None:
         st.caption("Control link: whoever opens it controls this run too. Making a new link "
                    "cancels this one.")
         query = f"{S.share_query(run.spec, keep_path=True)}&{S.RUN}={run.id}&{CONTROL}={token[1]}"
-        st.code(base + query, language=None, wrap_lines=True)
+        st.code(base + query, language=None)  # one line; the copy button takes all of it
 
 
 # ----------------------------------------------------------------------------- sidebar
@@ -415,7 +415,7 @@ with left:
             st.caption(f"Script export unavailable: {e}")
         base = views.page_address(st.context.url)
         st.caption("Share link (the experiment, not the run):")
-        st.code(base + S.share_query(spec), language=None, wrap_lines=True)
+        st.code(base + S.share_query(spec), language=None)  # one line; the copy button takes all of it
         if run is not None and mine and run.owner is not None:
             control_panel(run, base)
 
