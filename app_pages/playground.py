@@ -219,6 +219,15 @@ def on_share_control(run: Run):
         st.session_state["control_token"] = (run.id, run.share_control())
 
 
+@guarded_callback
+def on_stop_sharing(run: Run):
+    if run.owner == me:  # only the owner takes control back
+        run.revoke_control()
+        st.session_state.pop("control_token", None)
+        flash("success", "Only this browser controls the run now; the control link no longer "
+              "works, and the others watch.")
+
+
 def control_panel(run: Run, base: str) -> None:
     """Sharing control is a deliberate act: a link with a fresh token, never the address bar."""
     st.button("Make a control link", on_click=on_share_control, args=(run,),
@@ -229,6 +238,9 @@ def control_panel(run: Run, base: str) -> None:
                    "cancels this one.")
         query = f"{S.share_query(run.spec, keep_path=True)}&{S.RUN}={run.id}&{CONTROL}={token[1]}"
         st.code(base + query, language=None)  # one line; the copy button takes all of it
+    if run.owner == me and run.shared:
+        st.button("Stop sharing control", on_click=on_stop_sharing, args=(run,),
+                  help="Cancels the control link; browsers that joined through it only watch.")
 
 
 # ----------------------------------------------------------------------------- sidebar

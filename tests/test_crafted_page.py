@@ -350,3 +350,20 @@ def test_a_forgotten_runs_file_can_be_stored_again_from_the_same_upload():
     button(at, "Step").click().run()
     assert_clean(at)
     assert registry.get(at.session_state["run_id"]).trainer.step_count == 1
+
+
+def test_the_owner_can_take_shared_control_back():
+    owner, run = owner_with_a_run()
+    button(owner, "Make a control link").click().run()
+    _, token = owner.session_state["control_token"]
+    guest = open_page({"run": run.id, "control": token})
+    assert run.can_control(guest.session_state["browser_id"])
+    button(owner, "Stop sharing control").click().run()
+    assert_clean(owner)
+    assert not run.can_control(guest.session_state["browser_id"]) and run.can_control(
+        owner.session_state["browser_id"])
+    button(guest, "Step").click().run()
+    assert run.trainer.step_count == 1, "the guest's Step no longer reaches the owner's run"
+    assert guest.session_state["run_id"] != run.id
+    late = open_page({"run": run.id, "control": token})
+    assert any("no longer valid" in m for m in messages(late))

@@ -321,6 +321,17 @@ class Run:
             self._control_token = secrets.token_urlsafe(24)
             return self._control_token
 
+    def revoke_control(self) -> None:
+        """The owner takes control back: the token stops working and only the owner controls."""
+        with self._control_lock:
+            self._control_token = None
+            self.controllers = {self.owner} if self.owner is not None else set()
+
+    @property
+    def shared(self) -> bool:
+        """Control was shared: a live token, or browsers besides the owner."""
+        return self._control_token is not None or len(self.controllers) > 1
+
     def grant(self, browser_id: str | None, token) -> bool:
         with self._control_lock:
             expected = self._control_token
