@@ -28,6 +28,7 @@ DEFAULT_PRESET = "spiral_one_hidden"
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as RunRegistry draws them
 CONTROL = "control"  # ?control=<token>: a link the owner made to share control of a run
+NEED_CSV = "Upload a CSV file the page can read (sidebar, under Data) first."
 
 
 @st.cache_resource
@@ -109,7 +110,7 @@ def new_run(spec: ExperimentSpec) -> Run | None:
     if spec.data.name == "csv" and not uploaded(spec.data.path):
         # the one check every button passes: a spec from a link or a watched run may name a
         # file this browser did not upload (another browser's table, a server file)
-        flash("warning", "Upload a CSV file the page can read (sidebar, under Data) first.")
+        flash("warning", NEED_CSV)
         return None
     try:
         run = runs.create(spec, st.session_state.get("run_id"), owner=me)
@@ -132,7 +133,7 @@ def start_run(run: Run | None) -> None:
 # ----------------------------------------------------------------------------- button callbacks
 def edited_or_flash() -> ExperimentSpec | None:
     if not st.session_state.get("data_ready", True):
-        flash("warning", "Upload a CSV file the page can read (sidebar, under Data) first.")
+        flash("warning", NEED_CSV)
         return None
     spec, error = S.edited_spec()
     if error:

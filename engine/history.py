@@ -54,7 +54,7 @@ def clean(value: Any) -> Any:
     cls = type(value)
     if cls is float:
         return value if value - value == 0.0 else None  # nan - nan and inf - inf are nan
-    if cls is dict or isinstance(value, dict):
+    if isinstance(value, dict):
         return {k: (v if v - v == 0.0 else None) if type(v) is float else
                 (v if type(v) in _ATOMS else clean(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

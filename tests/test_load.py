@@ -9,10 +9,11 @@ import time
 
 import pytest
 
+import ui.runner
+from benchmarks.fairness import abandoned, make_caps, rss_mb, step_ms, timed  # the figures' code
 from engine import ExperimentSpec, Trainer
 from engine.history import MAX_LAYER_ENTRIES, MAX_ROWS
-from benchmarks.fairness import rss_mb, timed  # one measuring code for the test and the figures
-from ui.runner import Caps, RunRegistry
+from ui.runner import RunRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -24,22 +25,11 @@ DEEP = {"data": {"name": "moons"}, "model": {"layers": [4] * 200},
 
 
 def caps(**kw):
-    base = dict(max_trainers=8, max_params=2_000_000, max_steps=100_000, max_steps_per_s=0,
-                train_slots=1, shared_duty=0.5, grace_s=60, drop_after_s=3600)
-    return Caps(**{**base, **kw})
-
-
-def ms_per_step(config, n):
-    t = Trainer(ExperimentSpec.from_dict(config))
-    t.step()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        t.step()
-    return (time.perf_counter() - t0) / n * 1000
+    return make_caps(ui.runner, **kw)
 
 
 def test_a_heavy_run_does_not_starve_a_light_one(capsys):
-    light_ms, heavy_ms = ms_per_step(LIGHT, 200), ms_per_step(HEAVY, 3)
+    light_ms, heavy_ms = step_ms(LIGHT, 200), step_ms(HEAVY, 3)
     ratio = heavy_ms / light_ms
     assert ratio >= 50, f"the heavy step should cost >= 50x the light one: {ratio:.0f}x"
     reg = RunRegistry(caps(), reap_every_s=0.5)
@@ -99,8 +89,6 @@ def test_abandoned_runs_give_their_memory_back(capsys):
     """20 runs of 1.91M parameters, started and left: RSS stayed +842 MB after they were
     dropped, because nothing ran the cycle collector and glibc kept the freed arenas. Measured
     by the benchmark's own procedure (warm-up run first, then 20 runs the reaper drops)."""
-    import ui.runner
-    from benchmarks.fairness import abandoned
     figures = abandoned(ui.runner, 20)
     with capsys.disabled():
         print(f"\n20 abandoned runs: {figures}")
