@@ -186,6 +186,16 @@ def on_reset():
     new_run(spec)
 
 
+def best_step(trainer) -> int | None:
+    """The step of the lowest validation loss, marked on the curves where it matters: early
+    stopping restores its weights, or the net is overfitting since then."""
+    best, last = trainer.history.best, trainer.history.last
+    status = ((last or {}).get("health") or {}).get("status")
+    if best is None or (trainer.spec.training.early_stopping is None and status != "overfitting"):
+        return None
+    return best["step"]
+
+
 @guarded_callback
 def on_fix(changes: dict):
     run = current_run()  # the fix was worked out from the run's spec (layer indices and all)
@@ -197,6 +207,7 @@ def on_fix(changes: dict):
     S.load(fixed)
     run = new_run(fixed)
     if run is not None:
+        run.fixed_from = spec  # its verdict never offers to put back what this fix changed
         start_run(run)
         flash("success", "Applied the fix and restarted the run.")
 
@@ -460,11 +471,14 @@ def live_panel():
             parts.append(f"epoch {last['epoch']:.1f}")
         if trainer.stopped and trainer.stopped != "completed":
             parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
+        if trainer.restored_step is not None:
+            parts.append(f"weights restored from step {trainer.restored_step} (lowest "
+                         "validation loss)")
         parts.append(f"device {trainer.device}")
         st.markdown(" · ".join(parts))
         if run.error:
             st.error(f"Training failed: {run.error}")
-    views.health_panel(rows[-1].get("health") if rows else None, on_fix)
+    views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
     view = st.segmented_control("View", ["Overview", "Gradients", "Activations"], key="view",
                                 default="Overview", label_visibility="collapsed")
     if view == "Gradients":
@@ -479,7 +493,7 @@ def live_panel():
             st.toggle("log-scale loss", key="log_loss")
             views.training_charts(rows, st.session_state.get("log_loss", False),
                                   trainer.data.task != "classification",
-                                  trainer.spec.schedule.name != "constant")
+                                  trainer.spec.schedule.name != "constant", best_step(trainer))
         shown = trainer.data if trainer else data
         if shown is not None:
             fig = views.throttled("data_view", run, BOUNDARY_EVERY_S,

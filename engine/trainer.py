@@ -21,16 +21,18 @@ import torch.nn.functional as F
 
 from .callbacks import CancelFit, Callback, EarlyStopping, GradClip, Regularization
 from .data import Dataset, load_dataset
-from .diagnostics import Diagnostics, HealthCheck
+from .diagnostics import Diagnostics
+from .health import HealthCheck
 from .errors import SpecError
 from .history import History
-from .model import build_model, count_params, describe
+from .model import Dropout, build_model, count_params, describe
 from .registry import LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
 
 EVAL_CHUNK = 4096
 FOLD = 64  # training steps whose predictions are scored together for train_acc
+TRAIN_EVAL_SIZE = 2048  # training examples scored in eval mode on rows of mode-dependent models
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,6 +112,8 @@ class Trainer:
         self.batches = Batches(len(self.data.y_train), s.training.batch_size,
                                make_generator(s.seed, "batches"), self.device)
         self.history = History()
+        self._mode_dependent = any(isinstance(m, (Dropout, torch.nn.modules.batchnorm._BatchNorm))
+                                   for m in self.model.modules())
         self.diagnostics = Diagnostics()
         self.callbacks: list[Callback] = self._default_callbacks() + list(callbacks)
         self.step_count = 0
@@ -307,13 +311,21 @@ class Trainer:
         if self._is_eval_step(step) and len(self.data.y_val):
             val = self.evaluate("val")
             row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
+            if self._mode_dependent:
+                # dropout and BatchNorm act differently while training: the running train
+                # metrics are not comparable with validation's, these are
+                fit = self.evaluate("train", limit=TRAIN_EVAL_SIZE)
+                row["train_eval_loss"], row["train_eval_acc"] = fit["loss"], fit["acc"]
         return row
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, split: str = "val") -> dict:
-        """Mean loss and accuracy (None for regression) over a whole split, in eval mode."""
+    def evaluate(self, split: str = "val", limit: int | None = None) -> dict:
+        """Mean loss and accuracy (None for regression) over a whole split (or its first `limit`
+        examples), in eval mode."""
         x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
         if len(y) == 0:
             return {"loss": None, "acc": None}
         was_training = self.model.training

@@ -214,7 +214,10 @@ def test_presets_load(at, name):
 def test_a_one_click_fix_changes_the_spec_and_restarts(at):
     at.selectbox(key="preset_pick").set_value("vanishing_sigmoid").run()
     button(at, "Load preset").click().run()
-    button(at, "Step").click().run()
+    at.number_input(key="w.diagnostics.every").set_value(1).run()
+    before = spec_of(at)
+    for _ in range(3):  # a finding needs evidence on three logged rows in a row
+        button(at, "Step").click().run()
     assert "Health: vanishing" in " ".join(m.value for m in at.markdown)
     fix = next(b for b in at.button if b.label == "Switch to ReLU + He init")
     fix.click().run()
@@ -223,6 +226,7 @@ def test_a_one_click_fix_changes_the_spec_and_restarts(at):
     assert spec.model.activation.name == "relu" and spec.model.init.name == "he_normal"
     run = the_run(at)
     assert run.spec == spec and run.state in ("running", "done")
+    assert run.fixed_from == before  # what the panel never offers to put back
     run.pause()
 
 

@@ -300,8 +300,8 @@ def test_start_draws_live_loss_chart(page, server):
 
 def test_preset_vanishing_fix_changes_verdict(page, server):
     open_app(page, server, "?preset=vanishing_sigmoid")
-    button(page, "Step").click()
-    wait_until(lambda: "vanishing" in verdicts(page), 20, what="Health: vanishing after one step")
+    button(page, "Start").click()  # a finding needs three logged rows: steps 1, 10 and 20
+    wait_until(lambda: "vanishing" in verdicts(page), 20, what="Health: vanishing")
     fix = page.get_by_role("button", name="Switch to ReLU + He init")
     fix.click()
     # the fix restarts the run with the new settings: the verdict is recomputed from its rows

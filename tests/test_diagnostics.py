@@ -1,119 +1,11 @@
-"""The health verdict: each threshold pinned on synthetic rows, then the teaching effects on real
-runs (the experiments the issue names, with the numbers they must show)."""
+"""Per-layer statistics on real runs: the teaching effects the issue names, with the numbers
+they must show (the verdict built on them: tests/test_health.py)."""
 import math
 
-import pytest
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine import diagnostics as D
-from engine.diagnostics import assess
-
-SPEC = ExperimentSpec.from_dict({"model": {"layers": [8, 8, 8]}})
-
-
-def layer(name, **stats):
-    base = {"name": name, "act_grad_norm": 1.0, "update_ratio": 1e-3, "dead_frac": None,
-            "saturated_frac": None}
-    return {**base, **stats}
-
-
-def row(*layers, step=10, **metrics):
-    return {"step": step, "train_loss": 1.0, "train_acc": 0.5, **metrics,
-            "layers": list(layers) + [layer("out")]}
-
-
-def status(r, rows=(), spec=SPEC, diverged=None):
-    return assess(list(rows), r, spec, diverged)["status"]
-
-
-# ----------------------------------------------------------------------------- thresholds
-
-@pytest.mark.parametrize("first, expected", [
-    (D.VANISHING_RATIO * 0.9, "vanishing"), (D.VANISHING_RATIO * 1.1, "ok"),
-    (D.EXPLODING_RATIO * 1.1, "exploding"), (D.EXPLODING_RATIO * 0.9, "ok")])
-def test_gradient_ratio_thresholds(first, expected):
-    r = row(layer("fc1", act_grad_norm=first), layer("fc2"), layer("fc3", act_grad_norm=1.0))
-    assert status(r) == expected
-
-
-def test_vanishing_message_names_layers_numbers_and_fix():
-    h = assess([], row(layer("fc1", act_grad_norm=1e-6), layer("fc2", act_grad_norm=0.5)), SPEC)
-    text = h["messages"][0]
-    assert "fc1" in text and "fc2" in text and "1e-06" in text and "0.5" in text
-    labels = [f["label"] for f in h["fixes"]]
-    assert "Switch to ReLU + He init" in labels
-    fixed = SPEC.with_changes(h["fixes"][0]["changes"])
-    assert (fixed.model.activation.name, fixed.model.init.name) == ("relu", "he_normal")
-
-
-def test_a_fully_dead_layer_is_reported_as_dead_not_vanishing():
-    r = row(layer("fc1", act_grad_norm=0.0, dead_frac=0.2),
-            layer("fc2", act_grad_norm=1.0, dead_frac=D.DEAD_BLOCKING))
-    assert status(r) == "dead"
-
-
-@pytest.mark.parametrize("frac, expected", [(D.DEAD_FRAC, "dead"), (D.DEAD_FRAC - 0.01, "ok")])
-def test_dead_threshold(frac, expected):
-    assert status(row(layer("fc1", dead_frac=frac), layer("fc2"))) == expected
-
-
-@pytest.mark.parametrize("frac, expected", [(D.SATURATED_FRAC, "saturated"),
-                                            (D.SATURATED_FRAC - 0.01, "ok")])
-def test_saturated_threshold_reports_the_worst_layer(frac, expected):
-    h = assess([], row(layer("fc1", saturated_frac=frac), layer("fc2", saturated_frac=frac / 2)),
-               SPEC)
-    assert h["status"] == expected
-    if expected == "saturated":
-        assert "fc1" in h["messages"][0]
-
-
-@pytest.mark.parametrize("ratio, expected", [(D.EXPLODING_UPDATE * 1.5, "exploding"),
-                                             (D.EXPLODING_UPDATE * 0.5, "ok")])
-def test_update_ratio_threshold(ratio, expected):
-    assert status(row(layer("fc1", update_ratio=ratio), layer("fc2"))) == expected
-
-
-def test_priority_puts_divergence_first_and_lists_every_finding():
-    r = row(layer("fc1", act_grad_norm=1e-9, dead_frac=0.7), layer("fc2"))
-    h = assess([], r, SPEC, {"step": 5, "loss": "NaN"})
-    assert h["status"] == "diverged"
-    assert len(h["messages"]) == 3  # diverged, vanishing, dead
-
-
-def flat_history(loss_start, loss_end, steps=D.PLATEAU_STEPS + 50, every=10, acc=0.6):
-    n = steps // every
-    return [row(layer("fc1"), layer("fc2"), step=(i + 1) * every,
-                train_loss=loss_start + (loss_end - loss_start) * i / (n - 1), train_acc=acc)
-            for i in range(n)]
-
-
-def test_plateau_needs_a_flat_loss_over_the_window():
-    rows = flat_history(1.0, 1.0 - D.PLATEAU_GAIN * 0.3)
-    assert status(rows[-1], rows[:-1]) == "plateau"
-    rows = flat_history(1.0, 0.8)
-    assert status(rows[-1], rows[:-1]) == "ok"
-
-
-def test_a_flat_but_low_loss_is_not_a_plateau():
-    rows = flat_history(0.2, 0.2)
-    assert status(rows[-1], rows[:-1]) == "plateau"  # measured against its own first row
-    assert assess(rows[:-1], rows[-1], SPEC, first_loss=1.1)["status"] == "ok"
-
-
-def test_a_rising_loss_is_not_called_a_plateau():
-    rows = flat_history(1.0, 1.2)
-    assert status(rows[-1], rows[:-1]) == "ok"
-
-
-def test_a_converged_run_is_not_a_plateau():
-    rows = flat_history(0.01, 0.01, acc=D.CONVERGED_ACC)
-    assert status(rows[-1], rows[:-1]) == "ok"
-
-
-def test_too_short_a_run_is_not_a_plateau():
-    rows = flat_history(1.0, 1.0, steps=D.PLATEAU_STEPS - 20)
-    assert status(rows[-1], rows[:-1]) == "ok"
+from engine import health as H
 
 
 # ----------------------------------------------------------------------------- teaching effects
@@ -135,18 +27,18 @@ def test_he_keeps_gradients_through_30_relu_layers_where_xavier_loses_them():
     # Xavier halves the variance at each ReLU: 30 layers lose ~2^15 in norm, orders of magnitude.
     assert grad_ratio(xavier) < 1e-3
     assert 0.1 < grad_ratio(he) < 10
-    assert xavier["health"]["status"] == "vanishing" and he["health"]["status"] != "vanishing"
+    assert "vanishing" in xavier["health"]["signs"] and "vanishing" not in he["health"]["signs"]
 
 
 def test_deep_sigmoid_net_is_diagnosed_vanishing():
     r, _ = first_row({"model": {"activation": "sigmoid", "init": "xavier_uniform",
                                 "layers": [32] * 10}})
-    assert grad_ratio(r) < D.VANISHING_RATIO
-    assert r["health"]["status"] == "vanishing"
+    assert grad_ratio(r) < H.VANISHING_RATIO
+    assert "vanishing" in r["health"]["signs"]
 
 
 EXPLODING = {"model": {"init": {"name": "normal", "std": 1.0}, "layers": [64, 64, 64]},
-             "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.9}}
+             "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9}}
 
 
 def test_large_init_and_high_lr_diverge_and_stop_at_once_with_finite_weights():
@@ -154,7 +46,7 @@ def test_large_init_and_high_lr_diverge_and_stop_at_once_with_finite_weights():
     assert trainer.stopped == "diverged" and trainer.step_count < 300
     last = trainer.history.last
     assert last["health"]["status"] == "diverged"
-    assert "lower lr 10x" in " ".join(f["label"].lower() for f in last["health"]["fixes"])
+    assert "lower lr" in " ".join(f["label"].lower() for f in last["health"]["fixes"])
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
@@ -166,9 +58,8 @@ def test_clipping_keeps_the_same_run_stable():
     assert max(r["clip_frac"] for r in trainer.history.rows) == 1.0  # clipping really acted
 
 
-def test_negative_bias_init_is_diagnosed_dead():
+def test_negative_bias_init_silences_most_units_at_once():
     r, _ = first_row({"model": {"bias_init": -3.0, "layers": [64, 64]}})
-    assert r["health"]["status"] == "dead"
     assert max(lay["dead_frac"] for lay in r["layers"] if lay["dead_frac"] is not None) >= 0.9
 
 

@@ -92,7 +92,7 @@ def test_run_stops_at_the_planned_steps_and_step_returns_false_after():
 
 ROW_KEYS = {"step", "epoch", "lr", "train_loss", "val_loss", "train_acc", "val_acc", "grad_norm",
             "layers", "health"}
-ROW_EXTRAS = {"clip_frac"}
+ROW_EXTRAS = {"clip_frac", "train_eval_loss", "train_eval_acc"}
 LAYER_KEYS = {"name", "act_grad_norm", "weight_grad_norm", "weight_norm", "update_ratio",
               "act_mean", "act_std", "saturated_frac", "dead_frac"}
 

@@ -81,26 +81,48 @@ def _step_axis(**kw) -> dict:
     return dict(title=dict(text="step"), **kw)
 
 
+# What each curve is, in the legend: the running train metrics are means over the training
+# batches since the previous row (dropout on, weights moving); the eval-mode ones are measured
+# like validation's, on training examples.
+LABELS = {"train_loss": "train (batches)", "train_acc": "train (batches)",
+          "train_eval_loss": "train (eval mode)", "train_eval_acc": "train (eval mode)",
+          "val_loss": "validation", "val_acc": "validation"}
+DASH = {"val": "dash", "train_eval": "dot"}
+
+
 def metric_figure(rows: list[dict], keys: tuple[str, ...], title: str, log: bool = False,
-                  revision: str | None = None, **layout) -> go.Figure:
-    """Lines of row metrics against steps (train solid, validation dashed)."""
+                  revision: str | None = None, best_step: int | None = None,
+                  **layout) -> go.Figure:
+    """Lines of row metrics against steps (train solid, eval-mode train dotted, validation
+    dashed); keys no row has are left out. best_step draws a marker line at that step."""
     rows = thin(rows)
-    traces = [_line(*_series(rows, key), key.replace("_", " "),
-                    line=dict(dash="dash" if key.startswith("val") else "solid"))
-              for key in keys]
+    traces = []
+    for key in keys:
+        x, y = _series(rows, key)
+        if x or key in keys[:2]:
+            dash = next((d for prefix, d in DASH.items() if key.startswith(prefix)), "solid")
+            traces.append(_line(x, y, LABELS.get(key, key.replace("_", " ")),
+                                line=dict(dash=dash)))
     yaxis = layout.pop("yaxis", {})
     if log:
         yaxis["type"] = "log"
+    if best_step is not None:
+        layout["shapes"] = [dict(type="line", x0=best_step, x1=best_step, yref="paper", y0=0,
+                                 y1=1, line=dict(color="#2ca02c", width=1.5, dash="dot"))]
+        layout["annotations"] = [dict(x=best_step, y=1, yref="paper", text="best val loss",
+                                      showarrow=False, yanchor="bottom", font=dict(size=10),
+                                      xanchor="left")]
     return figure(traces, title, revision or title, xaxis=_step_axis(), yaxis=yaxis, **layout)
 
 
-def loss_figure(rows, log=False):
-    return metric_figure(rows, ("train_loss", "val_loss"), "Loss", log, "loss")
+def loss_figure(rows, log=False, best_step=None):
+    return metric_figure(rows, ("train_loss", "val_loss", "train_eval_loss"), "Loss", log,
+                         "loss", best_step=best_step)
 
 
-def accuracy_figure(rows):
-    return metric_figure(rows, ("train_acc", "val_acc"), "Accuracy", revision="acc",
-                         yaxis=dict(range=[0, 1.02]))
+def accuracy_figure(rows, best_step=None):
+    return metric_figure(rows, ("train_acc", "val_acc", "train_eval_acc"), "Accuracy",
+                         revision="acc", best_step=best_step, yaxis=dict(range=[0, 1.02]))
 
 
 def lr_figure(steps, lrs, title="Learning rate") -> go.Figure:

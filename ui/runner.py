@@ -296,6 +296,7 @@ class Run:
         self.registry = registry
         self.lock = threading.RLock()  # held for each step and for every read of the model
         self.spec = spec
+        self.fixed_from = None  # the spec a one-click fix was applied to, if it came from one
         self.owner = owner
         self.controllers: set[str] = {owner} if owner is not None else set()
         self._control_token: str | None = None

@@ -11,6 +11,7 @@ import streamlit as st
 import torch
 
 from engine import ExperimentSpec, SpecError
+from engine.health import STATUSES, without_undo
 from engine.data import Dataset, load_dataset
 from engine.spec import DataSpec
 from engine.model import describe
@@ -22,8 +23,7 @@ GRID = 60  # decision-boundary resolution (GRID x GRID model evaluations per ref
 # A table's scatter shows at most this many rows (a fixed random sample): a 245,000-row CSV sent
 # 8.1 MB of points to the browser on every redraw.
 MAX_SCATTER = 2000
-STATUS_COLORS = {"ok": "green", "plateau": "orange", "saturated": "orange", "dead": "red",
-                 "vanishing": "red", "exploding": "red", "diverged": "red"}
+SEVERITY_COLORS = {"ok": "green", "problem": "red", "warning": "orange"}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -67,20 +67,25 @@ def schedule_preview(spec: ExperimentSpec, max_steps: int) -> None:
 # ----------------------------------------------------------------------------- health
 
 
-def health_panel(health: dict | None, on_fix) -> None:
-    """The verdict in plain words with one-click fixes; on_fix(changes) applies one."""
+def health_panel(health: dict | None, on_fix, run=None) -> None:
+    """The verdict in plain words with one-click fixes; on_fix(changes) applies one. A run
+    started by a fix is never offered a fix that puts back what that fix changed."""
     if not health:
         st.info("Press **Start** or **Step**: the health check reads every logged step.")
         return
     status = health["status"]
-    color = STATUS_COLORS.get(status, "gray")
+    color = SEVERITY_COLORS[STATUSES.get(status, ("warning",))[0]] if status != "ok" else "green"
     if status == "ok":
-        st.markdown(f":{color}-badge[Health: ok] Gradients, activations and updates look normal.")
+        st.markdown(f":{color}-badge[Health: ok] Gradients, activations, updates and the loss "
+                    "look normal.")
         return
-    st.markdown(f":{color}-badge[Health: {status}]")
+    st.markdown(f":{color}-badge[Health: {status.replace('_', ' ')}]",
+                help=STATUSES.get(status, (None, None))[1])
     for message in health["messages"]:
         st.markdown(f"- {message}")
     fixes = health.get("fixes") or []
+    if run is not None and run.fixed_from is not None:
+        fixes = without_undo(fixes, run.fixed_from, run.spec)
     if fixes:
         cols = st.columns(3)  # three per row: labels stay whole in a narrow column
         for i, fix in enumerate(fixes):
@@ -138,16 +143,19 @@ def data_figure(data: Dataset, predict=None):
                                [f"input {i + 1}" for i in range(x.shape[1])])
 
 
-def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool) -> None:
+def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool,
+                    best_step: int | None = None) -> None:
     """Loss and accuracy side by side (the LR curve instead of accuracy for regression, and
-    under both when a schedule changes it)."""
+    under both when a schedule changes it); best_step is marked on both."""
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.loss_figure(rows, log), key="loss", config={"displayModeBar": False})
+    c1.plotly_chart(charts.loss_figure(rows, log, best_step), key="loss",
+                    config={"displayModeBar": False})
     lr = charts.lr_figure([r["step"] for r in rows], [r["lr"] for r in rows])
     if regression:
         c2.plotly_chart(lr, key="lr_live", config={"displayModeBar": False})
         return
-    c2.plotly_chart(charts.accuracy_figure(rows), key="acc", config={"displayModeBar": False})
+    c2.plotly_chart(charts.accuracy_figure(rows, best_step), key="acc",
+                    config={"displayModeBar": False})
     if show_lr:
         st.plotly_chart(lr, key="lr_live", config={"displayModeBar": False})
 

@@ -1,0 +1,885 @@
+"""The health verdict: findings judged on evidence, each naming the cause that applies to this
+net, with one-click fixes that help.
+
+Rules every finding keeps (DESIGN.md §2.2, docs/ARCHITECTURE.md "The health check"):
+- Evidence persists. A sign seen on one logged row is recorded in that row's
+  `health.signs`; it becomes a finding only once the last PERSIST[status] logged rows all show it
+  (divergence excepted: a NaN is final). Trends (diverging, too slow, plateau, underfitting,
+  overfitting) are judged over a window of rows to begin with.
+- Dead and saturated units are counted on the data (up to PROBE_SIZE training examples, in eval
+  mode), not on one mini-batch, and are a problem only when they hold learning back: the loss
+  is not falling or the gradient reaching the layers below collapses, and the net does not fit
+  its data.
+- Fixes are cut to what helps (`usable_fixes`): no fix that changes nothing, none that changes a
+  setting an earlier fix of the same verdict sets another way, none that puts back what the
+  previous fix changed (`without_undo`).
+
+Statuses, most urgent first: PRIORITY below. The thresholds are pinned by tests/test_health.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .callbacks import Callback, weight_params
+from .errors import SpecError
+from .registry import ACTIVATIONS, DATASETS, LOSSES, OPTIMIZERS
+
+# status -> (severity, what it means), most urgent first. "problem": training is broken;
+# "warning": it works, but worse than it could.
+STATUSES = {
+    "diverged": ("problem", "The loss became NaN or infinite; the run stopped."),
+    "diverging": ("problem", "The loss climbs at every logged step: the step size is past the "
+                             "stable limit."),
+    "exploding": ("problem", "The gradient grows toward the input, or one step changes the "
+                             "weights by more than their own size."),
+    "symmetric": ("problem", "All units of a layer have identical weights, so they stay copies "
+                             "of one another."),
+    "unscaled_inputs": ("problem", "Input features on a large scale push the first layer far "
+                                   "outside its working range."),
+    "vanishing": ("problem", "The gradient shrinks by orders of magnitude toward the input; "
+                             "early layers barely learn."),
+    "dead": ("problem", "Most ReLU units of a layer are silent for every training example, and "
+                        "it holds learning back."),
+    "saturated": ("warning", "Many squashing units sit at their flat ends, and it holds learning "
+                             "back."),
+    "too_slow": ("warning", "Steps change the weights by a tiny fraction and the loss hardly "
+                            "moves: the learning rate is too small."),
+    "underfitting": ("warning", "The loss has settled far above zero because the model is too "
+                                "small for the data."),
+    "plateau": ("warning", "The loss has stayed flat and high over the last steps."),
+    "overfitting": ("warning", "Validation loss rises from its best while the training loss "
+                               "falls."),
+}
+PRIORITY = tuple(STATUSES)
+
+# ----------------------------------------------------------------------------- thresholds
+VANISHING_RATIO = 1e-3   # dL/dh at the first hidden layer / at the last hidden layer below this
+EXPLODING_RATIO = 1e3    # ... above this
+COLLAPSING_RATIO = 1e-2  # dead/saturated units "hold learning back" when the ratio is below this
+EXPLODING_UPDATE = 1.0   # one step changed a layer's weights by more than their own norm
+LARGE_UPDATE = 0.05      # a step this large (50x a healthy 0.001) can push ReLUs off for good
+DEAD_FRAC = 0.6          # most of a layer's ReLU units silent for every probed example
+DEAD_BLOCKING = 0.9      # a layer this dead blocks the gradient: report dead, not vanishing
+SATURATED_FRAC = 0.3     # 30% of a layer's squashed outputs pinned near a bound
+SATURATION_MARGIN = 0.02
+PROBE_SIZE = 1024        # training examples dead and saturated units are counted on
+FITS_ACC = 0.95          # a classifier at this train accuracy fits its data: units are fine
+UNSCALED_RMS = 4.0       # an input feature whose root-mean-square exceeds this is unscaled ...
+PREACT_RMS = 5.0         # ... and a problem when the first layer's pre-activations exceed this
+DIVERGED_EARLY = 20      # a NaN this early calls for a 100x smaller learning rate, not 10x
+INIT_LOSS = 20.0         # a first loss this many times the chance loss: the init is too large
+WINDOW = 200             # steps over which trends are judged
+FLAT_GAIN = 0.01         # the train loss moved by under 1% over the window: flat
+STILL_HIGH = 0.5         # ... while above half the run's first loss (low and flat = done)
+CONVERGED_ACC = 0.99     # a flat loss at this train accuracy is a finished run
+CONVERGED_LOSS = 1e-3
+NOISE_FLOOR = 1.5        # a regression within 1.5x its noise variance (MSE) is at its floor
+SLOW_UPDATE = 1e-4       # median update ratio below this: the steps are too small
+SLOW_DROP = 0.1          # ... and the loss fell by under 10% over the window
+DIVERGING_ROWS = 6       # logged rows a climbing loss is judged on
+DIVERGING_RISE = 2.0     # the loss rose at every one of them, ending this many times above
+                         # the lowest ...
+DIVERGING_FLOOR = 0.5    # ... and at half a constant guess's loss or more (it is unlearning)
+OVERFIT_RISE = 0.2       # validation loss 20% above its best ...
+OVERFIT_EVALS = 3        # ... for this many evaluations while the train loss fell ...
+OVERFIT_GAP = 0.05       # ... and train accuracy 5 points above validation's (regression:
+OVERFIT_RATIO = 1.5      # validation loss 1.5x the training loss): a gap that matters
+GUESS = 0.9              # a loss at 90% of a constant guess's or above has learned nothing ...
+GUESS_AFTER = 20         # ... once this many steps have been taken
+NARROW = 8               # a hidden layer this narrow may lack the capacity to fit
+
+# logged rows a sign must hold on in a row before it is reported
+PERSIST = {"exploding": 2, "symmetric": 2, "unscaled_inputs": 2, "vanishing": 3, "dead": 3,
+           "saturated": 3}
+
+
+# ----------------------------------------------------------------------------- fixes
+
+
+def fix(label: str, changes: dict) -> dict:
+    return {"label": label, "changes": changes}
+
+
+def _without_layer_overrides(spec, key: str) -> dict:
+    """Changes that clear a per-layer override, so a model-wide fix reaches every layer."""
+    return {f"model.layers.{i}.{key}": None for i, layer in enumerate(spec.model.layers)
+            if getattr(layer, key) is not None}
+
+
+def _init_family(name: str) -> str:
+    return name.split("_")[0]  # he_normal ~ he_uniform, xavier_normal ~ xavier_uniform
+
+
+def use_init(spec, name: str) -> dict:
+    return fix(f"Use {_init_family(name).capitalize()} init",
+               {"model.init": name, **_without_layer_overrides(spec, "init")})
+
+
+def _lr_fix(spec, factor: float) -> dict:
+    lr = spec.optimizer.resolved(OPTIMIZERS)["lr"]
+    bounds = OPTIMIZERS[spec.optimizer.name].param("lr")
+    new = min(max(lr * factor, bounds.low or 0.0), bounds.high)
+    word = "Lower" if factor < 1 else "Raise"
+    times = f"{max(factor, 1 / factor):g}x"
+    return fix(f"{word} LR {times} ({lr:g} → {new:.3g})", {"optimizer.lr": float(f"{new:.3g}")})
+
+
+def lower_lr(spec, factor: float = 0.1) -> dict:
+    return _lr_fix(spec, factor)
+
+
+def raise_lr(spec) -> dict:
+    return _lr_fix(spec, 10.0)
+
+
+def clip_gradients(spec) -> dict:
+    return fix("Clip gradients at norm 1", {"training.grad_clip": 1.0})
+
+
+def with_batchnorm(spec) -> dict:
+    """BatchNorm between each linear layer and its activation (where it keeps the activation's
+    input centred and scaled); after a residual block, whose inside it cannot reach."""
+    layers = []
+    for layer in spec.model.layers:
+        d = layer.to_dict()
+        if layer.type == "linear" and (layer.activation or spec.model.activation).name != "linear":
+            act = d.pop("activation", None)
+            layers += [{**d, "activation": "linear"}, {"type": "batchnorm"},
+                       {"type": "activation", **({"activation": act} if act else {})}]
+            continue
+        layers.append(d)
+        if layer.type == "residual":
+            layers.append({"type": "batchnorm"})
+    return fix("Add BatchNorm layers", {"model.layers": layers})
+
+
+def standardise_inputs(spec) -> dict:
+    return fix("Standardise the inputs", {"data.normalize": "standard"})
+
+
+def add_hidden_layer(spec) -> dict:
+    changes = {"model.layers": [64] + [layer.to_dict() for layer in spec.model.layers]}
+    act = spec.model.activation.name
+    if act == "linear":  # a linear hidden layer would add no bend
+        changes.update({"model.activation": "relu", "model.init": "he_normal"})
+        act = "relu"
+    return fix(f"Add a hidden layer of 64 {act} units", changes)
+
+
+def widen(spec) -> dict:
+    layers = [{**layer.to_dict(), "units": max(64, layer.get("units"))} if layer.type in
+              ("linear", "residual") else layer.to_dict() for layer in spec.model.layers]
+    return fix("Widen the hidden layers to 64 units", {"model.layers": layers})
+
+
+def early_stopping(spec) -> dict:
+    return fix("Stop early (patience 10), keep the best weights",
+               {"training.early_stopping": {"patience": 10}})
+
+
+def stronger_l2(spec) -> dict:
+    l2 = spec.regularization.l2
+    new = 0.01 if not l2 else min(l2 * 10, 1.0)
+    return fix(f"L2 penalty {new:g}", {"regularization.l2": new})
+
+
+def more_data(spec) -> dict | None:
+    entry = DATASETS[spec.data.name]
+    n_param = entry.param("n")
+    if n_param is None or spec.data.n is None:
+        return None
+    new = min(spec.data.n * 4, n_param.high)
+    return fix(f"Four times the data (n {spec.data.n} → {new})", {"data.n": new})
+
+
+def usable_fixes(spec, fixes) -> list[dict]:
+    """Drop fixes that change nothing, cannot apply, or set a setting an earlier fix sets
+    differently (the first, from the most urgent finding, wins)."""
+    base = spec.to_dict()
+    kept, claimed = [], {}
+    for f in fixes:
+        if f is None or f["label"] in (k["label"] for k in kept):
+            continue
+        try:
+            changed = spec.with_changes(f["changes"]).to_dict()
+        except (SpecError, ValueError, TypeError):
+            continue
+        if changed == base:
+            continue
+        if any(k in claimed and claimed[k] != v for k, v in f["changes"].items()):
+            continue
+        claimed.update(f["changes"])
+        kept.append(f)
+    return kept
+
+
+def without_undo(fixes: list[dict], before, after) -> list[dict]:
+    """The fixes that do not put back a setting the previous fix (before -> after) changed."""
+    if before is None:
+        return fixes
+    old, new = _flat(before.to_dict()), _flat(after.to_dict())
+    changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+    kept = []
+    for f in fixes:
+        try:
+            result = _flat(after.with_changes(f["changes"]).to_dict())
+        except (SpecError, ValueError, TypeError):
+            continue
+        if not any(k in changed and result.get(k) == old.get(k) for k in result.keys() | old.keys()):
+            kept.append(f)
+    return kept
+
+
+def _flat(d, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = repr(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- the net's facts
+
+
+@dataclass
+class Net:
+    """What the causes depend on, read once from the spec and model."""
+    hidden: list[str]                # hidden layer names that have statistics, in order
+    activations: set[str]            # activation keys of hidden layers
+    suited_init: str                 # the init that suits the model's activation
+    init: str
+    bias_init: float
+    has_norm: bool                   # BatchNorm or LayerNorm present
+    has_residual: bool
+    depth: int                       # hidden linear layers (a residual block counts its depth)
+    narrowest: int | None
+    normalize: str
+    input_rms: float                 # the largest feature RMS of the encoded train inputs
+    chance_loss: float | None        # the loss of a constant guess
+    noise_floor: float | None        # a regression's irreducible MSE (generated data)
+    adaptive: bool                   # Adam-like optimizer
+
+    @property
+    def squashing(self) -> bool:
+        return any(ACTIVATIONS[a].tags.get("bounds") for a in self.activations)
+
+    @property
+    def relu_like(self) -> bool:
+        return bool(self.activations) and all(
+            ACTIVATIONS[a].tags.get("init", "").startswith("he") for a in self.activations)
+
+    @property
+    def nonlinear(self) -> bool:
+        return bool(self.activations - {"linear"})
+
+
+def net_facts(spec, model, data) -> Net:
+    info = model.layer_info
+    hidden = [n for n, i in info.items() if i["shown"] and n != "out"]
+    acts = {i["activation"] for n, i in info.items() if i.get("activation") and n != "out"}
+    widths = [layer.get("units") for layer in spec.model.layers if layer.type in ("linear", "residual")]
+    depth = sum(layer.get("depth") if layer.type == "residual" else 1
+                for layer in spec.model.layers if layer.type in ("linear", "residual"))
+    x = data.x_train
+    rms = float(x.float().flatten(1).pow(2).mean(0).sqrt().max()) if x.numel() else 0.0
+    loss_entry = LOSSES[spec.loss.name]
+    chance = noise = None
+    if data.task == "classification":
+        chance = math.log(data.classes) if not loss_entry.tags.get("binary") else math.log(2)
+    elif spec.loss.name == "mse":
+        chance = float(data.y_train.float().var()) if len(data.y_train) > 1 else None
+        if spec.data.noise is not None and spec.data.name != "csv":
+            noise = spec.data.noise ** 2
+    return Net(hidden=hidden, activations=acts,
+               suited_init=ACTIVATIONS[spec.model.activation.name].tags.get("init", "xavier_uniform"),
+               init=spec.model.init.name, bias_init=spec.model.bias_init,
+               has_norm=any(i["type"] in ("batchnorm", "layernorm") for i in info.values()),
+               has_residual=any(i["type"] == "residual" for i in info.values()),
+               depth=depth, narrowest=min(widths) if widths else None,
+               normalize=spec.data.normalize, input_rms=rms, chance_loss=chance,
+               noise_floor=noise,
+               adaptive=spec.optimizer.name in ("adam", "adamw", "rmsprop", "adagrad"))
+
+
+# ----------------------------------------------------------------------------- evidence
+
+
+@dataclass
+class Evidence:
+    """Everything one verdict reads. `rows` are the logged rows before `row`, oldest first;
+    `probe` holds data-wide unit statistics per layer (None: use the batch's)."""
+    row: dict
+    rows: list[dict]
+    spec: object
+    net: Net | None = None
+    divergence: dict | None = None
+    first_loss: float | None = None
+    first_row: dict | None = None                 # the run's first logged row
+    best: dict | None = None                      # the row with the lowest val_loss so far
+    probe: dict | None = None                     # {layer: {"dead_frac", "saturated_frac"}}
+    preact_rms: float | None = None               # first hidden layer's pre-activation RMS
+    symmetric: list[str] = field(default_factory=list)  # layers whose units are all identical
+
+    def hidden(self) -> list[dict]:
+        return [lay for lay in self.row.get("layers") or () if lay["name"] != "out"]
+
+    def unit_stat(self, key: str) -> dict[str, float]:
+        """{layer: dead_frac or saturated_frac}, on the probed data when there is a probe."""
+        if self.probe is not None:
+            return {n: s[key] for n, s in self.probe.items() if s.get(key) is not None}
+        return {lay["name"]: lay[key] for lay in self.hidden() if lay.get(key) is not None}
+
+    def grad_ratio(self) -> tuple[float, dict, dict] | None:
+        """(dL/dh first hidden / last hidden, first, last), or None with under two layers."""
+        hidden = [lay for lay in self.hidden() if lay.get("act_grad_norm") is not None]
+        if len(hidden) < 2:
+            return None
+        first, last = hidden[0], hidden[-1]
+        g0, g1 = first["act_grad_norm"], last["act_grad_norm"]
+        ratio = g0 / g1 if g1 > 0 else (math.inf if g0 > 0 else 1.0)
+        return ratio, first, last
+
+    def seen(self, status: str) -> int:
+        """Logged rows in a row, ending with the previous one, whose signs include `status`."""
+        n = 0
+        for r in reversed(self.rows):
+            if status not in ((r.get("health") or {}).get("signs") or ()):
+                break
+            n += 1
+        return n
+
+    def window(self) -> list[dict]:
+        """Rows of the last WINDOW steps with a train loss (this row included)."""
+        rows = self.rows + [self.row]
+        step = self.row["step"]
+        return [r for r in rows if r.get("train_loss") is not None and r["step"] >= step - WINDOW]
+
+    def fits(self) -> bool:
+        """The net fits its training data: units that are off or pinned do it no harm."""
+        acc = self.row.get("train_acc")
+        if acc is not None:
+            return acc >= FITS_ACC
+        return self.at_noise_floor()
+
+    def at_noise_floor(self) -> bool:
+        loss = self.row.get("train_loss")
+        floor = self.net.noise_floor if self.net else None
+        return loss is not None and floor is not None and loss <= NOISE_FLOOR * max(floor, 1e-12)
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.2g}" if x is not None else "n/a"
+
+
+def _trend(ev: Evidence) -> tuple[float, float, float] | None:
+    """(start, end, relative change) of the train loss over the last WINDOW steps, averaging a
+    quarter of the rows at each end (mini-batch losses are noisy); None if the window is short."""
+    if ev.row["step"] < WINDOW:
+        return None
+    window = ev.window()
+    if len(window) < 4 or window[0]["step"] > ev.row["step"] - WINDOW * 0.9:
+        return None
+    k = max(1, len(window) // 4)
+    start = sum(r["train_loss"] for r in window[:k]) / k
+    end = sum(r["train_loss"] for r in window[-k:]) / k
+    return start, end, (end - start) / max(abs(start), 1e-12)
+
+
+def _learning_stalled(ev: Evidence) -> bool:
+    """The loss has not fallen over the window (or the run is too young to say no)."""
+    trend = _trend(ev)
+    return trend is not None and trend[2] > -FLAT_GAIN * 5
+
+
+def _finished(ev: Evidence) -> bool:
+    row = ev.row
+    if (row.get("train_acc") or 0) >= CONVERGED_ACC:
+        return True
+    loss = row.get("train_loss")
+    return loss is not None and (loss < CONVERGED_LOSS or ev.at_noise_floor())
+
+
+def _median_update(ev: Evidence) -> float | None:
+    ratios = sorted(lay["update_ratio"] for r in ev.window() for lay in (r.get("layers") or ())
+                    if lay["name"] != "out" and lay.get("update_ratio") is not None)
+    return ratios[len(ratios) // 2] if ratios else None
+
+
+# ----------------------------------------------------------------------------- the checks
+# Each check reads the evidence and returns (message, [fixes]) or None. Fix order matters: the
+# first is the primary button.
+
+
+def check_diverged(ev: Evidence):
+    d = ev.divergence
+    if not d:
+        return None
+    net, spec = ev.net, ev.spec
+    first, chance = ev.first_loss, net.chance_loss if net else None
+    stopped = f"The loss became {d['loss']} at step {d['step']}, so training stopped there{d.get('kept', '')}."
+    if first is not None and chance and first > INIT_LOSS * chance:
+        return (f"{stopped} It was already {_fmt(first)} before the first update (a constant guess "
+                f"scores {_fmt(chance)}), so the initial weights are far too large for this net: "
+                "every layer multiplies the signal up. Start from an init scaled to the layer "
+                "width.", [use_init(spec, net.suited_init), clip_gradients(spec), lower_lr(spec)])
+    if net and net.normalize == "none" and net.input_rms > UNSCALED_RMS:
+        return (f"{stopped} The inputs are unscaled (a feature's typical size is "
+                f"{_fmt(net.input_rms)}), which stretches the loss surface so that this step size "
+                "overshoots along the steep directions.", [standardise_inputs(spec), lower_lr(spec)])
+    # a blow-up within a few steps overshoots by far more than 10x
+    factor = 0.01 if d["step"] <= DIVERGED_EARLY else 0.1
+    return (f"{stopped} The steps overshoot: each one lands where the gradient is larger, so the "
+            "next step is larger still. Take smaller steps or cap the gradient's norm.",
+            [lower_lr(spec, factor), clip_gradients(spec)])
+
+
+def check_diverging(ev: Evidence):
+    losses = [r["train_loss"] for r in (ev.rows + [ev.row])[-DIVERGING_ROWS:]
+              if r.get("train_loss") is not None]
+    if len(losses) < DIVERGING_ROWS or not all(math.isfinite(v) for v in losses):
+        return None
+    chance = ev.net.chance_loss if ev.net else None
+    if not all(b > a for a, b in zip(losses, losses[1:])) or \
+            losses[-1] < DIVERGING_RISE * min(losses) or \
+            (chance and losses[-1] < DIVERGING_FLOOR * chance):  # 1e-4 -> 3e-4 harms nothing
+        return None
+    return (f"Diverging: the training loss has climbed from {_fmt(min(losses))} to "
+            f"{_fmt(losses[-1])} over the last {DIVERGING_ROWS} logged steps and keeps rising. The "
+            "step size is past the stable limit for this loss surface; smaller steps bring it "
+            "back before it overflows.", [lower_lr(ev.spec), clip_gradients(ev.spec)])
+
+
+def check_exploding(ev: Evidence):
+    spec, net = ev.spec, ev.net
+    ratio = ev.grad_ratio()
+    if ratio and ratio[0] > EXPLODING_RATIO:
+        r, first, last = ratio
+        init = [] if net is None or _init_family(net.init) == _init_family(net.suited_init) \
+            else [use_init(spec, net.suited_init)]
+        return (f"Exploding gradients: dL/dh grows from {_fmt(last['act_grad_norm'])} at "
+                f"{last['name']} to {_fmt(first['act_grad_norm'])} at {first['name']} "
+                f"({_fmt(r)}x). Every layer multiplies the gradient by more than 1, so the "
+                "weights are too large for this depth.", [*init, clip_gradients(spec),
+                                                          lower_lr(spec)])
+    for lay in ev.hidden():
+        ur = lay.get("update_ratio")
+        if ur is not None and ur > EXPLODING_UPDATE:
+            return (f"Huge updates: one step changed {lay['name']}'s weights by {_fmt(ur)}x their "
+                    "own size (healthy is about 0.001-0.01), so each step throws away what the "
+                    "last one learned. The step size is too large.",
+                    [lower_lr(spec), clip_gradients(spec)])
+    return None
+
+
+def check_symmetric(ev: Evidence):
+    if not ev.symmetric:
+        return None
+    spec, net = ev.spec, ev.net
+    names = ", ".join(ev.symmetric)
+    return (f"Symmetric units: every unit of {names} has the same weights ({spec.model.init.name} "
+            "init), so they compute the same output and get the same update, and the layer acts "
+            "like a single unit however wide it is. A random init breaks the tie.",
+            [use_init(spec, net.suited_init if net else "he_normal")])
+
+
+def check_unscaled(ev: Evidence):
+    net = ev.net
+    if net is None or net.input_rms <= UNSCALED_RMS or ev.preact_rms is None or \
+            ev.preact_rms <= PREACT_RMS:
+        return None
+    first = ev.net.hidden[0] if ev.net.hidden else "the first layer"
+    return (f"Unscaled inputs: a feature's typical size is {_fmt(net.input_rms)} (normalisation: "
+            f"{net.normalize}), so {first}'s pre-activations have a typical size of "
+            f"{_fmt(ev.preact_rms)}, far outside the range where the activation works well (about "
+            "-3 to 3), and the loss surface is stretched along the large features. Standardise "
+            "the inputs.", [standardise_inputs(ev.spec)])
+
+
+def check_vanishing(ev: Evidence):
+    ratio = ev.grad_ratio()
+    if ratio is None or ratio[0] >= VANISHING_RATIO:
+        return None
+    if any(v >= DEAD_BLOCKING for v in ev.unit_stat("dead_frac").values()):
+        return None  # a dead layer blocks the gradient: that is the finding, not vanishing
+    r, first, last = ratio
+    spec, net = ev.spec, ev.net
+    seen = (f"Vanishing gradients: dL/dh is {_fmt(last['act_grad_norm'])} at {last['name']} but "
+            f"only {_fmt(first['act_grad_norm'])} at {first['name']} ({_fmt(r)}x), so the early "
+            "layers barely learn.")
+    if net is None:
+        return seen, []
+    norm = [] if net.has_norm else [with_batchnorm(spec)]
+    if net.squashing:
+        relu = fix("Switch to ReLU + He init", {"model.activation": "relu",
+                                               "model.init": "he_normal",
+                                               **_without_layer_overrides(spec, "activation"),
+                                               **_without_layer_overrides(spec, "init")})
+        return (f"{seen} Each sigmoid or tanh layer multiplies the gradient by its slope (at most "
+                f"0.25 for sigmoid, under 1 for tanh away from zero), and {net.depth} layers "
+                "compound it. ReLU with He init or BatchNorm keeps it alive.", [relu, *norm])
+    if net.relu_like and _init_family(net.init) != "he":
+        return (f"{seen} The init ({net.init}) gives weights too small for ReLU-like units: "
+                "ReLU zeroes half its inputs, so each layer halves the signal's variance, forward "
+                f"and backward, and {net.depth} layers compound it. He init doubles the variance "
+                "to make up for it.", [use_init(spec, "he_normal"), *norm])
+    if not net.nonlinear:
+        return (f"{seen} The weights are too small for this depth ({net.init} init): each linear "
+                "layer shrinks the signal.", [use_init(spec, "xavier_uniform")])
+    return (f"{seen} The init already suits the activation, so the loss comes from depth "
+            f"({net.depth} layers) and from units that have gone quiet. BatchNorm or residual "
+            "connections give the gradient a steadier path.", norm)
+
+
+def _holding_back(ev: Evidence) -> str | None:
+    """Why silent or pinned units matter here, or None when they do not (the net fits its data,
+    or the loss is falling and the gradient gets through)."""
+    if ev.fits():
+        return None
+    ratio = ev.grad_ratio()
+    if ratio and ratio[0] < COLLAPSING_RATIO:
+        return f"the gradient reaching {ratio[1]['name']} is {_fmt(ratio[0])}x that at {ratio[2]['name']}"
+    if _learning_stalled(ev):
+        trend = _trend(ev)
+        return f"the training loss moved {trend[2]:+.0%} over the last {WINDOW} steps"
+    loss, chance = ev.row.get("train_loss"), ev.net.chance_loss if ev.net else None
+    if loss is not None and chance and ev.row["step"] >= GUESS_AFTER and loss >= GUESS * chance:
+        return f"the training loss ({_fmt(loss)}) is no better than a constant guess ({_fmt(chance)})"
+    return None
+
+
+def check_dead(ev: Evidence):
+    dead = {n: v for n, v in ev.unit_stat("dead_frac").items() if v >= DEAD_FRAC}
+    if not dead:
+        return None
+    blocking = any(v >= DEAD_BLOCKING for v in dead.values())
+    why = _holding_back(ev) or ("the layer passes no gradient down" if blocking and not ev.fits()
+                                else None)
+    if why is None:
+        return None
+    spec, net = ev.spec, ev.net
+    worst = max(dead, key=dead.get)
+    others = ", ".join(f"{n} {v:.0%}" for n, v in dead.items() if n != worst)
+    where = "the probed training examples" if ev.probe is not None else "the batch"
+    text = (f"Dead ReLUs: {dead[worst]:.0%} of {worst}'s units output zero for every one of "
+            f"{where}{f' (also {others})' if others else ''}, and {why}. A silent unit passes "
+            "no gradient to its weights; it comes back only if the layers below move its input.")
+    fixes = []
+    if net and net.bias_init < 0:
+        text += f" The biases start at {net.bias_init:g}, which switches units off before training."
+        fixes.append(fix("Bias init 0", {"model.bias_init": 0.0}))
+    if net and net.relu_like and _init_family(net.init) != "he" and not (net.bias_init < 0):
+        text += (f" With {net.init} init the signal shrinks at every ReLU layer, so higher up "
+                 "the biases outweigh it and can switch units off for every input; He init "
+                 "keeps the signal's size.")
+        fixes.append(use_init(spec, "he_normal"))
+    if spec.model.activation.name == "relu":
+        text += " Leaky ReLU keeps a small slope below zero, so quiet units still learn."
+        fixes.append(fix("Switch to leaky ReLU", {"model.activation": "leaky_relu",
+                                                  **_without_layer_overrides(spec, "activation")}))
+    first = (ev.first_row or (ev.rows[0] if ev.rows else ev.row)).get("layers") or ()
+    grew = all((lay.get("dead_frac") or 0) < DEAD_FRAC for lay in first if lay["name"] in dead)
+    jumps = [lay.get("update_ratio") or 0 for r in ev.window() for lay in r.get("layers") or ()]
+    if grew and jumps and max(jumps) >= LARGE_UPDATE:
+        text += (f" The units were alive at the start and steps changed weights by up to "
+                 f"{_fmt(max(jumps))}x their size: large updates pushed them off. Smaller steps "
+                 "avoid it.")
+        fixes.append(lower_lr(spec))
+    return text, fixes
+
+
+def check_saturated(ev: Evidence):
+    sat = {n: v for n, v in ev.unit_stat("saturated_frac").items() if v >= SATURATED_FRAC}
+    if not sat:
+        return None
+    why = _holding_back(ev)
+    if why is None:
+        return None
+    spec, net = ev.spec, ev.net
+    worst = max(sat, key=sat.get)
+    others = ", ".join(f"{n} {v:.0%}" for n, v in sat.items() if n != worst)
+    text = (f"Saturated units: {sat[worst]:.0%} of {worst}'s outputs sit at the flat ends of "
+            f"the squashing function{f' (also {others})' if others else ''}, where its slope is "
+            f"nearly zero, and {why}.")
+    fixes = []
+    if net and _init_family(net.init) not in ("xavier", "lecun", "orthogonal"):
+        text += (f" The init ({net.init}) makes each unit's input too large for its width; "
+                 "Xavier init scales the weights to the layer width.")
+        fixes.append(use_init(spec, "xavier_uniform"))
+    elif net and net.normalize == "none" and net.input_rms > UNSCALED_RMS:
+        text += " The inputs are unscaled, so the first layer's inputs are too large."
+        fixes.append(standardise_inputs(spec))
+    elif net and not net.has_norm:
+        text += " The weights grew during training; BatchNorm keeps each layer's input centred."
+        fixes.append(with_batchnorm(spec))
+    return text, fixes
+
+
+def check_too_slow(ev: Evidence):
+    trend, ratio = _trend(ev), _median_update(ev)
+    if trend is None or ratio is None or ratio >= SLOW_UPDATE or trend[2] < -SLOW_DROP or \
+            _finished(ev):
+        return None
+    start, end, change = trend
+    return (f"Learning too slowly: a step changes the weights by about {_fmt(ratio)} of their size "
+            f"(healthy is about 0.001-0.01), and the training loss moved {change:+.0%} over the "
+            f"last {WINDOW} steps (to {_fmt(end)}). The learning rate is too small.",
+            [raise_lr(ev.spec)])
+
+
+def _flat_and_high(ev: Evidence):
+    trend = _trend(ev)
+    if trend is None or _finished(ev):
+        return None
+    start, end, change = trend
+    first = ev.first_loss if ev.first_loss is not None else end
+    if abs(change) >= FLAT_GAIN or end < STILL_HIGH * first:
+        return None
+    return trend
+
+
+def _short_of_fit(ev: Evidence) -> bool:
+    """The model is clearly short of fitting its training data: a classifier under FITS_ACC, a
+    regression above its noise floor (or, with no known floor, explaining under half the
+    target's variance)."""
+    row, net = ev.row, ev.net
+    if row.get("train_acc") is not None:
+        return row["train_acc"] < FITS_ACC
+    loss = row.get("train_loss")
+    if loss is None or net is None:
+        return False
+    if net.noise_floor is not None:
+        return not ev.at_noise_floor()
+    return net.chance_loss is not None and loss > STILL_HIGH * net.chance_loss
+
+
+def check_underfitting(ev: Evidence):
+    net, trend = ev.net, _trend(ev)
+    if net is None or trend is None or abs(trend[2]) >= FLAT_GAIN or not _short_of_fit(ev):
+        return None
+    narrow = net.narrowest is not None and net.narrowest < NARROW
+    if net.nonlinear and not narrow:
+        return None
+    val = ev.row.get("val_loss")
+    end = trend[1]
+    if val is not None and val > 1.5 * end:
+        return None  # a gap: not a capacity problem
+    if not net.hidden or not net.nonlinear:
+        return (f"Underfitting: the training loss has settled at {_fmt(end)} and no longer moves, "
+                "yet the model is far from fitting the training data. Without a non-linear "
+                "hidden layer it can only draw straight boundaries (or fit a plane), which this "
+                "data does not allow: it needs a hidden layer.", [add_hidden_layer(ev.spec)])
+    return (f"Underfitting: the training loss has settled at {_fmt(end)} and no longer moves. The "
+            f"narrowest hidden layer has {net.narrowest} units, too few to bend the boundary "
+            "where the data needs it.", [widen(ev.spec)])
+
+
+def check_plateau(ev: Evidence):
+    trend = _flat_and_high(ev)
+    if trend is None:
+        return None
+    start, end, change = trend
+    first = ev.first_loss if ev.first_loss is not None else end
+    fixes = [] if ev.net and ev.net.adaptive else [
+        fix("Switch to Adam (lr 0.003)", {"optimizer": {"name": "adam", "lr": 0.003}})]
+    return (f"Plateau: the training loss has stayed near {_fmt(end)} for the last {WINDOW} steps "
+            f"({change:+.1%}), still {end / max(first, 1e-12):.0%} of where it started. An "
+            "adaptive optimizer such as Adam scales each weight's step to its own gradient and "
+            "often gets out.", fixes)
+
+
+def check_overfitting(ev: Evidence):
+    best, row = ev.best, ev.row
+    val = row.get("val_loss")
+    if best is None or val is None or best["step"] >= row["step"]:
+        return None
+    if val < best["val_loss"] * (1 + OVERFIT_RISE) + 1e-6:
+        return None
+    evals = [r for r in ev.rows if r["step"] > best["step"] and r.get("val_loss") is not None]
+    if len(evals) + 1 < OVERFIT_EVALS:
+        return None
+    if any(r["val_loss"] < best["val_loss"] * (1 + OVERFIT_RISE) for r in evals[-(OVERFIT_EVALS - 1):]):
+        return None
+    train_now, train_then = row.get("train_loss"), best.get("train_loss")
+    if train_now is None or train_then is None or train_now >= train_then:
+        return None
+    acc, val_acc = row.get("train_eval_acc", row.get("train_acc")), row.get("val_acc")
+    if acc is not None and val_acc is not None:
+        if acc - val_acc < OVERFIT_GAP:
+            return None
+    elif val < OVERFIT_RATIO * train_now:
+        return None
+    spec = ev.spec
+    fixes = [early_stopping(spec) if spec.training.early_stopping is None else None,
+             stronger_l2(spec), more_data(spec)]
+    return (f"Overfitting: the validation loss was lowest at step {best['step']} "
+            f"({_fmt(best['val_loss'])}) and has risen to {_fmt(val)}, while the training loss "
+            f"kept falling ({_fmt(train_then)} → {_fmt(train_now)}). The net is learning the "
+            "training points' noise. Stop at the best step, penalise large weights or give it "
+            "more data.", fixes)
+
+
+CHECKS = {"diverged": check_diverged, "diverging": check_diverging, "exploding": check_exploding,
+          "symmetric": check_symmetric, "unscaled_inputs": check_unscaled,
+          "vanishing": check_vanishing, "dead": check_dead, "saturated": check_saturated,
+          "too_slow": check_too_slow, "underfitting": check_underfitting,
+          "plateau": check_plateau, "overfitting": check_overfitting}
+assert tuple(CHECKS) == PRIORITY
+
+# A finding that explains the others away: with symmetric units, "dead", "slow" or "flat" are
+# what symmetry looks like; with a NaN nothing else matters.
+MASKS = {"diverged": set(PRIORITY) - {"diverged"},
+         "symmetric": {"vanishing", "dead", "saturated", "too_slow", "underfitting", "plateau"},
+         "unscaled_inputs": {"saturated", "dead"},
+         # silent, pinned or starved units make the steps tiny and the loss flat; the cure is
+         # theirs, not a larger learning rate
+         "vanishing": {"too_slow", "plateau"}, "dead": {"too_slow", "plateau"},
+         "saturated": {"too_slow", "plateau"},
+         "too_slow": {"plateau", "underfitting"}, "underfitting": {"plateau"}}
+
+
+def assess(ev: Evidence) -> dict:
+    """The verdict for `ev.row`: {"status", "messages", "fixes", "signs"}. status is the most
+    urgent finding (PRIORITY) or "ok"; signs are the checks that held on this row alone."""
+    signs, found = [], {}
+    masked: set[str] = set()
+    for status, check in CHECKS.items():
+        if status in masked:
+            continue
+        result = check(ev)
+        if result is None:
+            continue
+        signs.append(status)
+        if ev.seen(status) + 1 >= PERSIST.get(status, 1):
+            found[status] = result
+            masked |= MASKS.get(status, set())
+    found = {s: r for s, r in found.items() if s not in masked}
+    status = next(iter(found), "ok")
+    fixes = usable_fixes(ev.spec, [{**f, "for": status} for status, (_, fs) in found.items()
+                                   for f in fs if f is not None])
+    return {"status": status, "messages": [m for m, _ in found.values()], "fixes": fixes,
+            "signs": signs}
+
+
+# ----------------------------------------------------------------------------- the callback
+
+
+class HealthCheck(Callback):
+    """Writes the verdict into every logged row, after Diagnostics filled in the layers. Runs
+    the data-wide probe only when a batch shows the sign it confirms."""
+
+    def __init__(self):
+        self.net: Net | None = None
+        self._probe_idx = None
+        self._symmetric_possible = True
+
+    def on_fit_start(self, trainer):
+        self.net = net_facts(trainer.spec, trainer.model, trainer.data)
+        n = len(trainer.data.y_train)
+        # a fixed sample that touches none of the run's random streams
+        self._probe_idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:PROBE_SIZE] \
+            .to(trainer.device)
+
+    def on_step_end(self, trainer):
+        row = trainer.row
+        if row is None:
+            return
+        if self.net is None:
+            self.on_fit_start(trainer)
+        rows = trainer.history.since(-(WINDOW // max(trainer.spec.diagnostics.every, 1)) - 10)
+        first = trainer.history[0] if len(trainer.history) else row
+        ev = Evidence(row=row, rows=rows, spec=trainer.spec, net=self.net,
+                      divergence=trainer.divergence, first_loss=first.get("train_loss"),
+                      first_row=first,
+                      best=trainer.history.best)  # rows before this one
+        if row.get("layers") and not trainer.divergence:
+            self._measure(trainer, ev)
+        row["health"] = assess(ev)
+
+    def _measure(self, trainer, ev: Evidence):
+        layers = ev.hidden()
+        dead = any((lay.get("dead_frac") or 0) >= DEAD_FRAC for lay in layers)
+        sat = any((lay.get("saturated_frac") or 0) >= SATURATED_FRAC * 0.7 for lay in layers)
+        unscaled = self.net.input_rms > UNSCALED_RMS
+        if dead or sat or unscaled:
+            ev.probe, ev.preact_rms = self._probe(trainer, unscaled)
+        if self._symmetric_possible:
+            ev.symmetric = symmetric_layers(trainer.model, self.net.hidden)
+            # exact symmetry is kept by gradient descent and never arises from random weights
+            self._symmetric_possible = bool(ev.symmetric)
+
+    @torch.no_grad()
+    def _probe(self, trainer, preact: bool):
+        """Dead and saturated shares per layer over the probe sample (dropout off), and the
+        first hidden layer's pre-activation RMS. Touches no weight, statistic or random stream."""
+        model, info = trainer.model, trainer.model.layer_info
+        outputs, handles = {}, []
+        for name, module in model.named_children():
+            if name in self.net.hidden and (info[name].get("dies") or info[name].get("bounds")):
+                handles.append(module.register_forward_hook(
+                    lambda m, i, o, name=name: outputs.__setitem__(name, o)))
+        first = _first_linear(model, self.net.hidden)
+        if preact and first is not None:
+            handles.append(first.register_forward_hook(
+                lambda m, i, o: outputs.__setitem__("__preact__", o)))
+        was_training = model.training
+        model.eval()
+        # BatchNorm normalises with the probe's own statistics, as in training (its running
+        # averages lag behind for the first dozens of steps), without updating them
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        kept = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+        for m in norms:
+            m.train()
+            m.momentum = 0.0
+        try:
+            model(trainer.data.x_train[self._probe_idx])
+        finally:
+            model.train(was_training)
+            for m, (momentum, tracked) in zip(norms, kept):
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(tracked)
+            for h in handles:
+                h.remove()
+        stats = {}
+        for name, h in outputs.items():
+            if name == "__preact__":
+                continue
+            h = h.float().flatten(1)
+            s = {}
+            if info[name].get("dies"):
+                s["dead_frac"] = float((h.abs().amax(0) == 0).float().mean())
+            if info[name].get("bounds"):
+                lo, hi = info[name]["bounds"]
+                s["saturated_frac"] = float(((h <= lo + SATURATION_MARGIN) |
+                                             (h >= hi - SATURATION_MARGIN)).float().mean())
+            stats[name] = s
+        pre = outputs.get("__preact__")
+        return stats, float(pre.float().pow(2).mean().sqrt()) if pre is not None else None
+
+
+def _first_linear(model, hidden: list[str]):
+    """The nn.Linear that reads the raw inputs, when the first hidden layer starts with one."""
+    if not hidden:
+        return None
+    first = getattr(model, hidden[0])
+    lin = getattr(first, "linear", None) or getattr(first, "proj", None)
+    if lin is None and isinstance(first, torch.nn.Linear):
+        lin = first
+    return lin if isinstance(lin, torch.nn.Linear) else None
+
+
+@torch.no_grad()
+def symmetric_layers(model, hidden: list[str]) -> list[str]:
+    """Hidden layers of two or more units whose weight rows are all identical."""
+    out = []
+    for name in hidden:
+        for w in weight_params(getattr(model, name)):
+            if w.dim() == 2 and w.shape[0] >= 2 and \
+                    float((w - w[:1]).abs().amax()) <= 1e-7 * float(w.detach().abs().amax()):
+                out.append(name)
+                break
+    return out

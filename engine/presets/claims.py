@@ -1,0 +1,180 @@
+"""What a preset's `expect` block means: each claim of its explanation as a number measured on
+a finished run, compared with a bound or with the same number on a twin run.
+
+    {"measure": "val_acc", "above": 0.85}
+    {"measure": "train_loss", "below": {"twin": {"model.init": "xavier_uniform"}}}
+    {"measure": "train_loss@50", "above": {"twin": {...}}}      # a logged row's train loss
+    {"measure": "statuses", "includes": "saturated"}            # some row's verdict
+    {"measure": "gap_loss", "below": {"preset": "overfitting_small_data"}}
+    {"measure": "val_acc", "above": 0.9, "set": {"optimizer.lr": 0.1}}  # measured on a variant
+    {"measure": "update_median", "below": {"twin": {...}}, "factor": 0.1}  # 10x below the twin's
+    {"measure": "val_loss", "equals": {"of": "best_val_loss"}}  # another measure of the run
+
+Measures (MEASURES below) are taken after the run ended, on the model it ended with (after
+early stopping restored its best weights), in eval mode over whole splits, so train and
+validation numbers compare like with like. tests/test_presets.py checks every claim on seeds
+0-4; benchmarks/preset_health.py prints the table.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from ..spec import ExperimentSpec
+from . import load_preset
+
+
+def _ratio(row: dict | None) -> float | None:
+    """dL/dh at the first hidden layer / at the last hidden layer, on one logged row."""
+    hidden = [lay for lay in (row or {}).get("layers") or () if lay["name"] != "out"
+              and lay.get("act_grad_norm") is not None]
+    if len(hidden) < 2 or not hidden[-1]["act_grad_norm"]:
+        return None
+    return hidden[0]["act_grad_norm"] / hidden[-1]["act_grad_norm"]
+
+
+def _row_at(rows: list[dict], step: int) -> dict:
+    return min(rows, key=lambda r: abs(r["step"] - step))
+
+
+def _layer_extreme(row: dict, key: str, pick) -> float | None:
+    values = [lay[key] for lay in row.get("layers") or () if lay.get(key) is not None]
+    return pick(values) if values else None
+
+
+class Outcome:
+    """A finished run's numbers, measured once."""
+
+    def __init__(self, trainer):
+        t = trainer
+        self.rows = t.history.rows
+        self.stopped = t.stopped
+        self.restored_step = t.restored_step
+        self.train = t.evaluate("train")
+        self.val = t.evaluate("val")
+        self.steps = t.step_count
+        self.trainer = t  # for measures that need the model (boundary_length)
+
+    def measure(self, name: str):
+        if "@" in name:  # a logged row's number near a step: "train_loss@50"
+            key, step = name.split("@")
+            row = _row_at(self.rows, int(step))
+            if key in ("saturated_min", "dead_max"):
+                return _layer_extreme(row, "saturated_frac" if key == "saturated_min" else
+                                      "dead_frac", min if key == "saturated_min" else max)
+            if key == "grad_ratio":
+                return _ratio(row)
+            return row.get(key)
+        return MEASURES[name](self)
+
+
+def _median_update(o) -> float | None:
+    ratios = sorted(lay["update_ratio"] for r in o.rows for lay in r.get("layers") or ()
+                    if lay["name"] != "out" and lay.get("update_ratio") is not None)
+    return ratios[len(ratios) // 2] if ratios else None
+
+
+def _late(o) -> list[float]:
+    """The logged train losses of the run's last two thirds (past the first fast fall)."""
+    rows = [r for r in o.rows if r.get("train_loss") is not None]
+    return [r["train_loss"] for r in rows[len(rows) // 3:]]
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+
+
+def _boundary_length(o, n: int = 101) -> int | None:
+    """How many neighbouring cells of an n x n grid over the data (2-D sets only) the model
+    puts in different classes: fewer means a smoother decision boundary."""
+    import torch
+
+    data = o.trainer.data
+    if data.points is None or data.task != "classification":
+        return None
+    pts = torch.cat([p for p in data.points.values() if len(p)])
+    lo, hi = pts.min(0).values - 0.5, pts.max(0).values + 0.5
+    xs, ys = torch.linspace(float(lo[0]), float(hi[0]), n), torch.linspace(float(lo[1]), float(hi[1]), n)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    cls = o.trainer.predict(data.encode(grid)).argmax(1).reshape(n, n)
+    return int((cls[1:] != cls[:-1]).sum() + (cls[:, 1:] != cls[:, :-1]).sum())
+
+
+MEASURES = {
+    "stopped": lambda o: o.stopped,
+    "status": lambda o: o.rows[-1]["health"]["status"],
+    "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
+    "train_loss": lambda o: o.train["loss"],
+    "train_acc": lambda o: o.train["acc"],
+    "val_loss": lambda o: o.val["loss"],
+    "val_acc": lambda o: o.val["acc"],
+    "gap_loss": lambda o: o.val["loss"] - o.train["loss"],
+    "gap_acc": lambda o: o.train["acc"] - o.val["acc"],
+    "loss_drop": lambda o: 1 - o.train["loss"] / o.rows[0]["train_loss"],
+    "grad_ratio_first": lambda o: _ratio(o.rows[0]),
+    "grad_ratio_last": lambda o: _ratio(next((r for r in reversed(o.rows) if r.get("layers")),
+                                             None)),
+    "weight_norm": lambda o: sum(lay["weight_norm"] or 0 for lay in o.rows[-1]["layers"] or ()),
+    "clip_frac_first": lambda o: next((r["clip_frac"] for r in o.rows if "clip_frac" in r), None),
+    "clip_frac_last": lambda o: o.rows[-1].get("clip_frac"),
+    "update_median": _median_update,
+    "late_train_loss": lambda o: sum(_late(o)) / len(_late(o)),
+    "late_train_loss_std": lambda o: _std(_late(o)),
+    "boundary_length": _boundary_length,
+    "best_val_step": lambda o: min((r for r in o.rows if r.get("val_loss") is not None),
+                                   key=lambda r: r["val_loss"])["step"],
+    "steps_after_best": lambda o: o.steps - o.restored_step if o.restored_step else None,
+    "restored_step": lambda o: o.restored_step,
+    "stop_step": lambda o: o.steps,
+    "best_val_loss": lambda o: min(r["val_loss"] for r in o.rows if r.get("val_loss") is not None),
+    "last_val_acc": lambda o: next(r["val_acc"] for r in reversed(o.rows)
+                                   if r.get("val_acc") is not None),
+    "last_val_loss": lambda o: next(r["val_loss"] for r in reversed(o.rows)
+                                    if r.get("val_loss") is not None),
+}
+
+OPS = {"above": lambda v, b: v is not None and b is not None and v > b,
+       "below": lambda v, b: v is not None and b is not None and v < b,
+       "at_most": lambda v, b: v is not None and b is not None and v <= b,
+       "at_least": lambda v, b: v is not None and b is not None and v >= b,
+       "equals": lambda v, b: v == b,
+       "includes": lambda v, b: b in v,
+       "excludes": lambda v, b: b not in v}
+
+
+@lru_cache(maxsize=256)
+def outcome(name: str, seed: int, changes: str = "{}") -> Outcome:
+    """The preset `name` run on `seed` with `changes` (JSON of dotted keys), cached."""
+    from ..trainer import Trainer
+
+    spec = ExperimentSpec.from_dict(load_preset(name)["config"]).with_changes(
+        {**json.loads(changes), "seed": seed})
+    return Outcome(Trainer(spec).run())
+
+
+def _bound(claim_value, name: str, seed: int, measure: str):
+    """A claim's bound: a number or status, or the same measure on a twin run."""
+    if isinstance(claim_value, dict) and "twin" in claim_value:
+        return outcome(name, seed, json.dumps(claim_value["twin"], sort_keys=True)).measure(measure)
+    if isinstance(claim_value, dict) and "preset" in claim_value:
+        return outcome(claim_value["preset"], seed).measure(measure)
+    if isinstance(claim_value, dict) and "of" in claim_value:  # another measure of this run
+        return outcome(name, seed).measure(claim_value["of"])
+    return claim_value
+
+
+def check(name: str, seed: int) -> list[dict]:
+    """Every claim of preset `name` on `seed`: {"claim", "value", "bound", "holds"}."""
+    results = []
+    for claim in load_preset(name)["expect"]:
+        measure = claim["measure"]
+        run = outcome(name, seed, json.dumps(claim.get("set", {}), sort_keys=True))
+        value = run.measure(measure)
+        (op, target), = [(k, v) for k, v in claim.items() if k in OPS]
+        bound = _bound(target, name, seed, measure)
+        if "factor" in claim and bound is not None:  # "ten times less than the twin's"
+            bound = bound * claim["factor"]
+        results.append({"claim": claim, "value": value, "bound": bound,
+                        "holds": OPS[op](value, bound)})
+    return results

@@ -1,0 +1,403 @@
+"""The health verdict: each threshold pinned on synthetic evidence, then a verdict matrix on
+real runs (healthy nets end ok, each sick case the issue names gets its status, over seeds),
+with closed forms as the oracle where one exists (the stability limit of gradient descent)."""
+import math
+
+import pytest
+import torch
+
+from engine import ExperimentSpec, Trainer
+from engine import health as H
+from engine.health import Evidence, Net, assess, usable_fixes, without_undo
+from engine.presets import load_preset
+
+SPEC = ExperimentSpec.from_dict({"model": {"layers": [8, 8, 8]}})
+
+
+def net(**kw) -> Net:
+    base = dict(hidden=["fc1", "fc2", "fc3"], activations={"relu"}, suited_init="he_normal",
+                init="he_normal", bias_init=0.0, has_norm=False, has_residual=False, depth=3,
+                narrowest=8, normalize="standard", input_rms=1.0, chance_loss=math.log(3),
+                noise_floor=None, adaptive=False)
+    return Net(**{**base, **kw})
+
+
+def layer(name, **stats):
+    base = {"name": name, "act_grad_norm": 1.0, "update_ratio": 1e-3, "dead_frac": None,
+            "saturated_frac": None}
+    return {**base, **stats}
+
+
+def row(*layers, step=10, signs=(), **metrics):
+    r = {"step": step, "train_loss": 0.5, "train_acc": 0.8, "val_loss": None, **metrics,
+         "layers": list(layers) + [layer("out")]}
+    r["health"] = {"status": "ok", "signs": list(signs)}
+    return r
+
+
+def verdict(r, rows=(), spec=SPEC, facts=None, **kw):
+    return assess(Evidence(row=r, rows=list(rows), spec=spec, net=facts or net(), **kw))
+
+
+def persisted(status, n, make, **kw):
+    """The verdict on a row after n-1 earlier rows that showed the same sign."""
+    earlier = [{**make(), "step": 10 * (i + 1), "health": {"signs": [status]}} for i in range(n - 1)]
+    return verdict({**make(), "step": 10 * n}, earlier, **kw)
+
+
+# ----------------------------------------------------------------------------- persistence
+
+@pytest.mark.parametrize("status", ["vanishing", "dead", "saturated", "exploding"])
+def test_a_sign_becomes_a_finding_only_once_it_persists(status):
+    make = {"vanishing": lambda: row(layer("fc1", act_grad_norm=1e-6), layer("fc2")),
+            "exploding": lambda: row(layer("fc1", act_grad_norm=1e6), layer("fc2")),
+            "dead": lambda: row(layer("fc1", dead_frac=0.95), layer("fc2"), train_loss=1.1,
+                                train_acc=0.34, step=50),
+            "saturated": lambda: row(layer("fc1", saturated_frac=0.9), layer("fc2"),
+                                     train_loss=1.1, train_acc=0.34, step=50)}[status]
+    need = H.PERSIST[status]
+    once = verdict(make())
+    assert once["status"] == "ok" and status in once["signs"]
+    assert persisted(status, need - 1, make)["status"] == "ok"
+    assert persisted(status, need, make)["status"] == status
+
+
+# ----------------------------------------------------------------------------- thresholds
+
+def vanishing(ratio):
+    return lambda: row(layer("fc1", act_grad_norm=ratio), layer("fc2"), layer("fc3"))
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    (H.VANISHING_RATIO * 0.9, "vanishing"), (H.VANISHING_RATIO * 1.1, "ok"),
+    (H.EXPLODING_RATIO * 1.1, "exploding"), (H.EXPLODING_RATIO * 0.9, "ok")])
+def test_gradient_ratio_thresholds(ratio, expected):
+    assert persisted(expected, 3, vanishing(ratio))["status"] == expected
+
+
+def test_vanishing_names_the_cause_that_applies():
+    sigmoid = persisted("vanishing", 3, vanishing(1e-6),
+                        spec=SPEC.with_changes({"model.activation": "sigmoid",
+                                                "model.init": "xavier_uniform"}),
+                        facts=net(activations={"sigmoid"}, suited_init="xavier_uniform",
+                                  init="xavier_uniform"))
+    assert "sigmoid" in sigmoid["messages"][0]
+    assert [f["label"] for f in sigmoid["fixes"]][:2] == ["Switch to ReLU + He init",
+                                                          "Add BatchNorm layers"]
+    relu_xavier = persisted("vanishing", 3, vanishing(1e-6),
+                            spec=SPEC.with_changes({"model.init": "xavier_normal"}),
+                            facts=net(init="xavier_normal"))
+    text = relu_xavier["messages"][0]
+    assert "sigmoid" not in text and "xavier_normal" in text and "halves" in text
+    assert relu_xavier["fixes"][0]["label"] == "Use He init"
+    relu_he = persisted("vanishing", 3, vanishing(1e-6))  # already ReLU + He: no such fix
+    assert all("He" not in f["label"] for f in relu_he["fixes"])
+
+
+def test_update_ratio_threshold():
+    make = lambda r: lambda: row(layer("fc1", update_ratio=r), layer("fc2"))  # noqa: E731
+    assert persisted("exploding", 2, make(H.EXPLODING_UPDATE * 1.5))["status"] == "exploding"
+    assert persisted("exploding", 2, make(H.EXPLODING_UPDATE * 0.5))["status"] == "ok"
+
+
+@pytest.mark.parametrize("frac, loss, acc, expected", [
+    (H.DEAD_FRAC, 1.1, 0.34, "dead"),          # silent and no better than a guess
+    (H.DEAD_FRAC - 0.01, 1.1, 0.34, "ok"),     # under the threshold
+    (0.8, 0.1, H.FITS_ACC, "ok"),              # silent units on a net that fits its data
+])
+def test_dead_units_count_only_when_they_hold_learning_back(frac, loss, acc, expected):
+    make = lambda: row(layer("fc1", dead_frac=frac), layer("fc2"), step=50,  # noqa: E731
+                       train_loss=loss, train_acc=acc)
+    assert persisted("dead", 3, make)["status"] == expected
+
+
+def test_dead_is_judged_on_the_probe_not_the_batch():
+    make = lambda: row(layer("fc1", dead_frac=0.66), layer("fc2"), step=50,  # noqa: E731
+                       train_loss=1.1, train_acc=0.34)
+    assert persisted("dead", 3, make)["status"] == "dead"
+    on_data = persisted("dead", 3, make, probe={"fc1": {"dead_frac": 0.38}})
+    assert on_data["status"] == "ok"
+
+
+def test_dead_message_and_fixes_name_the_bias_and_never_say_never():
+    spec = SPEC.with_changes({"model.bias_init": -3.0})
+    make = lambda: row(layer("fc1", dead_frac=0.95), layer("fc2"), step=50,  # noqa: E731
+                       train_loss=1.1, train_acc=0.34)
+    h = persisted("dead", 3, make, spec=spec, facts=net(bias_init=-3.0))
+    assert h["status"] == "dead" and "-3" in h["messages"][0]
+    assert "never" not in h["messages"][0]
+    assert [f["label"] for f in h["fixes"]][:2] == ["Bias init 0", "Switch to leaky ReLU"]
+
+
+@pytest.mark.parametrize("frac, expected", [(H.SATURATED_FRAC, "saturated"),
+                                            (H.SATURATED_FRAC - 0.01, "ok")])
+def test_saturated_threshold(frac, expected):
+    make = lambda: row(layer("fc1", saturated_frac=frac), layer("fc2"), step=50,  # noqa: E731
+                       train_loss=1.1, train_acc=0.34)
+    spec = SPEC.with_changes({"model.activation": "tanh", "model.init": "xavier_uniform"})
+    h = persisted("saturated", 3, make, spec=spec,
+                  facts=net(activations={"tanh"}, init="xavier_uniform",
+                            suited_init="xavier_uniform"))
+    assert h["status"] == expected
+    if expected == "saturated":  # Xavier is in place: not offered again
+        assert all("Xavier" not in f["label"] for f in h["fixes"])
+
+
+def test_a_saturated_net_that_fits_its_data_is_ok():
+    make = lambda: row(layer("fc1", saturated_frac=0.9), layer("fc2"), step=50,  # noqa: E731
+                       train_loss=0.05, train_acc=0.99)
+    assert persisted("saturated", 3, make)["status"] == "ok"
+
+
+def loss_rows(losses, every=10, acc=0.6, **kw):
+    return [row(layer("fc1"), layer("fc2"), step=(i + 1) * every, train_loss=v, train_acc=acc,
+                **kw) for i, v in enumerate(losses)]
+
+
+def judged(rows, **kw):
+    return verdict(rows[-1], rows[:-1], first_loss=rows[0]["train_loss"], **kw)
+
+
+def test_diverging_needs_a_steady_climb():
+    climb = loss_rows([0.6 * 1.2 ** i for i in range(H.DIVERGING_ROWS)])
+    assert judged(climb)["status"] == "diverging"
+    assert judged(climb)["fixes"][0]["label"].startswith("Lower LR 10x")
+    noisy = loss_rows([0.6, 0.9, 0.8, 1.0, 1.1, 1.4])  # one dip: noise, not divergence
+    assert judged(noisy)["status"] == "ok"
+    tiny = loss_rows([1e-4 * 1.3 ** i for i in range(H.DIVERGING_ROWS)])  # harms nothing
+    assert judged(tiny)["status"] == "ok"
+
+
+def flat(start, end, steps=H.WINDOW + 50, every=10, **kw):
+    n = steps // every
+    return loss_rows([start + (end - start) * i / (n - 1) for i in range(n)], every, **kw)
+
+
+def test_plateau_underfitting_and_too_slow_need_a_flat_window():
+    assert judged(flat(1.0, 1.0 - H.FLAT_GAIN * 0.3))["status"] == "plateau"
+    assert judged(flat(1.0, 0.8))["status"] == "ok"
+    assert judged(flat(1.0, 1.2))["status"] == "ok"           # rising is not flat
+    assert judged(flat(1.0, 1.0, steps=H.WINDOW - 20))["status"] == "ok"  # too young
+    assert judged(flat(0.01, 0.01, acc=H.CONVERGED_ACC))["status"] == "ok"  # finished
+    flat_low = flat(0.2, 0.2)
+    assert verdict(flat_low[-1], flat_low[:-1], first_loss=1.1)["status"] == "ok"  # done
+    linear = net(hidden=[], activations=set(), narrowest=None, depth=0)
+    spec = SPEC.with_changes({"model.layers": []})
+    h = judged(flat(1.0, 1.0), spec=spec, facts=linear)
+    assert h["status"] == "underfitting"
+    assert [f["label"] for f in h["fixes"]] == ["Add a hidden layer of 64 relu units"]
+    slow = flat(1.0, 0.97)
+    for r in slow:
+        for lay in r["layers"]:
+            lay["update_ratio"] = H.SLOW_UPDATE / 10
+    h = judged(slow)
+    assert h["status"] == "too_slow" and h["fixes"][0]["label"].startswith("Raise LR 10x")
+
+
+def test_a_regression_at_its_noise_floor_is_healthy():
+    floor = net(noise_floor=0.01, chance_loss=1.0)
+    rows = flat(0.0105, 0.0105, acc=None)
+    assert judged(rows, facts=floor)["status"] == "ok"
+    assert judged(flat(0.9, 0.9, acc=None), facts=floor)["status"] == "plateau"
+
+
+def evals(vals, trains, accs=None, val_accs=None):
+    rows = []
+    for i, (v, t) in enumerate(zip(vals, trains)):
+        r = row(layer("fc1"), layer("fc2"), step=(i + 1) * 10, train_loss=t, val_loss=v,
+                train_acc=accs[i] if accs else 1.0, val_acc=val_accs[i] if val_accs else 0.7)
+        rows.append(r)
+    return rows
+
+
+def best_of(rows):
+    return min((r for r in rows if r.get("val_loss") is not None), key=lambda r: r["val_loss"])
+
+
+def test_overfitting_needs_a_rising_validation_loss_a_falling_train_loss_and_a_gap():
+    vals, trains = [1.0, 0.5, 0.7, 0.8, 0.9], [1.0, 0.5, 0.3, 0.2, 0.1]
+    rows = evals(vals, trains)
+    h = verdict(rows[-1], rows[:-1], best=best_of(rows[:-1]))
+    assert h["status"] == "overfitting" and "step 20" in h["messages"][0]
+    assert [f["label"] for f in h["fixes"]][:2] == [
+        "Stop early (patience 10), keep the best weights", "L2 penalty 0.01"]
+    # validation within OVERFIT_RISE of its best: noise
+    rows = evals([1.0, 0.5, 0.55, 0.56, 0.58], trains)
+    assert verdict(rows[-1], rows[:-1], best=best_of(rows[:-1]))["status"] == "ok"
+    # the train loss rose too: not overfitting
+    rows = evals(vals, [1.0, 0.5, 0.6, 0.7, 0.8])
+    assert verdict(rows[-1], rows[:-1], best=best_of(rows[:-1]))["status"] == "ok"
+    # a gap of under OVERFIT_GAP accuracy: a healthy net's validation noise
+    rows = evals(vals, trains, accs=[0.95] * 5, val_accs=[0.93] * 5)
+    assert verdict(rows[-1], rows[:-1], best=best_of(rows[:-1]))["status"] == "ok"
+
+
+def test_unscaled_inputs_need_large_features_and_large_pre_activations():
+    facts = net(normalize="none", input_rms=12.0)
+    spec = SPEC.with_changes({"data.normalize": "none"})
+    make = lambda: row(layer("fc1"), layer("fc2"))  # noqa: E731
+    h = persisted("unscaled_inputs", 2, make, spec=spec, facts=facts, preact_rms=40.0)
+    assert h["status"] == "unscaled_inputs"
+    assert [f["label"] for f in h["fixes"]] == ["Standardise the inputs"]
+    assert persisted("unscaled_inputs", 2, make, spec=spec, facts=facts,
+                     preact_rms=H.PREACT_RMS * 0.9)["status"] == "ok"
+
+
+def test_symmetric_layers_are_found_exactly():
+    model = torch.nn.Sequential()
+    model.add_module("fc1", torch.nn.Linear(3, 4))
+    model.add_module("fc2", torch.nn.Linear(4, 4))
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc2.weight.normal_()
+    assert H.symmetric_layers(model, ["fc1", "fc2"]) == ["fc1"]
+    with torch.no_grad():
+        model.fc1.weight.fill_(0.1)
+    assert H.symmetric_layers(model, ["fc1", "fc2"]) == ["fc1"]
+
+
+def test_priority_puts_divergence_first_and_masks_what_it_explains():
+    r = row(layer("fc1", act_grad_norm=1e-9, dead_frac=0.95), layer("fc2"), step=50,
+            train_loss=1.1, train_acc=0.3)
+    h = verdict(r, divergence={"step": 5, "loss": "NaN"})
+    assert h["status"] == "diverged" and len(h["messages"]) == 1
+    assert list(H.STATUSES) == list(H.PRIORITY) == list(H.CHECKS)
+
+
+# ----------------------------------------------------------------------------- fixes
+
+def test_fixes_that_change_nothing_or_pull_the_other_way_are_dropped():
+    lower, higher = H.lower_lr(SPEC), H.raise_lr(SPEC)
+    same = H.fix("Use ReLU", {"model.activation": "relu"})  # the default already
+    assert [f["label"] for f in usable_fixes(SPEC, [lower, same, higher])] == [lower["label"]]
+    leaky = H.fix("Leaky", {"model.activation": "leaky_relu"})
+    relu_he = H.fix("ReLU+He", {"model.activation": "relu", "model.init": "he_normal"})
+    assert usable_fixes(SPEC.with_changes({"model.activation": "tanh"}), [leaky, relu_he]) == [leaky]
+
+
+def test_a_fix_is_never_undone_by_the_next_one():
+    before = SPEC.with_changes({"model.activation": "relu", "model.init": "xavier_normal"})
+    after = before.with_changes({"model.activation": "leaky_relu"})
+    offered = [H.fix("Switch to ReLU + He init", {"model.activation": "relu",
+                                                  "model.init": "he_normal"}),
+               H.use_init(after, "he_normal")]
+    assert [f["label"] for f in without_undo(offered, before, after)] == ["Use He init"]
+    assert without_undo(offered, None, after) == offered
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+def train(config, seed=0, steps=None):
+    spec = ExperimentSpec.from_dict(config).with_changes({"seed": seed})
+    if steps:
+        spec = spec.with_changes({"training.steps": steps})
+    return Trainer(spec).run()
+
+
+def statuses(trainer):
+    return [r["health"]["status"] for r in trainer.history.rows]
+
+
+HEALTHY = {
+    "tanh 2x64": {"model": {"activation": "tanh", "init": "xavier_uniform", "layers": [64, 64]},
+                  "optimizer": {"name": "adam", "lr": 0.01}, "training": {"steps": 1000}},
+    "sigmoid 1x32 on moons": {"data": {"name": "moons"},
+                              "model": {"activation": "sigmoid", "init": "xavier_uniform",
+                                        "layers": [32]},
+                              "optimizer": {"name": "adam", "lr": 0.03},
+                              "training": {"steps": 600}},
+    "relu 2x64": {"model": {"layers": [64, 64]}, "optimizer": {"name": "adam", "lr": 0.01},
+                  "training": {"steps": 800}},
+    "regression at its noise floor": {
+        "data": {"name": "multi_gaussian", "noise": 0.1}, "loss": "mse",
+        "model": {"layers": [64, 64]}, "optimizer": {"name": "adam", "lr": 0.01},
+        "training": {"steps": 1500}},
+    "xor_tanh": load_preset("xor_tanh")["config"],
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", list(HEALTHY))
+def test_healthy_nets_end_ok_with_no_unit_alarm(name, seed):
+    t = train(HEALTHY[name], seed)
+    seen = statuses(t)
+    assert seen[-1] == "ok", (t.history.last["health"]["messages"], t.evaluate("val"))
+    assert not {"dead", "saturated", "vanishing", "exploding", "diverging"} & set(seen), seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_deep_he_relu_net_is_not_called_dead_for_its_quiet_start(seed):
+    t = train(load_preset("deep_relu_he")["config"], seed, steps=60)
+    assert "dead" not in statuses(t)
+    first = t.history.rows[0]["layers"]
+    assert max(lay["dead_frac"] or 0 for lay in first) > 0.3  # the batch does look quiet
+
+
+def full_batch_gd(factor: float, seed: int):
+    """Linear regression trained by full-batch gradient descent at `factor` times its
+    stability limit 2/L, L the largest eigenvalue of the MSE loss's Hessian (closed form:
+    2/n [X 1]^T [X 1] on the standardised training inputs)."""
+    config = {"data": {"name": "plane", "n": 400, "noise": 0.05}, "loss": "mse",
+              "model": {"layers": []}, "training": {"steps": 400, "batch_size": 320},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "seed": seed}
+    probe = Trainer(ExperimentSpec.from_dict(config))
+    x = probe.data.x_train
+    a = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+    sharpness = float(torch.linalg.eigvalsh(2 * a.T @ a / len(x)).max())
+    config["optimizer"]["lr"] = factor * 2 / sharpness
+    return Trainer(ExperimentSpec.from_dict(config)).run()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_descent_past_its_stability_limit_is_diverging_before_nan(seed):
+    over = full_batch_gd(1.01, seed)
+    losses = [r["train_loss"] for r in over.history.rows]
+    assert over.stopped == "completed" and losses[-1] > 100 * min(losses)  # no NaN yet
+    assert over.history.last["health"]["status"] == "diverging"
+    under = full_batch_gd(0.9, seed)
+    assert "diverging" not in statuses(under)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_raw_digit_pixels_are_unscaled_inputs_even_after_the_leaky_relu_fix(seed):
+    config = load_preset("digits_raw_inputs")["config"]
+    t = train({**config, "model": {**config["model"], "activation": "leaky_relu"}}, seed)
+    last = t.history.last["health"]
+    assert last["status"] == "unscaled_inputs", (t.history.last["train_loss"], last["messages"])
+    assert last["fixes"][0]["label"] == "Standardise the inputs"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spiral_linear_is_underfitting_and_offered_a_hidden_layer(seed):
+    t = train(load_preset("spiral_linear")["config"], seed)
+    h = t.history.last["health"]
+    assert h["status"] == "underfitting"
+    labels = [f["label"] for f in h["fixes"]]
+    assert labels[0].startswith("Add a hidden layer") and not any(
+        "Adam" in x or "Raise LR" in x for x in labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zero_init_is_symmetric_and_offered_a_random_init(seed):
+    t = train(load_preset("zero_init_symmetry")["config"], seed)
+    h = t.history.last["health"]
+    assert h["status"] == "symmetric" and h["fixes"][0]["label"] == "Use He init"
+
+
+def test_a_huge_first_loss_is_blamed_on_the_init():
+    t = train(load_preset("exploding_large_init")["config"])
+    h = t.history.last["health"]
+    assert h["status"] == "diverged" and "initial weights" in h["messages"][0]
+    assert h["fixes"][0]["label"] == "Use He init"
+
+
+def test_lower_lr_on_lr_too_high_does_not_offer_what_is_in_place():
+    t = train(load_preset("lr_too_high")["config"])
+    fix = next(f for f in t.history.last["health"]["fixes"] if f["label"].startswith("Lower"))
+    fixed = train(ExperimentSpec.from_dict(load_preset("lr_too_high")["config"])
+                  .with_changes(fix["changes"]).to_dict())
+    for r in fixed.history.rows:
+        for f in r["health"]["fixes"]:
+            changed = fixed.spec.with_changes(f["changes"]).to_dict()
+            assert changed != fixed.spec.to_dict(), f
