@@ -1,5 +1,7 @@
-"""Every preset on several seeds: how it ended, its final health and the numbers its claims are
-about. Prints one JSON object; `--markdown` prints the table for an issue note.
+"""Every preset on several seeds: how it ended, its final health, and each claim of its
+explanation (engine/presets/claims.py) with the number measured. Prints one JSON object;
+`--markdown` prints the table for an issue note. Runs where the presets say (device auto: the
+GPU when there is one).
 
     python benchmarks/preset_health.py --seeds 0 1 2 3 4 [--only NAME ...] [--markdown]
 """
@@ -14,44 +16,37 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from engine import ExperimentSpec, Trainer  # noqa: E402
-from engine.presets import load_preset, preset_names  # noqa: E402
-
-
-def grad_ratio(row: dict) -> float | None:
-    hidden = [lay for lay in row.get("layers") or () if lay["name"] != "out"
-              and lay.get("act_grad_norm") is not None]
-    if len(hidden) < 2 or not hidden[-1]["act_grad_norm"]:
-        return None
-    return hidden[0]["act_grad_norm"] / hidden[-1]["act_grad_norm"]
+from engine.presets import preset_names  # noqa: E402
+from engine.presets.claims import check, outcome  # noqa: E402
 
 
 def run(name: str, seed: int) -> dict:
-    spec = ExperimentSpec.from_dict(load_preset(name)["config"]).with_changes({"seed": seed})
-    t = Trainer(spec).run()
-    rows = t.history.rows
-    last = rows[-1]
-    seen = []
-    for r in rows:
-        s = r["health"]["status"]
-        if s != "ok" and s not in seen:
-            seen.append(s)
-    train, val = t.evaluate("train"), t.evaluate("val")
-    return {"preset": name, "seed": seed, "stopped": t.stopped, "steps": t.step_count,
-            "status": last["health"]["status"], "seen": seen,
-            "fixes": [f["label"] for f in last["health"]["fixes"]],
-            "train_loss": train["loss"], "val_loss": val["loss"], "train_acc": train["acc"],
-            "val_acc": val["acc"], "first_loss": rows[0]["train_loss"],
-            "ratio_first": grad_ratio(rows[0]), "ratio_last": grad_ratio(last),
-            "restored_step": t.restored_step}
+    base = outcome(name, seed)
+    claims = check(name, seed)
+    return {"preset": name, "seed": seed, "stopped": base.stopped,
+            "status": base.measure("status"),
+            "statuses": [s for s in base.measure("statuses") if s != "ok"],
+            "val_acc": base.val["acc"], "device": str(base.trainer.device),
+            "claims": [{"claim": c["claim"], "value": c["value"], "bound": c["bound"],
+                        "holds": c["holds"]} for c in claims]}
 
 
-def fmt(x):
+def fmt(x) -> str:
     if x is None:
         return "–"
     if isinstance(x, float):
         return f"{x:.3g}"
+    if isinstance(x, list):
+        return ", ".join(map(str, x)) or "–"
     return str(x)
+
+
+def claim_text(c: dict) -> str:
+    claim = c["claim"]
+    op = next(k for k in claim if k not in ("measure", "set", "factor"))
+    where = " (variant)" if claim.get("set") else ""
+    bound = fmt(c["bound"]) if not isinstance(c["bound"], list) else fmt(c["bound"])
+    return f"{claim['measure']}{where} {fmt(c['value'])} {op} {bound}"
 
 
 def main(argv=None):
@@ -62,15 +57,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     results = [run(n, s) for n in (args.only or preset_names()) for s in args.seeds]
+    failed = sum(not c["holds"] for r in results for c in r["claims"])
     if not args.markdown:
-        print(json.dumps(results, indent=1))
+        print(json.dumps({"benchmark": "preset_health", "runs": results,
+                          "claims_failed": failed}, indent=1, default=str))
         return
-    print("| preset | seed | stopped | final status | seen | train acc | val acc | val loss | dL/dh ratio (first→last row) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| preset | seed | stopped | final status | statuses seen | val acc | claims held | the first claim's number |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
+        held = sum(c["holds"] for c in r["claims"])
+        first = claim_text(r["claims"][0]) if r["claims"] else "–"
         print(f"| {r['preset']} | {r['seed']} | {r['stopped']} | {r['status']} | "
-              f"{', '.join(r['seen']) or '–'} | {fmt(r['train_acc'])} | {fmt(r['val_acc'])} | "
-              f"{fmt(r['val_loss'])} | {fmt(r['ratio_first'])} → {fmt(r['ratio_last'])} |")
+              f"{fmt(r['statuses'])} | {fmt(r['val_acc'])} | {held}/{len(r['claims'])} | {first} |")
+    print(f"\nclaims failed: {failed}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ On a logged step the Diagnostics callback hooks every shown layer for that one s
 a forward hook keeps the layer's output h, and a tensor hook on h catches dL/dh during backward.
 All hooks are removed at the end of the step (and at fit end, should a step have failed).
 
-Why dL/dh and not only the weight gradients: in a deep sigmoid net the weight-gradient norms stay
-within a small factor across layers, while dL/dh shrinks by orders of magnitude from the output
-toward the input. The latter is the vanishing gradient.
+Why dL/dh and not only the weight gradients: a weight gradient is dL/dh times the layer's
+input, so it mixes the backward signal with the forward activity and the layer's width; dL/dh is
+the backward signal alone. (Measured on the vanishing_sigmoid preset, seeds 0-4: both shrink by
+10^5-10^6 over ten sigmoid layers; dL/dh shows it without the forward part mixed in.)
 
 Statistics of a layer (DESIGN.md §2.2):
   act_grad_norm   mean over examples of || dL_i / dh_i ||, L_i the i-th example's own loss
@@ -19,7 +20,6 @@ Statistics of a layer (DESIGN.md §2.2):
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -35,8 +35,10 @@ class Diagnostics(Callback):
         self._handles: list = []
         self._outputs: dict[str, torch.Tensor] = {}
         self._grads: dict[str, torch.Tensor] = {}
-        self._before: dict[str, list[torch.Tensor]] = {}
-        self._grad_norms: dict[str, torch.Tensor] = {}
+        self._before: list[torch.Tensor] = []
+        self._grad_norms = None
+        self._seg_cache = None
+        self._weight_cache = None
         self._global_grad_norm = None
         self.samples: dict[str, torch.Tensor] = {}  # latest activations per layer (CPU), for plots
         self._layer_cache = None
@@ -77,17 +79,15 @@ class Diagnostics(Callback):
         # The training forward and backward are captured now. Drop the hooks before the
         # validation pass of this logged step runs the model again and overwrites them.
         self._remove_hooks()
-        grads = [p.grad.detach() for p in trainer.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in trainer.params if p.grad is not None]
         self._global_grad_norm = _norm(grads) if grads else None
-        self._before.clear()
-        self._grad_norms.clear()
-        for name, module, ws in self._layers(trainer):
-            if ws:
-                self._before[name] = [w.detach().clone() for w in ws]
-                gs = [w.grad for w in ws if w.grad is not None]
-                if gs:
-                    self._grad_norms[name] = _norm(gs)
+        weights = self._weights(trainer)[0]
+        with torch.no_grad():
+            self._before = torch._foreach_mul(weights, 1.0) if weights else []  # one fused copy
+            wgrads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in weights]
+            self._grad_norms = torch.stack(torch._foreach_norm(wgrads)) if weights else None
 
+    @torch.no_grad()
     def on_step_end(self, trainer):
         if not self.active:
             return
@@ -95,23 +95,11 @@ class Diagnostics(Callback):
         row = trainer.row
         if row is None:
             return
-        names, stats = [], []
-        for name, module, ws in self._layers(trainer):
-            if name not in self._outputs:
-                continue
-            names.append(name)
-            stats.append(self._layer_stats(name, ws, trainer.model.layer_info[name]))
-        values = torch.stack([s for layer in stats for s in layer.values()]).tolist() if stats else []
-        layers, i = [], 0
-        for name, layer in zip(names, stats):
-            entry = {"name": name}
-            for key in layer:
-                entry[key] = values[i]
-                i += 1
-            for key in ("weight_norm", "weight_grad_norm", "update_ratio", "dead_frac",
-                        "saturated_frac", "act_grad_norm"):
-                entry.setdefault(key, None)
-            layers.append(entry)
+        names = [n for n, _, _ in self._layers(trainer) if n in self._outputs]
+        stats = self._fused_stats(trainer, names) if names else {}
+        layers = []
+        for k, name in enumerate(names):
+            layers.append({"name": name, **{key: column[k] for key, column in stats.items()}})
         row["layers"] = layers
         row["grad_norm"] = float(self._global_grad_norm) if self._global_grad_norm is not None else None
         for name in names:
@@ -119,7 +107,98 @@ class Diagnostics(Callback):
             self.samples[name] = h.flatten()[:SAMPLE_SIZE].float().cpu()
         self._outputs.clear()
         self._grads.clear()
-        self._before.clear()
+        self._before = []
+
+    def _fused_stats(self, trainer, names: list[str]) -> dict[str, list]:
+        """Every layer's statistics in one pass: the layers' outputs side by side as one
+        (batch x units) matrix, per-layer sums by a product with a units x layers one-hot
+        matrix, weight norms by fused list kernels, and one transfer to the host. (Measured on
+        CPU, logging every step: 30 ReLU layers 6.0 -> 3.3 ms a step, 2 layers 1.13 -> 0.98.)"""
+        outs = [self._outputs[n].flatten(1).float() for n in names]
+        seg = self._segments(trainer, names, tuple(o.shape[1] for o in outs), outs[0].device)
+        S, h = seg["S"], torch.cat(outs, 1)
+        batch = h.shape[0]
+        count = seg["units"] * batch
+        mean = (h.sum(0) @ S) / count
+        centred = h - mean @ S.T  # two passes: steadier than E[h^2] - E[h]^2
+        columns = {"act_mean": mean,
+                   "act_std": ((centred.square().sum(0) @ S) / (count - 1).clamp_min(1)).sqrt()}
+        if any(seg["dies"]):
+            columns["dead_frac"] = (h.abs().amax(0) == 0).float() @ seg["S_per_unit"]
+        if any(seg["bounded"]):
+            pinned = (h <= seg["lo"]) | (h >= seg["hi"])
+            columns["saturated_frac"] = (pinned.float().sum(0) @ S) / count
+        has_grad = [n in self._grads for n in names]
+        grads = [self._grads[n].flatten(1).float() if k else torch.zeros_like(o)
+                 for n, k, o in zip(names, has_grad, outs)]
+        # mean over examples of each example's own ||dL_i/dh_i|| (= batch x its row of dL/dh)
+        columns["act_grad_norm"] = (torch.cat(grads, 1).square() @ S).sqrt().mean(0) * batch
+        weights = self._weights(trainer)[0]
+        if weights and seg["owner"] is not None:
+            moved = torch._foreach_sub(weights, self._before)
+            per_tensor = torch.stack([*torch._foreach_norm(weights),
+                                      *torch._foreach_norm(self._before),
+                                      *torch._foreach_norm(moved), *self._grad_norms])
+            # per layer: the root of the sum of its tensors' squared norms
+            after, before, step, grad = (per_tensor.reshape(4, -1).square() @ seg["owner"]).sqrt()
+            columns.update(weight_norm=after, update_ratio=step / before.clamp_min(1e-12),
+                           weight_grad_norm=grad)
+        values = torch.cat(list(columns.values())).tolist()
+        L = len(names)
+        keep = {"dead_frac": seg["dies"], "saturated_frac": seg["bounded"],
+                "act_grad_norm": has_grad, "weight_norm": seg["weighted"],
+                "update_ratio": seg["weighted"], "weight_grad_norm": seg["weighted"]}
+        out = {}
+        for k, key in enumerate(columns):
+            column = values[k * L:(k + 1) * L]
+            out[key] = column if key not in keep else \
+                [v if ok else None for v, ok in zip(column, keep[key])]
+        for key in keep:
+            out.setdefault(key, [None] * L)
+        return out
+
+    def _segments(self, trainer, names, widths, device) -> dict:
+        """What the fused statistics need to know of these layers, worked out once: which
+        layer each unit and each weight matrix belongs to, and each unit's saturation bounds."""
+        key = (tuple(names), widths, device, trainer.model)
+        if self._seg_cache is not None and self._seg_cache[0] == key:
+            return self._seg_cache[1]
+        info, inf = trainer.model.layer_info, float("inf")
+        layer_of = torch.repeat_interleave(torch.arange(len(names)), torch.tensor(widths))
+        bounds = [info[n].get("bounds") or (-inf, inf) for n in names]
+        owner = [names.index(n) for n, _, ws in self._layers(trainer) for _ in ws if n in names]
+        weights = self._weights(trainer)[0]
+        S = torch.nn.functional.one_hot(layer_of, len(names)).float().to(device)
+        units = torch.tensor(widths, dtype=torch.float32, device=device)
+        seg = {"S": S, "S_per_unit": S / units,
+               "lo": torch.cat([torch.full((w,), lo + SATURATION_MARGIN)
+                                for (lo, _), w in zip(bounds, widths)]).to(device),
+               "hi": torch.cat([torch.full((w,), hi - SATURATION_MARGIN)
+                                for (_, hi), w in zip(bounds, widths)]).to(device),
+               "units": units,
+               # weight tensor -> layer, as a one-hot matrix: per-layer sums in one product
+               "owner": torch.nn.functional.one_hot(torch.tensor(owner, dtype=torch.long),
+                                                    len(names)).float().to(device)
+               if owner else None,
+               "weighted": [any(n2 == n and ws for n2, _, ws in self._layers(trainer))
+                            for n in names],
+               "dies": [bool(info[n].get("dies")) for n in names],
+               "bounded": [bool(info[n].get("bounds")) for n in names]}
+        if len(owner) != len(weights):  # a shown layer without captured output holds weights:
+            seg["owner"] = None         # no weight statistics this step (never seen in practice)
+        self._seg_cache = (key, seg)
+        return seg
+
+    def _weights(self, trainer) -> tuple[list[torch.Tensor], list[int]]:
+        """Every shown layer's weight matrices as one list, and the layer each belongs to."""
+        layers = self._layers(trainer)
+        if self._weight_cache is None or self._weight_cache[0] is not layers:
+            weights, owner = [], []
+            for k, (_, _, ws) in enumerate(layers):
+                weights += list(ws)  # the parameters themselves: their .grad is read too
+                owner += [k] * len(ws)
+            self._weight_cache = (layers, (weights, owner))
+        return self._weight_cache[1]
 
     def on_fit_end(self, trainer):
         self._remove_hooks()
@@ -131,35 +210,6 @@ class Diagnostics(Callback):
                       if trainer.model.layer_info[n]["shown"]]
             self._layer_cache = (trainer.model, layers)
         return self._layer_cache[1]
-
-    def _layer_stats(self, name, weights, info) -> dict[str, torch.Tensor]:
-        """Scalar tensors only: all layers are moved to the host in one transfer.
-        (Measured on CPU: torch.std is 5-25x slower than the two-pass norm below, and
-        `amax(|h|) == 0` finds dead units 3x faster than `(h == 0).all()`.)"""
-        h = self._outputs[name].float()
-        mean = h.mean()
-        std = torch.linalg.vector_norm(h - mean) / math.sqrt(h.numel() - 1) \
-            if h.numel() > 1 else h.new_zeros(())
-        out = {"act_mean": mean, "act_std": std}
-        if info.get("dies"):
-            out["dead_frac"] = (h.flatten(1).abs().amax(0) == 0).float().mean()
-        if info.get("bounds"):
-            lo, hi = info["bounds"]
-            out["saturated_frac"] = ((h <= lo + SATURATION_MARGIN) |
-                                     (h >= hi - SATURATION_MARGIN)).float().mean()
-        g = self._grads.get(name)
-        if g is not None:
-            out["act_grad_norm"] = g.flatten(1).float().norm(dim=1).mean() * g.shape[0]
-        before = self._before.get(name)
-        if before:
-            after = [w.detach() for w in weights]
-            w_norm = _norm(before)
-            out["weight_norm"] = _norm(after)
-            out["update_ratio"] = _norm([a - b for a, b in zip(after, before)]) / w_norm.clamp_min(1e-12)
-            if name in self._grad_norms:
-                out["weight_grad_norm"] = self._grad_norms[name]
-        return out
-
 
 def _norm(tensors) -> torch.Tensor:
     """The norm of a list of tensors taken as one vector (one fused kernel for the list)."""

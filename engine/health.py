@@ -18,8 +18,10 @@ Statuses, most urgent first: PRIORITY below. The thresholds are pinned by tests/
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -72,6 +74,7 @@ PREACT_RMS = 5.0         # ... and a problem when the first layer's pre-activati
 DIVERGED_EARLY = 20      # a NaN this early calls for a 100x smaller learning rate, not 10x
 INIT_LOSS = 20.0         # a first loss this many times the chance loss: the init is too large
 WINDOW = 200             # steps over which trends are judged
+WINDOW_ROWS = 50         # logged rows a trend reads at most (spread over the window)
 FLAT_GAIN = 0.01         # the train loss moved by under 1% over the window: flat
 STILL_HIGH = 0.5         # ... while above half the run's first loss (low and flat = done)
 CONVERGED_ACC = 0.99     # a flat loss at this train accuracy is a finished run
@@ -198,6 +201,8 @@ def more_data(spec) -> dict | None:
 def usable_fixes(spec, fixes) -> list[dict]:
     """Drop fixes that change nothing, cannot apply, or set a setting an earlier fix sets
     differently (the first, from the most urgent finding, wins)."""
+    if not fixes:
+        return []
     base = spec.to_dict()
     kept, claimed = [], {}
     for f in fixes:
@@ -353,11 +358,39 @@ class Evidence:
             n += 1
         return n
 
+    @cached_property
     def window(self) -> list[dict]:
-        """Rows of the last WINDOW steps with a train loss (this row included)."""
-        rows = self.rows + [self.row]
-        step = self.row["step"]
-        return [r for r in rows if r.get("train_loss") is not None and r["step"] >= step - WINDOW]
+        """Rows of the last WINDOW steps with a train loss (this row included), oldest first;
+        at most about WINDOW_ROWS of them, evenly spread (logging every step would otherwise
+        make each verdict walk 200 rows)."""
+        start = bisect.bisect_left(self.rows, self.row["step"] - WINDOW, key=lambda r: r["step"])
+        rows = self.rows[start:]
+        rows = rows[::-(-len(rows) // WINDOW_ROWS)] if rows else rows
+        return [r for r in rows + [self.row] if r.get("train_loss") is not None]
+
+    @cached_property
+    def trend(self) -> tuple[float, float, float] | None:
+        """(start, end, relative change) of the train loss over the last WINDOW steps, averaging
+        a quarter of the rows at each end (mini-batch losses are noisy); None while the run is
+        younger than the window."""
+        if self.row["step"] < WINDOW:
+            return None
+        window = self.window
+        if len(window) < 4 or window[0]["step"] > self.row["step"] - WINDOW * 0.9:
+            return None
+        k = max(1, len(window) // 4)
+        start = sum(r["train_loss"] for r in window[:k]) / k
+        end = sum(r["train_loss"] for r in window[-k:]) / k
+        return start, end, (end - start) / max(abs(start), 1e-12)
+
+    @cached_property
+    def median_update(self) -> float | None:
+        """The median update ratio of the hidden layers over (up to 10 rows spread across) the
+        window."""
+        rows = self.window[::max(1, len(self.window) // 10)]
+        ratios = sorted(lay["update_ratio"] for r in rows for lay in r.get("layers") or ()
+                        if lay["name"] != "out" and lay.get("update_ratio") is not None)
+        return ratios[len(ratios) // 2] if ratios else None
 
     def fits(self) -> bool:
         """The net fits its training data: units that are off or pinned do it no harm."""
@@ -376,23 +409,9 @@ def _fmt(x: float | None) -> str:
     return f"{x:.2g}" if x is not None else "n/a"
 
 
-def _trend(ev: Evidence) -> tuple[float, float, float] | None:
-    """(start, end, relative change) of the train loss over the last WINDOW steps, averaging a
-    quarter of the rows at each end (mini-batch losses are noisy); None if the window is short."""
-    if ev.row["step"] < WINDOW:
-        return None
-    window = ev.window()
-    if len(window) < 4 or window[0]["step"] > ev.row["step"] - WINDOW * 0.9:
-        return None
-    k = max(1, len(window) // 4)
-    start = sum(r["train_loss"] for r in window[:k]) / k
-    end = sum(r["train_loss"] for r in window[-k:]) / k
-    return start, end, (end - start) / max(abs(start), 1e-12)
-
-
 def _learning_stalled(ev: Evidence) -> bool:
     """The loss has not fallen over the window (or the run is too young to say no)."""
-    trend = _trend(ev)
+    trend = ev.trend
     return trend is not None and trend[2] > -FLAT_GAIN * 5
 
 
@@ -402,12 +421,6 @@ def _finished(ev: Evidence) -> bool:
         return True
     loss = row.get("train_loss")
     return loss is not None and (loss < CONVERGED_LOSS or ev.at_noise_floor())
-
-
-def _median_update(ev: Evidence) -> float | None:
-    ratios = sorted(lay["update_ratio"] for r in ev.window() for lay in (r.get("layers") or ())
-                    if lay["name"] != "out" and lay.get("update_ratio") is not None)
-    return ratios[len(ratios) // 2] if ratios else None
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -544,7 +557,7 @@ def _holding_back(ev: Evidence) -> str | None:
     if ratio and ratio[0] < COLLAPSING_RATIO:
         return f"the gradient reaching {ratio[1]['name']} is {_fmt(ratio[0])}x that at {ratio[2]['name']}"
     if _learning_stalled(ev):
-        trend = _trend(ev)
+        trend = ev.trend
         return f"the training loss moved {trend[2]:+.0%} over the last {WINDOW} steps"
     loss, chance = ev.row.get("train_loss"), ev.net.chance_loss if ev.net else None
     if loss is not None and chance and ev.row["step"] >= GUESS_AFTER and loss >= GUESS * chance:
@@ -583,7 +596,7 @@ def check_dead(ev: Evidence):
                                                   **_without_layer_overrides(spec, "activation")}))
     first = (ev.first_row or (ev.rows[0] if ev.rows else ev.row)).get("layers") or ()
     grew = all((lay.get("dead_frac") or 0) < DEAD_FRAC for lay in first if lay["name"] in dead)
-    jumps = [lay.get("update_ratio") or 0 for r in ev.window() for lay in r.get("layers") or ()]
+    jumps = [lay.get("update_ratio") or 0 for r in ev.window for lay in r.get("layers") or ()]
     if grew and jumps and max(jumps) >= LARGE_UPDATE:
         text += (f" The units were alive at the start and steps changed weights by up to "
                  f"{_fmt(max(jumps))}x their size: large updates pushed them off. Smaller steps "
@@ -620,9 +633,11 @@ def check_saturated(ev: Evidence):
 
 
 def check_too_slow(ev: Evidence):
-    trend, ratio = _trend(ev), _median_update(ev)
-    if trend is None or ratio is None or ratio >= SLOW_UPDATE or trend[2] < -SLOW_DROP or \
-            _finished(ev):
+    trend = ev.trend
+    if trend is None or trend[2] < -SLOW_DROP or _finished(ev):
+        return None
+    ratio = ev.median_update
+    if ratio is None or ratio >= SLOW_UPDATE:
         return None
     start, end, change = trend
     return (f"Learning too slowly: a step changes the weights by about {_fmt(ratio)} of their size "
@@ -632,7 +647,7 @@ def check_too_slow(ev: Evidence):
 
 
 def _flat_and_high(ev: Evidence):
-    trend = _trend(ev)
+    trend = ev.trend
     if trend is None or _finished(ev):
         return None
     start, end, change = trend
@@ -658,7 +673,7 @@ def _short_of_fit(ev: Evidence) -> bool:
 
 
 def check_underfitting(ev: Evidence):
-    net, trend = ev.net, _trend(ev)
+    net, trend = ev.net, ev.trend
     if net is None or trend is None or abs(trend[2]) >= FLAT_GAIN or not _short_of_fit(ev):
         return None
     narrow = net.narrowest is not None and net.narrowest < NARROW

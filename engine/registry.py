@@ -253,8 +253,10 @@ def _normal(t, generator, mean, std):
     nn.init.normal_(t, mean, std, generator=generator)
 
 
-@INITIALIZERS.register("xavier_uniform", "Glorot: variance 2/(fan_in+fan_out), keeps signals "
-                       "steady through tanh/sigmoid-like layers.",
+@INITIALIZERS.register("xavier_uniform", "Glorot: variance 2/(fan_in+fan_out). Keeps activations "
+                       "and gradients within a small factor through tanh layers; through sigmoid "
+                       "the activations stay steady but the gradient still vanishes (its slope "
+                       "is at most 1/4).",
                        (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),))
 def _xavier_uniform(t, generator, gain):
     nn.init.xavier_uniform_(t, gain, generator=generator)
