@@ -179,8 +179,7 @@ def widen(spec) -> dict:
 
 
 def early_stopping(spec) -> dict:
-    return fix("Stop early (patience 10), keep the best weights",
-               {"training.early_stopping": {"patience": 10}})
+    return fix("Early stopping", {"training.early_stopping": {"patience": 10}})
 
 
 def stronger_l2(spec) -> dict:
@@ -195,7 +194,7 @@ def more_data(spec) -> dict | None:
     if n_param is None or spec.data.n is None:
         return None
     new = min(spec.data.n * 4, n_param.high)
-    return fix(f"Four times the data (n {spec.data.n} → {new})", {"data.n": new})
+    return fix(f"More data (n {new})", {"data.n": new})
 
 
 def usable_fixes(spec, fixes) -> list[dict]:
@@ -406,7 +405,9 @@ class Evidence:
 
 
 def _fmt(x: float | None) -> str:
-    return f"{x:.2g}" if x is not None else "n/a"
+    if x is None:
+        return "n/a"
+    return f"{x:,.0f}" if 100 <= abs(x) < 1e7 else f"{x:.2g}"
 
 
 def _learning_stalled(ev: Evidence) -> bool:
@@ -719,7 +720,9 @@ def check_overfitting(ev: Evidence):
         return None
     if any(r["val_loss"] < best["val_loss"] * (1 + OVERFIT_RISE) for r in evals[-(OVERFIT_EVALS - 1):]):
         return None
-    train_now, train_then = row.get("train_loss"), best.get("train_loss")
+    # like with like where the model has dropout or BatchNorm: the eval-mode train loss
+    train_now = row.get("train_eval_loss", row.get("train_loss"))
+    train_then = best.get("train_eval_loss", best.get("train_loss"))
     if train_now is None or train_then is None or train_now >= train_then:
         return None
     acc, val_acc = row.get("train_eval_acc", row.get("train_acc")), row.get("val_acc")
@@ -729,13 +732,16 @@ def check_overfitting(ev: Evidence):
     elif val < OVERFIT_RATIO * train_now:
         return None
     spec = ev.spec
-    fixes = [early_stopping(spec) if spec.training.early_stopping is None else None,
-             stronger_l2(spec), more_data(spec)]
-    return (f"Overfitting: the validation loss was lowest at step {best['step']} "
+    watching = spec.training.early_stopping is not None
+    fixes = [None if watching else early_stopping(spec), stronger_l2(spec), more_data(spec)]
+    text = (f"Overfitting: the validation loss was lowest at step {best['step']} "
             f"({_fmt(best['val_loss'])}) and has risen to {_fmt(val)}, while the training loss "
             f"kept falling ({_fmt(train_then)} → {_fmt(train_now)}). The net is learning the "
-            "training points' noise. Stop at the best step, penalise large weights or give it "
-            "more data.", fixes)
+            "training points' noise. ")
+    text += ("Early stopping is watching: when it stops the run it puts back the weights of the "
+             "best step. A penalty on large weights or more data narrow the gap itself."
+             if watching else "Stop at the best step, penalise large weights or give it more data.")
+    return text, fixes
 
 
 CHECKS = {"diverged": check_diverged, "diverging": check_diverging, "exploding": check_exploding,

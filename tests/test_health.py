@@ -219,8 +219,8 @@ def test_overfitting_needs_a_rising_validation_loss_a_falling_train_loss_and_a_g
     rows = evals(vals, trains)
     h = verdict(rows[-1], rows[:-1], best=best_of(rows[:-1]))
     assert h["status"] == "overfitting" and "step 20" in h["messages"][0]
-    assert [f["label"] for f in h["fixes"]][:2] == [
-        "Stop early (patience 10), keep the best weights", "L2 penalty 0.01"]
+    assert [f["label"] for f in h["fixes"]] == ["Early stopping", "L2 penalty 0.01",
+                                                "More data (n 2400)"]
     # validation within OVERFIT_RISE of its best: noise
     rows = evals([1.0, 0.5, 0.55, 0.56, 0.58], trains)
     assert verdict(rows[-1], rows[:-1], best=best_of(rows[:-1]))["status"] == "ok"
