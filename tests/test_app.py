@@ -335,3 +335,21 @@ def test_clipping_is_charted_in_the_gradients_view(at):
     no_problems(at)
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert "Share of steps clipped" in titles, titles
+
+
+def test_early_stopping_shows_the_restored_step_and_marks_the_best_one(at):
+    at.selectbox(key="preset_pick").set_value("early_stopping").run()
+    button(at, "Load preset").click().run()
+    button(at, "Start").click().run()
+    run = the_run(at)
+    deadline = time.monotonic() + 120
+    while run.state != "done" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    at.run()
+    no_problems(at)
+    restored = run.trainer.restored_step
+    assert restored is not None and restored == run.trainer.history.best["step"]
+    text = " ".join(m.value for m in at.markdown)
+    assert f"weights restored from step {restored} (lowest validation loss)" in text
+    loss = next(c for c in at.get("plotly_chart") if '"best val loss"' in c.proto.spec)
+    assert f'"x0":{restored}' in loss.proto.spec.replace(" ", "")

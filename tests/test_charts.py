@@ -70,3 +70,24 @@ def test_clipping_share_is_charted_as_a_fraction():
     fig = as_json(charts.clip_figure([row(1, clip_frac=1.0), row(10, clip_frac=0.25)]))
     assert fig["data"][0]["y"] == [1.0, 0.25]
     assert fig["layout"]["yaxis"]["range"][1] >= 1
+
+
+def test_eval_mode_train_curve_appears_only_where_rows_have_it_and_says_what_it_is():
+    rows = [{"step": s, "train_loss": 1.0 / s, "val_loss": 2.0 / s, "train_acc": 0.5,
+             "val_acc": 0.4} for s in range(1, 50)]
+    names = [t.name for t in charts.loss_figure(rows).data]
+    assert names == ["train (batches)", "validation"]
+    rows[-1].update(train_eval_loss=0.01, train_eval_acc=0.9)
+    fig = charts.loss_figure(rows)
+    assert [t.name for t in fig.data] == ["train (batches)", "validation", "train (eval mode)"]
+    assert fig.data[2].line.dash == "dot" and fig.data[1].line.dash == "dash"
+
+
+def test_the_best_step_is_marked_on_loss_and_accuracy():
+    rows = [{"step": s, "train_loss": 1.0, "val_loss": abs(s - 20) + 1.0, "train_acc": 0.5,
+             "val_acc": 0.5} for s in range(1, 50)]
+    for fig in (charts.loss_figure(rows, best_step=20), charts.accuracy_figure(rows, 20)):
+        (shape,) = fig.layout.shapes
+        assert shape.x0 == shape.x1 == 20
+        assert fig.layout.annotations[0].text == "best val loss"
+    assert not charts.loss_figure(rows).layout.shapes
