@@ -59,7 +59,8 @@ def make_xor(generator, n, noise):
 
 
 @DATASETS.register("gaussians", "Round clusters, one per class: nearly linearly separable.",
-                   (_n(400), _noise(0.15), _classes(3)), task="classification", input="plane")
+                   (_n(400), _noise(0.15), _classes(3)), task="classification", input="plane",
+                   linear=True)
 def make_gaussians(generator, n, noise, classes):
     y = torch.arange(n) % classes
     angle = 2 * math.pi * y / classes
@@ -95,7 +96,7 @@ def make_moons(generator, n, noise):
 
 @DATASETS.register("plane", "Regression: the target is a tilted plane, 0.6 x1 - 0.4 x2; a "
                    "linear model fits it exactly.", (_n(400), _noise(0.05)), task="regression",
-                   input="plane")
+                   input="plane", linear=True)
 def make_plane(generator, n, noise):
     x = 2 * torch.rand(n, 2, generator=generator) - 1
     y = 0.6 * x[:, 0] - 0.4 * x[:, 1]

@@ -75,19 +75,22 @@ DIVERGED_EARLY = 20      # a NaN this early calls for a 100x smaller learning ra
 INIT_LOSS = 20.0         # a first loss this many times the chance loss: the init is too large
 WINDOW = 200             # steps over which trends are judged
 WINDOW_ROWS = 50         # logged rows a trend reads at most (spread over the window)
-FLAT_GAIN = 0.01         # the train loss moved by under 1% over the window: flat
+FLAT_GAIN = 0.01         # the train loss moved by under 1% over the window: flat ...
+STILL_FLAT = 0.03        # ... and stays flat while under 3% (mini-batch noise would make a
+                         # finding blink on and off at one threshold)
 STILL_HIGH = 0.5         # ... while above half the run's first loss (low and flat = done)
 CONVERGED_ACC = 0.99     # a flat loss at this train accuracy is a finished run
 CONVERGED_LOSS = 1e-3
 NOISE_FLOOR = 1.5        # a regression within 1.5x its noise variance (MSE) is at its floor
 SLOW_UPDATE = 1e-4       # median update ratio below this: the steps are too small
 SLOW_DROP = 0.1          # ... and the loss fell by under 10% over the window
+ADAPTIVE_SLOW_LR = 1e-4  # Adam-like optimizers are called slow only below this rate
 DIVERGING_ROWS = 6       # logged rows a climbing loss is judged on
 DIVERGING_RISE = 2.0     # the loss rose at every one of them, ending this many times above
                          # the lowest ...
 DIVERGING_FLOOR = 0.5    # ... and at half a constant guess's loss or more (it is unlearning)
 OVERFIT_RISE = 0.2       # validation loss 20% above its best ...
-OVERFIT_EVALS = 3        # ... for this many evaluations while the train loss fell ...
+OVERFIT_EVALS = 5        # ... for this many evaluations in a row while the train loss fell ...
 OVERFIT_GAP = 0.05       # ... and train accuracy 5 points above validation's (regression:
 OVERFIT_RATIO = 1.5      # validation loss 1.5x the training loss): a gap that matters
 GUESS = 0.9              # a loss at 90% of a constant guess's or above has learned nothing ...
@@ -96,7 +99,7 @@ NARROW = 8               # a hidden layer this narrow may lack the capacity to f
 
 # logged rows a sign must hold on in a row before it is reported
 PERSIST = {"exploding": 2, "symmetric": 2, "unscaled_inputs": 2, "vanishing": 3, "dead": 3,
-           "saturated": 3}
+           "saturated": 3, "underfitting": 2, "plateau": 2, "too_slow": 2}
 
 
 # ----------------------------------------------------------------------------- fixes
@@ -121,8 +124,12 @@ def use_init(spec, name: str) -> dict:
                {"model.init": name, **_without_layer_overrides(spec, "init")})
 
 
+def _lr(spec) -> float:
+    return spec.optimizer.resolved(OPTIMIZERS)["lr"]
+
+
 def _lr_fix(spec, factor: float) -> dict:
-    lr = spec.optimizer.resolved(OPTIMIZERS)["lr"]
+    lr = _lr(spec)
     bounds = OPTIMIZERS[spec.optimizer.name].param("lr")
     new = min(max(lr * factor, bounds.low or 0.0), bounds.high)
     word = "Lower" if factor < 1 else "Raise"
@@ -138,7 +145,11 @@ def raise_lr(spec) -> dict:
     return _lr_fix(spec, 10.0)
 
 
-def clip_gradients(spec) -> dict:
+def clip_gradients(spec) -> dict | None:
+    """Clip the gradient's norm at 1, unless the run already clips as tightly (or by value)."""
+    clip = spec.training.grad_clip
+    if clip is not None and (clip.mode != "norm" or clip.max <= 1.0):
+        return None
     return fix("Clip gradients at norm 1", {"training.grad_clip": 1.0})
 
 
@@ -267,6 +278,8 @@ class Net:
     chance_loss: float | None        # the loss of a constant guess
     noise_floor: float | None        # a regression's irreducible MSE (generated data)
     adaptive: bool                   # Adam-like optimizer
+    linear_data: bool = False        # a dataset a linear model fits (its registry tag)
+    init_gain: float = 1.0           # the widest hidden weight std / Xavier's std for that layer
 
     @property
     def squashing(self) -> bool:
@@ -297,8 +310,11 @@ def net_facts(spec, model, data) -> Net:
         chance = math.log(data.classes) if not loss_entry.tags.get("binary") else math.log(2)
     elif spec.loss.name == "mse":
         chance = float(data.y_train.float().var()) if len(data.y_train) > 1 else None
-        if spec.data.noise is not None and spec.data.name != "csv":
+        if spec.data.noise and spec.data.name != "csv":  # noise 0: no floor to reach
             noise = spec.data.noise ** 2
+    gains = [float(w.detach().float().std()) / math.sqrt(2 / (w.shape[0] + w.shape[1]))
+             for n in hidden for w in weight_params(getattr(model, n))
+             if w.dim() == 2 and w.numel() > 1]
     return Net(hidden=hidden, activations=acts,
                suited_init=ACTIVATIONS[spec.model.activation.name].tags.get("init", "xavier_uniform"),
                init=spec.model.init.name, bias_init=spec.model.bias_init,
@@ -307,7 +323,9 @@ def net_facts(spec, model, data) -> Net:
                depth=depth, narrowest=min(widths) if widths else None,
                normalize=spec.data.normalize, input_rms=rms, chance_loss=chance,
                noise_floor=noise,
-               adaptive=spec.optimizer.name in ("adam", "adamw", "rmsprop", "adagrad"))
+               adaptive=spec.optimizer.name in ("adam", "adamw", "rmsprop", "adagrad"),
+               linear_data=bool(DATASETS[spec.data.name].tags.get("linear")),
+               init_gain=max(gains) if gains else 1.0)
 
 
 # ----------------------------------------------------------------------------- evidence
@@ -328,6 +346,8 @@ class Evidence:
     probe: dict | None = None                     # {layer: {"dead_frac", "saturated_frac"}}
     preact_rms: float | None = None               # first hidden layer's pre-activation RMS
     symmetric: list[str] = field(default_factory=list)  # layers whose units are all identical
+    evals: list[dict] = field(default_factory=list)     # the last evaluated rows before this one
+    every: int = 10                                     # diagnostics.every: steps between rows
 
     def hidden(self) -> list[dict]:
         return [lay for lay in self.row.get("layers") or () if lay["name"] != "out"]
@@ -362,20 +382,25 @@ class Evidence:
         """Rows of the last WINDOW steps with a train loss (this row included), oldest first;
         at most about WINDOW_ROWS of them, evenly spread (logging every step would otherwise
         make each verdict walk 200 rows)."""
-        start = bisect.bisect_left(self.rows, self.row["step"] - WINDOW, key=lambda r: r["step"])
+        start = bisect.bisect_left(self.rows, self.row["step"] - self.span, key=lambda r: r["step"])
         rows = self.rows[start:]
         rows = rows[::-(-len(rows) // WINDOW_ROWS)] if rows else rows
         return [r for r in rows + [self.row] if r.get("train_loss") is not None]
+
+    @property
+    def span(self) -> int:
+        """The steps a trend is judged over: WINDOW, or four logged rows when rows are sparser."""
+        return max(WINDOW, 4 * self.every)
 
     @cached_property
     def trend(self) -> tuple[float, float, float] | None:
         """(start, end, relative change) of the train loss over the last WINDOW steps, averaging
         a quarter of the rows at each end (mini-batch losses are noisy); None while the run is
         younger than the window."""
-        if self.row["step"] < WINDOW:
+        if self.row["step"] < self.span:
             return None
         window = self.window
-        if len(window) < 4 or window[0]["step"] > self.row["step"] - WINDOW * 0.9:
+        if len(window) < 4 or window[0]["step"] > self.row["step"] - self.span * 0.9:
             return None
         k = max(1, len(window) // 4)
         start = sum(r["train_loss"] for r in window[:k]) / k
@@ -392,11 +417,22 @@ class Evidence:
         return ratios[len(ratios) // 2] if ratios else None
 
     def fits(self) -> bool:
-        """The net fits its training data: units that are off or pinned do it no harm."""
+        """The net fits its training data: units that are off or pinned do it no harm. A
+        regression with no known noise floor fits when it explains 90% of the target's variance."""
         acc = self.row.get("train_acc")
         if acc is not None:
             return acc >= FITS_ACC
+        if self.net is not None and self.net.noise_floor is None:
+            loss, chance = self.row.get("train_loss"), self.net.chance_loss
+            return loss is not None and chance is not None and loss <= 0.1 * chance
         return self.at_noise_floor()
+
+    @property
+    def last_eval(self) -> dict | None:
+        """This row if it was evaluated, else the latest evaluated row before it."""
+        if self.row.get("val_loss") is not None:
+            return self.row
+        return self.evals[-1] if self.evals else None
 
     def at_noise_floor(self) -> bool:
         loss = self.row.get("train_loss")
@@ -435,13 +471,26 @@ def check_diverged(ev: Evidence):
         return None
     net, spec = ev.net, ev.spec
     first, chance = ev.first_loss, net.chance_loss if net else None
-    stopped = f"The loss became {d['loss']} at step {d['step']}, so training stopped there{d.get('kept', '')}."
+    stopped = (f"The loss or its gradient became {d['loss']} at step {d['step']}, so training "
+               f"stopped there{d.get('kept', '')}.")
+    unscaled = net and net.normalize == "none" and net.input_rms > UNSCALED_RMS
+    if d["step"] == 1:  # no update was taken: the start itself is broken
+        causes, fixes = [], []
+        if net and _init_family(net.init) != _init_family(net.suited_init):
+            causes.append(f"the initial weights ({net.init} init)")
+            fixes.append(use_init(spec, net.suited_init))
+        if unscaled:
+            causes.append(f"the unscaled inputs (a feature's typical size is {_fmt(net.input_rms)})")
+            fixes.append(standardise_inputs(spec))
+        why = " and ".join(causes) or "the initial weights or the inputs"
+        return (f"{stopped} That was before any update, so the learning rate is not the cause: "
+                f"{why} make the numbers overflow on the way through the layers.", fixes)
     if first is not None and chance and first > INIT_LOSS * chance:
         return (f"{stopped} It was already {_fmt(first)} before the first update (a constant guess "
                 f"scores {_fmt(chance)}), so the initial weights are far too large for this net: "
                 "every layer multiplies the signal up. Start from an init scaled to the layer "
                 "width.", [use_init(spec, net.suited_init), clip_gradients(spec), lower_lr(spec)])
-    if net and net.normalize == "none" and net.input_rms > UNSCALED_RMS:
+    if unscaled:
         return (f"{stopped} The inputs are unscaled (a feature's typical size is "
                 f"{_fmt(net.input_rms)}), which stretches the loss surface so that this step size "
                 "overshoots along the steep directions.", [standardise_inputs(spec), lower_lr(spec)])
@@ -470,6 +519,20 @@ def check_diverging(ev: Evidence):
 
 def check_exploding(ev: Evidence):
     spec, net = ev.spec, ev.net
+    chance, loss = (net.chance_loss if net else None), ev.row.get("train_loss")
+    grad = ev.row.get("grad_norm")
+    overflow = grad is not None and not math.isfinite(grad)
+    huge = chance and loss is not None and loss > INIT_LOSS * chance
+    unscaled = net and net.normalize == "none" and net.input_rms > UNSCALED_RMS
+    too_large = net and (net.init_gain >= 2 or
+                         _init_family(net.init) != _init_family(net.suited_init))
+    if (overflow or huge) and too_large and not unscaled:  # unscaled inputs: their own finding
+        what = ("the gradient's norm overflowed" if overflow else
+                f"the training loss is {_fmt(loss)} where a constant guess scores {_fmt(chance)}")
+        return (f"Exploding: {what}. The initial weights ({spec.model.init.name} init, "
+                f"{net.init_gain:.0f}x Xavier's scale) are far too large for this net, so every "
+                "layer multiplies the signal and the gradient up; clipping only hides it. Start "
+                "from an init scaled to the layer width.", [use_init(spec, net.suited_init)])
     ratio = ev.grad_ratio()
     if ratio and ratio[0] > EXPLODING_RATIO:
         r, first, last = ratio
@@ -544,9 +607,13 @@ def check_vanishing(ev: Evidence):
     if not net.nonlinear:
         return (f"{seen} The weights are too small for this depth ({net.init} init): each linear "
                 "layer shrinks the signal.", [use_init(spec, "xavier_uniform")])
-    return (f"{seen} The init already suits the activation, so the loss comes from depth "
-            f"({net.depth} layers) and from units that have gone quiet. BatchNorm or residual "
-            "connections give the gradient a steadier path.", norm)
+    if net.has_norm:
+        return (f"{seen} The init already suits the activation and the net has normalisation, "
+                f"so the gradient is lost to depth ({net.depth} layers) and to units that have "
+                "gone quiet; residual connections give it a path around the layers.", [])
+    return (f"{seen} The init already suits the activation, so the gradient is lost to depth "
+            f"({net.depth} layers) and to units that have gone quiet. BatchNorm or residual "
+            "connections give it a steadier path.", norm)
 
 
 def _holding_back(ev: Evidence) -> str | None:
@@ -597,7 +664,8 @@ def check_dead(ev: Evidence):
                                                   **_without_layer_overrides(spec, "activation")}))
     first = (ev.first_row or (ev.rows[0] if ev.rows else ev.row)).get("layers") or ()
     grew = all((lay.get("dead_frac") or 0) < DEAD_FRAC for lay in first if lay["name"] in dead)
-    jumps = [lay.get("update_ratio") or 0 for r in ev.window for lay in r.get("layers") or ()]
+    jumps = [lay.get("update_ratio") or 0 for r in ev.window for lay in r.get("layers") or ()
+             if lay["name"] in dead]
     if grew and jumps and max(jumps) >= LARGE_UPDATE:
         text += (f" The units were alive at the start and steps changed weights by up to "
                  f"{_fmt(max(jumps))}x their size: large updates pushed them off. Smaller steps "
@@ -620,9 +688,10 @@ def check_saturated(ev: Evidence):
             f"the squashing function{f' (also {others})' if others else ''}, where its slope is "
             f"nearly zero, and {why}.")
     fixes = []
-    if net and _init_family(net.init) not in ("xavier", "lecun", "orthogonal"):
-        text += (f" The init ({net.init}) makes each unit's input too large for its width; "
-                 "Xavier init scales the weights to the layer width.")
+    if net and net.init_gain >= 2 and _init_family(net.init) != "xavier":
+        text += (f" The init ({net.init}) drew weights {net.init_gain:.0f}x larger than Xavier's "
+                 "for the layer width, so each unit's input is too large; Xavier init scales the "
+                 "weights to the width.")
         fixes.append(use_init(spec, "xavier_uniform"))
     elif net and net.normalize == "none" and net.input_rms > UNSCALED_RMS:
         text += " The inputs are unscaled, so the first layer's inputs are too large."
@@ -635,11 +704,27 @@ def check_saturated(ev: Evidence):
 
 def check_too_slow(ev: Evidence):
     trend = ev.trend
-    if trend is None or trend[2] < -SLOW_DROP or _finished(ev):
+    if trend is None or _finished(ev):
+        return None
+    if ev.net and ev.net.adaptive and _lr(ev.spec) >= ADAPTIVE_SLOW_LR:
+        # Adam's step is about lr per weight whatever the gradient; its updates shrink near a
+        # minimum because the gradient's sign turns noisy, not because lr is small
+        return None
+    held = "too_slow" in (((ev.rows[-1].get("health") or {}).get("signs") or ())
+                          if ev.rows else ())
+    # hysteresis: it takes evidence to switch the finding on, and counter-evidence (fast
+    # falls, larger steps) to switch it off; a noisy flat stretch does not
+    loose = 1.5 if held else 1.0
+    rate = trend[2] * WINDOW / ev.span  # the change per WINDOW steps, whatever the logging
+    # still falling, only slowly (to begin with: a flat loss may be converged or stuck)
+    if rate <= -SLOW_DROP * loose or (not held and rate >= -FLAT_GAIN):
         return None
     ratio = ev.median_update
-    if ratio is None or ratio >= SLOW_UPDATE:
+    if ratio is None or not 0 < ratio < SLOW_UPDATE * loose:
         return None
+    vals = [r["val_loss"] for r in ev.window if r.get("val_loss") is not None]
+    if not held and len(vals) >= 2 and (vals[0] - vals[-1]) / max(vals[0], 1e-12) < -trend[2] / 4:
+        return None  # validation improves less than training: larger steps would not help it
     start, end, change = trend
     return (f"Learning too slowly: a step changes the weights by about {_fmt(ratio)} of their size "
             f"(healthy is about 0.001-0.01), and the training loss moved {change:+.0%} over the "
@@ -647,13 +732,19 @@ def check_too_slow(ev: Evidence):
             [raise_lr(ev.spec)])
 
 
-def _flat_and_high(ev: Evidence):
+def _flat_gain(ev: Evidence, status: str) -> float:
+    """The flatness threshold: looser once the finding holds (hysteresis)."""
+    return STILL_FLAT if status in ((ev.rows[-1].get("health") or {}).get("signs") or ()
+                                    if ev.rows else ()) else FLAT_GAIN
+
+
+def _flat_and_high(ev: Evidence, status: str = "plateau"):
     trend = ev.trend
     if trend is None or _finished(ev):
         return None
     start, end, change = trend
     first = ev.first_loss if ev.first_loss is not None else end
-    if abs(change) >= FLAT_GAIN or end < STILL_HIGH * first:
+    if abs(change) >= _flat_gain(ev, status) or end < STILL_HIGH * first:
         return None
     return trend
 
@@ -668,58 +759,70 @@ def _short_of_fit(ev: Evidence) -> bool:
     loss = row.get("train_loss")
     if loss is None or net is None:
         return False
-    if net.noise_floor is not None:
+    if net.noise_floor is not None and net.noise_floor > 1e-6:
         return not ev.at_noise_floor()
     return net.chance_loss is not None and loss > STILL_HIGH * net.chance_loss
 
 
 def check_underfitting(ev: Evidence):
+    """A flat loss short of fitting, on a model that can only draw straight boundaries (or fit a
+    plane), on data not known to be linear: the linear model on the spiral."""
     net, trend = ev.net, ev.trend
-    if net is None or trend is None or abs(trend[2]) >= FLAT_GAIN or not _short_of_fit(ev):
+    if net is None or trend is None or abs(trend[2]) >= _flat_gain(ev, "underfitting") or \
+            _finished(ev) or \
+            not _short_of_fit(ev) or net.nonlinear or net.linear_data:
         return None
-    narrow = net.narrowest is not None and net.narrowest < NARROW
-    if net.nonlinear and not narrow:
-        return None
-    val = ev.row.get("val_loss")
+    last = ev.last_eval
     end = trend[1]
-    if val is not None and val > 1.5 * end:
+    if last is not None and last["val_loss"] > 1.5 * end:
         return None  # a gap: not a capacity problem
-    if not net.hidden or not net.nonlinear:
-        return (f"Underfitting: the training loss has settled at {_fmt(end)} and no longer moves, "
-                "yet the model is far from fitting the training data. Without a non-linear "
-                "hidden layer it can only draw straight boundaries (or fit a plane), which this "
-                "data does not allow: it needs a hidden layer.", [add_hidden_layer(ev.spec)])
-    return (f"Underfitting: the training loss has settled at {_fmt(end)} and no longer moves. The "
-            f"narrowest hidden layer has {net.narrowest} units, too few to bend the boundary "
-            "where the data needs it.", [widen(ev.spec)])
+    shape = "fit a plane" if ev.row.get("train_acc") is None else "draw straight boundaries"
+    return (f"Underfitting: the training loss has settled at {_fmt(end)} and no longer moves, "
+            f"short of fitting the training data. Without a non-linear hidden layer the model "
+            f"can only {shape}; if the data needs bends, a hidden layer lets it make them.",
+            [add_hidden_layer(ev.spec)])
 
 
 def check_plateau(ev: Evidence):
+    """A flat loss no better than a constant guess: stuck, not converged on noisy data."""
     trend = _flat_and_high(ev)
-    if trend is None:
+    chance = ev.net.chance_loss if ev.net else None
+    if trend is None or (chance and trend[1] < GUESS * chance):
         return None
     start, end, change = trend
-    first = ev.first_loss if ev.first_loss is not None else end
-    fixes = [] if ev.net and ev.net.adaptive else [
-        fix("Switch to Adam (lr 0.003)", {"optimizer": {"name": "adam", "lr": 0.003}})]
-    return (f"Plateau: the training loss has stayed near {_fmt(end)} for the last {WINDOW} steps "
-            f"({change:+.1%}), still {end / max(first, 1e-12):.0%} of where it started. An "
-            "adaptive optimizer such as Adam scales each weight's step to its own gradient and "
-            "often gets out.", fixes)
+    text = (f"Plateau: the training loss has stayed near {_fmt(end)} for the last {ev.span} "
+            f"steps ({change:+.1%}), no better than a constant guess"
+            f"{f' ({_fmt(chance)})' if chance else ''}: the net has learned nothing yet.")
+    if ev.net and ev.net.adaptive:
+        return text + " Look for dead or saturated units in the layer charts.", []
+    return (text + " An adaptive optimizer such as Adam scales each weight's step to its own "
+            "gradient and often gets out.",
+            [fix("Switch to Adam (lr 0.003)", {"optimizer": {"name": "adam", "lr": 0.003}})])
+
+
+def _train_loss(row: dict) -> float:
+    """The train loss to compare with validation's: eval mode where the model has dropout or
+    BatchNorm (those rows carry it), else the running mean."""
+    value = row.get("train_eval_loss", row.get("train_loss"))
+    return value if value is not None else math.inf
 
 
 def check_overfitting(ev: Evidence):
-    best, row = ev.best, ev.row
-    val = row.get("val_loss")
-    if best is None or val is None or best["step"] >= row["step"]:
+    """Judged on the evaluated rows (kept by HealthCheck whatever eval_every is); a row without
+    a validation pass carries the latest evaluated one's verdict."""
+    best, last = ev.best, ev.last_eval
+    if best is None or last is None or best["step"] >= last["step"]:
         return None
-    if val < best["val_loss"] * (1 + OVERFIT_RISE) + 1e-6:
+    val = last["val_loss"]
+    evals = [r for r in ev.evals if r is not last][-(OVERFIT_EVALS - 1):] + [last]
+    if len(evals) < OVERFIT_EVALS or evals[0]["step"] <= best["step"] or \
+            any(r["val_loss"] < best["val_loss"] * (1 + OVERFIT_RISE) for r in evals):
         return None
-    evals = [r for r in ev.rows if r["step"] > best["step"] and r.get("val_loss") is not None]
-    if len(evals) + 1 < OVERFIT_EVALS:
+    # the gap itself must have widened at every one of them: a net whose train loss jumps up
+    # with its validation loss is unstable, not overfitting
+    if any(r["val_loss"] - _train_loss(r) <= best["val_loss"] - _train_loss(best) for r in evals):
         return None
-    if any(r["val_loss"] < best["val_loss"] * (1 + OVERFIT_RISE) for r in evals[-(OVERFIT_EVALS - 1):]):
-        return None
+    row = last
     # like with like where the model has dropout or BatchNorm: the eval-mode train loss
     train_now = row.get("train_eval_loss", row.get("train_loss"))
     train_then = best.get("train_eval_loss", best.get("train_loss"))
@@ -797,6 +900,7 @@ class HealthCheck(Callback):
         self.net: Net | None = None
         self._probe_idx = None
         self._symmetric_possible = True
+        self._evals: list[dict] = []  # the last evaluated rows (overfitting reads them)
 
     def on_fit_start(self, trainer):
         self.net = net_facts(trainer.spec, trainer.model, trainer.data)
@@ -811,15 +915,18 @@ class HealthCheck(Callback):
             return
         if self.net is None:
             self.on_fit_start(trainer)
-        rows = trainer.history.since(-(WINDOW // max(trainer.spec.diagnostics.every, 1)) - 10)
+        every = max(trainer.spec.diagnostics.every, 1)
+        rows = trainer.history.since(-(max(WINDOW, 4 * every) // every) - 10)
         first = trainer.history[0] if len(trainer.history) else row
         ev = Evidence(row=row, rows=rows, spec=trainer.spec, net=self.net,
                       divergence=trainer.divergence, first_loss=first.get("train_loss"),
-                      first_row=first,
+                      first_row=first, every=every, evals=list(self._evals),
                       best=trainer.history.best)  # rows before this one
         if row.get("layers") and not trainer.divergence:
             self._measure(trainer, ev)
         row["health"] = assess(ev)
+        if row.get("val_loss") is not None:
+            self._evals = (self._evals + [row])[-OVERFIT_EVALS:]
 
     def _measure(self, trainer, ev: Evidence):
         layers = ev.hidden()
@@ -851,8 +958,9 @@ class HealthCheck(Callback):
         model.eval()
         # BatchNorm normalises with the probe's own statistics, as in training (its running
         # averages lag behind for the first dozens of steps), without updating them
-        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        kept = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats] if len(self._probe_idx) > 1 else []
+        kept = [(m.momentum, {k: b.clone() for k, b in m.named_buffers()}) for m in norms]
         for m in norms:
             m.train()
             m.momentum = 0.0
@@ -860,9 +968,10 @@ class HealthCheck(Callback):
             model(trainer.data.x_train[self._probe_idx])
         finally:
             model.train(was_training)
-            for m, (momentum, tracked) in zip(norms, kept):
+            for m, (momentum, buffers) in zip(norms, kept):  # put back bit for bit
                 m.momentum = momentum
-                m.num_batches_tracked.copy_(tracked)
+                for k, b in m.named_buffers():
+                    b.copy_(buffers[k])
             for h in handles:
                 h.remove()
         stats = {}
