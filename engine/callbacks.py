@@ -5,9 +5,21 @@ Hooks, in the order the Trainer calls them each step:
     on_step_start(trainer)          before the batch is drawn
     on_after_backward(trainer)      gradients exist, the optimizer has not stepped
     on_step_end(trainer)            after the update; trainer.row is a dict on logged steps
-    on_eval(trainer, row)           a finished metrics row was appended to the history
+    on_log(trainer, row)            a finished metrics row was appended to the history (every
+                                    logged row, evaluated or not; `on_eval` is its old name and
+                                    still works)
     on_fit_end(trainer)             once, when the run stops for any reason
 A callback raises CancelFit (or calls trainer.stop(reason)) to end the run after this step.
+
+Within each hook, callbacks run by `order` (lowest first; equal orders keep the order given). The
+built-in ones and why they sit where they do:
+    10 Regularization   adds the penalty's gradient before anyone reads the gradients
+    20 Diagnostics      measures the gradients before clipping changes them
+    30 GradClip         clips what the optimizer will use
+    40 HealthCheck      reads the statistics Diagnostics wrote into the row
+    50 EarlyStopping    reads the logged validation loss; restores weights at fit end
+   100 (default)        a user's callbacks: they see finished rows and restored weights
+Each has a `name` (trainer.callback(name) finds it).
 """
 from __future__ import annotations
 
@@ -22,12 +34,38 @@ class CancelFit(Exception):
 
 
 class Callback:
+    order = 100
+    name = "callback"
+
     def on_fit_start(self, trainer): pass
     def on_step_start(self, trainer): pass
     def on_after_backward(self, trainer): pass
     def on_step_end(self, trainer): pass
+    def on_log(self, trainer, row): self.on_eval(trainer, row)  # callbacks written before on_log
     def on_eval(self, trainer, row): pass
     def on_fit_end(self, trainer): pass
+
+
+class Hooks:
+    """PyTorch hook handles held together: `with Hooks() as hooks:` removes every one on exit,
+    and remove() can be called early (a logged step drops its hooks once backward has run)."""
+
+    def __init__(self):
+        self._handles: list = []
+
+    def add(self, handle) -> None:
+        self._handles.append(handle)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "Hooks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
 
 def weight_params(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -40,6 +78,7 @@ class Regularization(Callback):
     """Adds the gradient of l1*sum|w| + l2*sum w^2 straight to the weight gradients: the same
     update as putting the penalty in the loss, without building it into the graph each step.
     The logged loss stays the data loss, so runs with and without a penalty compare directly."""
+    order, name = 10, "regularization"
 
     def __init__(self, l1: float, l2: float):
         self.l1, self.l2 = l1, l2
@@ -62,6 +101,7 @@ class Regularization(Callback):
 class GradClip(Callback):
     """Clips gradients by global norm or by value, and counts how often it had to (telemetry in
     each row as clip_frac: the share of steps since the last row that were clipped)."""
+    order, name = 30, "grad_clip"
 
     def __init__(self, mode: str, limit: float):
         self.mode, self.limit = mode, limit
@@ -88,6 +128,7 @@ class GradClip(Callback):
 class EarlyStopping(Callback):
     """Stops when the validation loss has not improved by min_delta for `patience` evaluations,
     and (restore_best) puts back the weights of the best evaluation when the run ends."""
+    order, name = 50, "early_stopping"
 
     def __init__(self, patience: int, min_delta: float = 0.0, restore_best: bool = True):
         self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
@@ -96,7 +137,7 @@ class EarlyStopping(Callback):
         self.best_state = None
         self.waited = 0
 
-    def on_eval(self, trainer, row):
+    def on_log(self, trainer, row):
         loss = row.get("val_loss")
         if loss is None:
             return
@@ -117,19 +158,21 @@ class EarlyStopping(Callback):
 
 class JsonlWriter(Callback):
     """Appends every row to a metrics.jsonl file as it is logged (a crashed run keeps its log)."""
+    name = "jsonl"
 
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         open(path, "w").close()
 
-    def on_eval(self, trainer, row):
+    def on_log(self, trainer, row):
         with open(self.path, "a") as f:
             f.write(json.dumps(trainer.history.last) + "\n")
 
 
 class Checkpoint(Callback):
     """Saves the model's state_dict when the run ends (after early stopping restored the best)."""
+    name = "checkpoint"
 
     def __init__(self, path: str):
         self.path = path

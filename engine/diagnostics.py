@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .callbacks import Callback, weight_params
+from .callbacks import Callback, Hooks, weight_params
 
 from .health import SATURATION_MARGIN
 
@@ -31,8 +31,10 @@ SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
 
 
 class Diagnostics(Callback):
+    order, name = 20, "diagnostics"
+
     def __init__(self):
-        self._handles: list = []
+        self._hooks = Hooks()
         self._outputs: dict[str, torch.Tensor] = {}
         self._grads: dict[str, torch.Tensor] = {}
         self._before: list[torch.Tensor] = []
@@ -46,7 +48,7 @@ class Diagnostics(Callback):
 
     # -- hooks live for one logged step only
     def on_step_start(self, trainer):
-        self._remove_hooks()
+        self._hooks.remove()
         self.active = trainer.is_log_step(trainer.step_count + 1)
         if not self.active:
             return
@@ -54,13 +56,13 @@ class Diagnostics(Callback):
         self._grads.clear()
         for name, module in trainer.model.named_children():
             if trainer.model.layer_info[name]["shown"]:
-                self._handles.append(module.register_forward_hook(self._capture(name)))
+                self._hooks.add(module.register_forward_hook(self._capture(name)))
 
     def _capture(self, name):
         def forward_hook(module, inputs, output):
             self._outputs[name] = output.detach()
             if output.requires_grad:
-                self._handles.append(output.register_hook(self._catch_grad(name)))
+                self._hooks.add(output.register_hook(self._catch_grad(name)))
         return forward_hook
 
     def _catch_grad(self, name):
@@ -68,17 +70,12 @@ class Diagnostics(Callback):
             self._grads[name] = grad.detach()
         return grad_hook
 
-    def _remove_hooks(self):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
     def on_after_backward(self, trainer):
         if not self.active:
             return
         # The training forward and backward are captured now. Drop the hooks before the
         # validation pass of this logged step runs the model again and overwrites them.
-        self._remove_hooks()
+        self._hooks.remove()
         grads = [p.grad for p in trainer.params if p.grad is not None]
         self._global_grad_norm = _norm(grads) if grads else None
         weights = self._weights(trainer)[0]
@@ -91,7 +88,7 @@ class Diagnostics(Callback):
     def on_step_end(self, trainer):
         if not self.active:
             return
-        self._remove_hooks()
+        self._hooks.remove()
         row = trainer.row
         if row is None:
             return
@@ -201,7 +198,16 @@ class Diagnostics(Callback):
         return self._weight_cache[1]
 
     def on_fit_end(self, trainer):
-        self._remove_hooks()
+        self._hooks.remove()
+
+    def release(self) -> None:
+        """Let go of everything that refers to the model or its tensors (a dropped run)."""
+        self._hooks.remove()
+        self.samples = {}
+        self._outputs.clear()
+        self._grads.clear()
+        self._before = []
+        self._layer_cache = self._seg_cache = self._weight_cache = None
 
     def _layers(self, trainer) -> list[tuple[str, torch.nn.Module, list[torch.Tensor]]]:
         """(name, module, weight matrices) of every shown layer, worked out once per model."""

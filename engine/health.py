@@ -25,7 +25,7 @@ from functools import cached_property
 
 import torch
 
-from .callbacks import Callback, weight_params
+from .callbacks import Callback, Hooks, weight_params
 from .errors import SpecError
 from .registry import ACTIVATIONS, DATASETS, LOSSES, OPTIMIZERS
 
@@ -895,6 +895,7 @@ def assess(ev: Evidence) -> dict:
 class HealthCheck(Callback):
     """Writes the verdict into every logged row, after Diagnostics filled in the layers. Runs
     the data-wide probe only when a batch shows the sign it confirms."""
+    order, name = 40, "health"
 
     def __init__(self):
         self.net: Net | None = None
@@ -945,35 +946,34 @@ class HealthCheck(Callback):
         """Dead and saturated shares per layer over the probe sample (dropout off), and the
         first hidden layer's pre-activation RMS. Touches no weight, statistic or random stream."""
         model, info = trainer.model, trainer.model.layer_info
-        outputs, handles = {}, []
-        for name, module in model.named_children():
-            if name in self.net.hidden and (info[name].get("dies") or info[name].get("bounds")):
-                handles.append(module.register_forward_hook(
-                    lambda m, i, o, name=name: outputs.__setitem__(name, o)))
-        first = _first_linear(model, self.net.hidden)
-        if preact and first is not None:
-            handles.append(first.register_forward_hook(
-                lambda m, i, o: outputs.__setitem__("__preact__", o)))
+        outputs = {}
         was_training = model.training
-        model.eval()
         # BatchNorm normalises with the probe's own statistics, as in training (its running
         # averages lag behind for the first dozens of steps), without updating them
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                  and m.track_running_stats] if len(self._probe_idx) > 1 else []
         kept = [(m.momentum, {k: b.clone() for k, b in m.named_buffers()}) for m in norms]
-        for m in norms:
-            m.train()
-            m.momentum = 0.0
-        try:
-            model(trainer.data.x_train[self._probe_idx])
-        finally:
-            model.train(was_training)
-            for m, (momentum, buffers) in zip(norms, kept):  # put back bit for bit
-                m.momentum = momentum
-                for k, b in m.named_buffers():
-                    b.copy_(buffers[k])
-            for h in handles:
-                h.remove()
+        with Hooks() as hooks:
+            for name, module in model.named_children():
+                if name in self.net.hidden and (info[name].get("dies") or info[name].get("bounds")):
+                    hooks.add(module.register_forward_hook(
+                        lambda m, i, o, name=name: outputs.__setitem__(name, o)))
+            first = _first_linear(model, self.net.hidden)
+            if preact and first is not None:
+                hooks.add(first.register_forward_hook(
+                    lambda m, i, o: outputs.__setitem__("__preact__", o)))
+            model.eval()
+            for m in norms:
+                m.train()
+                m.momentum = 0.0
+            try:
+                model(trainer.data.x_train[self._probe_idx])
+            finally:
+                model.train(was_training)
+                for m, (momentum, buffers) in zip(norms, kept):  # put back bit for bit
+                    m.momentum = momentum
+                    for k, b in m.named_buffers():
+                        b.copy_(buffers[k])
         stats = {}
         for name, h in outputs.items():
             if name == "__preact__":

@@ -32,7 +32,7 @@ step costs ~40 ms).
 Rows are never edited in place: a row that loses its detail is replaced by a copy without
 `layers`, so a snapshot a page is iterating stays consistent.
 
-Whoever needs every row sees them as they are logged: the Trainer calls `on_eval` with each new
+Whoever needs every row sees them as they are logged: the Trainer calls `on_log` with each new
 row (`JsonlWriter` writes each one to metrics.jsonl), and `best` is tracked over every row
 appended, not only the kept ones.
 """

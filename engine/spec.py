@@ -330,7 +330,7 @@ class ModelSpec:
 # ----------------------------------------------------------------------------- training
 
 @dataclass(frozen=True)
-class GradClip:
+class GradClipSpec:
     """Clip the global gradient norm to `max` (mode "norm") or each gradient entry to +-max."""
 
     mode: str = "norm"
@@ -340,7 +340,7 @@ class GradClip:
         return {self.mode: self.max}
 
     @classmethod
-    def parse(cls, value, where: str) -> "GradClip | None":
+    def parse(cls, value, where: str) -> "GradClipSpec | None":
         if value is None:
             return None
         if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in ("norm", "value"):
@@ -363,14 +363,14 @@ ES_PARAMS = _params(
 
 
 @dataclass(frozen=True)
-class EarlyStopping(_ScalarSection):
+class EarlyStoppingSpec(_ScalarSection):
     PARAMS: ClassVar[dict[str, Param]] = ES_PARAMS
     patience: int = ES_PARAMS["patience"].default
     min_delta: float = ES_PARAMS["min_delta"].default
     restore_best: bool = ES_PARAMS["restore_best"].default
 
     @classmethod
-    def parse(cls, value, where: str) -> "EarlyStopping | None":
+    def parse(cls, value, where: str) -> "EarlyStoppingSpec | None":
         """null/false: off; true: defaults; an integer: the patience; or the full object."""
         if value is None or value is False:
             return None
@@ -393,8 +393,8 @@ TRAINING_PARAMS = _params(
 class TrainingSpec:
     batch_size: int = TRAINING_PARAMS["batch_size"].default
     steps: int = TRAINING_PARAMS["steps"].default
-    grad_clip: GradClip | None = None
-    early_stopping: EarlyStopping | None = None
+    grad_clip: GradClipSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
     eval_every: int = TRAINING_PARAMS["eval_every"].default
 
     def to_dict(self) -> dict:
@@ -405,8 +405,8 @@ class TrainingSpec:
         value = _require_mapping(value, where)
         _check_keys(value, [f.name for f in fields(cls)], where)
         kw = _scalars(TRAINING_PARAMS, value, where)
-        kw["grad_clip"] = GradClip.parse(value.get("grad_clip"), f"{where}.grad_clip")
-        kw["early_stopping"] = EarlyStopping.parse(value.get("early_stopping"),
+        kw["grad_clip"] = GradClipSpec.parse(value.get("grad_clip"), f"{where}.grad_clip")
+        kw["early_stopping"] = EarlyStoppingSpec.parse(value.get("early_stopping"),
                                                    f"{where}.early_stopping")
         return cls(**kw)
 

@@ -116,7 +116,9 @@ class Trainer:
         self._mode_dependent = any(isinstance(m, (Dropout, torch.nn.modules.batchnorm._BatchNorm))
                                    for m in self.model.modules())
         self.diagnostics = Diagnostics()
-        self.callbacks: list[Callback] = self._default_callbacks() + list(callbacks)
+        # by order, the built-in ones first on ties (sorted() is stable): see callbacks.py
+        self.callbacks: list[Callback] = sorted(self._default_callbacks() + list(callbacks),
+                                                key=lambda cb: cb.order)
         self.step_count = 0
         self.stopped: str | None = None  # completed | early_stopping | diverged | cancelled
         self.divergence: dict | None = None
@@ -170,6 +172,15 @@ class Trainer:
     def cancel(self) -> None:
         """Thread-safe: ends a run() in progress after its current step (stopped='cancelled')."""
         self._cancel.set()
+
+    def callback(self, name: str) -> Callback | None:
+        """The callback called `name` (e.g. "health", "early_stopping"), or None."""
+        return next((cb for cb in self.callbacks if cb.name == name), None)
+
+    def activation_samples(self) -> dict:
+        """The latest logged step's activations per layer (up to 2,048 values each, on the CPU),
+        for histograms."""
+        return dict(self.diagnostics.samples)
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -282,7 +293,7 @@ class Trainer:
             metric = row.get("val_loss") if row.get("val_loss") is not None else row.get("train_loss")
             if metric is not None:
                 self.scheduler.step(metric)
-        self._call("on_eval", self.history.last)
+        self._call("on_log", self.history.last)
         self.row = None
 
     def _fold(self):

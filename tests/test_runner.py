@@ -294,7 +294,7 @@ def test_drop_stops_the_run_calls_on_drop_and_leaves_page_reads_safe(registry):
     # what a page reads from a dropped run: the state, the id, the spec, the counters
     assert run.state == Run.DROPPED and run.spec == SPEC and run.owner == "alice"
     assert run.trainer.history.rows == [] and run.trainer.data is None
-    assert run.trainer.total_steps == SPEC.training.steps and run.trainer.diagnostics.samples == {}
+    assert run.trainer.total_steps == SPEC.training.steps and run.trainer.activation_samples() == {}
     with pytest.raises(RunDropped, match="forgotten"):
         run.predict(held.data.x_val)
     run.start()

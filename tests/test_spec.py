@@ -6,7 +6,7 @@ import pytest
 
 from engine import ExperimentSpec, SpecError, load_spec
 from engine.registry import ACTIVATIONS, FEATURES, LOSSES, OPTIMIZERS
-from engine.spec import MAX_LAYERS, Choice, GradClip, LayerSpec, set_path
+from engine.spec import MAX_LAYERS, Choice, GradClipSpec, LayerSpec, set_path
 
 
 def round_trip(spec):
@@ -117,8 +117,8 @@ def test_grad_clip_forms():
     def clip(v):
         return ExperimentSpec.from_dict({"training": {"grad_clip": v}}).training.grad_clip
     assert clip(None) is None
-    assert clip(2) == GradClip("norm", 2.0) == clip({"norm": 2})
-    assert clip({"value": 0.5}) == GradClip("value", 0.5)
+    assert clip(2) == GradClipSpec("norm", 2.0) == clip({"norm": 2})
+    assert clip({"value": 0.5}) == GradClipSpec("value", 0.5)
     assert clip(2).to_dict() == {"norm": 2.0}
     assert clip({"value": 0.5}).to_dict() == {"value": 0.5}
 

@@ -250,7 +250,7 @@ def test_early_stopping_rule(losses, patience, min_delta, stop_after, best_step)
     for step, loss in enumerate(losses, 1):
         with torch.no_grad():
             t.model.weight.fill_(step)  # the weights "at" this evaluation
-        cb.on_eval(t, {"step": step, "val_loss": loss})
+        cb.on_log(t, {"step": step, "val_loss": loss})
         if t.stopped:
             stopped_at = step
             break  # the trainer evaluates no more after a stop
@@ -346,7 +346,7 @@ def assert_no_hooks(model, trainer=None):
                      "_backward_pre_hooks"):
             assert not getattr(m, kind, None), f"{name} keeps {kind}"
     if trainer is not None:
-        assert not trainer.diagnostics._handles  # tensor hooks included
+        assert not trainer.diagnostics._hooks._handles  # tensor hooks included
 
 
 def test_hooks_are_removed_after_runs_and_between_steps():
@@ -431,3 +431,26 @@ def test_the_parameter_cap_is_checked_before_anything_is_allocated():
     huge = ExperimentSpec.from_dict({"model": {"layers": [8192] * 200}})
     with pytest.raises(SpecError, match="at most 1,000 are allowed"):
         Trainer(huge, max_params=1000)
+
+
+def test_callbacks_run_by_order_and_old_on_eval_callbacks_still_hear_every_row():
+    heard, seen_order = [], []
+
+    class Old(Callback):  # written against the on_eval name
+        def on_eval(self, trainer, row):
+            heard.append(row["step"])
+
+    class First(Callback):
+        order = 0
+
+        def on_step_end(self, trainer):
+            seen_order.append(trainer.row is not None and "health" not in trainer.row)
+
+    t = Trainer(spec(), callbacks=[Old(), First()])
+    assert [cb.order for cb in t.callbacks] == sorted(cb.order for cb in t.callbacks)
+    assert t.callbacks[0].__class__ is First and t.callback("health") is not None
+    assert [cb.name for cb in t.callbacks if cb.order < 100][1:] == [
+        "diagnostics", "health"]  # spec(): no penalty, clipping or early stopping
+    t.run(20)
+    assert heard == [r["step"] for r in t.history.rows]
+    assert seen_order[0]  # order 0 ran before HealthCheck wrote the verdict

@@ -70,7 +70,6 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Callable
 
 from engine import ExperimentSpec, SpecError, Trainer
@@ -252,8 +251,10 @@ class ForgottenTrainer:
         self.seconds = trainer.seconds
         self.history = History()
         self.data = None
-        self.diagnostics = SimpleNamespace(samples={})
         self.done = True
+
+    def activation_samples(self) -> dict:
+        return {}
 
     def predict(self, x):
         raise RunDropped("This run was forgotten by the server; start a new one.")
@@ -271,10 +272,8 @@ def _release(trainer) -> None:
     where something (a page mid-rerun) still holds the Trainer. Its data, history and counters
     stay for such a page until it lets go."""
     diag = getattr(trainer, "diagnostics", None)
-    if diag is not None and hasattr(diag, "_remove_hooks"):
-        diag._remove_hooks()
-        diag.samples = {}
-        diag._layer_cache = None
+    if diag is not None and hasattr(diag, "release"):
+        diag.release()
     for name in _HEAVY:
         if hasattr(trainer, name):
             setattr(trainer, name, None)

@@ -197,7 +197,7 @@ def activation_charts(run, rows: list[dict]) -> None:
     if last is None:
         st.info("Activation histograms appear after the first logged step.")
         return
-    samples = run.trainer.diagnostics.samples
+    samples = run.trainer.activation_samples()
     fig = throttled("hist", run, 1.0, lambda: charts.activation_histograms(samples, last["layers"]))
     st.plotly_chart(fig, key="hist")
     shares = [(key, title) for key, title in (("dead_frac", "Dead ReLU share per layer"),
