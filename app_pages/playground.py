@@ -12,7 +12,8 @@ from engine.data import csv_preview
 from engine.export import export_script
 from engine.presets import list_presets, load_preset
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
-from engine.spec import DATA_PARAMS, DIAG_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS, TRAINING_PARAMS
+from engine.spec import (CLIP_MODES, DATA_PARAMS, DIAG_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
+                         TRAINING_PARAMS)
 from ui import state as S
 from ui import views, widgets
 from ui.guard import guarded_callback, guarded_page
@@ -341,7 +342,7 @@ with st.sidebar:
     widgets.param_widget(REG_PARAMS["l1"], W + "regularization.l1", c1, "L1")
     widgets.param_widget(REG_PARAMS["l2"], W + "regularization.l2", c2, "L2")
     c1, c2 = st.columns(2)
-    c1.selectbox("Gradient clipping", ["off", "norm", "value"], key=W + "training.clip_mode",
+    c1.selectbox("Gradient clipping", ["off", *CLIP_MODES], key=W + "training.clip_mode",
                  help="norm: rescale the whole gradient when its norm exceeds the limit; "
                  "value: cap every gradient entry at +-limit.")
     c2.number_input("clip limit", key=W + "training.clip_max", format="%g",

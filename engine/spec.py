@@ -329,6 +329,9 @@ class ModelSpec:
 
 # ----------------------------------------------------------------------------- training
 
+CLIP_MODES = ("norm", "value")  # the page's clipping picker lists these
+
+
 @dataclass(frozen=True)
 class GradClipSpec:
     """Clip the global gradient norm to `max` (mode "norm") or each gradient entry to +-max."""
@@ -343,7 +346,7 @@ class GradClipSpec:
     def parse(cls, value, where: str) -> "GradClipSpec | None":
         if value is None:
             return None
-        if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in ("norm", "value"):
+        if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in CLIP_MODES:
             mode, limit = next(iter(value.items()))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             mode, limit = "norm", value
