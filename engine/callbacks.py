@@ -109,7 +109,7 @@ class GradClip(Callback):
         self._steps = 0
 
     def on_after_backward(self, trainer):
-        params = [p for p in trainer.model.parameters() if p.grad is not None]
+        params = [p for p in trainer.params if p.grad is not None]
         if self.mode == "norm":
             norm = torch.nn.utils.clip_grad_norm_(params, self.limit)
             hit = norm > self.limit

@@ -95,7 +95,6 @@ OVERFIT_GAP = 0.05       # ... and train accuracy 5 points above validation's (r
 OVERFIT_RATIO = 1.5      # validation loss 1.5x the training loss): a gap that matters
 GUESS = 0.9              # a loss at 90% of a constant guess's or above has learned nothing ...
 GUESS_AFTER = 20         # ... once this many steps have been taken
-NARROW = 8               # a hidden layer this narrow may lack the capacity to fit
 
 # logged rows a sign must hold on in a row before it is reported
 PERSIST = {"exploding": 2, "symmetric": 2, "unscaled_inputs": 2, "vanishing": 3, "dead": 3,
@@ -183,12 +182,6 @@ def add_hidden_layer(spec) -> dict:
     return fix(f"Add a hidden layer of 64 {act} units", changes)
 
 
-def widen(spec) -> dict:
-    layers = [{**layer.to_dict(), "units": max(64, layer.get("units"))} if layer.type in
-              ("linear", "residual") else layer.to_dict() for layer in spec.model.layers]
-    return fix("Widen the hidden layers to 64 units", {"model.layers": layers})
-
-
 def early_stopping(spec) -> dict:
     return fix("Early stopping", {"training.early_stopping": {"patience": 10}})
 
@@ -270,9 +263,7 @@ class Net:
     init: str
     bias_init: float
     has_norm: bool                   # BatchNorm or LayerNorm present
-    has_residual: bool
     depth: int                       # hidden linear layers (a residual block counts its depth)
-    narrowest: int | None
     normalize: str
     input_rms: float                 # the largest feature RMS of the encoded train inputs
     chance_loss: float | None        # the loss of a constant guess
@@ -294,12 +285,21 @@ class Net:
     def nonlinear(self) -> bool:
         return bool(self.activations - {"linear"})
 
+    @property
+    def init_suits(self) -> bool:
+        """The init is of the family the activation wants (He for ReLU-like, Xavier for tanh)."""
+        return _init_family(self.init) == _init_family(self.suited_init)
+
+    @property
+    def unscaled(self) -> bool:
+        """Raw inputs on a large scale (the cause several findings name)."""
+        return self.normalize == "none" and self.input_rms > UNSCALED_RMS
+
 
 def net_facts(spec, model, data) -> Net:
     info = model.layer_info
     hidden = [n for n, i in info.items() if i["shown"] and n != "out"]
     acts = {i["activation"] for n, i in info.items() if i.get("activation") and n != "out"}
-    widths = [layer.get("units") for layer in spec.model.layers if layer.type in ("linear", "residual")]
     depth = sum(layer.get("depth") if layer.type == "residual" else 1
                 for layer in spec.model.layers if layer.type in ("linear", "residual"))
     x = data.x_train
@@ -319,8 +319,7 @@ def net_facts(spec, model, data) -> Net:
                suited_init=ACTIVATIONS[spec.model.activation.name].tags.get("init", "xavier_uniform"),
                init=spec.model.init.name, bias_init=spec.model.bias_init,
                has_norm=any(i["type"] in ("batchnorm", "layernorm") for i in info.values()),
-               has_residual=any(i["type"] == "residual" for i in info.values()),
-               depth=depth, narrowest=min(widths) if widths else None,
+               depth=depth,
                normalize=spec.data.normalize, input_rms=rms, chance_loss=chance,
                noise_floor=noise,
                adaptive=spec.optimizer.name in ("adam", "adamw", "rmsprop", "adagrad"),
@@ -329,6 +328,19 @@ def net_facts(spec, model, data) -> Net:
 
 
 # ----------------------------------------------------------------------------- evidence
+
+
+def grad_ratio(row: dict) -> tuple[float, dict, dict] | None:
+    """(dL/dh at the first hidden layer / at the last, first, last) on one logged row, or None
+    with under two hidden layers that have a gradient."""
+    hidden = [lay for lay in row.get("layers") or () if lay["name"] != "out"
+              and lay.get("act_grad_norm") is not None]
+    if len(hidden) < 2:
+        return None
+    first, last = hidden[0], hidden[-1]
+    g0, g1 = first["act_grad_norm"], last["act_grad_norm"]
+    ratio = g0 / g1 if g1 > 0 else (math.inf if g0 > 0 else 1.0)
+    return ratio, first, last
 
 
 @dataclass
@@ -359,14 +371,7 @@ class Evidence:
         return {lay["name"]: lay[key] for lay in self.hidden() if lay.get(key) is not None}
 
     def grad_ratio(self) -> tuple[float, dict, dict] | None:
-        """(dL/dh first hidden / last hidden, first, last), or None with under two layers."""
-        hidden = [lay for lay in self.hidden() if lay.get("act_grad_norm") is not None]
-        if len(hidden) < 2:
-            return None
-        first, last = hidden[0], hidden[-1]
-        g0, g1 = first["act_grad_norm"], last["act_grad_norm"]
-        ratio = g0 / g1 if g1 > 0 else (math.inf if g0 > 0 else 1.0)
-        return ratio, first, last
+        return grad_ratio(self.row)
 
     def seen(self, status: str) -> int:
         """Logged rows in a row, ending with the previous one, whose signs include `status`."""
@@ -447,7 +452,7 @@ def _fmt(x: float | None) -> str:
 
 
 def _learning_stalled(ev: Evidence) -> bool:
-    """The loss has not fallen over the window (or the run is too young to say no)."""
+    """The loss fell by under 5% over the window (False while the run is younger than it)."""
     trend = ev.trend
     return trend is not None and trend[2] > -FLAT_GAIN * 5
 
@@ -473,10 +478,10 @@ def check_diverged(ev: Evidence):
     first, chance = ev.first_loss, net.chance_loss if net else None
     stopped = (f"The loss or its gradient became {d['loss']} at step {d['step']}, so training "
                f"stopped there{d.get('kept', '')}.")
-    unscaled = net and net.normalize == "none" and net.input_rms > UNSCALED_RMS
+    unscaled = net and net.unscaled
     if d["step"] == 1:  # no update was taken: the start itself is broken
         causes, fixes = [], []
-        if net and _init_family(net.init) != _init_family(net.suited_init):
+        if net and not net.init_suits:
             causes.append(f"the initial weights ({net.init} init)")
             fixes.append(use_init(spec, net.suited_init))
         if unscaled:
@@ -523,10 +528,8 @@ def check_exploding(ev: Evidence):
     grad = ev.row.get("grad_norm")
     overflow = grad is not None and not math.isfinite(grad)
     huge = chance and loss is not None and loss > INIT_LOSS * chance
-    unscaled = net and net.normalize == "none" and net.input_rms > UNSCALED_RMS
-    too_large = net and (net.init_gain >= 2 or
-                         _init_family(net.init) != _init_family(net.suited_init))
-    if (overflow or huge) and too_large and not unscaled:  # unscaled inputs: their own finding
+    too_large = net and (net.init_gain >= 2 or not net.init_suits)
+    if (overflow or huge) and too_large and not net.unscaled:  # unscaled inputs: their own finding
         what = ("the gradient's norm overflowed" if overflow else
                 f"the training loss is {_fmt(loss)} where a constant guess scores {_fmt(chance)}")
         return (f"Exploding: {what}. The initial weights ({spec.model.init.name} init, "
@@ -536,8 +539,7 @@ def check_exploding(ev: Evidence):
     ratio = ev.grad_ratio()
     if ratio and ratio[0] > EXPLODING_RATIO:
         r, first, last = ratio
-        init = [] if net is None or _init_family(net.init) == _init_family(net.suited_init) \
-            else [use_init(spec, net.suited_init)]
+        init = [] if net is None or net.init_suits else [use_init(spec, net.suited_init)]
         return (f"Exploding gradients: dL/dh grows from {_fmt(last['act_grad_norm'])} at "
                 f"{last['name']} to {_fmt(first['act_grad_norm'])} at {first['name']} "
                 f"({_fmt(r)}x). Every layer multiplies the gradient by more than 1, so the "
@@ -693,7 +695,7 @@ def check_saturated(ev: Evidence):
                  "for the layer width, so each unit's input is too large; Xavier init scales the "
                  "weights to the width.")
         fixes.append(use_init(spec, "xavier_uniform"))
-    elif net and net.normalize == "none" and net.input_rms > UNSCALED_RMS:
+    elif net and net.unscaled:
         text += " The inputs are unscaled, so the first layer's inputs are too large."
         fixes.append(standardise_inputs(spec))
     elif net and not net.has_norm:
@@ -710,8 +712,7 @@ def check_too_slow(ev: Evidence):
         # Adam's step is about lr per weight whatever the gradient; its updates shrink near a
         # minimum because the gradient's sign turns noisy, not because lr is small
         return None
-    held = "too_slow" in (((ev.rows[-1].get("health") or {}).get("signs") or ())
-                          if ev.rows else ())
+    held = ev.seen("too_slow") > 0
     # hysteresis: it takes evidence to switch the finding on, and counter-evidence (fast
     # falls, larger steps) to switch it off; a noisy flat stretch does not
     loose = 1.5 if held else 1.0
@@ -734,8 +735,7 @@ def check_too_slow(ev: Evidence):
 
 def _flat_gain(ev: Evidence, status: str) -> float:
     """The flatness threshold: looser once the finding holds (hysteresis)."""
-    return STILL_FLAT if status in ((ev.rows[-1].get("health") or {}).get("signs") or ()
-                                    if ev.rows else ()) else FLAT_GAIN
+    return STILL_FLAT if ev.seen(status) > 0 else FLAT_GAIN
 
 
 def _flat_and_high(ev: Evidence, status: str = "plateau"):
@@ -800,11 +800,10 @@ def check_plateau(ev: Evidence):
             [fix("Switch to Adam (lr 0.003)", {"optimizer": {"name": "adam", "lr": 0.003}})])
 
 
-def _train_loss(row: dict) -> float:
+def _train_loss(row: dict) -> float | None:
     """The train loss to compare with validation's: eval mode where the model has dropout or
     BatchNorm (those rows carry it), else the running mean."""
-    value = row.get("train_eval_loss", row.get("train_loss"))
-    return value if value is not None else math.inf
+    return row.get("train_eval_loss", row.get("train_loss"))
 
 
 def check_overfitting(ev: Evidence):
@@ -820,14 +819,12 @@ def check_overfitting(ev: Evidence):
         return None
     # the gap itself must have widened at every one of them: a net whose train loss jumps up
     # with its validation loss is unstable, not overfitting
-    if any(r["val_loss"] - _train_loss(r) <= best["val_loss"] - _train_loss(best) for r in evals):
+    train_now, train_then = _train_loss(last), _train_loss(best)
+    if train_now is None or train_then is None or train_now >= train_then or any(
+            _train_loss(r) is None or r["val_loss"] - _train_loss(r) <= best["val_loss"] - train_then
+            for r in evals):
         return None
     row = last
-    # like with like where the model has dropout or BatchNorm: the eval-mode train loss
-    train_now = row.get("train_eval_loss", row.get("train_loss"))
-    train_then = best.get("train_eval_loss", best.get("train_loss"))
-    if train_now is None or train_then is None or train_now >= train_then:
-        return None
     acc, val_acc = row.get("train_eval_acc", row.get("train_acc")), row.get("val_acc")
     if acc is not None and val_acc is not None:
         if acc - val_acc < OVERFIT_GAP:

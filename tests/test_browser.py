@@ -327,11 +327,16 @@ def test_preset_vanishing_fix_changes_verdict(page, server):
     pause(page)
 
 
-def test_reload_reattaches_to_the_same_run(page, server):
+def start_long_run(page, server, who: str = "the run") -> tuple:
+    """Open a long run's experiment, press Start and wait until it trains; its status."""
     open_app(page, server, long_run_query())
     button(page, "Start").click()
-    before = wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > 0 and s)(status(page)),
-                        15, what="the run to train")
+    return wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > 0 and s)(status(page)),
+                      15, what=f"{who} to train")
+
+
+def test_reload_reattaches_to_the_same_run(page, server):
+    before = start_long_run(page, server)
     rid = wait_until(lambda: run_id(page), 5, what="run= in the URL")
     page.reload()
     page.get_by_role("button", name="Step", exact=True).wait_for(timeout=LOAD_TIMEOUT_MS)
@@ -359,10 +364,7 @@ def test_closing_the_page_stops_training(browser, server):
     ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
     try:
         page = ctx.new_page()
-        open_app(page, server, long_run_query())
-        button(page, "Start").click()
-        wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > 0)(status(page)), 15,
-                   what="the run to train")
+        start_long_run(page, server)
         busy = cpu_share(server.pid, 2.0)
         # the training thread keeps a core busy (less on a loaded machine, never near zero)
         assert busy > 0.2, f"server used only {busy:.0%} of a core while training"
@@ -387,10 +389,7 @@ def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
     guest_ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
     try:
         owner = owner_ctx.new_page()
-        open_app(owner, server, long_run_query())
-        button(owner, "Start").click()
-        wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > 0)(status(owner)), 15,
-                   what="the owner's run to train")
+        start_long_run(owner, server, "the owner's run")
         rid = wait_until(lambda: run_id(owner), 5, what="run= in the owner's URL")
         guest = guest_ctx.new_page()
         guest.goto(owner.url)  # the owner's whole address bar, run id included

@@ -16,8 +16,8 @@ SPEC = ExperimentSpec.from_dict({"model": {"layers": [8, 8, 8]}})
 
 def net(**kw) -> Net:
     base = dict(hidden=["fc1", "fc2", "fc3"], activations={"relu"}, suited_init="he_normal",
-                init="he_normal", bias_init=0.0, has_norm=False, has_residual=False, depth=3,
-                narrowest=8, normalize="standard", input_rms=1.0, chance_loss=math.log(3),
+                init="he_normal", bias_init=0.0, has_norm=False, depth=3,
+                normalize="standard", input_rms=1.0, chance_loss=math.log(3),
                 noise_floor=None, adaptive=False)
     return Net(**{**base, **kw})
 
@@ -194,7 +194,7 @@ def test_a_plateau_is_a_flat_loss_no_better_than_a_guess():
 
 
 def test_underfitting_is_a_linear_model_stuck_short_of_non_linear_data():
-    linear = net(hidden=[], activations=set(), narrowest=None, depth=0)
+    linear = net(hidden=[], activations=set(), depth=0)
     spec = SPEC.with_changes({"model.layers": []})
     h = judged(flat(0.75, 0.75), FLAT, spec=spec, facts=linear)
     assert h["status"] == "underfitting"

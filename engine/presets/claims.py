@@ -20,17 +20,16 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+from ..health import grad_ratio
 from ..spec import ExperimentSpec
 from . import load_preset
 
 
 def _ratio(row: dict | None) -> float | None:
-    """dL/dh at the first hidden layer / at the last hidden layer, on one logged row."""
-    hidden = [lay for lay in (row or {}).get("layers") or () if lay["name"] != "out"
-              and lay.get("act_grad_norm") is not None]
-    if len(hidden) < 2 or not hidden[-1]["act_grad_norm"]:
-        return None
-    return hidden[0]["act_grad_norm"] / hidden[-1]["act_grad_norm"]
+    """dL/dh at the first hidden layer / at the last hidden layer, on one logged row (None where
+    the last one's is zero: no ratio to claim)."""
+    found = grad_ratio(row or {})
+    return found[0] if found and found[2]["act_grad_norm"] else None
 
 
 def _row_at(rows: list[dict], step: int) -> dict:
