@@ -28,6 +28,8 @@ import os
 
 import torch
 
+from .portable import EarlyStop, add_penalty_grads, clip_gradients, weight_params
+
 
 class CancelFit(Exception):
     """Raised by a callback to end the run; the Trainer records stopped='cancelled'."""
@@ -68,12 +70,6 @@ class Hooks:
         self.remove()
 
 
-def weight_params(model: torch.nn.Module) -> list[torch.Tensor]:
-    """Weight matrices and filters (dim >= 2): what L1/L2 penalise and update ratios watch.
-    Biases and norm scales are left alone, as is usual."""
-    return [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
-
-
 class Regularization(Callback):
     """Adds the gradient of l1*sum|w| + l2*sum w^2 straight to the weight gradients: the same
     update as putting the penalty in the loss, without building it into the graph each step.
@@ -84,12 +80,7 @@ class Regularization(Callback):
         self.l1, self.l2 = l1, l2
 
     def on_after_backward(self, trainer):
-        weights = [w for w in weight_params(trainer.model) if w.grad is not None]
-        grads = [w.grad for w in weights]
-        if self.l2:
-            torch._foreach_add_(grads, weights, alpha=2 * self.l2)
-        if self.l1:
-            torch._foreach_add_(grads, torch._foreach_sign(weights), alpha=self.l1)
+        add_penalty_grads(weight_params(trainer.model), self.l1, self.l2)
 
     @staticmethod
     def penalty(model, l1: float, l2: float) -> torch.Tensor:
@@ -110,12 +101,7 @@ class GradClip(Callback):
 
     def on_after_backward(self, trainer):
         params = [p for p in trainer.params if p.grad is not None]
-        if self.mode == "norm":
-            norm = torch.nn.utils.clip_grad_norm_(params, self.limit)
-            hit = norm > self.limit
-        else:
-            hit = torch.stack([p.grad.abs().max() for p in params]).max() > self.limit
-            torch.nn.utils.clip_grad_value_(params, self.limit)
+        hit = clip_gradients(params, self.mode, self.limit)
         self._clipped = hit.float() if self._clipped is None else self._clipped + hit
         self._steps += 1
 
@@ -125,30 +111,16 @@ class GradClip(Callback):
             self._clipped, self._steps = None, 0
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(EarlyStop, Callback):
     """Stops when the validation loss has not improved by min_delta for `patience` evaluations,
-    and (restore_best) puts back the weights of the best evaluation when the run ends."""
+    and (restore_best) puts back the weights of the best evaluation when the run ends. The rule
+    is portable.EarlyStop, which the exported script runs too."""
     order, name = 50, "early_stopping"
-
-    def __init__(self, patience: int, min_delta: float = 0.0, restore_best: bool = True):
-        self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
-        self.best_loss = float("inf")
-        self.best_step = None
-        self.best_state = None
-        self.waited = 0
 
     def on_log(self, trainer, row):
         loss = row.get("val_loss")
-        if loss is None:
-            return
-        if loss < self.best_loss - self.min_delta:
-            self.best_loss, self.best_step, self.waited = loss, row["step"], 0
-            if self.restore_best:
-                self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-        else:
-            self.waited += 1
-            if self.waited >= self.patience:
-                trainer.stop("early_stopping")
+        if loss is not None and self.update(loss, row["step"], trainer.model):
+            trainer.stop("early_stopping")
 
     def on_fit_end(self, trainer):
         if self.restore_best and self.best_state is not None and trainer.stopped != "diverged":

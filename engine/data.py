@@ -17,7 +17,7 @@ import torch
 from .errors import SpecError
 from .inputs import env_int, read_user_file, short, size_text
 from .registry import DATASETS, FEATURES, NORMALIZERS, Param
-from .seeding import generator as make_generator
+from .portable import feature_matrix, generator as make_generator, split_indices
 
 
 def _n(default, high=20000):
@@ -131,12 +131,31 @@ def make_digits(generator, n, noise):
     return x + 16.0 * noise * torch.randn(x.shape, generator=generator), y
 
 
+def load_csv(generator, path, target, task):
+    """Numeric columns are the inputs, `target` the output (no randomness: `generator` unused).
+    The exported script's reader; the engine reads through read_csv, which checks everything
+    first and says what is wrong."""
+    import pandas as pd
+
+    with open(path, encoding="utf-8-sig") as f:  # comma, semicolon or tab, as Netlab reads it
+        header = f.readline()
+    sep = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
+    frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
+    inputs = [c for c in frame.columns if c != target]
+    x = torch.tensor(frame[inputs].to_numpy(dtype="float32"))
+    values = frame[target].to_numpy()
+    if task == "regression":
+        return x, torch.tensor(values, dtype=torch.float32)[:, None]
+    labels, y = torch.unique(torch.tensor(values.astype("int64")), return_inverse=True)
+    return x, y  # classes numbered 0..k-1 in sorted order of the labels
+
+
 @DATASETS.register("csv", "Your own table: numeric columns as inputs, one named column as the "
                    "target.", (Param("path", None, "CSV file to read"),
                                Param("target", None, "name of the target column"),
                                Param("task", "classification", "what to predict",
                                      choices=("classification", "regression"))),
-                   input="table")
+                   code=load_csv, input="table")
 def make_csv(generator, path, target, task):
     return read_csv(path, target, task)
 
@@ -318,13 +337,39 @@ def read_csv(source, target: str, task: str, max_bytes: int | None = None):
 # ----------------------------------------------------------------------------- input features
 # Hand-made features for the 2-D sets (concept A4): a linear model on x1^2 and x2^2 draws a circle.
 
-FEATURES.add("x1", lambda p: p[:, 0], "the first coordinate", label="x1")
-FEATURES.add("x2", lambda p: p[:, 1], "the second coordinate", label="x2")
-FEATURES.add("x1_sq", lambda p: p[:, 0] ** 2, "x1 squared", label="x1²")
-FEATURES.add("x2_sq", lambda p: p[:, 1] ** 2, "x2 squared", label="x2²")
-FEATURES.add("x1_x2", lambda p: p[:, 0] * p[:, 1], "x1 times x2: the XOR feature", label="x1·x2")
-FEATURES.add("sin_x1", lambda p: torch.sin(3 * p[:, 0]), "sin(3 x1)", label="sin(3x1)")
-FEATURES.add("sin_x2", lambda p: torch.sin(3 * p[:, 1]), "sin(3 x2)", label="sin(3x2)")
+@FEATURES.register("x1", "the first coordinate", label="x1")
+def x1(p):
+    return p[:, 0]
+
+
+@FEATURES.register("x2", "the second coordinate", label="x2")
+def x2(p):
+    return p[:, 1]
+
+
+@FEATURES.register("x1_sq", "x1 squared", label="x1²")
+def x1_sq(p):
+    return p[:, 0] ** 2
+
+
+@FEATURES.register("x2_sq", "x2 squared", label="x2²")
+def x2_sq(p):
+    return p[:, 1] ** 2
+
+
+@FEATURES.register("x1_x2", "x1 times x2: the XOR feature", label="x1·x2")
+def x1_x2(p):
+    return p[:, 0] * p[:, 1]
+
+
+@FEATURES.register("sin_x1", "sin(3 x1)", label="sin(3x1)")
+def sin_x1(p):
+    return torch.sin(3 * p[:, 0])
+
+
+@FEATURES.register("sin_x2", "sin(3 x2)", label="sin(3x2)")
+def sin_x2(p):
+    return torch.sin(3 * p[:, 1])
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -358,7 +403,7 @@ class Dataset:
     def encode(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw inputs (2-D points for the plane sets) -> the normalised model input."""
         if self.features is not None:
-            raw = feature_matrix(raw, self.features)
+            raw = features_of(raw, self.features)
         return (raw.to(self.shift.device) - self.shift) / self.scale
 
     def to(self, device) -> "Dataset":
@@ -367,17 +412,16 @@ class Dataset:
         return Dataset(**{**self.__dict__, **moved})
 
 
-def feature_matrix(points: torch.Tensor, features) -> torch.Tensor:
-    return torch.stack([FEATURES[f].factory(points) for f in features], 1)
+def features_of(points: torch.Tensor, features) -> torch.Tensor:
+    """The model inputs for 2-D points: one column per feature key."""
+    return feature_matrix(points, [FEATURES[f].factory for f in features])
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, generator):
-    """Shuffle once, then cut: test first, validation next, the rest trains."""
-    order = torch.randperm(n, generator=generator)
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    if n - n_test - n_val < 1:
+def split(n: int, val_fraction: float, test_fraction: float, generator):
+    """(train, val, test) indices; refuses fractions that leave nothing to train on."""
+    if n - round(n * test_fraction) - round(n * val_fraction) < 1:
         raise SpecError(f"with {n} examples the val/test fractions leave nothing to train on")
-    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+    return split_indices(n, val_fraction, test_fraction, generator)
 
 
 def load_dataset(data, seed: int) -> Dataset:
@@ -391,8 +435,8 @@ def load_dataset(data, seed: int) -> Dataset:
         raise SpecError(f"data.classes={data.classes} but the labels go up to {classes - 1}")
     if task == "classification":
         classes = data.classes or classes
-    x = feature_matrix(raw_x, data.features) if data.features else raw_x
-    train, val, test = split_indices(len(y), data.val_fraction, data.test_fraction, gen)
+    x = features_of(raw_x, data.features) if data.features else raw_x
+    train, val, test = split(len(y), data.val_fraction, data.test_fraction, gen)
     shift, scale = NORMALIZERS[data.normalize].factory(x[train])
     x = (x - shift) / scale
     points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \

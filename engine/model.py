@@ -4,83 +4,90 @@ The network is an nn.Sequential of named layers so that every per-layer statisti
 exported line of code refers to the same name. Each hidden layer's output is what diagnostics
 watch: for a linear layer that is the output *after* its activation.
 
-Layer types are registered in LAYERS with factory(ctx, layer, in_shape) -> (module, out_shape);
-the tags say which name prefix they get and which model defaults (activation/init/bias_init) they
-take. New layer kinds (convolutions, recurrent cells) register the same way.
+Layer types are registered in LAYERS with factory(ctx, layer, in_shape) -> (module, out_shape).
+A factory makes every module through its BuildContext (`ctx.make(cls, *args)`, `ctx.linear`,
+`ctx.activation`, `ctx.stream`), so the exported script can write the same model from the calls
+it recorded. The tags say which name prefix a layer gets (`prefix`), which model defaults it takes
+(`uses`: activation/init/bias_init), whether it flattens an image first (`flattens`) or needs a
+flat input (`flat_only`), whether its output is its activation's (`watches_activation`, for the
+dead/saturated checks) and whether it normalises over the batch (`batch_stats`). New layer kinds
+(convolutions, recurrent cells) register the same way.
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import SpecError
 from .registry import ACTIVATIONS, INITIALIZERS, LAYERS, Param
-from .seeding import generator as make_generator
+from .portable import Dropout, Residual, generator as make_generator
 from .spec import Choice, ExperimentSpec, LayerSpec
 
 MAX_UNITS = 8192
 
 
-class Dropout(nn.Module):
-    """Inverted dropout drawing its masks from the run's own generator (nn.Dropout uses torch's
-    global one, which would make two runs in one process disturb each other's numbers)."""
+@dataclass(frozen=True)
+class StreamRef:
+    """Stands for one of the run's random streams in a model built without initialising (the
+    exported script names it `<stream>_gen`)."""
 
-    def __init__(self, p: float, generator: torch.Generator | None = None):
-        super().__init__()
-        self.p, self.generator = p, generator
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p
-        return x * keep / (1.0 - self.p)
-
-    def extra_repr(self):
-        return f"p={self.p}"
-
-
-class Residual(nn.Module):
-    """h + F(h), F = k x (linear -> activation). The identity path hands the gradient straight to
-    earlier layers, which is why very deep residual stacks still train."""
-
-    def __init__(self, body: nn.Sequential, proj: nn.Linear | None):
-        super().__init__()
-        self.proj = proj
-        self.body = body
-
-    def forward(self, x):
-        h = x if self.proj is None else self.proj(x)
-        return h + self.body(h)
+    stream: str
 
 
 @dataclass
 class BuildContext:
-    spec: ExperimentSpec
-    init_generator: torch.Generator | None  # None: build without initialising (meta device)
-    dropout_generator: torch.Generator | None
+    """What a layer factory builds with. Every module is made through `make` (or `linear`,
+    `activation`), which records the call on the module as `module.built_by = (target, args,
+    kwargs)`: the exporter writes the model from these records, so a layer type is defined once,
+    here, for both the engine and the script."""
 
-    def activation(self, layer: LayerSpec) -> Choice:
+    spec: ExperimentSpec
+    init: bool  # False: build without initialising (on the meta device: describe, export)
+    device: str | torch.device = "cpu"
+    inits: list = field(default_factory=list)  # (nn.Linear, initializer Choice, bias) in order
+
+    def __post_init__(self):
+        self._streams = {}
+        self._init_gen = make_generator(self.spec.seed, "init") if self.init else None
+
+    def make(self, target, *args, **kwargs) -> nn.Module:
+        module = target(*args, **kwargs)
+        module.built_by = (target, args, kwargs)
+        return module
+
+    def stream(self, name: str):
+        """The run's generator for `name` (a key of seeding.STREAMS) on the model's device."""
+        if not self.init:
+            return StreamRef(name)
+        if name not in self._streams:
+            self._streams[name] = make_generator(self.spec.seed, name, self.device)
+        return self._streams[name]
+
+    def activation_of(self, layer: LayerSpec) -> Choice:
         return layer.activation or self.spec.model.activation
 
-    def make_activation(self, layer: LayerSpec) -> nn.Module:
-        choice = self.activation(layer)
-        return ACTIVATIONS[choice.name].build(**choice.params)
+    def activation(self, layer: LayerSpec) -> nn.Module:
+        choice = self.activation_of(layer)
+        entry = ACTIVATIONS[choice.name]
+        return self.make(entry.factory, **entry.resolve(choice.params))
 
     def linear(self, fan_in: int, units: int, layer: LayerSpec | None) -> nn.Linear:
-        """A linear map initialised from the layer's (or the model's) initializer and bias."""
-        lin = nn.Linear(fan_in, units)
-        if self.init_generator is not None:
-            model = self.spec.model
-            init = (layer.init if layer else None) or (model.init if layer else
-                                                       model.output or model.init)
-            bias = layer.bias_init if layer and layer.bias_init is not None else (
-                model.bias_init if layer else 0.0)
+        """A linear map initialised from the layer's (or the model's) initializer and bias;
+        layer=None: the output layer."""
+        lin = self.make(nn.Linear, fan_in, units)
+        model = self.spec.model
+        init = (layer.init if layer else None) or (model.init if layer else
+                                                   model.output or model.init)
+        bias = layer.bias_init if layer and layer.bias_init is not None else (
+            model.bias_init if layer else 0.0)
+        self.inits.append((lin, init, float(bias)))
+        if self.init:
             with torch.no_grad():
-                INITIALIZERS[init.name].build(lin.weight, self.init_generator, **init.params)
+                INITIALIZERS[init.name].build(lin.weight, self._init_gen, **init.params)
                 nn.init.constant_(lin.bias, bias)
         return lin
 
@@ -95,18 +102,18 @@ def _units(default=64):
 
 @LAYERS.register("linear", "Fully connected: every output is a weighted sum of every input plus "
                  "a bias, then the activation.", (_units(),), prefix="fc", flattens=True,
-                 uses=("activation", "init", "bias_init"))
+                 uses=("activation", "init", "bias_init"), watches_activation=True)
 def _linear(ctx, layer, in_shape):
     units = layer.get("units")
     body = OrderedDict(linear=ctx.linear(_flat(in_shape), units, layer),
-                       act=ctx.make_activation(layer))
-    return nn.Sequential(body), (units,)
+                       act=ctx.activation(layer))
+    return ctx.make(nn.Sequential, body), (units,)
 
 
 @LAYERS.register("activation", "A bare activation function, e.g. after a BatchNorm.",
-                 prefix="act", uses=("activation",))
+                 prefix="act", uses=("activation",), watches_activation=True)
 def _activation(ctx, layer, in_shape):
-    return ctx.make_activation(layer), in_shape
+    return ctx.activation(layer), in_shape
 
 
 @LAYERS.register("dropout", "Zeroes each unit with probability p while training (scaling the "
@@ -114,21 +121,21 @@ def _activation(ctx, layer, in_shape):
                  (Param("p", 0.5, "drop probability", low=0.0, high=1.0, high_open=True),),
                  prefix="drop")
 def _dropout(ctx, layer, in_shape):
-    return Dropout(layer.get("p"), ctx.dropout_generator), in_shape
+    return ctx.make(Dropout, layer.get("p"), ctx.stream("dropout")), in_shape
 
 
 @LAYERS.register("batchnorm", "Normalises each unit over the batch, then rescales with learned "
                  "gamma and beta: steadier activations at any depth.", prefix="bn",
-                 flat_only=True)
+                 flat_only=True, batch_stats=True)
 def _batchnorm(ctx, layer, in_shape):
-    return nn.BatchNorm1d(in_shape[0]), in_shape
+    return ctx.make(nn.BatchNorm1d, in_shape[0]), in_shape
 
 
 @LAYERS.register("layernorm", "Normalises each example over its units: like BatchNorm but "
                  "independent of the batch.", prefix="ln",
                  flat_only=True)
 def _layernorm(ctx, layer, in_shape):
-    return nn.LayerNorm(in_shape[0]), in_shape
+    return ctx.make(nn.LayerNorm, in_shape[0]), in_shape
 
 
 @LAYERS.register("residual", "A block of `depth` linear layers whose output is added to its "
@@ -142,8 +149,8 @@ def _residual(ctx, layer, in_shape):
     body = OrderedDict()
     for i in range(1, depth + 1):
         body[f"linear{i}"] = ctx.linear(units, units, layer)
-        body[f"act{i}"] = ctx.make_activation(layer)
-    return Residual(nn.Sequential(body), proj), (units,)
+        body[f"act{i}"] = ctx.activation(layer)
+    return ctx.make(Residual, proj, ctx.make(nn.Sequential, body)), (units,)
 
 
 class Net(nn.Sequential):
@@ -158,8 +165,7 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
                 init: bool = True) -> Net:
     """The network for `spec`, initialised from the run's init generator (same seed, same
     weights). init=False builds parameters without filling them (for describe on 'meta')."""
-    ctx = BuildContext(spec, make_generator(spec.seed, "init") if init else None,
-                       make_generator(spec.seed, "dropout", device) if init else None)
+    ctx = BuildContext(spec, init, device)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     info: dict[str, dict] = {}
     counts: dict[str, int] = {}
@@ -167,7 +173,8 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
     for i, layer in enumerate(spec.model.layers):
         entry = LAYERS[layer.type]
         if len(shape) > 1 and entry.tags.get("flattens"):
-            layers["flatten"], info["flatten"] = nn.Flatten(), {"type": "flatten", "shown": False}
+            layers["flatten"] = ctx.make(nn.Flatten)
+            info["flatten"] = {"type": "flatten", "shown": False}
             shape = (_flat(shape),)
         if len(shape) > 1 and entry.tags.get("flat_only"):
             raise SpecError(f"model.layers[{i}]: a {layer.type} layer here would get input of "
@@ -178,23 +185,26 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         name = f"{prefix}{counts[prefix]}"
         module, shape = entry.factory(ctx, layer, shape)
         layers[name] = module
-        act = ACTIVATIONS[ctx.activation(layer).name] if "activation" in entry.tags.get("uses", ()) \
-            else None
-        # a residual block's output is h + F(h): unbounded and rarely exactly zero, so the
-        # dead/saturated checks of its activation do not apply to it
-        watched = act if layer.type in ("linear", "activation") else None
+        act = ACTIVATIONS[ctx.activation_of(layer).name] \
+            if "activation" in entry.tags.get("uses", ()) else None
+        # watches_activation: the layer's output is its activation's (a residual block's is
+        # h + F(h), unbounded and rarely exactly zero, so the dead/saturated checks skip it)
+        watched = act if entry.tags.get("watches_activation") else None
         info[name] = {"type": layer.type, "shown": layer.type != "dropout",
                       "activation": act.key if act else None,
                       "dies": bool(watched and watched.tags.get("dies")),
                       "bounds": watched.tags.get("bounds") if watched else None,
                       "spec_index": i}
     if len(shape) > 1:
-        layers["flatten"], info["flatten"] = nn.Flatten(), {"type": "flatten", "shown": False}
+        layers["flatten"] = ctx.make(nn.Flatten)
+        info["flatten"] = {"type": "flatten", "shown": False}
         shape = (_flat(shape),)
     layers["out"] = ctx.linear(shape[0], out_dim, None)
     info["out"] = {"type": "output", "shown": True, "activation": None, "dies": False,
                    "bounds": None, "spec_index": None}
-    return Net(layers, info).to(device)
+    net = Net(layers, info)
+    net.inits = ctx.inits  # the order weights are initialised in (the exporter repeats it)
+    return net.to(device)
 
 
 def count_params(module: nn.Module) -> int:

@@ -11,12 +11,21 @@ Factories have one signature per registry:
     OPTIMIZERS    factory(parameters, **params) -> torch.optim.Optimizer
     SCHEDULES     factory(optimizer, total_steps, **params) -> torch LR scheduler
     LOSSES        factory(**params) -> callable(output, target) -> scalar tensor
-    DATASETS      registered in data.py; LAYERS registered in model.py
+    NORMALIZERS   factory(x_train) -> (shift, scale)
+    DATASETS      factory(generator, **params) -> (x, y), registered in data.py
+    FEATURES      factory(points) -> one column, registered in data.py
+    LAYERS        factory(ctx, layer, in_shape) -> (module, out_shape), registered in model.py
+
+A factory is a torch class where one fits (nn.Tanh, torch.optim.Adam, nn.HuberLoss), so the
+exported script writes it as itself; otherwise a plain function that uses only torch and math,
+which the exporter copies into the script by its source. Adding a choice is one entry here (or
+in data.py / model.py): the pickers, validation, URL state and export follow from it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -24,6 +33,7 @@ from torch import nn
 
 from .errors import SpecError
 from .inputs import short
+from .portable import safe_scale
 
 MAX_TEXT = 4096  # longest text setting (a path: Linux allows 4,096 bytes)
 
@@ -110,11 +120,21 @@ class Param:
 
 @dataclass(frozen=True)
 class Entry:
+    """One choice. `factory` builds it; the exported script calls `code` instead when given (a
+    function of the same signature that needs nothing of Netlab, e.g. a CSV reader without the
+    engine's validation). A torch class is written in the script as itself; any other class or
+    function is copied into it by its source (engine/export.py)."""
+
     key: str
     factory: Callable
     doc: str
     params: tuple[Param, ...] = ()
     tags: Mapping[str, Any] = field(default_factory=dict)
+    code: Callable | None = None
+
+    @property
+    def exported(self) -> Callable:
+        return self.code or self.factory
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -138,16 +158,21 @@ class Registry:
         self.shared_params = shared_params
         self._entries: dict[str, Entry] = {}
 
-    def register(self, key: str, doc: str, params: tuple[Param, ...] = (), **tags):
+    def register(self, key: str, doc: str, params: tuple[Param, ...] = (), code=None, **tags):
+        """Decorator: the function (or class) below is the factory of entry `key`."""
         def add(factory):
             if key in self._entries:
                 raise ValueError(f"{self.kind} {key!r} registered twice")
-            self._entries[key] = Entry(key, factory, doc, tuple(params), tags)
+            self._entries[key] = Entry(key, factory, doc, tuple(params), tags, code)
             return factory
         return add
 
-    def add(self, key: str, factory: Callable, doc: str, params=(), **tags) -> None:
-        self.register(key, doc, params, **tags)(factory)
+    def add(self, key: str, factory: Callable, doc: str, params=(), code=None, **tags) -> None:
+        self.register(key, doc, params, code, **tags)(factory)
+
+    def remove(self, key: str) -> None:
+        """Forget an entry (for tests that register a throwaway one)."""
+        self._entries.pop(key, None)
 
     def __getitem__(self, key: str) -> Entry:
         try:
@@ -212,7 +237,7 @@ _A("softplus", nn.Softplus, "log(1 + e^(beta x)) / beta: a smooth ReLU that is n
    (Param("beta", 1.0, "sharpness", low=0.0, low_open=True, high=100.0),), init="he_normal")
 _A("hard_sigmoid", nn.Hardsigmoid, "Piecewise-linear sigmoid: 0 below -3, 1 above 3, flat and "
    "gradient-free outside.", bounds=(0.0, 1.0), init="xavier_uniform")
-_A("softmax", lambda: nn.Softmax(dim=1), "Turns a vector into probabilities that sum to 1; "
+_A("softmax", partial(nn.Softmax, dim=1), "Turns a vector into probabilities that sum to 1; "
    "belongs on outputs (the cross-entropy loss applies it for you).", bounds=(0.0, 1.0),
    init="xavier_uniform")
 
@@ -222,26 +247,22 @@ _A("softmax", lambda: nn.Softmax(dim=1), "Turns a vector into probabilities that
 INITIALIZERS = Registry("initializer")
 
 
-def _fan_in(t: torch.Tensor) -> int:
-    return nn.init._calculate_fan_in_and_fan_out(t)[0] if t.dim() >= 2 else t.numel()
-
-
 @INITIALIZERS.register("zeros", "All weights zero: every unit in a layer computes the same thing "
                        "and gets the same gradient, so they never become different (symmetry).")
-def _zeros(t, generator):
+def zeros(t, generator):
     nn.init.zeros_(t)
 
 
 @INITIALIZERS.register("constant", "Every weight the same value: symmetric like zeros.",
                        (Param("value", 0.1, "the value", low=-10.0, high=10.0),))
-def _constant(t, generator, value):
+def constant(t, generator, value):
     nn.init.constant_(t, value)
 
 
 @INITIALIZERS.register("uniform", "Uniform in [a, b]: the scale ignores the layer's width.",
                        (Param("a", -0.05, "lower end", low=-10.0, high=10.0),
                         Param("b", 0.05, "upper end", low=-10.0, high=10.0)))
-def _uniform(t, generator, a, b):
+def uniform(t, generator, a, b):
     nn.init.uniform_(t, a, b, generator=generator)
 
 
@@ -249,7 +270,7 @@ def _uniform(t, generator, a, b):
                        "by layer, too large and they blow up.",
                        (Param("mean", 0.0, "mean", low=-10.0, high=10.0),
                         Param("std", 0.01, "standard deviation", low=0.0, high=10.0, log=True)))
-def _normal(t, generator, mean, std):
+def normal(t, generator, mean, std):
     nn.init.normal_(t, mean, std, generator=generator)
 
 
@@ -258,13 +279,13 @@ def _normal(t, generator, mean, std):
                        "the activations stay steady but the gradient still vanishes (its slope "
                        "is at most 1/4).",
                        (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),))
-def _xavier_uniform(t, generator, gain):
+def xavier_uniform(t, generator, gain):
     nn.init.xavier_uniform_(t, gain, generator=generator)
 
 
 @INITIALIZERS.register("xavier_normal", "Glorot, Gaussian form: std sqrt(2/(fan_in+fan_out)).",
                        (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),))
-def _xavier_normal(t, generator, gain):
+def xavier_normal(t, generator, gain):
     nn.init.xavier_normal_(t, gain, generator=generator)
 
 
@@ -274,31 +295,32 @@ _MODE = Param("mode", "fan_in", "fan_in keeps forward signals steady, fan_out th
 
 @INITIALIZERS.register("he_uniform", "He/Kaiming: variance 2/fan, doubling Xavier's to make up "
                        "for ReLU zeroing half its inputs.", (_MODE,))
-def _he_uniform(t, generator, mode):
+def he_uniform(t, generator, mode):
     nn.init.kaiming_uniform_(t, mode=mode, nonlinearity="relu", generator=generator)
 
 
 @INITIALIZERS.register("he_normal", "He/Kaiming, Gaussian form: std sqrt(2/fan). The default "
                        "for ReLU nets.", (_MODE,))
-def _he_normal(t, generator, mode):
+def he_normal(t, generator, mode):
     nn.init.kaiming_normal_(t, mode=mode, nonlinearity="relu", generator=generator)
 
 
 @INITIALIZERS.register("lecun_normal", "LeCun: std sqrt(1/fan_in), the partner of SELU.")
-def _lecun_normal(t, generator):
-    nn.init.normal_(t, 0.0, 1.0 / math.sqrt(_fan_in(t)), generator=generator)
+def lecun_normal(t, generator):
+    # std = gain / sqrt(fan_in) with the linear gain 1: sqrt(1/fan_in)
+    nn.init.kaiming_normal_(t, mode="fan_in", nonlinearity="linear", generator=generator)
 
 
 @INITIALIZERS.register("orthogonal", "A random orthogonal matrix: preserves vector lengths "
                        "exactly, good for deep linear paths and RNNs.",
                        (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),))
-def _orthogonal(t, generator, gain):
+def orthogonal(t, generator, gain):
     nn.init.orthogonal_(t, gain, generator=generator)
 
 
 @INITIALIZERS.register("torch_default", "What nn.Linear does on its own: uniform in "
                        "+-1/sqrt(fan_in) (Kaiming uniform with a = sqrt(5)).")
-def _torch_default(t, generator):
+def torch_default(t, generator):
     nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=generator)
 
 
@@ -319,23 +341,19 @@ _BETAS = Param("betas", (0.9, 0.999), "decay rates of the running mean of gradie
                "squares", low=0.0, high=1.0, high_open=True)
 
 
-def _optim(cls):
-    return lambda parameters, **kw: cls(parameters, **kw)
-
-
-OPTIMIZERS.add("sgd", _optim(torch.optim.SGD),
+OPTIMIZERS.add("sgd", torch.optim.SGD,
                "Plain gradient descent; momentum adds a velocity that smooths and speeds it up, "
                "Nesterov looks ahead before stepping.",
                (_lr(0.1), Param("momentum", 0.0, "share of the last step kept", low=0.0, high=1.0,
                                 high_open=True),
                 Param("nesterov", False, "evaluate the gradient at the look-ahead point"), _WD))
-OPTIMIZERS.add("adagrad", _optim(torch.optim.Adagrad),
+OPTIMIZERS.add("adagrad", torch.optim.Adagrad,
                "Divides each weight's step by the root of its summed squared gradients: rare "
                "features get big steps, but steps only ever shrink.",
                (_lr(0.05), Param("lr_decay", 0.0, "per-step decay", low=0.0, high=1.0),
                 Param("eps", 1e-10, "avoids division by zero", low=0.0, low_open=True, high=1.0,
                       log=True), _WD))
-OPTIMIZERS.add("rmsprop", _optim(torch.optim.RMSprop),
+OPTIMIZERS.add("rmsprop", torch.optim.RMSprop,
                "Like AdaGrad with a moving average of squared gradients, so steps do not die out.",
                (_lr(0.01), Param("alpha", 0.99, "decay of the squared-gradient average", low=0.0,
                                  high=1.0, high_open=True),
@@ -344,20 +362,20 @@ OPTIMIZERS.add("rmsprop", _optim(torch.optim.RMSprop),
                 Param("momentum", 0.0, "share of the last step kept", low=0.0, high=1.0,
                       high_open=True),
                 Param("centered", False, "divide by the gradient variance instead"), _WD))
-OPTIMIZERS.add("adam", _optim(torch.optim.Adam),
+OPTIMIZERS.add("adam", torch.optim.Adam,
                "Momentum plus RMSprop with bias correction: a robust default that needs little "
                "tuning.",
                (_lr(0.01), _BETAS, Param("eps", 1e-8, "avoids division by zero", low=0.0,
                                          low_open=True, high=1.0, log=True), _WD,
                 Param("amsgrad", False, "never let the squared-gradient average shrink")))
-OPTIMIZERS.add("adamw", _optim(torch.optim.AdamW),
+OPTIMIZERS.add("adamw", torch.optim.AdamW,
                "Adam with weight decay applied to the weights directly, not mixed into the "
                "adaptive step.",
                (_lr(0.01), _BETAS, Param("eps", 1e-8, "avoids division by zero", low=0.0,
                                          low_open=True, high=1.0, log=True),
                 Param("weight_decay", 0.01, "decoupled weight decay", low=0.0, high=1.0),
                 Param("amsgrad", False, "never let the squared-gradient average shrink")))
-OPTIMIZERS.add("adadelta", _optim(torch.optim.Adadelta),
+OPTIMIZERS.add("adadelta", torch.optim.Adadelta,
                "Scales steps by the ratio of recent update size to recent gradient size: almost "
                "no learning rate to tune.",
                (_lr(1.0), Param("rho", 0.9, "decay of the running averages", low=0.0, high=1.0,
@@ -372,35 +390,35 @@ OPTIMIZERS.add("adadelta", _optim(torch.optim.Adadelta),
 SCHEDULES = Registry("schedule")
 
 
-@SCHEDULES.register("constant", "The learning rate never changes.")
-def _constant_lr(optimizer, total_steps):
+@SCHEDULES.register("constant", "The learning rate never changes.", steady=True)
+def constant_lr(optimizer, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 @SCHEDULES.register("step", "Multiply the rate by gamma every step_size steps: a staircase.",
                     (Param("step_size", 200, "steps between drops", low=1, high=10**7),
                      Param("gamma", 0.5, "factor at each drop", low=0.0, low_open=True, high=1.0)))
-def _step_lr(optimizer, total_steps, step_size, gamma):
+def step_lr(optimizer, total_steps, step_size, gamma):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma)
 
 
 @SCHEDULES.register("exponential", "Multiply the rate by gamma after every step: smooth decay.",
                     (Param("gamma", 0.998, "factor per step", low=0.0, low_open=True, high=1.0),))
-def _exponential_lr(optimizer, total_steps, gamma):
+def exponential_lr(optimizer, total_steps, gamma):
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
 
 
 @SCHEDULES.register("cosine", "Half a cosine from the start rate down to eta_min over the run: "
                     "fast early, gentle at the end.",
                     (Param("eta_min", 0.0, "rate at the last step", low=0.0, high=10.0),))
-def _cosine_lr(optimizer, total_steps, eta_min):
+def cosine_lr(optimizer, total_steps, eta_min):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, total_steps), eta_min)
 
 
 @SCHEDULES.register("warmup_cosine", "Ramp linearly from near zero for `warmup` steps, then "
                     "cosine decay: avoids wild first steps while statistics are poor.",
                     (Param("warmup", 100, "warm-up steps", low=0, high=10**7),))
-def _warmup_cosine_lr(optimizer, total_steps, warmup):
+def warmup_cosine_lr(optimizer, total_steps, warmup):
     warmup = min(warmup, max(total_steps - 1, 0))
 
     def factor(step):
@@ -418,7 +436,7 @@ def _warmup_cosine_lr(optimizer, total_steps, warmup):
                      Param("div_factor", 25.0, "start rate = lr / div_factor", low=1.0,
                            high=1e4),
                      Param("cycle_momentum", False, "also cycle momentum inversely")))
-def _one_cycle_lr(optimizer, total_steps, pct_start, div_factor, cycle_momentum):
+def one_cycle_lr(optimizer, total_steps, pct_start, div_factor, cycle_momentum):
     max_lr = [g["lr"] for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr, total_steps=max(2, total_steps), pct_start=pct_start,
@@ -432,7 +450,7 @@ def _one_cycle_lr(optimizer, total_steps, pct_start, div_factor, cycle_momentum)
                      Param("patience", 5, "evaluations without improvement before a cut",
                            low=0, high=10**6)),
                     on_metric=True)
-def _plateau_lr(optimizer, total_steps, factor, patience):
+def plateau_lr(optimizer, total_steps, factor, patience):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor, patience)
 
 
@@ -441,21 +459,20 @@ def _plateau_lr(optimizer, total_steps, factor, patience):
 # compares softmax probabilities with one-hot targets (the classic "MSE for classification").
 
 LOSSES = Registry("loss")
-LOSSES.add("mse", lambda: nn.MSELoss(), "Mean squared error: punishes big misses quadratically.",
+LOSSES.add("mse", nn.MSELoss, "Mean squared error: punishes big misses quadratically.",
            task="regression")
-LOSSES.add("mae", lambda: nn.L1Loss(), "Mean absolute error: every unit of error costs the "
+LOSSES.add("mae", nn.L1Loss, "Mean absolute error: every unit of error costs the "
            "same, so outliers pull less.", task="regression")
-LOSSES.add("huber", lambda delta: nn.HuberLoss(delta=delta), "Quadratic near zero, linear past "
+LOSSES.add("huber", nn.HuberLoss, "Quadratic near zero, linear past "
            "delta: MSE's smoothness with MAE's robustness.",
            (Param("delta", 1.0, "where quadratic turns linear", low=0.0, low_open=True,
                   high=100.0),), task="regression")
-LOSSES.add("bce", lambda: nn.BCEWithLogitsLoss(), "Binary cross-entropy on one logit (sigmoid "
+LOSSES.add("bce", nn.BCEWithLogitsLoss, "Binary cross-entropy on one logit (sigmoid "
            "inside, numerically stable): for two classes.", task="classification", binary=True)
-LOSSES.add("cross_entropy", lambda label_smoothing: nn.CrossEntropyLoss(
-    label_smoothing=label_smoothing), "Softmax plus negative log-likelihood of the true class: "
-    "the standard classification loss.",
-    (Param("label_smoothing", 0.0, "share of probability spread over all classes", low=0.0,
-           high=1.0, high_open=True),), task="classification")
+LOSSES.add("cross_entropy", nn.CrossEntropyLoss, "Softmax plus negative log-likelihood of the "
+           "true class: the standard classification loss.",
+           (Param("label_smoothing", 0.0, "share of probability spread over all classes",
+                  low=0.0, high=1.0, high_open=True),), task="classification")
 
 
 # ----------------------------------------------------------------------------- normalizers
@@ -465,18 +482,22 @@ LOSSES.add("cross_entropy", lambda label_smoothing: nn.CrossEntropyLoss(
 NORMALIZERS = Registry("normalization")
 
 
-def _safe(scale: torch.Tensor) -> torch.Tensor:
-    return torch.where(scale > 1e-12, scale, torch.ones_like(scale))  # constant columns stay put
+@NORMALIZERS.register("none", "Raw inputs: features on large or uneven scales make the loss "
+                      "surface a long, narrow valley.")
+def no_scaling(x):
+    return torch.zeros_like(x[0]), torch.ones_like(x[0])
 
 
-NORMALIZERS.add("none", lambda x: (torch.zeros_like(x[0]), torch.ones_like(x[0])),
-                "Raw inputs: features on large or uneven scales make the loss surface a long, "
-                "narrow valley.")
-NORMALIZERS.add("standard", lambda x: (x.mean(0), _safe(x.std(0))),
-                "Subtract the mean, divide by the standard deviation: every feature centred "
-                "with unit spread.")
-NORMALIZERS.add("minmax", lambda x: (x.amin(0), _safe(x.amax(0) - x.amin(0))),
-                "Rescale every feature to [0, 1] using the train split's range.")
+@NORMALIZERS.register("standard", "Subtract the mean, divide by the standard deviation: every "
+                      "feature centred with unit spread.")
+def standardize(x):
+    return x.mean(0), safe_scale(x.std(0))
+
+
+@NORMALIZERS.register("minmax", "Rescale every feature to [0, 1] using the train split's range.")
+def min_max(x):
+    return x.amin(0), safe_scale(x.amax(0) - x.amin(0))
+
 
 # ----------------------------------------------------------------------------- filled elsewhere
 

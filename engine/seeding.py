@@ -1,12 +1,9 @@
-"""One seeded torch.Generator per purpose of a run.
+"""One seeded torch.Generator per purpose of a run (defined in portable.py, which the exported
+script copies).
 
 Separate streams keep the experiment comparable when one part changes: adding dropout must not
 reshuffle the data, and a different batch size must not change the initial weights.
 """
-import torch
+from .portable import STREAMS, generator
 
-STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3}
-
-
-def generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * len(STREAMS) + STREAMS[stream])
+__all__ = ["STREAMS", "generator"]

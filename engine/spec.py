@@ -540,9 +540,11 @@ def _check_consistency(spec: ExperimentSpec) -> None:
         if spec.optimizer.name not in with_momentum:
             raise SpecError(f"schedule.cycle_momentum=true needs an optimizer with momentum; "
                             f"{spec.optimizer.name!r} has none. Allowed: {', '.join(with_momentum)}")
-    if spec.training.batch_size < 2 and any(layer.type == "batchnorm" for layer in spec.model.layers):
-        raise SpecError("training.batch_size=1 cannot train a batchnorm layer (it normalises over "
-                        "the batch); use a batch of at least 2 or layernorm")
+    batch_stats = [layer.type for layer in spec.model.layers if layer.entry.tags.get("batch_stats")]
+    if spec.training.batch_size < 2 and batch_stats:
+        raise SpecError(f"training.batch_size=1 cannot train a {batch_stats[0]} layer (it "
+                        "normalises over the batch); use a batch of at least 2 or "
+                        f"{', '.join(LAYERS.where(flat_only=True, batch_stats=None)) or 'no such layer'}")
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")

@@ -17,7 +17,6 @@ import threading
 import time
 
 import torch
-import torch.nn.functional as F
 
 from .callbacks import CancelFit, Callback, EarlyStopping, GradClip, Regularization
 from .data import Dataset, load_dataset
@@ -25,7 +24,8 @@ from .diagnostics import Diagnostics
 from .health import HealthCheck
 from .errors import SpecError
 from .history import History
-from .model import Dropout, build_model, count_params, describe
+from .model import build_model, count_params, describe
+from .portable import Batches, Dropout, predict_classes, task_loss
 from .registry import LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
@@ -47,38 +47,18 @@ def make_loss(choice, task: str):
     """Loss callable (output, target) for the task. Classification targets are class indices;
     bce uses a single logit; a regression loss on classes compares softmax with one-hot."""
     entry = LOSSES[choice.name]
-    fn = entry.build(**choice.params)
-    if task == "classification" and entry.tags.get("binary"):
-        return lambda out, y: fn(out[:, 0], y.float())
-    if task == "classification" and entry.tags["task"] == "regression":
-        return lambda out, y: fn(out.softmax(1), F.one_hot(y, out.shape[1]).float())
-    return fn
+    classification = task == "classification"
+    return task_loss(entry.build(**choice.params), **loss_wrapping(entry, classification))
+
+
+def loss_wrapping(entry, classification: bool) -> dict:
+    """task_loss's keyword arguments for a loss entry on this task (the exporter writes them)."""
+    return {"one_logit": classification and bool(entry.tags.get("binary")),
+            "on_classes": classification and entry.tags["task"] == "regression"}
 
 
 def output_dim(spec: ExperimentSpec, data: Dataset) -> int:
     return 1 if LOSSES[spec.loss.name].tags.get("binary") else data.out_dim
-
-
-def predict_classes(out: torch.Tensor, binary: bool) -> torch.Tensor:
-    return (out[:, 0] > 0).long() if binary else out.argmax(1)
-
-
-class Batches:
-    """Mini-batches without replacement: a fresh seeded permutation every epoch."""
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device):
-        self.n, self.size, self.gen, self.device = n, min(batch_size, n), generator, device
-        self._order, self._pos = None, n
-
-    def next(self) -> torch.Tensor:
-        # a lone example left at the end of an epoch is skipped: BatchNorm cannot normalise a
-        # batch of one, and a one-example step is mostly noise
-        if self.n - self._pos < min(2, self.n):
-            self._order = torch.randperm(self.n, generator=self.gen).to(self.device)
-            self._pos = 0
-        idx = self._order[self._pos:self._pos + self.size]
-        self._pos += self.size
-        return idx
 
 
 class Trainer:
@@ -104,12 +84,12 @@ class Trainer:
         self.loss_fn = make_loss(s.loss, self.data.task)
         self.optimizer = OPTIMIZERS[s.optimizer.name].build(self.model.parameters(), **s.optimizer.params)
         self.schedule_on_metric = bool(SCHEDULES[s.schedule.name].tags.get("on_metric"))
-        # A constant schedule needs no scheduler: LambdaLR would still wrap optimizer.step and
+        # A steady schedule needs no scheduler: LambdaLR would still wrap optimizer.step and
         # cost ~10 us a step for nothing.
-        self._scheduled = not self.schedule_on_metric and s.schedule.name != "constant"
-        self.scheduler = SCHEDULES[s.schedule.name].build(self.optimizer, s.training.steps,
-                                                          **s.schedule.params) \
-            if s.schedule.name != "constant" else None
+        steady = bool(SCHEDULES[s.schedule.name].tags.get("steady"))
+        self._scheduled = not self.schedule_on_metric and not steady
+        self.scheduler = None if steady else SCHEDULES[s.schedule.name].build(
+            self.optimizer, s.training.steps, **s.schedule.params)
         self.batches = Batches(len(self.data.y_train), s.training.batch_size,
                                make_generator(s.seed, "batches"), self.device)
         self.history = History()

@@ -9,7 +9,9 @@ because torch is already imported.
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -17,7 +19,9 @@ import os
 import re
 import runpy
 import subprocess
+import symtable
 import sys
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -26,11 +30,10 @@ from torch import nn
 from engine import Trainer, build_model, load_spec
 from engine.__main__ import main as cli_main
 from engine.errors import SpecError
-from engine.export import (ACTIVATION_CODE, FEATURE_CODE, INIT_CODE, LAYER_CODE, LOSS_CODE,
-                           NORMALIZER_CODE, OPTIMIZER_CODE, SCHEDULE_CODE, dataset_function,
-                           dataset_source, export_script, fill)
-from engine.registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
-                             NORMALIZERS, OPTIMIZERS, SCHEDULES)
+from engine.export import Code, ExportError, Script, export_script, render
+from engine.portable import generator as portable_generator
+from engine.registry import (ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LOSSES, NORMALIZERS,
+                             OPTIMIZERS, SCHEDULES)
 from engine.seeding import generator as make_generator
 
 ALLOWED_IMPORTS = {"__future__", "argparse", "json", "math", "collections", "torch", "sklearn",
@@ -402,34 +405,24 @@ def test_export_rejects_an_impossible_stack():
                                  "model": {"layers": [{"type": "batchnorm"}]}}))
 
 
-# ----------------------------------------------------------------------------- code tables
-# Every registry entry needs a template, no template may outlive its entry, and each template
-# must do what the registry's own factory does.
-
-TABLES = [(ACTIVATIONS, ACTIVATION_CODE), (INITIALIZERS, INIT_CODE), (OPTIMIZERS, OPTIMIZER_CODE),
-          (SCHEDULES, SCHEDULE_CODE), (LOSSES, LOSS_CODE), (FEATURES, FEATURE_CODE),
-          (NORMALIZERS, NORMALIZER_CODE), (LAYERS, LAYER_CODE)]
+# ----------------------------------------------------------------------------- registry entries
+# Every entry of every registry is written by the exporter from the entry alone (a torch class as
+# itself, anything else copied in by its source). Each written form, run with nothing but the
+# script's own imports, must do what the registry's factory does.
 
 
-@pytest.mark.parametrize("registry,table", TABLES, ids=[r.kind for r, _ in TABLES])
-def test_every_registry_entry_has_an_export_mapping(registry, table):
-    assert set(registry.keys()) - set(table) == set(), f"{registry.kind}s without export code"
-    assert set(table) - set(registry.keys()) == set(), "export code for entries that do not exist"
-
-
-TEMPLATES = [(ACTIVATIONS, ACTIVATION_CODE), (INITIALIZERS, INIT_CODE), (SCHEDULES, SCHEDULE_CODE),
-             (LOSSES, LOSS_CODE)]
-
-
-@pytest.mark.parametrize("registry,table", TEMPLATES, ids=[r.kind for r, _ in TEMPLATES])
-def test_templates_pass_on_every_parameter(registry, table):
-    for entry in registry:
-        for p in entry.params:
-            assert "{" + p.name + "}" in table[entry.key], (entry.key, p.name)
+def exported(entry, params: dict, *args: str):
+    """(expression, namespace): the entry called as the script calls it, and the definitions it
+    needs executed in a namespace that holds only the script's imports."""
+    script = Script()
+    expr = render(script.call(entry.exported, *map(Code, args), **params))
+    namespace = {"torch": torch, "nn": nn, "math": math, "OrderedDict": OrderedDict}
+    exec("\n".join(script.take()), namespace)
+    return expr, namespace
 
 
 def _nondefault(entry) -> dict:
-    """Parameter values other than the defaults, so that a template ignoring one shows."""
+    """Parameter values other than the defaults, so that a form ignoring one shows."""
     out = {}
     for p in entry.params:
         d = p.default
@@ -447,25 +440,25 @@ def _nondefault(entry) -> dict:
 
 
 @pytest.mark.parametrize("key", ACTIVATIONS.keys())
-def test_activation_code_matches_registry(key):
+def test_activation_export_matches_registry(key):
     entry = ACTIVATIONS[key]
     params = _nondefault(entry)
-    mine = eval(fill(ACTIVATION_CODE[key], params), {"nn": nn})
-    theirs = entry.build(**params)
+    expr, namespace = exported(entry, params)
+    mine, theirs = eval(expr, namespace), entry.build(**params)
     x = torch.linspace(-5, 5, 60).reshape(6, 10)
     assert type(mine) is type(theirs)
     assert torch.equal(mine(x), theirs(x))
 
 
 @pytest.mark.parametrize("key", INITIALIZERS.keys())
-def test_init_code_matches_registry(key):
+def test_init_export_matches_registry(key):
     entry = INITIALIZERS[key]
     params = _nondefault(entry)
     if key == "uniform":
         params.update(a=-0.2, b=0.3)
     mine, theirs = torch.empty(7, 5), torch.empty(7, 5)
-    exec(fill(INIT_CODE[key], params, w="w"),
-         {"nn": nn, "math": math, "w": mine, "init_gen": torch.Generator().manual_seed(1)})
+    expr, namespace = exported(entry, params, "w", "init_gen")
+    exec(expr, {**namespace, "w": mine, "init_gen": torch.Generator().manual_seed(1)})
     entry.build(theirs, torch.Generator().manual_seed(1), **params)
     assert torch.equal(mine, theirs)
 
@@ -482,16 +475,17 @@ def _stepped(make_optimizer, steps=4):
 
 
 @pytest.mark.parametrize("key", OPTIMIZERS.keys())
-def test_optimizer_code_matches_registry(key):
+def test_optimizer_export_matches_registry(key):
     entry = OPTIMIZERS[key]
     params = _nondefault(entry)
-    cls = eval(OPTIMIZER_CODE[key], {"torch": torch})
-    assert torch.equal(_stepped(lambda ps: cls(ps, **params)),
+    expr, namespace = exported(entry, params, "params")
+    assert expr.startswith("torch.optim.")  # a torch class is written as itself
+    assert torch.equal(_stepped(lambda ps: eval(expr, {**namespace, "params": ps})),
                        _stepped(lambda ps: entry.build(ps, **params)))
 
 
 @pytest.mark.parametrize("key", SCHEDULES.keys())
-def test_schedule_code_matches_registry(key):
+def test_schedule_export_matches_registry(key):
     entry, steps = SCHEDULES[key], 30
     params = _nondefault(entry)
     params.update({k: v for k, v in {"warmup": 5, "step_size": 7}.items() if k in params})
@@ -508,60 +502,93 @@ def test_schedule_code_matches_registry(key):
                 sched.step()
         return out
 
-    def exported(opt):
-        namespace = {"torch": torch, "math": math, "optimizer": opt, "STEPS": steps}
-        exec(fill(SCHEDULE_CODE[key], params), namespace)
-        return namespace["scheduler"]
-
-    mine, theirs = rates(exported), rates(lambda opt: entry.build(opt, steps, **params))
+    expr, namespace = exported(entry, params, "optimizer", "STEPS")
+    mine = rates(lambda opt: eval(expr, {**namespace, "optimizer": opt, "STEPS": steps}))
+    theirs = rates(lambda opt: entry.build(opt, steps, **params))
     assert mine == theirs
     assert len(set(theirs)) > 1 or key == "constant"  # the check would notice a change
 
 
 @pytest.mark.parametrize("key", LOSSES.keys())
-def test_loss_code_matches_registry(key):
+def test_loss_export_matches_registry(key):
     entry = LOSSES[key]
     params = _nondefault(entry)
-    mine = eval(fill(LOSS_CODE[key], params), {"nn": nn})
-    theirs = entry.build(**params)
+    expr, namespace = exported(entry, params)
+    mine, theirs = eval(expr, namespace), entry.build(**params)
     out, target = torch.linspace(-3, 3, 12), torch.linspace(1, 0, 12)
     if key == "cross_entropy":
         out, target = out.reshape(4, 3), torch.tensor([0, 2, 1, 2])
     assert torch.equal(mine(out, target), theirs(out, target))
 
 
-def test_feature_and_normalizer_code_matches_registry():
+def test_feature_and_normalizer_exports_match_registry():
     points = torch.rand(50, 2, generator=torch.Generator().manual_seed(0)) * 4 - 2
-    for key, code in FEATURE_CODE.items():
-        assert torch.equal(eval(code, {"torch": torch, "points": points}),
-                           FEATURES[key].factory(points)), key
+    for entry in FEATURES:
+        expr, namespace = exported(entry, {}, "points")
+        assert torch.equal(eval(expr, {**namespace, "points": points}), entry.factory(points))
     x_fit = torch.cat([points, torch.ones(50, 1)], 1)  # a constant column too
-    for key, code in NORMALIZER_CODE.items():
-        namespace = {"torch": torch, "x_fit": x_fit}
-        exec(code, namespace)
-        shift, scale = NORMALIZERS[key].factory(x_fit)
-        assert torch.equal(namespace["shift"], shift), key
-        # the script applies the same guard against zero scales right after this line
-        guarded = torch.where(namespace["scale"] > 1e-12, namespace["scale"],
-                              torch.ones_like(namespace["scale"]))
-        assert torch.equal(guarded, scale), key
+    for entry in NORMALIZERS:
+        expr, namespace = exported(entry, {}, "x_fit")
+        mine, theirs = eval(expr, {**namespace, "x_fit": x_fit}), entry.factory(x_fit)
+        assert all(torch.equal(a, b) for a, b in zip(mine, theirs)), entry.key
 
 
 @pytest.mark.parametrize("key", DATASETS.keys())
-def test_dataset_code_is_standalone_and_matches_registry(key, csv_file):
-    """Every dataset has export code that runs with torch and math alone (the engine's own
-    source, or an override) and draws the same examples."""
+def test_dataset_export_is_standalone_and_matches_registry(key, csv_file):
+    """Every dataset's exported function runs with the script's imports alone (the engine's own
+    source, or the entry's `code`) and draws the same examples."""
     entry = DATASETS[key]
     params = {p.name: p.default for p in entry.params}
     if key == "csv":
         params.update(path=csv_file, target="label")
     if key == "digits":
         params.update(n=300, noise=0.1)
-    namespace = {"torch": torch, "math": math}
-    exec(dataset_source(key), namespace)
-    x, y = namespace[dataset_function(key)](make_generator(5, "data"), **params)
+    expr, namespace = exported(entry, params, "gen")
+    x, y = eval(expr, {**namespace, "gen": make_generator(5, "data")})
     ex, ey = entry.factory(make_generator(5, "data"), **params)
     assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_the_shared_modules_import_nothing_of_netlab():
+    """portable.py and export_template.py are copied into scripts: torch and math only (the
+    template may use portable.py, whose definitions travel with it)."""
+    import engine.export_template as template
+    import engine.portable as portable
+
+    assert imported_modules(inspect.getsource(portable)) <= {"__future__", "math", "torch"}
+    assert imported_modules(inspect.getsource(template)) <= {"__future__", "torch", "portable"}
+
+
+def test_every_global_name_in_the_script_is_defined(csv_file):
+    """A lint of the generated script: no name is read that nothing defines or imports, and
+    every import is used."""
+    for config in [CIRCLE, DIGITS, REGRESSION, *_sweep(csv_file).values()]:
+        source = export_script(load_spec(config))
+        table = symtable.symtable(source, "train.py", "exec")
+        defined = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+        read = set()
+
+        def walk(t):
+            for s in t.get_symbols():
+                if s.is_referenced() and (s.is_global() or t is table):
+                    read.add(s.get_name())
+            for child in t.get_children():
+                walk(child)
+        walk(table)
+        undefined = {n for n in read - defined if not hasattr(builtins, n)}
+        assert not undefined, undefined
+        imported = {s.get_name() for s in table.get_symbols() if s.is_imported()}
+        assert imported - read <= {"annotations"}, imported - read
+
+
+def test_two_definitions_with_one_name_are_refused():
+    script = Script()
+    script.ref(portable_generator)
+
+    def generator(seed):  # a different function under the same name
+        return seed
+    with pytest.raises(ExportError, match="generator"):
+        script.ref(generator)
 
 
 @pytest.mark.parametrize("sep", [";", "\t"])

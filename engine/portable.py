@@ -1,0 +1,172 @@
+"""The engine code that the exported script carries verbatim: torch and math only.
+
+Every definition here is used by the engine itself and copied, with inspect.getsource, into the
+standalone script that `engine.export` writes, so the script and the engine share one definition
+of the random streams, the batch order, the splits, the loss wrapping, the penalties, early
+stopping and the two custom modules. Nothing here may import Netlab (tests/test_export.py
+checks): the script must run where only torch is installed.
+
+The exporter copies only the definitions a script uses, found by name, so each one is a
+top-level function, class or constant and refers to its helpers by their names here.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# ----------------------------------------------------------------------------- random streams
+
+# One random stream per purpose: adding dropout must not reshuffle the data, and a new batch
+# size must not change the initial weights.
+STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3}
+
+
+def generator(seed, stream, device="cpu"):
+    """The run's seeded torch.Generator for one purpose (a key of STREAMS)."""
+    return torch.Generator(device=device).manual_seed(seed * len(STREAMS) + STREAMS[stream])
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def split_indices(n, val_fraction, test_fraction, generator):
+    """Shuffle once, then cut: test first, validation next, the rest trains."""
+    order = torch.randperm(n, generator=generator)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+def safe_scale(scale):
+    """A constant column keeps its values: dividing by a zero spread would make them NaN."""
+    return torch.where(scale > 1e-12, scale, torch.ones_like(scale))
+
+
+def feature_matrix(points, features):
+    """The input features computed from each 2-D point, one column per function."""
+    return torch.stack([feature(points) for feature in features], 1)
+
+
+class Batches:
+    """Mini-batches without replacement: a fresh seeded permutation of the train set every
+    epoch."""
+
+    def __init__(self, n, batch_size, generator, device):
+        self.n, self.size, self.gen, self.device = n, min(batch_size, n), generator, device
+        self._order, self._pos = None, n
+
+    def next(self):
+        # a lone example left at the end of an epoch is skipped: BatchNorm cannot normalise a
+        # batch of one, and a one-example step is mostly noise
+        if self.n - self._pos < min(2, self.n):
+            self._order = torch.randperm(self.n, generator=self.gen).to(self.device)
+            self._pos = 0
+        idx = self._order[self._pos:self._pos + self.size]
+        self._pos += self.size
+        return idx
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class Dropout(nn.Module):
+    """Inverted dropout drawing its masks from the run's own generator (nn.Dropout uses torch's
+    global one, which would make two runs in one process disturb each other's numbers)."""
+
+    def __init__(self, p, generator=None):
+        super().__init__()
+        self.p, self.generator = p, generator
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Residual(nn.Module):
+    """h + F(h), F = k x (linear -> activation). The identity path hands the gradient straight to
+    earlier layers, which is why very deep residual stacks still train. `proj` (a linear map,
+    built and initialised before the body) matches the widths when they differ."""
+
+    def __init__(self, proj, body):
+        super().__init__()
+        self.proj = proj
+        self.body = body
+
+    def forward(self, x):
+        h = x if self.proj is None else self.proj(x)
+        return h + self.body(h)
+
+
+# ----------------------------------------------------------------------------- loss and classes
+
+
+def task_loss(criterion, one_logit=False, on_classes=False):
+    """The loss as training uses it. one_logit: a two-class loss on a single output (sigmoid
+    inside, e.g. BCEWithLogitsLoss); on_classes: a regression loss on class labels, comparing
+    softmax probabilities with one-hot targets."""
+    if one_logit:
+        return lambda out, y: criterion(out[:, 0], y.float())
+    if on_classes:
+        return lambda out, y: criterion(out.softmax(1), nn.functional.one_hot(y, out.shape[1]).float())
+    return criterion
+
+
+def predict_classes(out, one_logit=False):
+    """Class indices from the outputs: the sign of the one logit, or the largest output."""
+    return (out[:, 0] > 0).long() if one_logit else out.argmax(1)
+
+
+# ----------------------------------------------------------------------------- the update
+
+
+def weight_params(model):
+    """Weight matrices and filters (dim >= 2): what L1/L2 penalise and update ratios watch.
+    Biases and norm scales are left alone, as is usual."""
+    return [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
+
+
+def add_penalty_grads(weights, l1, l2):
+    """Add the gradient of l1 * sum|w| + l2 * sum w^2 straight to the weight gradients: the same
+    update as putting the penalty in the loss, without building it into the graph each step, and
+    the logged loss stays the data loss."""
+    weights = [w for w in weights if w.grad is not None]
+    grads = [w.grad for w in weights]
+    if l2:
+        torch._foreach_add_(grads, weights, alpha=2 * l2)
+    if l1:
+        torch._foreach_add_(grads, torch._foreach_sign(weights), alpha=l1)
+
+
+def clip_gradients(params, mode, limit):
+    """Clip the gradients' global norm to `limit` (mode "norm") or each entry to +-limit
+    ("value"). Returns a bool tensor: whether clipping changed anything."""
+    if mode == "norm":
+        return torch.nn.utils.clip_grad_norm_(params, limit) > limit
+    hit = torch.stack([p.grad.abs().max() for p in params]).max() > limit
+    torch.nn.utils.clip_grad_value_(params, limit)
+    return hit
+
+
+class EarlyStop:
+    """Watches the validation loss: `update` says when it has not improved by min_delta for
+    `patience` evaluations, and keeps a copy of the best weights (restore_best)."""
+
+    def __init__(self, patience, min_delta=0.0, restore_best=True):
+        self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
+        self.best_loss, self.best_step, self.best_state, self.waited = math.inf, None, None, 0
+
+    def update(self, loss, step, model):
+        """True when training should stop now."""
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_step, self.waited = loss, step, 0
+            if self.restore_best:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
