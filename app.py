@@ -1,4 +1,4 @@
-"""Netlab: streamlit entry point. Routing only; each page lives in app_pages/."""
+"""Netlab: streamlit entry point. Routing only; each page lives in pages/ (ui/page.py)."""
 import os
 
 import streamlit as st
@@ -6,6 +6,7 @@ import torch
 
 from ui.guard import show_unexpected
 from ui.identity import remember_browser
+from ui.page import pages, routed
 
 
 @st.cache_resource
@@ -22,12 +23,10 @@ def warm_torch() -> None:
 
 warm_torch()
 st.set_page_config(page_title="Netlab", page_icon=":material/neurology:", layout="wide")
-page = st.navigation([
-    st.Page("app_pages/playground.py", title="Playground", icon=":material/science:", default=True),
-    st.Page("app_pages/concepts.py", title="Concepts", icon=":material/school:"),
-])
-try:
-    page.run()
-except Exception:  # noqa: BLE001 - last resort: a short message here, the trace in the log
-    show_unexpected(page.title)
+page = st.navigation(pages())
+with routed():
+    try:
+        page.run()
+    except Exception:  # noqa: BLE001 - last resort: a short message here, the trace in the log
+        show_unexpected(page.title)
 remember_browser()  # last: its (empty) element leaves no gap above the title

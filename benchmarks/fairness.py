@@ -50,7 +50,7 @@ LIGHT = {"data": {"name": "moons"}, "model": {"layers": [8]}, "training": {"step
 HEAVY = {"data": {"name": "digits"}, "model": {"layers": [1024, 1024, 768]},
          "training": {"batch_size": 1797, "steps": 100_000}}
 DEEP = {"data": {"name": "moons"}, "model": {"layers": [4] * 200},
-        "training": {"steps": 100_000}, "diagnostics": {"every": 1}}
+        "training": {"steps": 100_000, "log_every": 1}}
 ABANDONED = {"data": {"name": "digits"}, "model": {"layers": [1024, 1024, 768]},
              "training": {"batch_size": 256, "steps": 100_000}}
 

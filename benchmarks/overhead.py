@@ -9,8 +9,8 @@ the same tensors (trainer.data.x_train / y_train), with the same batch size, opt
 per-epoch shuffling (a seeded randperm every epoch, as engine.trainer.Batches does):
 
     bare              index a batch, forward, loss, zero_grad, backward, optimizer.step
-    engine_every_1    Trainer.run(N) with diagnostics.every=1 (a full metrics row each step)
-    engine_every_50   Trainer.run(N) with diagnostics.every=50
+    engine_every_1    Trainer.run(N) with training.log_every=1 (a full metrics row each step)
+    engine_every_50   Trainer.run(N) with training.log_every=50
     engine_every_10   the spec's default interval, for reference (no target)
 
 Validation is not diagnostics: training.eval_every is set beyond the steps measured, so neither
@@ -78,7 +78,7 @@ def make_spec(base: dict, device: str, every: int, eval_every: int) -> Experimen
     d = json.loads(json.dumps(base))
     d["device"] = device
     d["training"] = {**d["training"], "steps": PLANNED_STEPS, "eval_every": eval_every}
-    d["diagnostics"] = {"every": every}
+    d["training"]["log_every"] = every
     return ExperimentSpec.from_dict(d)
 
 
@@ -192,7 +192,7 @@ def bench_case(name: str, base: dict, device_name: str, steps: int, repeats: int
             k: round(1e6 * (best[f"engine_{k}"] - best["bare"]) / steps, 1) for k in ratios},
         "ratios": {k: round(v, 4) for k, v in ratios.items()},
         "meets_targets": {k: bool(ratios[k] <= TARGETS[k]) for k in TARGETS},
-        "ratios_note": "every_10 is the spec's default diagnostics interval; no target",
+        "ratios_note": "every_10 is the spec's default logging interval; no target",
         # process CPU time (all threads) instead of wall time: less disturbed by other
         # processes on a shared machine; a cross-check of the wall-clock ratios, not the figure
         "cpu_time_ratios": {k: round(best_cpu[f"engine_{k}"] / best_cpu["bare"], 4)

@@ -1,7 +1,8 @@
 """Netlab's engine: pure torch + numpy, usable from the CLI, notebooks and tests.
 It never imports streamlit (tests/test_engine_boundary.py enforces it)."""
 from .errors import SpecError
-from . import registry, data, model  # noqa: F401  (data and model fill their registries)
+# data and model fill their registries before spec reads the entries tagged default
+from . import registry, data, model  # noqa: F401
 from .spec import ExperimentSpec, load_spec
 from .history import History
 from .callbacks import Callback, CancelFit

@@ -70,7 +70,7 @@ def make_gaussians(generator, n, noise, classes):
 
 @DATASETS.register("spiral", "Interleaved spiral arms, one per class: needs a curved, "
                    "non-linear boundary.", (_n(600), _noise(0.05), _classes(3)),
-                   task="classification", input="plane")
+                   task="classification", input="plane", default=True)
 def make_spiral(generator, n, noise, classes):
     y = torch.arange(n) % classes
     t = torch.rand(n, generator=generator)  # position along the arm: radius and turn
@@ -155,7 +155,7 @@ def load_csv(generator, path, target, task):
                                Param("target", None, "name of the target column"),
                                Param("task", "classification", "what to predict",
                                      choices=("classification", "regression"))),
-                   code=load_csv, input="table")
+                   code=load_csv, input="table", upload="path", column="target")
 def make_csv(generator, path, target, task):
     return read_csv(path, target, task)
 
@@ -337,12 +337,12 @@ def read_csv(source, target: str, task: str, max_bytes: int | None = None):
 # ----------------------------------------------------------------------------- input features
 # Hand-made features for the 2-D sets (concept A4): a linear model on x1^2 and x2^2 draws a circle.
 
-@FEATURES.register("x1", "the first coordinate", label="x1")
+@FEATURES.register("x1", "the first coordinate", label="x1", default=True)
 def x1(p):
     return p[:, 0]
 
 
-@FEATURES.register("x2", "the second coordinate", label="x2")
+@FEATURES.register("x2", "the second coordinate", label="x2", default=True)
 def x2(p):
     return p[:, 1]
 
@@ -428,7 +428,7 @@ def load_dataset(data, seed: int) -> Dataset:
     """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only."""
     gen = make_generator(seed, "data")
     entry = DATASETS[data.name]
-    raw_x, y = entry.factory(gen, **{p.name: getattr(data, p.name) for p in entry.params})
+    raw_x, y = entry.factory(gen, **data.params)
     task = data.task_kind
     classes = int(y.max()) + 1 if task == "classification" else None
     if task == "classification" and data.classes is not None and classes > data.classes:

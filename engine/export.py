@@ -188,6 +188,10 @@ class Script:
             return
         self.defined[name] = obj
         if callable(obj):
+            if name == "<lambda>" or "<locals>" in getattr(obj, "__qualname__", ""):
+                raise ExportError(f"{obj!r} is a lambda or is defined inside a function, so its "
+                                  "source cannot stand alone in a script; define it at the top "
+                                  "level of its module")
             source = source_of(obj)
             module = sys.modules[obj.__module__].__dict__
         else:
@@ -307,7 +311,7 @@ def _data(spec: ExperimentSpec, script: Script) -> list[str]:
     d = spec.data
     entry = DATASETS[d.name]
     make = script.call(entry.exported, Code("data_gen"),
-                       **{p.name: getattr(d, p.name) for p in entry.params})
+                       **d.params)
     lines = ['data_gen = generator(SEED, "data")']
     if d.features:
         features = Code("[" + ", ".join(script.ref(FEATURES[f].factory) for f in d.features) + "]")
@@ -379,7 +383,7 @@ def _training(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
     t, reg = spec.training, spec.regularization
     kwargs = {"steps": Code("STEPS"), "batch_size": t.batch_size,
               "batch_gen": Code('generator(SEED, "batches")'), "device": Code("DEVICE"),
-              "log_every": spec.diagnostics.every, "eval_every": t.eval_every,
+              "log_every": t.log_every, "eval_every": t.eval_every,
               "classes": task == "classification"}
     if loss_wrapping(LOSSES[spec.loss.name], task == "classification")["one_logit"]:
         kwargs["one_logit"] = True

@@ -27,7 +27,14 @@ import torch
 
 from .callbacks import Callback, Hooks, weight_params
 from .errors import SpecError
-from .registry import ACTIVATIONS, DATASETS, LOSSES, OPTIMIZERS
+from .registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, NORMALIZERS, OPTIMIZERS
+
+# The choices the advice prescribes by name (its texts name them as well); tests/test_health.py
+# checks that each is a registered entry.
+RELU, HE, XAVIER, LEAKY_RELU = "relu", "he_normal", "xavier_uniform", "leaky_relu"
+ADAM = {"name": "adam", "lr": 0.003}  # for a plateau under a non-adaptive optimizer
+LINEAR_LAYER, RESIDUAL, BATCHNORM, BARE_ACTIVATION = "linear", "residual", "batchnorm", "activation"
+IDENTITY = "linear"  # the activation that adds no bend
 
 # status -> (severity, what it means), most urgent first. "problem": training is broken;
 # "warning": it works, but worse than it could.
@@ -115,11 +122,12 @@ def _without_layer_overrides(spec, key: str) -> dict:
 
 
 def _init_family(name: str) -> str:
-    return name.split("_")[0]  # he_normal ~ he_uniform, xavier_normal ~ xavier_uniform
+    """He for he_normal and he_uniform, Xavier for both Xavier forms (the registry's tag)."""
+    return INITIALIZERS[name].tags.get("family", name)
 
 
 def use_init(spec, name: str) -> dict:
-    return fix(f"Use {_init_family(name).capitalize()} init",
+    return fix(f"Use {_init_family(name)} init",
                {"model.init": name, **_without_layer_overrides(spec, "init")})
 
 
@@ -158,27 +166,28 @@ def with_batchnorm(spec) -> dict:
     layers = []
     for layer in spec.model.layers:
         d = layer.to_dict()
-        if layer.type == "linear" and (layer.activation or spec.model.activation).name != "linear":
+        bends = not ACTIVATIONS[(layer.activation or spec.model.activation).name].tags.get("linear")
+        if layer.type == LINEAR_LAYER and bends:
             act = d.pop("activation", None)
-            layers += [{**d, "activation": "linear"}, {"type": "batchnorm"},
-                       {"type": "activation", **({"activation": act} if act else {})}]
+            layers += [{**d, "activation": IDENTITY}, {"type": BATCHNORM},
+                       {"type": BARE_ACTIVATION, **({"activation": act} if act else {})}]
             continue
         layers.append(d)
-        if layer.type == "residual":
-            layers.append({"type": "batchnorm"})
+        if layer.type == RESIDUAL:
+            layers.append({"type": BATCHNORM})
     return fix("Add BatchNorm layers", {"model.layers": layers})
 
 
 def standardise_inputs(spec) -> dict:
-    return fix("Standardise the inputs", {"data.normalize": "standard"})
+    return fix("Standardise the inputs", {"data.normalize": NORMALIZERS.default()})
 
 
 def add_hidden_layer(spec) -> dict:
     changes = {"model.layers": [64] + [layer.to_dict() for layer in spec.model.layers]}
     act = spec.model.activation.name
-    if act == "linear":  # a linear hidden layer would add no bend
-        changes.update({"model.activation": "relu", "model.init": "he_normal"})
-        act = "relu"
+    if ACTIVATIONS[act].tags.get("linear"):  # a linear hidden layer would add no bend
+        changes.update({"model.activation": RELU, "model.init": HE})
+        act = RELU
     return fix(f"Add a hidden layer of 64 {act} units", changes)
 
 
@@ -279,11 +288,11 @@ class Net:
     @property
     def relu_like(self) -> bool:
         return bool(self.activations) and all(
-            ACTIVATIONS[a].tags.get("init", "").startswith("he") for a in self.activations)
+            _init_family(ACTIVATIONS[a].tags["init"]) == _init_family(HE) for a in self.activations)
 
     @property
     def nonlinear(self) -> bool:
-        return bool(self.activations - {"linear"})
+        return any(not ACTIVATIONS[a].tags.get("linear") for a in self.activations)
 
     @property
     def init_suits(self) -> bool:
@@ -293,36 +302,38 @@ class Net:
     @property
     def unscaled(self) -> bool:
         """Raw inputs on a large scale (the cause several findings name)."""
-        return self.normalize == "none" and self.input_rms > UNSCALED_RMS
+        return bool(NORMALIZERS[self.normalize].tags.get("raw")) and self.input_rms > UNSCALED_RMS
 
 
 def net_facts(spec, model, data) -> Net:
     info = model.layer_info
     hidden = [n for n, i in info.items() if i["shown"] and n != "out"]
     acts = {i["activation"] for n, i in info.items() if i.get("activation") and n != "out"}
-    depth = sum(layer.get("depth") if layer.type == "residual" else 1
-                for layer in spec.model.layers if layer.type in ("linear", "residual"))
+    # linear maps in the stack: one per weighted layer, `depth` of them in a block that has one
+    depth = sum(layer.get("depth") if layer.entry.param("depth") else 1
+                for layer in spec.model.layers if "init" in layer.entry.tags.get("uses", ()))
     x = data.x_train
     rms = float(x.float().flatten(1).pow(2).mean(0).sqrt().max()) if x.numel() else 0.0
     loss_entry = LOSSES[spec.loss.name]
     chance = noise = None
     if data.task == "classification":
         chance = math.log(data.classes) if not loss_entry.tags.get("binary") else math.log(2)
-    elif spec.loss.name == "mse":
+    elif loss_entry.tags.get("squared"):
         chance = float(data.y_train.float().var()) if len(data.y_train) > 1 else None
-        if spec.data.noise and spec.data.name != "csv":  # noise 0: no floor to reach
+        if spec.data.noise:  # noise 0 (or a table, which has none): no floor to reach
             noise = spec.data.noise ** 2
     gains = [float(w.detach().float().std()) / math.sqrt(2 / (w.shape[0] + w.shape[1]))
              for n in hidden for w in weight_params(getattr(model, n))
              if w.dim() == 2 and w.numel() > 1]
     return Net(hidden=hidden, activations=acts,
-               suited_init=ACTIVATIONS[spec.model.activation.name].tags.get("init", "xavier_uniform"),
+               suited_init=ACTIVATIONS[spec.model.activation.name].tags["init"],
                init=spec.model.init.name, bias_init=spec.model.bias_init,
-               has_norm=any(i["type"] in ("batchnorm", "layernorm") for i in info.values()),
+               has_norm=any(LAYERS[i["type"]].tags.get("normalizes") for i in info.values()
+                            if i["type"] in LAYERS),
                depth=depth,
                normalize=spec.data.normalize, input_rms=rms, chance_loss=chance,
                noise_floor=noise,
-               adaptive=spec.optimizer.name in ("adam", "adamw", "rmsprop", "adagrad"),
+               adaptive=bool(OPTIMIZERS[spec.optimizer.name].tags.get("adaptive")),
                linear_data=bool(DATASETS[spec.data.name].tags.get("linear")),
                init_gain=max(gains) if gains else 1.0)
 
@@ -359,7 +370,7 @@ class Evidence:
     preact_rms: float | None = None               # first hidden layer's pre-activation RMS
     symmetric: list[str] = field(default_factory=list)  # layers whose units are all identical
     evals: list[dict] = field(default_factory=list)     # the last evaluated rows before this one
-    every: int = 10                                     # diagnostics.every: steps between rows
+    every: int = 10                                     # training.log_every: steps between rows
 
     def hidden(self) -> list[dict]:
         return [lay for lay in self.row.get("layers") or () if lay["name"] != "out"]
@@ -563,7 +574,7 @@ def check_symmetric(ev: Evidence):
     return (f"Symmetric units: every unit of {names} has the same weights ({spec.model.init.name} "
             "init), so they compute the same output and get the same update, and the layer acts "
             "like a single unit however wide it is. A random init breaks the tie.",
-            [use_init(spec, net.suited_init if net else "he_normal")])
+            [use_init(spec, net.suited_init if net else HE)])
 
 
 def check_unscaled(ev: Evidence):
@@ -594,21 +605,21 @@ def check_vanishing(ev: Evidence):
         return seen, []
     norm = [] if net.has_norm else [with_batchnorm(spec)]
     if net.squashing:
-        relu = fix("Switch to ReLU + He init", {"model.activation": "relu",
-                                               "model.init": "he_normal",
+        relu = fix("Switch to ReLU + He init", {"model.activation": RELU,
+                                               "model.init": HE,
                                                **_without_layer_overrides(spec, "activation"),
                                                **_without_layer_overrides(spec, "init")})
         return (f"{seen} Each sigmoid or tanh layer multiplies the gradient by its slope (at most "
                 f"0.25 for sigmoid, under 1 for tanh away from zero), and {net.depth} layers "
                 "compound it. ReLU with He init or BatchNorm keeps it alive.", [relu, *norm])
-    if net.relu_like and _init_family(net.init) != "he":
+    if net.relu_like and _init_family(net.init) != _init_family(HE):
         return (f"{seen} The init ({net.init}) gives weights too small for ReLU-like units: "
                 "ReLU zeroes half its inputs, so each layer halves the signal's variance, forward "
                 f"and backward, and {net.depth} layers compound it. He init doubles the variance "
-                "to make up for it.", [use_init(spec, "he_normal"), *norm])
+                "to make up for it.", [use_init(spec, HE), *norm])
     if not net.nonlinear:
         return (f"{seen} The weights are too small for this depth ({net.init} init): each linear "
-                "layer shrinks the signal.", [use_init(spec, "xavier_uniform")])
+                "layer shrinks the signal.", [use_init(spec, XAVIER)])
     if net.has_norm:
         return (f"{seen} The init already suits the activation and the net has normalisation, "
                 f"so the gradient is lost to depth ({net.depth} layers) and to units that have "
@@ -655,14 +666,15 @@ def check_dead(ev: Evidence):
     if net and net.bias_init < 0:
         text += f" The biases start at {net.bias_init:g}, which switches units off before training."
         fixes.append(fix("Bias init 0", {"model.bias_init": 0.0}))
-    if net and net.relu_like and _init_family(net.init) != "he" and not (net.bias_init < 0):
+    if net and net.relu_like and _init_family(net.init) != _init_family(HE) and \
+            not (net.bias_init < 0):
         text += (f" With {net.init} init the signal shrinks at every ReLU layer, so higher up "
                  "the biases outweigh it and can switch units off for every input; He init "
                  "keeps the signal's size.")
-        fixes.append(use_init(spec, "he_normal"))
-    if spec.model.activation.name == "relu":
+        fixes.append(use_init(spec, HE))
+    if ACTIVATIONS[spec.model.activation.name].tags.get("dies"):  # ReLU
         text += " Leaky ReLU keeps a small slope below zero, so quiet units still learn."
-        fixes.append(fix("Switch to leaky ReLU", {"model.activation": "leaky_relu",
+        fixes.append(fix("Switch to leaky ReLU", {"model.activation": LEAKY_RELU,
                                                   **_without_layer_overrides(spec, "activation")}))
     first = (ev.first_row or (ev.rows[0] if ev.rows else ev.row)).get("layers") or ()
     grew = all((lay.get("dead_frac") or 0) < DEAD_FRAC for lay in first if lay["name"] in dead)
@@ -690,11 +702,11 @@ def check_saturated(ev: Evidence):
             f"the squashing function{f' (also {others})' if others else ''}, where its slope is "
             f"nearly zero, and {why}.")
     fixes = []
-    if net and net.init_gain >= 2 and _init_family(net.init) != "xavier":
+    if net and net.init_gain >= 2 and _init_family(net.init) != _init_family(XAVIER):
         text += (f" The init ({net.init}) drew weights {net.init_gain:.0f}x larger than Xavier's "
                  "for the layer width, so each unit's input is too large; Xavier init scales the "
                  "weights to the width.")
-        fixes.append(use_init(spec, "xavier_uniform"))
+        fixes.append(use_init(spec, XAVIER))
     elif net and net.unscaled:
         text += " The inputs are unscaled, so the first layer's inputs are too large."
         fixes.append(standardise_inputs(spec))
@@ -797,7 +809,7 @@ def check_plateau(ev: Evidence):
         return text + " Look for dead or saturated units in the layer charts.", []
     return (text + " An adaptive optimizer such as Adam scales each weight's step to its own "
             "gradient and often gets out.",
-            [fix("Switch to Adam (lr 0.003)", {"optimizer": {"name": "adam", "lr": 0.003}})])
+            [fix("Switch to Adam (lr 0.003)", {"optimizer": dict(ADAM)})])
 
 
 def _train_loss(row: dict) -> float | None:
@@ -913,7 +925,7 @@ class HealthCheck(Callback):
             return
         if self.net is None:
             self.on_fit_start(trainer)
-        every = max(trainer.spec.diagnostics.every, 1)
+        every = max(trainer.spec.training.log_every, 1)
         rows = trainer.history.since(-(max(WINDOW, 4 * every) // every) - 10)
         first = trainer.history[0] if len(trainer.history) else row
         ev = Evidence(row=row, rows=rows, spec=trainer.spec, net=self.net,

@@ -10,7 +10,8 @@ A factory makes every module through its BuildContext (`ctx.make(cls, *args)`, `
 it recorded. The tags say which name prefix a layer gets (`prefix`), which model defaults it takes
 (`uses`: activation/init/bias_init), whether it flattens an image first (`flattens`) or needs a
 flat input (`flat_only`), whether its output is its activation's (`watches_activation`, for the
-dead/saturated checks) and whether it normalises over the batch (`batch_stats`). New layer kinds
+dead/saturated checks), whether it normalises (`normalizes`) and whether over the batch
+(`batch_stats`). A tag `default=True` marks the layer type a bare number stands for. New layer kinds
 (convolutions, recurrent cells) register the same way.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,7 +27,8 @@ from torch import nn
 from .errors import SpecError
 from .registry import ACTIVATIONS, INITIALIZERS, LAYERS, Param
 from .portable import Dropout, Residual, generator as make_generator
-from .spec import Choice, ExperimentSpec, LayerSpec
+if TYPE_CHECKING:  # spec.py reads LAYERS' defaults, so model.py is imported (and its layer
+    from .spec import Choice, ExperimentSpec, LayerSpec  # types registered) before spec.py
 
 MAX_UNITS = 8192
 
@@ -102,7 +105,7 @@ def _units(default=64):
 
 @LAYERS.register("linear", "Fully connected: every output is a weighted sum of every input plus "
                  "a bias, then the activation.", (_units(),), prefix="fc", flattens=True,
-                 uses=("activation", "init", "bias_init"), watches_activation=True)
+                 uses=("activation", "init", "bias_init"), watches_activation=True, default=True)
 def _linear(ctx, layer, in_shape):
     units = layer.get("units")
     body = OrderedDict(linear=ctx.linear(_flat(in_shape), units, layer),
@@ -126,14 +129,14 @@ def _dropout(ctx, layer, in_shape):
 
 @LAYERS.register("batchnorm", "Normalises each unit over the batch, then rescales with learned "
                  "gamma and beta: steadier activations at any depth.", prefix="bn",
-                 flat_only=True, batch_stats=True)
+                 flat_only=True, batch_stats=True, normalizes=True)
 def _batchnorm(ctx, layer, in_shape):
     return ctx.make(nn.BatchNorm1d, in_shape[0]), in_shape
 
 
 @LAYERS.register("layernorm", "Normalises each example over its units: like BatchNorm but "
                  "independent of the batch.", prefix="ln",
-                 flat_only=True)
+                 flat_only=True, normalizes=True)
 def _layernorm(ctx, layer, in_shape):
     return ctx.make(nn.LayerNorm, in_shape[0]), in_shape
 

@@ -193,6 +193,15 @@ class Registry:
     def keys(self) -> list[str]:
         return list(self._entries)
 
+    def default(self, role=True) -> str:
+        """The key of the entry tagged default=role (True, or e.g. "classification" for the
+        loss a classification task starts with): the spec's defaults are read from here."""
+        keys = self.where(default=role)
+        if len(keys) != 1:
+            raise LookupError(f"{len(keys)} {self.kind} entries are tagged default={role!r}; "
+                              "exactly one must be")
+        return keys[0]
+
     def where(self, **tags) -> list[str]:
         """Keys of the entries whose tags match, e.g. DATASETS.where(task='regression')."""
         return [e.key for e in self if all(e.tags.get(k) == v for k, v in tags.items())]
@@ -207,18 +216,20 @@ class Registry:
 # ----------------------------------------------------------------------------- activations
 # tags: dies=True marks units that can output exactly zero for every input (dead ReLUs);
 # bounds=(lo, hi) marks squashing functions whose outputs can saturate near those bounds;
-# init= the initializer whose variance suits the function (used in the health advice).
+# init= the initializer whose variance suits the function (used in the health advice);
+# linear=True: the identity, which adds no bend.
+# In every registry, default=True marks the entry a new experiment starts with.
 
 ACTIVATIONS = Registry("activation")
 _A = ACTIVATIONS.add
 _A("linear", nn.Identity, "No non-linearity: a stack of linear layers is still one linear map.",
-   init="xavier_uniform")
+   init="xavier_uniform", linear=True)
 _A("sigmoid", nn.Sigmoid, "Squashes to (0, 1); its slope is at most 0.25, so deep stacks starve "
    "early layers of gradient.", bounds=(0.0, 1.0), init="xavier_uniform")
 _A("tanh", nn.Tanh, "Zero-centred squash to (-1, 1); slope 1 at zero but vanishing for |x| > 3.",
    bounds=(-1.0, 1.0), init="xavier_uniform")
 _A("relu", nn.ReLU, "max(0, x): cheap, does not saturate for x > 0, but a unit stuck below zero "
-   "for every input stops learning (dead).", dies=True, init="he_normal")
+   "for every input stops learning (dead).", dies=True, init="he_normal", default=True)
 _A("leaky_relu", nn.LeakyReLU, "Like ReLU with a small slope for x < 0, so no unit can die.",
    (Param("negative_slope", 0.01, "slope for x < 0", low=0.0, high=1.0),), init="he_normal")
 _A("prelu", nn.PReLU, "Leaky ReLU whose negative slope is learned.",
@@ -245,6 +256,7 @@ _A("softmax", partial(nn.Softmax, dim=1), "Turns a vector into probabilities tha
 # ----------------------------------------------------------------------------- initializers
 
 INITIALIZERS = Registry("initializer")
+# tags: family= the scheme a variant belongs to (He, Xavier, LeCun), as the health advice names it.
 
 
 @INITIALIZERS.register("zeros", "All weights zero: every unit in a layer computes the same thing "
@@ -278,13 +290,13 @@ def normal(t, generator, mean, std):
                        "and gradients within a small factor through tanh layers; through sigmoid "
                        "the activations stay steady but the gradient still vanishes (its slope "
                        "is at most 1/4).",
-                       (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),))
+                       (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),), family="Xavier")
 def xavier_uniform(t, generator, gain):
     nn.init.xavier_uniform_(t, gain, generator=generator)
 
 
 @INITIALIZERS.register("xavier_normal", "Glorot, Gaussian form: std sqrt(2/(fan_in+fan_out)).",
-                       (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),))
+                       (Param("gain", 1.0, "scale factor", low=0.0, high=10.0),), family="Xavier")
 def xavier_normal(t, generator, gain):
     nn.init.xavier_normal_(t, gain, generator=generator)
 
@@ -294,18 +306,19 @@ _MODE = Param("mode", "fan_in", "fan_in keeps forward signals steady, fan_out th
 
 
 @INITIALIZERS.register("he_uniform", "He/Kaiming: variance 2/fan, doubling Xavier's to make up "
-                       "for ReLU zeroing half its inputs.", (_MODE,))
+                       "for ReLU zeroing half its inputs.", (_MODE,), family="He")
 def he_uniform(t, generator, mode):
     nn.init.kaiming_uniform_(t, mode=mode, nonlinearity="relu", generator=generator)
 
 
 @INITIALIZERS.register("he_normal", "He/Kaiming, Gaussian form: std sqrt(2/fan). The default "
-                       "for ReLU nets.", (_MODE,))
+                       "for ReLU nets.", (_MODE,), family="He", default=True)
 def he_normal(t, generator, mode):
     nn.init.kaiming_normal_(t, mode=mode, nonlinearity="relu", generator=generator)
 
 
-@INITIALIZERS.register("lecun_normal", "LeCun: std sqrt(1/fan_in), the partner of SELU.")
+@INITIALIZERS.register("lecun_normal", "LeCun: std sqrt(1/fan_in), the partner of SELU.",
+                       family="LeCun")
 def lecun_normal(t, generator):
     # std = gain / sqrt(fan_in) with the linear gain 1: sqrt(1/fan_in)
     nn.init.kaiming_normal_(t, mode="fan_in", nonlinearity="linear", generator=generator)
@@ -326,6 +339,8 @@ def torch_default(t, generator):
 
 # ----------------------------------------------------------------------------- optimizers
 # Parameter names are torch's own, so the exported script and the docs read the same.
+# tags: adaptive=True scales each weight's step by its own gradient history (the health advice
+# treats their learning rates as step sizes); default/starts_with: the spec's default optimizer.
 
 OPTIMIZERS = Registry("optimizer", shared_params=True)
 
@@ -346,13 +361,14 @@ OPTIMIZERS.add("sgd", torch.optim.SGD,
                "Nesterov looks ahead before stepping.",
                (_lr(0.1), Param("momentum", 0.0, "share of the last step kept", low=0.0, high=1.0,
                                 high_open=True),
-                Param("nesterov", False, "evaluate the gradient at the look-ahead point"), _WD))
+                Param("nesterov", False, "evaluate the gradient at the look-ahead point"), _WD),
+               default=True, starts_with={"lr": 0.1, "momentum": 0.9})
 OPTIMIZERS.add("adagrad", torch.optim.Adagrad,
                "Divides each weight's step by the root of its summed squared gradients: rare "
                "features get big steps, but steps only ever shrink.",
                (_lr(0.05), Param("lr_decay", 0.0, "per-step decay", low=0.0, high=1.0),
                 Param("eps", 1e-10, "avoids division by zero", low=0.0, low_open=True, high=1.0,
-                      log=True), _WD))
+                      log=True), _WD), adaptive=True)
 OPTIMIZERS.add("rmsprop", torch.optim.RMSprop,
                "Like AdaGrad with a moving average of squared gradients, so steps do not die out.",
                (_lr(0.01), Param("alpha", 0.99, "decay of the squared-gradient average", low=0.0,
@@ -361,20 +377,23 @@ OPTIMIZERS.add("rmsprop", torch.optim.RMSprop,
                       log=True),
                 Param("momentum", 0.0, "share of the last step kept", low=0.0, high=1.0,
                       high_open=True),
-                Param("centered", False, "divide by the gradient variance instead"), _WD))
+                Param("centered", False, "divide by the gradient variance instead"), _WD),
+               adaptive=True)
 OPTIMIZERS.add("adam", torch.optim.Adam,
                "Momentum plus RMSprop with bias correction: a robust default that needs little "
                "tuning.",
                (_lr(0.01), _BETAS, Param("eps", 1e-8, "avoids division by zero", low=0.0,
                                          low_open=True, high=1.0, log=True), _WD,
-                Param("amsgrad", False, "never let the squared-gradient average shrink")))
+                Param("amsgrad", False, "never let the squared-gradient average shrink")),
+               adaptive=True)
 OPTIMIZERS.add("adamw", torch.optim.AdamW,
                "Adam with weight decay applied to the weights directly, not mixed into the "
                "adaptive step.",
                (_lr(0.01), _BETAS, Param("eps", 1e-8, "avoids division by zero", low=0.0,
                                          low_open=True, high=1.0, log=True),
                 Param("weight_decay", 0.01, "decoupled weight decay", low=0.0, high=1.0),
-                Param("amsgrad", False, "never let the squared-gradient average shrink")))
+                Param("amsgrad", False, "never let the squared-gradient average shrink")),
+               adaptive=True)
 OPTIMIZERS.add("adadelta", torch.optim.Adadelta,
                "Scales steps by the ratio of recent update size to recent gradient size: almost "
                "no learning rate to tune.",
@@ -390,7 +409,7 @@ OPTIMIZERS.add("adadelta", torch.optim.Adadelta,
 SCHEDULES = Registry("schedule")
 
 
-@SCHEDULES.register("constant", "The learning rate never changes.", steady=True)
+@SCHEDULES.register("constant", "The learning rate never changes.", steady=True, default=True)
 def constant_lr(optimizer, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
@@ -457,10 +476,12 @@ def plateau_lr(optimizer, total_steps, factor, patience):
 # ----------------------------------------------------------------------------- losses
 # task: which targets the loss is written for. A regression loss on a classification task
 # compares softmax probabilities with one-hot targets (the classic "MSE for classification").
+# default=<task>: the loss a task starts with; squared=True: its value has the noise variance
+# as its floor on a regression with Gaussian noise (the health check's noise floor).
 
 LOSSES = Registry("loss")
 LOSSES.add("mse", nn.MSELoss, "Mean squared error: punishes big misses quadratically.",
-           task="regression")
+           task="regression", default="regression", squared=True)
 LOSSES.add("mae", nn.L1Loss, "Mean absolute error: every unit of error costs the "
            "same, so outliers pull less.", task="regression")
 LOSSES.add("huber", nn.HuberLoss, "Quadratic near zero, linear past "
@@ -472,7 +493,8 @@ LOSSES.add("bce", nn.BCEWithLogitsLoss, "Binary cross-entropy on one logit (sigm
 LOSSES.add("cross_entropy", nn.CrossEntropyLoss, "Softmax plus negative log-likelihood of the "
            "true class: the standard classification loss.",
            (Param("label_smoothing", 0.0, "share of probability spread over all classes",
-                  low=0.0, high=1.0, high_open=True),), task="classification")
+                  low=0.0, high=1.0, high_open=True),), task="classification",
+           default="classification")
 
 
 # ----------------------------------------------------------------------------- normalizers
@@ -483,13 +505,13 @@ NORMALIZERS = Registry("normalization")
 
 
 @NORMALIZERS.register("none", "Raw inputs: features on large or uneven scales make the loss "
-                      "surface a long, narrow valley.")
+                      "surface a long, narrow valley.", raw=True)
 def no_scaling(x):
     return torch.zeros_like(x[0]), torch.ones_like(x[0])
 
 
 @NORMALIZERS.register("standard", "Subtract the mean, divide by the standard deviation: every "
-                      "feature centred with unit spread.")
+                      "feature centred with unit spread.", default=True)
 def standardize(x):
     return x.mean(0), safe_scale(x.std(0))
 

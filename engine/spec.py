@@ -87,6 +87,16 @@ class _ScalarSection:
         return cls(**_scalars(cls.PARAMS, value, where))
 
 
+# ----------------------------------------------------------------------------- defaults
+# A new experiment starts with the entries each registry tags default=True (model.py registers
+# its layer types before this module is imported; engine/__init__.py keeps that order).
+
+DEFAULT_DATASET = DATASETS.default()
+DEFAULT_FEATURES = tuple(FEATURES.where(default=True))
+DEFAULT_LAYER = LAYERS.default()
+DEFAULT_LOSS = {task: LOSSES.default(task) for task in ("classification", "regression")}
+
+
 # ----------------------------------------------------------------------------- choices
 
 
@@ -137,33 +147,50 @@ def _choice(registry: Registry):
 # ----------------------------------------------------------------------------- data
 
 DATA_PARAMS = _params(
-    Param("normalize", "standard", "input scaling fitted on the train split",
+    Param("normalize", NORMALIZERS.default(), "input scaling fitted on the train split",
           choices=tuple(NORMALIZERS.keys())),
     Param("val_fraction", 0.2, "share held out to watch generalisation", low=0.0, high=0.9),
     Param("test_fraction", 0.0, "share held out until the end", low=0.0, high=0.9),
 )
-# Fields whose defaults and ranges come from the dataset's registry entry.
-DATASET_FIELDS = ("n", "noise", "classes", "path", "target", "task")
+
+
+def _dataset_param_names() -> set[str]:
+    return {p.name for e in DATASETS for p in e.params}
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    name: str = "spiral"
-    n: int | None = 600
-    noise: float | None = 0.05
-    classes: int | None = 3
-    features: tuple[str, ...] | None = ("x1", "x2")
-    normalize: str = "standard"
+    """The dataset and how it is split and scaled. `params` are the dataset's own parameters
+    (n, noise, classes, path, ...: whatever its registry entry declares), validated and with
+    defaults filled, like a LayerSpec's; in JSON they sit beside `name`."""
+
+    name: str = DEFAULT_DATASET
+    params: Mapping[str, Any] = field(default_factory=lambda: DATASETS[DEFAULT_DATASET].resolve({}))
+    features: tuple[str, ...] | None = DEFAULT_FEATURES
+    normalize: str = DATA_PARAMS["normalize"].default
     val_fraction: float = 0.2
     test_fraction: float = 0.0
-    path: str | None = None
-    target: str | None = None
-    task: str | None = None
+
+    def __getattr__(self, name: str):
+        """data.n, data.path, ...: a dataset parameter by name; None where this dataset has no
+        such parameter (data.classes: also a dataset's fixed class count)."""
+        if name.startswith("_") or name not in _dataset_param_names():
+            raise AttributeError(name)
+        if name in self.params:
+            return self.params[name]
+        return self.entry.tags.get(name)
+
+    def with_params(self, **changes) -> "DataSpec":
+        """A copy with some parameters replaced (not validated: build a spec to check them)."""
+        return replace(self, params={**self.params, **changes})
 
     def to_dict(self) -> dict:
-        d = _section_dict(self)
-        # Fields a dataset does not use are left out rather than written as null.
-        return {k: v for k, v in d.items() if v is not None or k not in DATASET_FIELDS + ("features",)}
+        d = {"name": self.name, **_plain(self.params),
+             **{f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.name not in ("name", "params")}}
+        if d["features"] is None:
+            del d["features"]
+        return d
 
     @property
     def entry(self):
@@ -171,34 +198,37 @@ class DataSpec:
 
     @property
     def task_kind(self) -> str:
-        return self.task or self.entry.tags["task"]
+        return self.params.get("task") or self.entry.tags["task"]
 
     @classmethod
     def from_dict(cls, value, where: str = "data") -> "DataSpec":
         value = _require_mapping(value, where)
-        _check_keys(value, [f.name for f in fields(cls)], where)
         name = value.get("name", cls.name)
         try:
             entry = DATASETS[name]
         except SpecError as e:
             raise SpecError(f"{where}.name: {e}") from None
-        kw: dict[str, Any] = {"name": name, **_scalars(DATA_PARAMS, value, where)}
-        for key in DATASET_FIELDS:
-            p = entry.param(key)
-            given = value.get(key)
-            if p is not None:
-                kw[key] = p.check(given if given is not None else p.default, f"{where}.{key}")
-            elif key == "classes" and "classes" in entry.tags:
-                fixed = entry.tags["classes"]
-                if given is not None and given != fixed:
-                    raise SpecError(f"{where}.classes={short(given)} is not allowed: {name} has "
-                                    f"exactly {fixed} classes")
-                kw[key] = fixed
-            elif given is not None:
-                raise SpecError(f"{where}.{key} does not apply to dataset {name!r}; its "
-                                f"settings: {', '.join(p.name for p in entry.params)}")
+        own = {p.name: p for p in entry.params}
+        allowed = ["name", *own, "features", *DATA_PARAMS]
+        for key in value:
+            if key in allowed:
+                continue
+            given = value[key]
+            if isinstance(key, str) and key in entry.tags:  # fixed by the dataset (circle: 2 classes)
+                if given is not None and given != entry.tags[key]:
+                    raise SpecError(f"{where}.{key}={short(given)} is not allowed: {name} has "
+                                    f"exactly {entry.tags[key]} {key}")
+            elif isinstance(key, str) and key in _dataset_param_names():
+                if given is not None:
+                    raise SpecError(f"{where}.{key} does not apply to dataset {name!r}; its "
+                                    f"settings: {', '.join(own) or 'none'}")
             else:
-                kw[key] = None
+                _check_keys({key: given}, allowed, where)
+        # null means "the dataset's default", as an absent key does
+        params = {k: p.check(value[k] if value.get(k) is not None else p.default, f"{where}.{k}")
+                  for k, p in own.items()}
+        kw: dict[str, Any] = {"name": name, "params": params,
+                              **_scalars(DATA_PARAMS, value, where)}
         kw["features"] = _parse_features(value.get("features"), entry, where)
         if kw.get("val_fraction", cls.val_fraction) + kw.get("test_fraction", cls.test_fraction) > 0.9:
             raise SpecError(f"{where}.val_fraction + {where}.test_fraction must be at most 0.9 "
@@ -213,7 +243,7 @@ def _parse_features(value, entry, where) -> tuple[str, ...] | None:
                             f"({', '.join(DATASETS.where(input='plane'))})")
         return None
     if value is None:
-        return ("x1", "x2")
+        return DEFAULT_FEATURES
     if not isinstance(value, (list, tuple)) or not value:
         raise SpecError(f"{where}.features={short(value)} is not allowed: expected a non-empty "
                         f"list from {', '.join(FEATURES.keys())}")
@@ -237,7 +267,7 @@ class LayerSpec:
     """One entry of the hidden-layer stack. `params` are the layer type's own (units, p, ...);
     activation/init/bias_init override the model defaults where the type uses them."""
 
-    type: str = "linear"
+    type: str = DEFAULT_LAYER
     params: Mapping[str, Any] = field(default_factory=dict)
     activation: Choice | None = None
     init: Choice | None = None
@@ -260,9 +290,9 @@ class LayerSpec:
     @classmethod
     def from_dict(cls, value, where: str) -> "LayerSpec":
         if isinstance(value, int) and not isinstance(value, bool):
-            value = {"type": "linear", "units": value}
+            value = {"type": DEFAULT_LAYER, "units": value}
         value = _require_mapping(value, where)
-        kind = value.get("type", "linear")
+        kind = value.get("type", DEFAULT_LAYER)
         try:
             entry = LAYERS[kind]
         except SpecError as e:
@@ -290,8 +320,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class ModelSpec:
-    activation: Choice = Choice("relu")
-    init: Choice = Choice("he_normal")
+    activation: Choice = Choice(ACTIVATIONS.default())
+    init: Choice = Choice(INITIALIZERS.default())
     bias_init: float = 0.0
     layers: tuple[LayerSpec, ...] = (LayerSpec(params={"units": 64}), LayerSpec(params={"units": 64}))
     output: Choice | None = None  # initializer of the output layer; None: the model's `init`
@@ -389,6 +419,8 @@ TRAINING_PARAMS = _params(
     Param("steps", 1000, "gradient steps in the run", low=1, high=10_000_000, log=True),
     Param("eval_every", 0, "steps between validation passes; 0: at every logged row", low=0,
           high=10_000_000),
+    Param("log_every", 10, "steps between logged rows (metrics, per-layer statistics and the "
+          "health check)", low=1, high=1_000_000),
 )
 
 
@@ -399,6 +431,7 @@ class TrainingSpec:
     grad_clip: GradClipSpec | None = None
     early_stopping: EarlyStoppingSpec | None = None
     eval_every: int = TRAINING_PARAMS["eval_every"].default
+    log_every: int = TRAINING_PARAMS["log_every"].default
 
     def to_dict(self) -> dict:
         return _section_dict(self)
@@ -427,18 +460,6 @@ class RegularizationSpec(_ScalarSection):
     l2: float = REG_PARAMS["l2"].default
 
 
-DIAG_PARAMS = _params(
-    Param("every", 10, "steps between logged rows with per-layer statistics", low=1,
-          high=1_000_000),
-)
-
-
-@dataclass(frozen=True)
-class DiagnosticsSpec(_ScalarSection):
-    PARAMS: ClassVar[dict[str, Param]] = DIAG_PARAMS
-    every: int = DIAG_PARAMS["every"].default
-
-
 # ----------------------------------------------------------------------------- experiment
 
 TOP_PARAMS = _params(
@@ -446,7 +467,6 @@ TOP_PARAMS = _params(
           high=2**31 - 1),
     Param("device", "auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda")),
 )
-DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 
 
 @dataclass(frozen=True)
@@ -455,12 +475,12 @@ class ExperimentSpec:
     device: str = "auto"
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
-    loss: Choice = Choice("cross_entropy")
-    optimizer: Choice = Choice("sgd", {"lr": 0.1, "momentum": 0.9})
-    schedule: Choice = Choice("constant")
+    loss: Choice = Choice(DEFAULT_LOSS[DataSpec().task_kind])
+    optimizer: Choice = Choice(OPTIMIZERS.default(),
+                               OPTIMIZERS[OPTIMIZERS.default()].tags.get("starts_with", {}))
+    schedule: Choice = Choice(SCHEDULES.default())
     regularization: RegularizationSpec = RegularizationSpec()
     training: TrainingSpec = TrainingSpec()
-    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
 
     def __post_init__(self):
         _check_consistency(self)
@@ -474,13 +494,12 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, value) -> "ExperimentSpec":
-        value = _require_mapping(value, "config")
+        value = _upgrade(_require_mapping(value, "config"))
         _check_keys(value, [f.name for f in fields(cls)], "config")
         kw: dict[str, Any] = _scalars(TOP_PARAMS, value, "config")
         sections: dict[str, Callable] = {
             "data": DataSpec.from_dict, "model": ModelSpec.from_dict,
             "training": TrainingSpec.from_dict, "regularization": RegularizationSpec.from_dict,
-            "diagnostics": DiagnosticsSpec.from_dict,
             "loss": _choice(LOSSES), "optimizer": _choice(OPTIMIZERS),
             "schedule": _choice(SCHEDULES)}
         for key, parse in sections.items():
@@ -520,6 +539,25 @@ class ExperimentSpec:
         return ExperimentSpec.from_dict(d)
 
 
+def _upgrade(config: Mapping) -> Mapping:
+    """Configs written before a key was renamed, in today's spelling (to_dict writes only the new
+    keys): diagnostics.every -> training.log_every (it governs every logged row, not only the
+    per-layer statistics)."""
+    if "diagnostics" not in config:
+        return config
+    old = _require_mapping(config["diagnostics"], "diagnostics")
+    _check_keys(old, ["every"], "diagnostics")
+    config = {k: v for k, v in config.items() if k != "diagnostics"}
+    training = dict(_require_mapping(config.get("training", {}), "training"))
+    if "every" in old:  # checked under the name the config uses
+        TRAINING_PARAMS["log_every"].check(old["every"], "diagnostics.every")
+        if "log_every" in training and training["log_every"] != old["every"]:
+            raise SpecError("diagnostics.every (the old name of training.log_every) and "
+                            "training.log_every disagree; keep one of them")
+        training.setdefault("log_every", old["every"])
+    return {**config, "training": training}
+
+
 def _check_consistency(spec: ExperimentSpec) -> None:
     """Rules that tie sections together (each section validated itself already)."""
     task = spec.data.task_kind
@@ -529,8 +567,9 @@ def _check_consistency(spec: ExperimentSpec) -> None:
                         f"{spec.data.name!r} is regression; allowed: "
                         f"{', '.join(LOSSES.where(task='regression'))}")
     if loss.tags.get("binary") and spec.data.classes not in (None, 2):  # None: a CSV, checked on load
-        raise SpecError(f"loss='bce' needs exactly 2 classes, but data.classes="
-                        f"{spec.data.classes}; use 'cross_entropy' for more classes")
+        raise SpecError(f"loss={spec.loss.name!r} needs exactly 2 classes, but data.classes="
+                        f"{spec.data.classes}; use {DEFAULT_LOSS['classification']!r} for more "
+                        "classes")
     opt = spec.optimizer.resolved(OPTIMIZERS)
     if opt.get("nesterov") and opt.get("momentum", 0) <= 0:
         raise SpecError("optimizer.nesterov=true needs optimizer.momentum > 0")
@@ -542,9 +581,10 @@ def _check_consistency(spec: ExperimentSpec) -> None:
                             f"{spec.optimizer.name!r} has none. Allowed: {', '.join(with_momentum)}")
     batch_stats = [layer.type for layer in spec.model.layers if layer.entry.tags.get("batch_stats")]
     if spec.training.batch_size < 2 and batch_stats:
+        per_example = LAYERS.where(normalizes=True, batch_stats=None)
         raise SpecError(f"training.batch_size=1 cannot train a {batch_stats[0]} layer (it "
-                        "normalises over the batch); use a batch of at least 2 or "
-                        f"{', '.join(LAYERS.where(flat_only=True, batch_stats=None)) or 'no such layer'}")
+                        "normalises over the batch); use a batch of at least 2"
+                        + "".join(f" or {k}" for k in per_example[:1]))
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")
@@ -577,7 +617,7 @@ def set_path(d: dict, path: str, value) -> None:
         if isinstance(nxt, str):  # a choice written as its key gains parameters
             nxt = node[k] = {"name": nxt}
         elif isinstance(nxt, int) and not isinstance(nxt, bool) and keys[0] == "model":
-            nxt = node[k] = {"type": "linear", "units": nxt}  # layer shorthand
+            nxt = node[k] = {"type": DEFAULT_LAYER, "units": nxt}  # layer shorthand
         elif nxt is None:
             nxt = node[k] = {}
         elif not isinstance(nxt, (dict, list)):

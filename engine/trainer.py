@@ -8,7 +8,7 @@
 The hot path never waits for the GPU: losses and accuracies accumulate as tensors and reach the
 host once per logged row. Divergence is checked before each update: the loss every step on the
 CPU (where it costs nothing) and the gradients too on logged steps; on CUDA both only every
-`diagnostics.every` steps, restoring the last finite weights when a check fails.
+`training.log_every` steps, restoring the last finite weights when a check fails.
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ class Trainer:
         self.device = resolve_device(s.device)
         self.data = (dataset or load_dataset(s.data, s.seed)).to(self.device)
         if LOSSES[s.loss.name].tags.get("binary") and self.data.classes != 2:
-            raise SpecError(f"loss='bce' needs exactly 2 classes; this data has {self.data.classes}")
+            raise SpecError(f"loss={s.loss.name!r} needs exactly 2 classes; this data has "
+                            f"{self.data.classes}")
         if self.data.task == "regression" and LOSSES[s.loss.name].tags["task"] == "classification":
             raise SpecError(f"loss={s.loss.name!r} needs class labels, but the target is continuous;"
                             f" allowed: {', '.join(LOSSES.where(task='regression'))}")
@@ -108,7 +109,7 @@ class Trainer:
         self.test_metrics: dict | None = None
         self._started = False
         self._cancel = threading.Event()
-        self._check_every = 1 if self.device.type == "cpu" else s.diagnostics.every
+        self._check_every = 1 if self.device.type == "cpu" else s.training.log_every
         self._last_good = None
         self._reset_accumulators()
 
@@ -136,7 +137,7 @@ class Trainer:
         return self.spec.training.steps
 
     def is_log_step(self, step: int) -> bool:
-        return step == 1 or step % self.spec.diagnostics.every == 0 or step >= self.total_steps
+        return step == 1 or step % self.spec.training.log_every == 0 or step >= self.total_steps
 
     def _is_eval_step(self, step: int) -> bool:
         every = self.spec.training.eval_every

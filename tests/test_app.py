@@ -214,7 +214,7 @@ def test_presets_load(at, name):
 def test_a_one_click_fix_changes_the_spec_and_restarts(at):
     at.selectbox(key="preset_pick").set_value("vanishing_sigmoid").run()
     button(at, "Load preset").click().run()
-    at.number_input(key="w.diagnostics.every").set_value(1).run()
+    at.number_input(key="w.training.log_every").set_value(1).run()
     before = spec_of(at)
     for _ in range(3):  # a finding needs evidence on three logged rows in a row
         button(at, "Step").click().run()
@@ -281,11 +281,38 @@ def test_csv_data_trains(at, tmp_path):
 
 
 def test_concepts_page_lists_every_preset_with_a_link(at):
-    at.switch_page("app_pages/concepts.py").run()
+    at.switch_page("pages/concepts.py").run()
     no_problems(at)
     text = " ".join(e.label for e in at.expander)
     for name in preset_names():
         assert load_preset(name)["title"] in text
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("*.py")))
+def test_a_direct_visit_is_served_through_the_router(page):
+    """A folder called pages/ puts a fresh server in Streamlit's legacy multipage mode, where a
+    direct visit runs the page file alone (ui/page.py). Switching before the first run is that
+    visit: the page must still get app.py (its page config, warm-up, guard, browser cookie)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(f"pages/{page}").run()
+    no_problems(at)
+    assert at.title, "the page drew nothing"
+    from ui.identity import COOKIE
+    cookie_scripts = [h for h in at.get("html") if COOKIE in h.proto.body]
+    assert cookie_scripts, "app.py did not run around the page (remember_browser drew nothing)"
+
+
+def test_an_unexpected_exception_in_a_page_becomes_a_short_message(monkeypatch):
+    import engine.presets
+
+    def broken():
+        raise RuntimeError("/srv/secret/path")
+    monkeypatch.setattr(engine.presets, "list_presets", broken)  # the Concepts page reads it
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/concepts.py").run()  # a direct visit, as above
+    assert not at.exception
+    assert [e.value for e in at.error if e.value.startswith("Something went wrong")]
+    assert "/srv/secret" not in " ".join(e.value for e in at.error)
 
 
 def test_the_data_preview_follows_the_dataset_before_any_run(at):

@@ -17,6 +17,7 @@ where they fail: install it with `apt-get install chromium` (never `playwright i
 from __future__ import annotations
 
 import base64
+import contextlib
 import glob
 import hashlib
 import json
@@ -90,6 +91,13 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server():
+    with serve() as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def serve():
+    """`streamlit run app.py` on a free port, once it answers; stopped on exit."""
     port = _free_port()
     log_path = os.path.join(tempfile.mkdtemp(prefix="netlab_browser_"), "server.log")
     env = {**os.environ, "NETLAB_GRACE_S": str(GRACE_S), "PYTHONPATH": str(ROOT),
@@ -288,6 +296,56 @@ def test_default_page_has_no_errors(page, server):
     assert not button(page, "Pause").is_enabled()
     assert "cfg" in parse_qs(urlparse(page.url).query)
     assert run_id(page) is None  # no run until Start or Step
+
+
+NAV_LABELS_JS = """() => [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
+  .map(e => e.innerText.trim().split('\\n').pop().trim())"""
+
+
+def test_every_page_url_is_served_by_the_router(page):
+    """Bookmarks, shared links and reloads open a page's URL directly. A folder named pages/
+    puts a fresh server in Streamlit's legacy multipage mode, where such a visit ran the page
+    file without app.py (ui/page.py): so a server of its own, fresh, whose first visit is
+    /concepts. Every URL must show its own page, Netlab's page config and one menu."""
+    from engine import ExperimentSpec
+    from engine.presets import load_preset
+    from ui import state as S
+    spec = ExperimentSpec.from_dict(load_preset("vanishing_sigmoid")["config"])
+    cfg = S.encode(spec)
+    visits = [  # (path, what the page must show, the path it ends on)
+        ("concepts", "Concepts", "/concepts"),
+        ("", "Start", "/"),
+        ("playground", "Start", "/"),  # not a page of its own: sent to / (no "page not found")
+        (f"?cfg={cfg}", "Start", "/"),
+        (f"playground?cfg={cfg}", "Start", "/"),
+        ("concepts", "Concepts", "/concepts"),
+    ]
+    with serve() as srv:
+        for path, content, lands_on in visits:
+            page.goto(srv.url + path)
+            if content == "Start":
+                button(page, "Start").wait_for(timeout=LOAD_TIMEOUT_MS)
+            else:
+                page.get_by_role("heading", name=content, exact=True).wait_for(
+                    timeout=LOAD_TIMEOUT_MS)
+            page.wait_for_timeout(800)  # the URL sync and the sidebar's last draw
+            where = f"/{path}: {body_text(page)[:1500]}"
+            assert page.title() == "Netlab", where
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 1, where
+            assert page.evaluate(NAV_LABELS_JS) == ["Playground", "Concepts"], where
+            icon = page.locator('link[rel~="icon"]').first.get_attribute("href") or ""
+            assert not icon.endswith("/favicon.png"), f"Streamlit's own icon: {where}"
+            width = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()["width"]
+            assert width > 1000, f"not the wide layout ({width:.0f} px): {where}"
+            assert page.evaluate("location.pathname") == lands_on, where
+            assert "Page not found" not in body_text(page), where
+            assert_no_exception(page)
+            assert page.locator('[data-testid="stAlertContentError"]').count() == 0, where
+            if "cfg=" in path:  # the bookmark's experiment, not the default one
+                shown = parse_qs(page.evaluate("location.search").lstrip("?"))["cfg"][0]
+                assert S.decode(shown) == spec.canonical(), where
+        assert "Traceback" not in srv.log(), srv.log()
+    assert not page.errors, page.errors
 
 
 def test_start_draws_live_loss_chart(page, server):

@@ -307,7 +307,7 @@ def test_a_watchers_fix_never_trains_on_the_owners_upload():
     owner.selectbox(key="w.model.activation").set_value("sigmoid").run()
     for _ in range(8):
         button(owner, "+ linear").click().run()
-    owner.number_input(key="w.diagnostics.every").set_value(1).run()
+    owner.number_input(key="w.training.log_every").set_value(1).run()
     for _ in range(3):  # a finding needs evidence on three logged rows
         button(owner, "Step").click().run()
     run = live_registries()[-1].get(owner.session_state["run_id"])

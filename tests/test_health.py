@@ -527,3 +527,21 @@ def test_the_fixes_offered_on_the_issues_sick_cases_help():
         for fix in last["fixes"]:
             ok, why = _helps(spec, fix, fix["for"])
             assert ok, (fix["label"], why)
+
+
+def test_every_choice_the_advice_prescribes_is_registered():
+    """The advice names its remedies in one place (health.py's constants); each must be an entry
+    of its registry, with the tags the advice reads."""
+    from engine.registry import ACTIVATIONS, INITIALIZERS, LAYERS, OPTIMIZERS
+
+    assert H.RELU in ACTIVATIONS and H.LEAKY_RELU in ACTIVATIONS
+    assert ACTIVATIONS[H.IDENTITY].tags.get("linear") and ACTIVATIONS[H.RELU].tags.get("dies")
+    assert not ACTIVATIONS[H.LEAKY_RELU].tags.get("dies")
+    assert INITIALIZERS[H.HE].tags["family"] == "He" and INITIALIZERS[H.XAVIER].tags["family"] == "Xavier"
+    assert ACTIVATIONS[H.RELU].tags["init"] == H.HE
+    assert H.ADAM["name"] in OPTIMIZERS and OPTIMIZERS[H.ADAM["name"]].tags.get("adaptive")
+    assert all(k in LAYERS for k in (H.LINEAR_LAYER, H.RESIDUAL, H.BATCHNORM, H.BARE_ACTIVATION))
+    assert LAYERS[H.BATCHNORM].tags.get("batch_stats")
+    ExperimentSpec.from_dict({"model": {"layers": H.with_batchnorm(
+        ExperimentSpec.from_dict({"model": {"layers": [8, {"type": H.RESIDUAL, "units": 8}]}})
+    )["changes"]["model.layers"]}})

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine import ExperimentSpec, SpecError, load_spec
+from engine import ExperimentSpec, SpecError, Trainer, load_spec
 from engine.registry import ACTIVATIONS, FEATURES, LOSSES, OPTIMIZERS
 from engine.spec import MAX_LAYERS, Choice, GradClipSpec, LayerSpec, set_path
 
@@ -33,8 +33,24 @@ def test_defaults_match_the_documented_config():
     assert d["schedule"] == "constant"
     assert d["regularization"] == {"l1": 0.0, "l2": 0.0}
     assert d["training"]["grad_clip"] is None and d["training"]["early_stopping"] is None
-    assert d["diagnostics"] == {"every": 10}
+    assert d["training"]["log_every"] == 10 and "diagnostics" not in d
     json.dumps(d, allow_nan=False)
+
+
+def test_a_config_with_the_old_logging_key_still_loads_and_is_written_with_the_new_one():
+    old = ExperimentSpec.from_dict({"diagnostics": {"every": 7}, "training": {"steps": 50}})
+    assert old.training.log_every == 7 and old.training.steps == 50
+    assert old == ExperimentSpec.from_dict({"training": {"steps": 50, "log_every": 7}})
+    d = old.to_dict()
+    assert d["training"]["log_every"] == 7 and "diagnostics" not in d
+    assert ExperimentSpec.from_dict({"diagnostics": {"every": 7},
+                                     "training": {"steps": 50, "log_every": 7}}) == old
+    with pytest.raises(SpecError, match="diagnostics.every.*training.log_every"):
+        ExperimentSpec.from_dict({"diagnostics": {"every": 7}, "training": {"log_every": 8}})
+    with pytest.raises(SpecError, match="unknown key diagnostics.often"):
+        ExperimentSpec.from_dict({"diagnostics": {"often": 7}})
+    assert [r["step"] for r in Trainer(old).run().history.rows] == [1, 7, 14, 21, 28, 35, 42,
+                                                                     49, 50]
 
 
 def test_partial_config_fills_defaults_and_default_loss_follows_task():
@@ -183,7 +199,7 @@ def test_set_path_on_plain_dicts():
 ACTS = ", ".join(ACTIVATIONS.keys())
 
 BAD = [
-    ({"foo": 1}, ["config.foo", "seed", "diagnostics"]),
+    ({"foo": 1}, ["config.foo", "seed", "training"]),
     ({"model": {"foo": 1}}, ["model.foo", "activation", "layers"]),
     ({"training": {"early": 1}}, ["training.early", "early_stopping"]),
     ({"data": {"noise_level": 0.1}}, ["data.noise_level", "noise"]),

@@ -22,7 +22,6 @@ import streamlit as st
 
 from engine import ExperimentSpec, SpecError
 from engine.inputs import inflate, parse_json
-from engine.spec import DATASET_FIELDS
 from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
                              SCHEDULES)
 
@@ -36,7 +35,7 @@ CHOICES = {"model.activation": ACTIVATIONS, "model.init": INITIALIZERS, "loss": 
            "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 SCALARS = ("seed", "device", "data.normalize", "data.val_fraction", "data.test_fraction",
            "model.bias_init", "regularization.l1", "regularization.l2", "training.batch_size",
-           "training.steps", "diagnostics.every")
+           "training.steps", "training.log_every")
 # Settings with no widget yet: carried through unchanged from the loaded spec, so a config from
 # the CLI or a link keeps them.
 HIDDEN = ("model.output", "training.eval_every", "training.early_stopping.min_delta",
@@ -150,8 +149,8 @@ def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
     d = spec.to_dict()
     out = {W + path: _get(d, path) for path in SCALARS}
     out[W + "data.name"] = spec.data.name
-    for f in DATASET_FIELDS:
-        out[W + "data." + f] = getattr(spec.data, f)
+    for name, value in spec.data.params.items():
+        out[W + "data." + name] = list(value) if isinstance(value, tuple) else value
     out[W + "data.features"] = list(spec.data.features or ())
     for path, registry in CHOICES.items():
         out.update(choice_keys(path, _get_attr(spec, path), registry))
@@ -285,10 +284,18 @@ def sync_run(run_id: str | None) -> None:
         del st.query_params[RUN]
 
 
+def upload_of(spec: ExperimentSpec) -> str | None:
+    """The path of the user's file the spec trains on (a dataset tagged `upload` names the
+    parameter that holds it), or None."""
+    key = spec.data.entry.tags.get("upload")
+    return spec.data.params.get(key) if key else None
+
+
 def share_query(spec: ExperimentSpec, keep_path: bool = False) -> str:
     """?cfg= for a link. An uploaded file's path is left out unless asked for: the recipient
     cannot read another browser's upload anyway, and the path would show the server's folders
     and let anyone confirm a guess of the file's content (its name is a hash of it)."""
-    if spec.data.path and not keep_path:  # a placeholder: a csv experiment needs a path
-        spec = replace(spec, data=replace(spec.data, path=SHARED_PATH))
+    if upload_of(spec) and not keep_path:  # a placeholder: the spec needs a path
+        key = spec.data.entry.tags["upload"]
+        spec = replace(spec, data=spec.data.with_params(**{key: SHARED_PATH}))
     return f"?{CFG}={encode(spec)}"

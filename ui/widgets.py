@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.registry import ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES, Param
-from engine.spec import DEFAULT_LOSS, MAX_LAYERS, LayerSpec
+from engine.spec import DEFAULT_FEATURES, DEFAULT_LOSS, MAX_LAYERS, LayerSpec
 
 from . import state as S
 from .guard import guarded_callback
@@ -102,13 +102,13 @@ def _choice_help(registry) -> str:
 
 
 def _dataset_changed() -> None:
-    """A new dataset: its own defaults for n/noise/classes, and a loss that fits its task."""
+    """A new dataset: its own parameters at their defaults, and a loss that fits its task."""
     entry = DATASETS[st.session_state[W + "data.name"]]
-    for f in S.DATASET_FIELDS:
-        p = entry.param(f)
-        st.session_state[W + "data." + f] = p.default if p else entry.tags.get(f)
+    for p in entry.params:
+        st.session_state[W + "data." + p.name] = list(p.default) if isinstance(p.default, tuple) \
+            else p.default
     if entry.tags.get("input") == "plane" and not st.session_state.get(W + "data.features"):
-        st.session_state[W + "data.features"] = ["x1", "x2"]
+        st.session_state[W + "data.features"] = list(DEFAULT_FEATURES)
     task = entry.tags.get("task") or st.session_state.get(W + "data.task") or "classification"
     loss = LOSSES[st.session_state[W + "loss"]]
     binary_ok = not loss.tags.get("binary") or entry.tags.get("classes") == 2
@@ -122,10 +122,12 @@ def dataset_picker(container=None) -> None:
     c.selectbox("Dataset", DATASETS.keys(), key=W + "data.name", on_change=_dataset_changed,
                 format_func=_label, help=_choice_help(DATASETS))
     entry = DATASETS[st.session_state[W + "data.name"]]
-    numeric = [p for p in entry.params if p.name in ("n", "noise", "classes")]
-    if numeric:
-        cols = c.columns(len(numeric))
-        for col, p in zip(cols, numeric):
+    # every parameter of the dataset, except the file and its column: the upload section
+    # (pages/playground.py) edits those
+    own = [p for p in entry.params if p.name not in (entry.tags.get("upload"), entry.tags.get("column"))]
+    for row in range(0, len(own), 3):
+        cols = c.columns(3 if len(own) > 3 else len(own))
+        for col, p in zip(cols, own[row:row + 3]):
             param_widget(p, W + "data." + p.name, col)
     if entry.tags.get("input") == "plane":
         c.multiselect("Input features", FEATURES.keys(), key=W + "data.features",

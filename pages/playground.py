@@ -12,14 +12,17 @@ from engine.data import csv_preview
 from engine.export import export_script
 from engine.presets import list_presets, load_preset
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
-from engine.spec import (CLIP_MODES, DATA_PARAMS, DIAG_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
+from engine.spec import (CLIP_MODES, DATA_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
                          TRAINING_PARAMS)
 from ui import state as S
 from ui import views, widgets
 from ui.guard import guarded_callback, guarded_page
 from ui.identity import browser_id
+from ui.page import ensure_routed
 from ui.runner import CapError, Run, RunRegistry
 from ui.uploads import MB, UploadStore
+
+ensure_routed()
 
 W = S.W
 LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
@@ -41,12 +44,13 @@ def upload_store() -> UploadStore:
 def run_registry() -> RunRegistry:
     runs = RunRegistry()
     # a forgotten run takes its uploaded file with it (unless another run still reads it)
-    runs.on_drop.append(lambda run: upload_store().release(run.spec.data.path, paths_in_use(runs)))
+    runs.on_drop.append(lambda run: upload_store().release(S.upload_of(run.spec),
+                                                           paths_in_use(runs)))
     return runs
 
 
 def paths_in_use(runs: RunRegistry) -> set[str]:
-    return {r.spec.data.path for r in runs.runs() if r.spec.data.path}
+    return {S.upload_of(r.spec) for r in runs.runs() if S.upload_of(r.spec)}
 
 
 runs = run_registry()
@@ -108,7 +112,7 @@ def new_run(spec: ExperimentSpec) -> Run | None:
     watched run is never replaced: the watcher gets a run of its own with a new id."""
     if not in_control(current_run()):
         st.session_state["run_id"] = None
-    if spec.data.name == "csv" and not uploaded(spec.data.path):
+    if spec.data.entry.tags.get("upload") and not uploaded(S.upload_of(spec)):
         # the one check every button passes: a spec from a link or a watched run may name a
         # file this browser did not upload (another browser's table, a server file)
         flash("warning", NEED_CSV)
@@ -264,31 +268,33 @@ def uploaded(path) -> bool:
         return True
     run = current_run()
     return run is not None and run.owner is not None and run.can_control(me) and \
-        path == run.spec.data.path and uploads.owns(run.owner, path)
+        path == S.upload_of(run.spec) and uploads.owns(run.owner, path)
 
 
-def csv_upload(container) -> bool:
-    """The sidebar's CSV section; True once an uploaded table can be read."""
+def csv_upload(container, entry) -> bool:
+    """The sidebar's CSV section for a dataset that reads an uploaded table (its tags name the
+    parameters for the file and the target column); True once the table can be read."""
+    path_key, column_key = W + "data." + entry.tags["upload"], W + "data." + entry.tags["column"]
     limit_mb = max(1, uploads.max_file_bytes // MB)
     file = container.file_uploader("CSV file", type=["csv"], max_upload_size=limit_mb,
                                    help="Numeric columns only, separated by commas, semicolons "
                                    f"or tabs; up to {limit_mb} MB. Pick the target column below.")
-    path = st.session_state.get(W + "data.path")
+    path = st.session_state.get(path_key)
     if path and not uploaded(path):  # e.g. a link naming a server path, or a forgotten run's
-        st.session_state[W + "data.path"] = None  # file: the uploader's file is stored again
+        st.session_state[path_key] = None  # file: the uploader's file is stored again
         st.session_state.pop("upload_id", None)
     # the uploader hands the same file back on every rerun: store it once per upload
     if file is not None and st.session_state.get("upload_id") != file.file_id:
         st.session_state["upload_id"] = file.file_id
         try:
-            st.session_state[W + "data.path"] = uploads.save(me, file.getvalue(), paths_in_use(runs))
+            st.session_state[path_key] = uploads.save(me, file.getvalue(), paths_in_use(runs))
         except SpecError as e:
             st.session_state["upload_error"] = f"This file was not stored: {e}."
         else:
             st.session_state.pop("upload_error", None)
     if st.session_state.get("upload_error"):
         container.error(st.session_state["upload_error"])
-    path = st.session_state.get(W + "data.path")
+    path = st.session_state.get(path_key)
     if not path:
         container.caption(f"Upload a CSV file (up to {limit_mb} MB) to train on your own table.")
         return False
@@ -298,10 +304,9 @@ def csv_upload(container) -> bool:
         container.error(f"Cannot read this CSV: {str(e).removeprefix('data.path: ')}")
         return False
     container.dataframe(head, hide_index=True, height=200)
-    if st.session_state.get(W + "data.target") not in columns:
-        st.session_state[W + "data.target"] = columns[-1]
-    container.selectbox("Target column", columns, key=W + "data.target")
-    widgets.param_widget(DATASETS["csv"].param("task"), W + "data.task", container)
+    if st.session_state.get(column_key) not in columns:
+        st.session_state[column_key] = columns[-1]
+    container.selectbox("Target column", columns, key=column_key)
     return True
 
 
@@ -323,7 +328,8 @@ with st.sidebar:
 
     st.subheader("Data")
     widgets.dataset_picker()
-    csv_ready = csv_upload(st) if st.session_state[W + "data.name"] == "csv" else True
+    dataset = DATASETS[st.session_state[W + "data.name"]]
+    csv_ready = csv_upload(st, dataset) if dataset.tags.get("upload") else True
     c1, c2 = st.columns(2)
     widgets.param_widget(DATA_PARAMS["val_fraction"], W + "data.val_fraction", c1, "validation share")
     widgets.param_widget(DATA_PARAMS["test_fraction"], W + "data.test_fraction", c2, "test share")
@@ -333,7 +339,7 @@ with st.sidebar:
     widgets.choice_picker("Loss", LOSSES, "loss")
     widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
     widgets.choice_picker("Schedule", SCHEDULES, "schedule")
-    if spec.schedule.name != "constant":
+    if not SCHEDULES[spec.schedule.name].tags.get("steady"):
         views.schedule_preview(spec, runs.caps.max_steps)
     c1, c2 = st.columns(2)
     widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
@@ -358,12 +364,13 @@ with st.sidebar:
         st.session_state[W + "device"] = "auto"
     c2.selectbox("device", devices, key=W + "device",
                  help="auto uses the GPU when this server has one.")
-    widgets.param_widget(DIAG_PARAMS["every"], W + "diagnostics.every", c3, "log every")
+    widgets.param_widget(TRAINING_PARAMS["log_every"], W + "training.log_every", c3, "log every")
 
 # ----------------------------------------------------------------------------- validate
 spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
 waiting_for_csv = not csv_ready
-if spec.data.name == "csv" and not uploaded(spec.data.path):  # e.g. a link naming a server path
+if spec.data.entry.tags.get("upload") and not uploaded(S.upload_of(spec)):  # a link naming a
+    # server path, say
     waiting_for_csv = True
 run = current_run()
 S.sync_url(spec, run.id if run else None)
@@ -494,7 +501,7 @@ def live_panel():
             st.toggle("log-scale loss", key="log_loss")
             views.training_charts(rows, st.session_state.get("log_loss", False),
                                   trainer.data.task != "classification",
-                                  trainer.spec.schedule.name != "constant", best_step(trainer))
+                                  not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"), best_step(trainer))
         shown = trainer.data if trainer else data
         if shown is not None:
             fig = views.throttled("data_view", run, BOUNDARY_EVERY_S,

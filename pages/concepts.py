@@ -2,6 +2,9 @@
 import streamlit as st
 
 from engine.presets import list_presets
+from ui.page import ensure_routed
+
+ensure_routed()
 
 st.title("Concepts")
 st.write("Each preset is a one-click experiment that makes one idea of deep learning visible. "
@@ -15,5 +18,5 @@ for concept in sorted(by_concept):
         for p in by_concept[concept]:
             st.markdown(f"**{p['title']}** — {p['summary']}")
             st.write(p["explanation"])
-            st.page_link("app_pages/playground.py", label="Open in the playground",
+            st.page_link("pages/playground.py", label="Open in the playground",
                          query_params={"preset": p["name"]}, icon=":material/play_arrow:")

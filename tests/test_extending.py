@@ -1,0 +1,160 @@
+"""Adding a choice is one entry: an activation, an optimizer, a dataset with a parameter of its
+own and a layer type, each registered from this test module only (no Netlab file edited), are
+validated, built, trained, offered by the page's pickers, carried through the URL and the
+widgets, and exported to a standalone script that reproduces the engine's numbers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from engine import ExperimentSpec, SpecError, Trainer
+from engine.export import export_script
+from engine.registry import ACTIVATIONS, DATASETS, LAYERS, OPTIMIZERS, Param
+from tests.conftest import ROOT
+from ui import state as S
+
+
+class SquaredReLU(nn.Module):
+    """relu(x)^2 * scale: smooth at zero, unbounded above."""
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return torch.relu(x) ** 2 * self.scale
+
+
+def make_rings(generator, n, noise, rings):
+    """Concentric rings, the class alternating from ring to ring."""
+    ring = torch.randint(0, rings, (n,), generator=generator)
+    radius = (ring + 0.5) / rings
+    angle = 2 * torch.pi * torch.rand(n, generator=generator)
+    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
+    return x + noise * torch.randn(n, 2, generator=generator), ring % 2
+
+
+def rmsnorm_layer(ctx, layer, in_shape):
+    return ctx.make(nn.RMSNorm, in_shape[0], eps=layer.get("eps")), in_shape
+
+
+@pytest.fixture
+def extended():
+    """The four throwaway entries, removed again afterwards (the registries are global)."""
+    ACTIVATIONS.add("squared_relu", SquaredReLU, "relu(x) squared, times a scale.",
+                    (Param("scale", 1.0, "output scale", low=0.0, low_open=True, high=10.0),),
+                    init="he_normal")
+    OPTIMIZERS.add("nadam", torch.optim.NAdam, "Adam with Nesterov momentum.",
+                   (Param("lr", 0.002, "learning rate", low=0.0, low_open=True, high=10.0),
+                    Param("momentum_decay", 0.004, "momentum decay", low=0.0, high=1.0)))
+    DATASETS.add("rings", make_rings, "Concentric rings of alternating class.",
+                 (Param("n", 300, "number of examples", low=10, high=5000),
+                  Param("noise", 0.03, "std of the Gaussian noise", low=0.0, high=1.0),
+                  Param("rings", 4, "number of rings", low=2, high=12)),
+                 task="classification", input="plane", classes=2)
+    LAYERS.add("rmsnorm", rmsnorm_layer, "Divides each example by its root mean square.",
+               (Param("eps", 1e-6, "added under the root", low=0.0, low_open=True, high=1.0),),
+               prefix="rms", flat_only=True)
+    yield
+    for registry, key in ((ACTIVATIONS, "squared_relu"), (OPTIMIZERS, "nadam"),
+                          (DATASETS, "rings"), (LAYERS, "rmsnorm")):
+        registry.remove(key)
+
+
+CONFIG = {
+    "seed": 2,
+    "data": {"name": "rings", "rings": 5, "n": 200},
+    "model": {"activation": {"name": "squared_relu", "scale": 0.5},
+              "layers": [16, {"type": "rmsnorm", "eps": 1e-5}, 8]},
+    "optimizer": {"name": "nadam", "lr": 0.01},
+    "training": {"steps": 30, "batch_size": 16, "log_every": 5},
+}
+
+
+def test_new_entries_validate_build_and_train(extended):
+    spec = ExperimentSpec.from_dict(CONFIG)
+    assert spec.data.rings == 5 and spec.data.params == {"n": 200, "noise": 0.03, "rings": 5}
+    assert spec.data.classes == 2  # the dataset's fixed class count, from its tag
+    trainer = Trainer(spec).run()
+    assert trainer.stopped == "completed" and trainer.step_count == 30
+    assert isinstance(trainer.model.fc1.act, SquaredReLU) and trainer.model.fc1.act.scale == 0.5
+    assert isinstance(trainer.model.rms1, nn.RMSNorm) and trainer.model.rms1.eps == 1e-5
+    assert isinstance(trainer.optimizer, torch.optim.NAdam)
+    labels = torch.cat([trainer.data.y_train, trainer.data.y_val])
+    assert set(labels.tolist()) == {0, 1}
+    for bad, words in [({"data": {"name": "rings", "rings": 20}}, ["data.rings=20", "<= 12"]),
+                       ({"data": {"name": "spiral", "rings": 3}}, ["data.rings", "spiral"]),
+                       ({"data": {"name": "rings", "classes": 3}}, ["exactly 2 classes"]),
+                       ({"model": {"activation": {"name": "squared_relu", "scale": 0}}},
+                        ["scale=0", "> 0"]),
+                       ({"model": {"layers": [{"type": "rmsnorm", "eps": 2}]}}, ["eps=2"])]:
+        with pytest.raises(SpecError) as e:
+            ExperimentSpec.from_dict(bad)
+        assert all(w in str(e.value) for w in words), (words, str(e.value))
+
+
+def test_new_entries_round_trip_the_url_and_the_widgets(extended):
+    spec = ExperimentSpec.from_dict(CONFIG).canonical()
+    assert S.decode(S.encode(spec)).canonical() == spec
+    state: dict = {}
+    S.load(spec, state)
+    assert state["w.data.rings"] == 5 and state["w.model.activation.scale"] == 0.5
+    assert ExperimentSpec.from_dict(S.collect(state)).canonical() == spec
+
+
+def test_new_entries_appear_in_the_pages_pickers(extended):
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    try:
+        assert "rings" in at.selectbox(key="w.data.name").options
+        assert "squared relu" in at.selectbox(key="w.model.activation").options  # its label
+        assert "nadam" in at.selectbox(key="w.optimizer").options
+        assert any(b.label == "+ rmsnorm" for b in at.button)
+        at.selectbox(key="w.data.name").set_value("rings").run()
+        at.number_input(key="w.data.rings").set_value(6).run()  # its own parameter's widget
+        at.selectbox(key="w.model.activation").set_value("squared_relu").run()
+        at.selectbox(key="w.optimizer").set_value("nadam").run()
+        next(b for b in at.button if b.label == "+ rmsnorm").click().run()
+        assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+        spec = at.session_state["spec"]
+        assert spec.data.name == "rings" and spec.data.rings == 6
+        assert spec.model.activation.name == "squared_relu" and spec.optimizer.name == "nadam"
+        assert spec.model.layers[-1].type == "rmsnorm"
+    finally:
+        from tests.test_app import live_registries
+        for registry in live_registries():
+            registry.shutdown()
+        st.cache_resource.clear()
+
+
+def test_new_entries_export_to_a_standalone_script_with_the_engines_numbers(extended, tmp_path):
+    source = export_script(CONFIG)
+    assert "class SquaredReLU(nn.Module)" in source and "def make_rings(" in source
+    assert "nn.RMSNorm(16, eps=1e-05)" in source and "torch.optim.NAdam(" in source
+    (tmp_path / "train.py").write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads(next(line for line in done.stdout.splitlines()
+                            if line.startswith("FINAL "))[len("FINAL "):])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = Trainer(CONFIG).run().history.rows
+    finally:
+        torch.set_num_threads(before)
+    assert [r["step"] for r in final["history"]] == [r["step"] for r in rows]
+    for mine, theirs in zip(final["history"], rows):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
