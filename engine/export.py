@@ -277,7 +277,7 @@ def _header(spec: ExperimentSpec) -> list[str]:
     return [
         "# Netlab experiment, exported as a standalone PyTorch training script.",
         "#",
-        "#     python train.py [--steps N] [--save model.pt]",
+        "#     python train.py [--steps N] [--save model.pt] [--history rows.json] [--threads N]",
         "#",
         "# It repeats what Netlab computes for this config, number for number: the same data,",
         "# initial weights, batch order and updates, because every random draw comes from one",
@@ -296,11 +296,16 @@ def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
         "parser = argparse.ArgumentParser(description=\"Train the exported Netlab experiment.\")",
         f'parser.add_argument("--steps", type=int, default={t.steps}, help="gradient steps")',
         'parser.add_argument("--save", help="write the final state_dict to this file")',
+        'parser.add_argument("--history", help="write the printed rows and the outcome to this '
+        'JSON file")',
+        'parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: '
+        'small models only lose time to more)")',
         "args = parser.parse_args()",
         "",
         f"SEED = {spec.seed}",
         "STEPS = args.steps",
         f"DEVICE = {device}",
+        "torch.set_num_threads(args.threads)",
         "",
         "",
         *script.take(),
@@ -404,8 +409,11 @@ def _training(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
             _assign("summary", run),
             "if args.save:",
             "    torch.save(model.state_dict(), args.save)",
-            "# One machine-readable line last: everything above, as JSON.",
-            'print("FINAL", json.dumps(summary))']
+            "if args.history:",
+            '    with open(args.history, "w") as f:',
+            "        json.dump(summary, f)",
+            "# One machine-readable line last: the outcome (--history writes the rows too).",
+            'print("FINAL", json.dumps({k: v for k, v in summary.items() if k != "history"}))']
 
 
 def _imports(body: str) -> list[str]:

@@ -220,3 +220,34 @@ def test_an_unexpected_exception_is_one_line_exit_1(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: internal error (ZeroDivisionError): division by zero; please "
                           "report it") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag, env, expected", [(None, None, 1), ("2", None, 2), (None, "3", 3)])
+def test_train_pins_torchs_threads(tmp_path, config, monkeypatch, flag, env, expected):
+    """One thread unless asked, as the app does: torch's default (a thread per core) was measured
+    9x slower for these small models on a busy machine."""
+    from engine.__main__ import main
+
+    if env is not None:
+        monkeypatch.setenv("NETLAB_TORCH_THREADS", env)
+    torch.set_num_threads(4)
+    try:
+        assert main(["train", str(config), "--out", str(tmp_path / "r"),
+                     *(["--threads", flag] if flag else [])]) == 0
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(1)
+    assert main(["train", str(config), "--out", str(tmp_path / "r"), "--threads", "0"]) == 2
+
+
+def test_the_readme_commands_name_configs_that_exist_and_load():
+    import re
+
+    from engine import load_spec
+
+    readme = (ROOT / "README.md").read_text()
+    paths = set(re.findall(r"python -m engine \w+ ([\w/.-]+\.json)", readme))
+    assert paths, "the README shows the CLI with a config file"
+    for path in paths:
+        assert (ROOT / path).is_file(), f"the README names {path}, which the repo lacks"
+        load_spec(str(ROOT / path))

@@ -43,10 +43,18 @@ ALLOWED_IMPORTS = {"__future__", "argparse", "json", "math", "collections", "tor
 # ----------------------------------------------------------------------------- helpers
 
 
-def final_summary(stdout: str) -> dict:
+def final_summary(stdout: str, history_file=None) -> dict:
+    """The FINAL line (the outcome, one short line), with the rows from --history's file."""
     lines = [line for line in stdout.splitlines() if line.startswith("FINAL ")]
     assert len(lines) == 1, stdout[-2000:]
-    return json.loads(lines[0][len("FINAL "):])
+    summary = json.loads(lines[0][len("FINAL "):])
+    assert "history" not in summary and len(lines[0]) < 2000, "the FINAL line stays short"
+    if history_file is not None:
+        with open(history_file) as f:
+            full = json.load(f)
+        assert {k: v for k, v in full.items() if k != "history"} == summary
+        summary = full
+    return summary
 
 
 def imported_modules(source: str) -> set[str]:
@@ -65,14 +73,14 @@ def run_in_process(source: str, tmp_path, argv=()) -> tuple[dict, dict]:
     path = tmp_path / "train.py"
     path.write_text(source)
     old_argv = sys.argv
-    sys.argv = [str(path), *argv]
+    sys.argv = [str(path), "--history", str(tmp_path / "history.json"), *argv]
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
             namespace = runpy.run_path(str(path), run_name="__main__")
     finally:
         sys.argv = old_argv
-    return final_summary(out.getvalue()), namespace
+    return final_summary(out.getvalue(), tmp_path / "history.json"), namespace
 
 
 def engine_run(config: dict) -> Trainer:
@@ -185,7 +193,7 @@ SUBPROCESS_SPECS = {"circle": (CIRCLE, 25), "digits": (DIGITS, None),
 
 @pytest.fixture(scope="module")
 def subprocess_runs(tmp_path_factory):
-    """name -> (returncode, stdout, stderr, state_dict or None, script source)."""
+    """name -> (returncode, stdout, stderr, state_dict or None, script source, --history file)."""
     work = tmp_path_factory.mktemp("export_runs")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"  # see one_thread
@@ -193,7 +201,7 @@ def subprocess_runs(tmp_path_factory):
     for name, (config, steps) in SUBPROCESS_SPECS.items():
         source = export_script(load_spec(config))
         (work / f"{name}.py").write_text(source)
-        argv = [sys.executable, f"{name}.py", "--save", f"{name}.pt"]
+        argv = [sys.executable, f"{name}.py", "--save", f"{name}.pt", "--history", f"{name}.json"]
         if steps is not None:
             argv += ["--steps", str(steps)]
         procs[name] = (subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE,
@@ -203,23 +211,23 @@ def subprocess_runs(tmp_path_factory):
         stdout, stderr = proc.communicate(timeout=120)
         pt = work / f"{name}.pt"
         state = torch.load(pt) if pt.exists() else None
-        results[name] = (proc.returncode, stdout, stderr, state, source)
+        results[name] = (proc.returncode, stdout, stderr, state, source, work / f"{name}.json")
     return results
 
 
 @pytest.mark.parametrize("name", list(SUBPROCESS_SPECS))
 def test_script_runs_standalone_and_matches_the_engine(subprocess_runs, name):
-    code, stdout, stderr, state, _ = subprocess_runs[name]
+    code, stdout, stderr, state, _, history = subprocess_runs[name]
     assert code == 0, stderr[-3000:]
     config, steps = SUBPROCESS_SPECS[name]
     if steps is not None:  # --steps N trains like the same config with training.steps = N
         config = with_steps(config, steps)
-    summary = final_summary(stdout)
+    summary = final_summary(stdout, history)
     assert_same_run(summary, state, engine_run(config))
 
 
 def test_script_prints_a_row_per_evaluation(subprocess_runs):
-    _, stdout, _, _, _ = subprocess_runs["digits"]
+    stdout = subprocess_runs["digits"][1]
     rows = [line for line in stdout.splitlines() if line.startswith("step ")]
     assert [int(r.split()[1]) for r in rows] == [1, 5, 10, 15, 20]
     evaluated = [r for r in rows if "val_loss" in r]
@@ -231,7 +239,7 @@ def test_script_prints_a_row_per_evaluation(subprocess_runs):
 def test_early_stopping_and_plateau_really_happened(subprocess_runs):
     """The regression spec is meant to exercise both; if it stopped doing so the comparison
     above would no longer cover them."""
-    summary = final_summary(subprocess_runs["regression"][1])
+    summary = final_summary(subprocess_runs["regression"][1], subprocess_runs["regression"][5])
     assert summary["stopped"] == "early_stopping" and summary["restored_step"] is not None
     assert len({row["lr"] for row in summary["history"]}) > 1
 
@@ -639,3 +647,16 @@ def test_the_script_reads_semicolon_and_tab_tables_as_the_engine_does(sep, csv_f
     config = with_steps(_sweep(str(path))["csv-regression"], 6)
     summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
     assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))
+
+
+def test_the_script_pins_torchs_threads_and_keeps_its_last_line_short(tmp_path):
+    config = with_steps({"data": {"name": "xor", "n": 100}, "model": {"layers": [8]}}, 30)
+    source = export_script(load_spec(config))
+    torch.set_num_threads(3)
+    try:
+        run_in_process(source, tmp_path)  # final_summary checks the FINAL line is short
+        assert torch.get_num_threads() == 1  # the script's default
+        run_in_process(source, tmp_path, ["--threads", "2"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
