@@ -22,7 +22,9 @@ def warm_torch() -> None:
 
 
 warm_torch()
-st.set_page_config(page_title="Netlab", page_icon=":material/neurology:", layout="wide")
+# An emoji icon is drawn in the page; a ":material/..." one is fetched from a font server (the
+# favicon only: the menu's icons come with Streamlit) and fails offline.
+st.set_page_config(page_title="Netlab", page_icon="🧠", layout="wide")
 page = st.navigation(pages())
 with routed():
     try:

@@ -157,6 +157,7 @@ class Registry:
         self.kind = kind
         self.shared_params = shared_params
         self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}  # an old name -> the key it now reads as
 
     def register(self, key: str, doc: str, params: tuple[Param, ...] = (), code=None, **tags):
         """Decorator: the function (or class) below is the factory of entry `key`."""
@@ -174,15 +175,21 @@ class Registry:
         """Forget an entry (for tests that register a throwaway one)."""
         self._entries.pop(key, None)
 
+    def alias(self, old: str, key: str) -> None:
+        """Configs that name `old` load as `key` (and are written with `key`); `old` is listed
+        nowhere."""
+        self._aliases[old] = self[key].key
+
     def __getitem__(self, key: str) -> Entry:
         try:
-            return self._entries[key]
+            return self._entries[self._aliases.get(key, key)]
         except (KeyError, TypeError):
             raise SpecError(f"unknown {self.kind} {short(key)}; allowed: "
                             f"{', '.join(self._entries)}") from None
 
     def __contains__(self, key) -> bool:
-        return isinstance(key, str) and key in self._entries  # a list key must not raise
+        # a list key must not raise
+        return isinstance(key, str) and (key in self._entries or key in self._aliases)
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries.values())
@@ -192,6 +199,11 @@ class Registry:
 
     def keys(self) -> list[str]:
         return list(self._entries)
+
+    def offered(self) -> list[str]:
+        """The keys the pickers list: all but entries tagged offered=False (still valid in a
+        config, e.g. softmax as a hidden activation)."""
+        return [e.key for e in self if e.tags.get("offered", True)]
 
     def default(self, role=True) -> str:
         """The key of the entry tagged default=role (True, or e.g. "classification" for the
@@ -217,7 +229,8 @@ class Registry:
 # tags: dies=True marks units that can output exactly zero for every input (dead ReLUs);
 # bounds=(lo, hi) marks squashing functions whose outputs can saturate near those bounds;
 # init= the initializer whose variance suits the function (used in the health advice);
-# linear=True: the identity, which adds no bend.
+# linear=True: the identity, which adds no bend. In every registry, offered=False keeps an
+# entry out of the pickers while configs that name it still load.
 # In every registry, default=True marks the entry a new experiment starts with.
 
 ACTIVATIONS = Registry("activation")
@@ -241,16 +254,17 @@ _A("selu", nn.SELU, "Scaled ELU that keeps activations near zero mean, unit vari
    "init: self-normalising deep nets.", init="lecun_normal")
 _A("gelu", nn.GELU, "x times the Gaussian CDF of x: a smooth ReLU used in transformers.",
    init="he_normal")
-_A("silu", nn.SiLU, "Swish: x * sigmoid(x), smooth and non-monotonic near zero.", init="he_normal")
-_A("swish", nn.SiLU, "Another name for SiLU: x * sigmoid(x).", init="he_normal")
+_A("silu", nn.SiLU, "SiLU, also called swish: x * sigmoid(x), smooth and non-monotonic near "
+   "zero.", init="he_normal")
+ACTIVATIONS.alias("swish", "silu")  # one function, once in the pickers; old configs still load
 _A("softplus", nn.Softplus, "log(1 + e^(beta x)) / beta: a smooth ReLU that is never exactly "
    "zero.",
    (Param("beta", 1.0, "sharpness", low=0.0, low_open=True, high=100.0),), init="he_normal")
 _A("hard_sigmoid", nn.Hardsigmoid, "Piecewise-linear sigmoid: 0 below -3, 1 above 3, flat and "
    "gradient-free outside.", bounds=(0.0, 1.0), init="xavier_uniform")
 _A("softmax", partial(nn.Softmax, dim=1), "Turns a vector into probabilities that sum to 1; "
-   "belongs on outputs (the cross-entropy loss applies it for you).", bounds=(0.0, 1.0),
-   init="xavier_uniform")
+   "belongs on outputs (the cross-entropy loss applies it for you), so the pickers do not offer "
+   "it for hidden layers.", bounds=(0.0, 1.0), init="xavier_uniform", offered=False)
 
 
 # ----------------------------------------------------------------------------- initializers

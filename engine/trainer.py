@@ -101,6 +101,7 @@ class Trainer:
         self.callbacks: list[Callback] = sorted(self._default_callbacks() + list(callbacks),
                                                 key=lambda cb: cb.order)
         self.step_count = 0
+        self._extra_steps = 0
         self.stopped: str | None = None  # completed | early_stopping | diverged | cancelled
         self.divergence: dict | None = None
         self.restored_step: int | None = None
@@ -134,7 +135,18 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return self.spec.training.steps
+        """The steps this run trains for: the planned `training.steps`, plus any `extend`."""
+        return self.spec.training.steps + self._extra_steps
+
+    def extend(self, steps: int) -> None:
+        """Train `steps` more after a run that completed, from where it ended: the same model,
+        optimizer state, batch order and random streams, as if the plan had been longer. The
+        schedule was built for the planned steps, so its last rate holds from there on."""
+        if self.stopped != "completed":
+            raise ValueError(f"only a completed run can be extended, not one "
+                             f"{self.stopped or 'running'}")
+        self._extra_steps += steps
+        self.stopped, self._finished, self.test_metrics = None, False, None
 
     def is_log_step(self, step: int) -> bool:
         return step == 1 or step % self.spec.training.log_every == 0 or step >= self.total_steps
@@ -218,7 +230,7 @@ class Trainer:
                 return
         lr = self.lr()
         self.optimizer.step()
-        if self._scheduled and step < self.total_steps:
+        if self._scheduled and step < self.spec.training.steps:
             self.scheduler.step()
         self.step_count = step
         self._loss_sum += loss.detach()

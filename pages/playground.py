@@ -150,8 +150,12 @@ def edited_or_flash() -> ExperimentSpec | None:
 def run_for(spec: ExperimentSpec) -> Run | None:
     """The session's run if it can go on with `spec`, else a fresh one. A run that has not
     stepped yet simply takes the new settings; one with progress keeps its own (Reset applies
-    the new ones)."""
+    the new ones). A run that completed its steps goes on with another `training.steps` when
+    the settings are unchanged; with changed settings, or after a divergence or early stop, a
+    new run starts."""
     run = current_run()
+    if in_control(run) and run.spec == spec and run.go_on():
+        return run
     if not in_control(run) or run.state in (Run.DONE, Run.ERROR, Run.DROPPED) or (
             run.trainer.step_count == 0 and run.spec != spec):
         return new_run(spec)
@@ -399,8 +403,12 @@ buttons[1].button("Pause", on_click=on_pause, disabled=not (running and mine), w
 buttons[2].button("Step", on_click=on_step, width="stretch")
 buttons[3].button("Reset", on_click=on_reset, width="stretch")
 if mine and run is not None and run.spec != spec:
-    st.warning("You changed settings since this run started. **Reset** applies them (a new run "
-               "starts); until then Start and Step continue the current run.")
+    if run.state == Run.DONE:
+        st.warning("You changed settings since this run finished: **Start** or **Reset** begins "
+                   "a new run with them.")
+    else:
+        st.warning("You changed settings since this run started. **Reset** applies them (a new "
+                   "run starts); until then Start and Step continue the current run.")
 
 try:
     data = None if waiting_for_csv else views.spec_dataset(spec)
@@ -471,7 +479,7 @@ def live_panel():
     else:
         last = rows[-1] if rows else {}
         parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
-        if run.active:
+        if run.active and run.steps_per_s > 0:  # measured over half a second: none at first
             limit = runs.caps.max_steps_per_s
             parts.append(f"{run.steps_per_s:,.0f} steps/s" +
                          (f" (this server allows {limit:g})" if limit else ""))
@@ -484,6 +492,9 @@ def live_panel():
                          "validation loss)")
         parts.append(f"device {trainer.device}")
         st.markdown(" · ".join(parts))
+        if in_control(run) and run.spec == spec and run.can_continue:
+            st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
+                       "steps (the schedule's last rate holds); **Reset** starts over.")
         if run.error:
             st.error(f"Training failed: {run.error}")
     views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)

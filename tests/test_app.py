@@ -6,6 +6,7 @@ Each test gets a fresh server-wide run registry (st.cache_resource is cleared).
 import time
 
 import pytest
+import torch
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -87,7 +88,8 @@ def test_every_dataset_builds_a_valid_spec(at, name):
                                             ("model.activation", ACTIVATIONS),
                                             ("model.init", INITIALIZERS)])
 def test_every_registry_choice_builds_a_valid_spec(at, path, registry):
-    for key in registry.keys():
+    assert at.selectbox(key=f"w.{path}").options == [k.replace("_", " ") for k in registry.offered()]
+    for key in registry.offered():
         at.selectbox(key=f"w.{path}").set_value(key).run()
         no_problems(at)
         value = spec_of(at)
@@ -380,3 +382,56 @@ def test_early_stopping_shows_the_restored_step_and_marks_the_best_one(at):
     assert f"weights restored from step {restored} (lowest validation loss)" in text
     loss = next(c for c in at.get("plotly_chart") if '"best val loss"' in c.proto.spec)
     assert f'"x0":{restored}' in loss.proto.spec.replace(" ", "")
+
+
+def test_a_link_with_a_choice_the_pickers_do_not_offer_keeps_it():
+    spec = ExperimentSpec.from_dict({"model": {"activation": "softmax", "layers": [8]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    no_problems(at)
+    assert at.selectbox(key="w.model.activation").value == "softmax"
+    assert spec_of(at).model.activation.name == "softmax"
+    at.selectbox(key="w.model.activation").set_value("tanh").run()
+    assert "softmax" not in at.selectbox(key="w.model.activation").options
+
+
+def _run_to_the_end(at, steps=40):
+    at.number_input(key="w.training.steps").set_value(steps).run()
+    button(at, "Start").click().run()
+    run = the_run(at)
+    deadline = time.time() + 30
+    while run.state != "done" and time.time() < deadline:
+        time.sleep(0.1)
+        at.run()
+    assert run.state == "done" and run.trainer.stopped == "completed"
+    return run
+
+
+def test_start_after_the_end_trains_the_same_model_on(at):
+    run = _run_to_the_end(at)
+    at.run()
+    assert any("trains this model on" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    weights = {k: v.clone() for k, v in run.trainer.model.state_dict().items()}
+    button(at, "Start").click().run()
+    assert the_run(at) is run, "the finished run goes on; it is not replaced"
+    deadline = time.time() + 30
+    while run.state != "done" and time.time() < deadline:
+        time.sleep(0.1)
+        at.run()
+    assert run.trainer.step_count == 80 and run.trainer.total_steps == 80
+    assert [r["step"] for r in run.trainer.history.rows][-1] == 80
+    assert any(not torch.equal(v, run.trainer.model.state_dict()[k]) for k, v in weights.items())
+    no_problems(at)
+
+
+def test_changed_settings_after_the_end_start_a_new_run_and_say_so(at):
+    run = _run_to_the_end(at)
+    at.number_input(key="w.optimizer.lr").set_value(0.02).run()
+    assert any("since this run finished" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    button(at, "Start").click().run()
+    fresh = the_run(at)
+    assert fresh is not run and fresh.spec.optimizer.params["lr"] == 0.02
+    fresh.pause()

@@ -335,6 +335,9 @@ def test_every_page_url_is_served_by_the_router(page):
             assert page.evaluate(NAV_LABELS_JS) == ["Playground", "Concepts"], where
             icon = page.locator('link[rel~="icon"]').first.get_attribute("href") or ""
             assert not icon.endswith("/favicon.png"), f"Streamlit's own icon: {where}"
+            # drawn in the page: an icon fetched from a font server fails offline
+            assert icon.startswith("data:"), f"the page icon is fetched from {icon[:80]}"
+            assert page.get_by_text("Deploy", exact=True).count() == 0, f"Deploy shown: {where}"
             width = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()["width"]
             assert width > 1000, f"not the wide layout ({width:.0f} px): {where}"
             assert page.evaluate("location.pathname") == lands_on, where

@@ -91,3 +91,17 @@ def test_the_best_step_is_marked_on_loss_and_accuracy():
         assert shape.x0 == shape.x1 == 20
         assert fig.layout.annotations[0].text == "best val loss"
     assert not charts.loss_figure(rows).layout.shapes
+
+
+def _layer_rows(values_by_step):
+    return [{"step": s, "layers": [{"name": "fc1", "weight_norm": a},
+                                   {"name": "fc2", "weight_norm": b}]}
+            for s, (a, b) in values_by_step.items()]
+
+
+def test_per_layer_lines_use_a_log_axis_only_across_a_decade():
+    """A log axis over a narrow range crowds its minor labels (seen on the weight norms)."""
+    narrow = charts.layer_lines(_layer_rows({1: (3.1, 2.9), 10: (3.4, 3.0)}), "weight_norm", "w")
+    assert narrow.layout.yaxis.type != "log" and narrow.layout.yaxis.tickformat
+    wide = charts.layer_lines(_layer_rows({1: (1e-3, 2.0), 10: (1e-2, 3.0)}), "weight_norm", "w")
+    assert wide.layout.yaxis.type == "log"

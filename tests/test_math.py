@@ -154,7 +154,6 @@ ACTIVATION_ORACLES = {
              F.selu),
     "gelu": ({}, lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))), F.gelu),
     "silu": ({}, lambda x: x / (1 + torch.exp(-x)), F.silu),
-    "swish": ({}, lambda x: x / (1 + torch.exp(-x)), F.silu),
     "softplus": ({"beta": 2.0}, lambda x: torch.log1p(torch.exp(2.0 * x)) / 2.0,
                  lambda x: F.softplus(x, beta=2.0)),
     "hard_sigmoid": ({}, lambda x: torch.clamp(x / 6 + 0.5, 0, 1), F.hardsigmoid),

@@ -212,3 +212,24 @@ def test_dataclass_defaults_agree_with_from_dict_defaults():
     d = DataSpec.from_dict({"name": "spiral"})
     for p in spiral.params:
         assert getattr(d, p.name) == p.default
+
+
+def test_an_old_name_loads_as_its_entry_and_is_listed_nowhere():
+    from engine import ExperimentSpec
+    from engine.registry import ACTIVATIONS
+
+    spec = ExperimentSpec.from_dict({"model": {"activation": "swish",
+                                               "layers": [{"units": 4, "activation": "swish"}]}})
+    assert spec.model.activation.name == "silu" and spec.model.layers[0].activation.name == "silu"
+    assert spec.to_dict()["model"]["activation"] == "silu"
+    assert "swish" in ACTIVATIONS and "swish" not in ACTIVATIONS.keys()
+    assert "swish" not in ACTIVATIONS.offered()
+
+
+def test_softmax_is_valid_in_a_config_but_not_offered_for_hidden_layers():
+    from engine import ExperimentSpec
+    from engine.registry import ACTIVATIONS
+
+    assert "softmax" not in ACTIVATIONS.offered()
+    assert ExperimentSpec.from_dict({"model": {"activation": "softmax"}}).model.activation.name \
+        == "softmax"

@@ -341,3 +341,22 @@ def test_step_takes_its_turn_while_another_run_trains():
         assert wait_for(lambda: other.trainer.step_count > 40)
     finally:
         registry.shutdown()
+
+
+def test_a_completed_run_goes_on_up_to_the_servers_step_cap():
+    reg = RunRegistry(caps(max_steps=250), reap_every_s=10)
+    try:
+        spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
+                                         "training": {"steps": 100}})
+        run = reg.create(spec)
+        run.start()
+        assert wait_for(lambda: run.state == Run.DONE)
+        assert run.can_continue and run.go_on() and run.trainer.total_steps == 200
+        run.start()
+        assert wait_for(lambda: run.state == Run.DONE) and run.trainer.step_count == 200
+        assert run.go_on() and run.trainer.total_steps == 250  # the cap, not 300
+        run.start()
+        assert wait_for(lambda: run.state == Run.DONE)
+        assert not run.can_continue and not run.go_on()
+    finally:
+        reg.shutdown()

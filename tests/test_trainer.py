@@ -454,3 +454,37 @@ def test_callbacks_run_by_order_and_old_on_eval_callbacks_still_hear_every_row()
     t.run(20)
     assert heard == [r["step"] for r in t.history.rows]
     assert seen_order[0]  # order 0 ran before HealthCheck wrote the verdict
+
+
+def test_a_completed_run_extended_trains_on_as_if_planned_longer():
+    """Start after the end continues: the same model, optimizer state, batches and dropout
+    masks, so 100 steps then 50 more are the 150-step run, row for row."""
+    config = {"data": {"name": "moons", "n": 200}, "seed": 4,
+              "model": {"layers": [16, {"type": "dropout", "p": 0.2}, 8]},
+              "optimizer": {"name": "adam", "lr": 0.01},
+              "training": {"steps": 100, "log_every": 10}}
+    first = Trainer(config).run()
+    assert first.stopped == "completed"
+    first.extend(50)
+    assert first.stopped is None and first.total_steps == 150
+    first.run()
+    whole = Trainer({**config, "training": {"steps": 150, "log_every": 10}}).run()
+    assert first.stopped == "completed" and first.step_count == 150
+    assert [r["step"] for r in first.history.rows] == [r["step"] for r in whole.history.rows]
+    for a, b in zip(first.history.rows, whole.history.rows):
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    for (k, v), w in zip(first.model.state_dict().items(), whole.model.state_dict().values()):
+        assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match="completed"):
+        Trainer({"data": {"name": "plane", "n": 100}, "model": {"layers": [16, 16]},
+                 "optimizer": {"name": "sgd", "lr": 10.0}, "training": {"steps": 40}}
+                ).run().extend(10)  # diverged: nothing to go on from
+
+
+def test_an_extended_run_keeps_the_schedules_last_rate():
+    t = Trainer({"data": {"name": "moons", "n": 200}, "schedule": "cosine",
+                 "training": {"steps": 60, "log_every": 10}}).run()
+    last = t.lr()
+    t.extend(40)
+    t.run()
+    assert [r["lr"] for r in t.history.rows if r["step"] > 60] == [last] * 4

@@ -343,6 +343,25 @@ class Run:
             return True
 
     # -- control (called from page callbacks)
+    @property
+    def can_continue(self) -> bool:
+        """Finished its plan (not diverged, not stopped early) and below the server's step cap:
+        Start trains it on."""
+        return self.state == self.DONE and getattr(self.trainer, "stopped", None) == "completed" \
+            and hasattr(self.trainer, "extend") \
+            and self.trainer.total_steps < self.registry.caps.max_steps
+
+    def go_on(self) -> bool:
+        """Plan another `training.steps` steps (within the server's cap) after a completed run;
+        the model, optimizer and random streams go on where they were. False when it cannot."""
+        with self.lock:
+            if not self.can_continue:
+                return False
+            room = self.registry.caps.max_steps - self.trainer.total_steps
+            self.trainer.extend(min(self.spec.training.steps, room))
+            self.state = self.PAUSED
+            return True
+
     def start(self) -> None:
         with self.lock:
             if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):

@@ -78,9 +78,13 @@ def choice_picker(label: str, registry, path: str, container=None, allow_default
     """A registry selectbox plus its parameters. allow_default adds a "model default" option
     (per-layer overrides)."""
     c = container or st
-    options = ([S.NO_OVERRIDE] if allow_default else []) + registry.keys()
     key = W + path
-    if st.session_state.get(key) not in options:
+    current = st.session_state.get(key)
+    offered = registry.offered()
+    if current in registry and registry[current].key not in offered:  # from a link: kept, shown
+        offered = offered + [registry[current].key]
+    options = ([S.NO_OVERRIDE] if allow_default else []) + offered
+    if current not in options:
         st.session_state[key] = options[0]
     c.selectbox(label, options, key=key, on_change=_reset_params, args=(path, registry),
                 format_func=lambda k: "model default" if k == S.NO_OVERRIDE else _label(k),
@@ -94,7 +98,7 @@ def choice_picker(label: str, registry, path: str, container=None, allow_default
 
 
 def _choice_help(registry) -> str:
-    lines = [f"**{_label(e.key)}**: {e.doc}" for e in registry]
+    lines = [f"**{_label(e.key)}**: {e.doc}" for e in registry if e.tags.get("offered", True)]
     return "\n\n".join(lines)
 
 
