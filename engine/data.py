@@ -131,33 +131,34 @@ def make_digits(generator, n, noise):
     return x + 16.0 * noise * torch.randn(x.shape, generator=generator), y
 
 
-def load_csv(generator, path, target, task):
-    """Numeric columns are the inputs, `target` the output (no randomness: `generator` unused).
-    The exported script's reader; the engine reads through read_csv, which checks everything
-    first and says what is wrong."""
+def load_csv(generator, path, target, task, ignore=()):
+    """The other columns are the inputs (but those in `ignore`), `target` the output (no
+    randomness: `generator` unused). The exported script's reader; the engine reads through
+    read_csv, which checks everything first and says what is wrong."""
     import pandas as pd
 
     with open(path, encoding="utf-8-sig") as f:  # comma, semicolon or tab, as Netlab reads it
         header = f.readline()
     sep = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
     frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
-    inputs = [c for c in frame.columns if c != target]
+    inputs = [c for c in frame.columns if c != target and c not in ignore]
     x = torch.tensor(frame[inputs].to_numpy(dtype="float32"))
-    values = frame[target].to_numpy()
     if task == "regression":
-        return x, torch.tensor(values, dtype=torch.float32)[:, None]
-    labels, y = torch.unique(torch.tensor(values.astype("int64")), return_inverse=True)
-    return x, y  # classes numbered 0..k-1 in sorted order of the labels
+        return x, torch.tensor(frame[target].to_numpy(dtype="float32"))[:, None]
+    codes, labels = pd.factorize(frame[target], sort=True)  # numbers in numeric order, text A-Z
+    return x, torch.tensor(codes, dtype=torch.long)  # class k is the k-th label
 
 
 @DATASETS.register("csv", "Your own table: numeric columns as inputs, one named column as the "
                    "target.", (Param("path", None, "CSV file to read"),
                                Param("target", None, "name of the target column"),
                                Param("task", "classification", "what to predict",
-                                     choices=("classification", "regression"))),
-                   code=load_csv, input="table", upload="path", column="target")
-def make_csv(generator, path, target, task):
-    return read_csv(path, target, task)
+                                     choices=("classification", "regression")),
+                               Param("ignore", (), "columns left out of the inputs", names=True)),
+                   code=load_csv, input="table", upload="path", column="target",
+                   leave_out="ignore")
+def make_csv(generator, path, target, task, ignore):
+    return read_csv_table(path, target, task, ignore=ignore)
 
 
 MAX_CLASSES = 100
@@ -284,8 +285,16 @@ def _first_line(mask) -> int:
     return int(mask.argmax()) + 2  # +2: the header is line 1, data starts at line 2
 
 
-def read_csv(source, target: str, task: str, max_bytes: int | None = None):
-    """Numeric table -> (x, y). Every problem is reported by column name with what is allowed."""
+def read_csv(source, target: str, task: str, max_bytes: int | None = None, ignore=()):
+    """Numeric table -> (x, y); see read_csv_table."""
+    return read_csv_table(source, target, task, max_bytes, ignore)[:2]
+
+
+def read_csv_table(source, target: str, task: str, max_bytes: int | None = None, ignore=()):
+    """Table -> (x, y, names): names["inputs"] are the input columns, names["classes"] the class
+    labels in class order (text labels become classes too, sorted; numbers in numeric order).
+    Columns in `ignore` are left out. Every problem is reported by column name with what is
+    allowed."""
     import numpy as np
     import pandas as pd
 
@@ -297,16 +306,29 @@ def read_csv(source, target: str, task: str, max_bytes: int | None = None):
                         f"{_columns_text(frame.columns)}")
     if len(frame) < 10:
         raise SpecError(f"the CSV has {len(frame)} rows; at least 10 are needed")
+    for col in ignore:
+        if col not in frame.columns or col == target:
+            raise SpecError(f"data.ignore: {short(col)} is "
+                            f"{'the target' if col == target else 'not a column'}; the columns "
+                            f"to leave out are among {_columns_text(frame.columns)}")
+    frame = frame[[c for c in frame.columns if c not in ignore]]
+    text_labels = task == "classification" and not (
+        pd.api.types.is_numeric_dtype(frame[target]) or pd.api.types.is_bool_dtype(frame[target]))
     for col in frame.columns:
         column = frame[col]
         if column.isna().any():
             raise SpecError(f"column {short(col)} has {int(column.isna().sum())} missing values "
                             f"(first at line {_first_line(column.isna().to_numpy())}); fill or "
-                            "drop them: only complete numeric columns are allowed")
+                            "drop them (or leave the column out): only complete columns are "
+                            "allowed")
+        if col == target and text_labels:
+            continue  # class names such as cat / dog
         if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
             sample = next((v for v in column if not _is_number(v)), column.iloc[0])
             raise SpecError(f"column {short(col)} is not numeric (it holds values such as "
-                            f"{short(sample, 40)}); only numeric columns are allowed")
+                            f"{short(sample, 40)}); input columns must be numeric (leave it out)"
+                            + (", and a text target needs data.task 'classification'"
+                               if col == target else ""))
         with np.errstate(over="ignore"):
             too_big = ~np.isfinite(column.to_numpy(dtype="float64").astype("float32"))
         if too_big.any():  # inf, -inf, 1e400, or beyond float32 (the tensors' type)
@@ -321,17 +343,19 @@ def read_csv(source, target: str, task: str, max_bytes: int | None = None):
             raise SpecError(f"column {short(col)} has the same value in every row, so it carries "
                             "no information; drop it")
     x = torch.tensor(frame[inputs].to_numpy(dtype="float32"))
-    values = frame[target].to_numpy()
+    names = {"inputs": tuple(str(c) for c in inputs), "classes": None}
     if task == "regression":
-        return x, torch.tensor(values, dtype=torch.float32)[:, None]
-    if (values != values.round()).any():
+        return x, torch.tensor(frame[target].to_numpy(dtype="float32"))[:, None], names
+    values = frame[target].to_numpy()
+    if not text_labels and (values != values.round()).any():
         raise SpecError(f"target column {short(target)} has non-integer values, so it cannot be a "
-                        "class label; set data.task to 'regression' or use integer classes")
-    labels, y = torch.unique(torch.tensor(values.astype("int64")), return_inverse=True)
+                        "class label; set data.task to 'regression' or use integer or text classes")
+    codes, labels = pd.factorize(frame[target], sort=True)  # numbers in numeric order, text A-Z
     if not 2 <= len(labels) <= MAX_CLASSES:
         raise SpecError(f"target column {short(target)} has {len(labels)} distinct values; "
                         f"classification needs between 2 and {MAX_CLASSES}")
-    return x, y
+    names["classes"] = tuple(str(v) for v in labels)
+    return x, torch.tensor(codes, dtype=torch.long), names
 
 
 # ----------------------------------------------------------------------------- input features
@@ -391,6 +415,8 @@ class Dataset:
     scale: torch.Tensor
     features: tuple[str, ...] | None  # 2-D sets: feature keys computed from the raw point
     points: dict[str, torch.Tensor]  # 2-D sets: raw coordinates of each split, for plots
+    input_names: tuple[str, ...] | None = None  # a table's input columns, in input order
+    class_names: tuple[str, ...] | None = None  # a table's class labels, in class order
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -428,7 +454,8 @@ def load_dataset(data, seed: int) -> Dataset:
     """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only."""
     gen = make_generator(seed, "data")
     entry = DATASETS[data.name]
-    raw_x, y = entry.factory(gen, **data.params)
+    raw_x, y, *more = entry.factory(gen, **data.params)
+    names = more[0] if more else {}  # a table's column and class names
     task = data.task_kind
     classes = int(y.max()) + 1 if task == "classification" else None
     if task == "classification" and data.classes is not None and classes > data.classes:
@@ -442,4 +469,4 @@ def load_dataset(data, seed: int) -> Dataset:
     points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \
         if data.features else {}
     return Dataset(task, classes, x[train], y[train], x[val], y[val], x[test], y[test],
-                   shift, scale, data.features, points)
+                   shift, scale, data.features, points, names.get("inputs"), names.get("classes"))

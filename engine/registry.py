@@ -12,7 +12,7 @@ Factories have one signature per registry:
     SCHEDULES     factory(optimizer, total_steps, **params) -> torch LR scheduler
     LOSSES        factory(**params) -> callable(output, target) -> scalar tensor
     NORMALIZERS   factory(x_train) -> (shift, scale)
-    DATASETS      factory(generator, **params) -> (x, y), registered in data.py
+    DATASETS      factory(generator, **params) -> (x, y) or (x, y, names), in data.py
     FEATURES      factory(points) -> one column, registered in data.py
     LAYERS        factory(ctx, layer, in_shape) -> (module, out_shape), registered in model.py
 
@@ -36,6 +36,7 @@ from .inputs import short
 from .portable import safe_scale
 
 MAX_TEXT = 4096  # longest text setting (a path: Linux allows 4,096 bytes)
+MAX_NAMES = 1000  # longest list of names (a table has at most 1,000 columns)
 
 # ----------------------------------------------------------------------------- machinery
 
@@ -53,8 +54,11 @@ class Param:
     high_open: bool = False
     choices: tuple | None = None
     log: bool = False  # UI hint: this parameter spans orders of magnitude
+    names: bool = False  # a list of names of any length (e.g. columns to leave out), default ()
 
     def allowed(self) -> str:
+        if self.names:
+            return f"a list of at most {MAX_NAMES:,} non-empty names"
         if self.choices is not None:
             return "one of " + ", ".join(map(repr, self.choices))
         if isinstance(self.default, bool):
@@ -79,6 +83,11 @@ class Param:
         converted before its type is known and the message echoes it shortened."""
         def bad():
             return SpecError(f"{where}={short(value)} is not allowed: expected {self.allowed()}")
+        if self.names:
+            if not isinstance(value, (list, tuple)) or len(value) > MAX_NAMES or not all(
+                    isinstance(v, str) and v and len(v) <= MAX_TEXT for v in value):
+                raise bad()
+            return tuple(value)
         if self.choices is not None:
             if value not in self.choices:
                 raise bad()

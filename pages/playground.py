@@ -279,6 +279,7 @@ def csv_upload(container, entry) -> bool:
     """The sidebar's CSV section for a dataset that reads an uploaded table (its tags name the
     parameters for the file and the target column); True once the table can be read."""
     path_key, column_key = W + "data." + entry.tags["upload"], W + "data." + entry.tags["column"]
+    leave_out_key = W + "data." + entry.tags["leave_out"]
     limit_mb = max(1, uploads.max_file_bytes // MB)
     file = container.file_uploader("CSV file", type=["csv"], max_upload_size=limit_mb,
                                    help="Numeric columns only, separated by commas, semicolons "
@@ -311,6 +312,12 @@ def csv_upload(container, entry) -> bool:
     if st.session_state.get(column_key) not in columns:
         st.session_state[column_key] = columns[-1]
     container.selectbox("Target column", columns, key=column_key)
+    left = [c for c in st.session_state.get(leave_out_key) or [] if c in columns]
+    st.session_state[leave_out_key] = [c for c in left if c != st.session_state[column_key]]
+    container.multiselect("Leave out columns", [c for c in columns
+                                                if c != st.session_state[column_key]],
+                          key=leave_out_key, help="Columns that are not inputs: an id, a date, "
+                          "a text column, a copy of the target.")
     return True
 
 

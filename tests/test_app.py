@@ -3,6 +3,7 @@
 run_every does not fire under AppTest, so live refreshes are simulated with at.run() in a loop.
 Each test gets a fresh server-wide run registry (st.cache_resource is cleared).
 """
+import json
 import time
 
 import pytest
@@ -435,3 +436,38 @@ def test_changed_settings_after_the_end_start_a_new_run_and_say_so(at):
     fresh = the_run(at)
     assert fresh is not run and fresh.spec.optimizer.params["lr"] == 0.02
     fresh.pause()
+
+
+def test_a_table_with_text_labels_trains_and_names_its_classes_and_columns(at, tmp_path):
+    use_csv(at, tmp_path, "".join(f"{i},{(i * 7) % 5},{'cat' if i % 2 else 'dog'}\n"
+                                  for i in range(40)))
+    at.selectbox(key="w.data.target").set_value("label").run()
+    no_problems(at)
+    fig = [e for e in at.get("plotly_chart") if "first two input columns" in e.proto.spec][0]
+    spec = json.loads(fig.proto.spec)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "a"
+    assert spec["layout"]["yaxis"]["title"]["text"] == "b"
+    assert [t["name"] for t in spec["data"]] == ["cat (class 0)", "dog (class 1)"]
+    button(at, "Step").click().run()
+    no_problems(at)
+
+
+def test_a_regression_target_picks_a_regression_loss_with_no_stale_banner(at, tmp_path):
+    use_csv(at, tmp_path, "".join(f"{i},{(i * 7) % 5},{i * 0.37:.2f}\n" for i in range(40)))
+    at.selectbox(key="w.data.target").set_value("label").run()
+    at.selectbox(key="w.data.task").set_value("regression").run()
+    no_problems(at)
+    assert at.session_state["spec"].loss.name == "mse"
+    assert len(at.warning) == 0, [w.value for w in at.warning]
+    button(at, "Step").click().run()
+    no_problems(at)
+    assert the_run(at).trainer.data.task == "regression"
+
+
+def test_columns_left_out_are_not_inputs(at, tmp_path):
+    use_csv(at, tmp_path, "".join(f"{i},{(i * 7) % 5},{i % 2}\n" for i in range(40)))
+    at.selectbox(key="w.data.target").set_value("label").run()
+    at.multiselect(key="w.data.ignore").set_value(["b"]).run()
+    no_problems(at)
+    button(at, "Step").click().run()
+    assert the_run(at).trainer.data.in_shape == (1,)

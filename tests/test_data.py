@@ -368,3 +368,35 @@ def test_csv_errors_reach_the_trainer_as_spec_errors(tmp_path):
     spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": path, "target": "label"}})
     with pytest.raises(SpecError, match="missing"):
         Trainer(spec)
+
+
+def test_csv_text_labels_become_classes_in_sorted_order_with_their_names(tmp_path):
+    path = write(tmp_path, table(target=lambda i: ["dog", "cat", "emu"][i % 3]))
+    ds = csv_data(path, val_fraction=0.0)
+    assert ds.classes == 3 and ds.class_names == ("cat", "dog", "emu")
+    assert ds.input_names == ("a", "b")
+    # row i is dog, cat, emu in turn: classes 1, 0, 2
+    raw = load_dataset(DataSpec.from_dict({"name": "csv", "path": path, "target": "label",
+                                           "val_fraction": 0.0, "normalize": "none"}), 0)
+    order = raw.x_train[:, 0] * 2  # column a is i * 0.5
+    assert all(int(c) == [1, 0, 2][int(i) % 3] for i, c in zip(order, raw.y_train))
+
+
+def test_csv_columns_can_be_left_out(tmp_path):
+    path = write(tmp_path, table())
+    ds = csv_data(path, ignore=["b"])
+    assert ds.in_shape == (1,) and ds.input_names == ("a",)
+    for bad, words in [(["nope"], ["data.ignore", "'nope'", "not a column"]),
+                       (["label"], ["data.ignore", "the target"])]:
+        with pytest.raises(SpecError) as e:
+            csv_data(path, ignore=bad)
+        assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_text_column_is_fine_once_left_out(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,a,b,label\n" + "".join(f"r{i},{i},{(i * 7) % 5},{i % 2}\n"
+                                              for i in range(30)))
+    with pytest.raises(SpecError, match="column 'id' is not numeric.*leave it out"):
+        csv_data(str(path))
+    assert csv_data(str(path), ignore=["id"]).input_names == ("a", "b")

@@ -583,7 +583,7 @@ def test_dataset_export_is_standalone_and_matches_registry(key, csv_file):
         params.update(n=300, noise=0.1)
     expr, namespace = exported(entry, params, "gen")
     x, y = eval(expr, {**namespace, "gen": make_generator(5, "data")})
-    ex, ey = entry.factory(make_generator(5, "data"), **params)
+    ex, ey = entry.factory(make_generator(5, "data"), **params)[:2]  # a table adds its names
     assert torch.equal(x, ex) and torch.equal(y, ey)
 
 
@@ -660,3 +660,13 @@ def test_the_script_pins_torchs_threads_and_keeps_its_last_line_short(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_the_script_reads_text_labels_and_leaves_columns_out_as_the_engine_does(tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("id,a,b,label\n" + "".join(
+        f"r{i},{i * 0.3:.2f},{(i * 7) % 5},{['dog', 'cat', 'emu'][i % 3]}\n" for i in range(60)))
+    config = with_steps({"data": {"name": "csv", "path": str(path), "target": "label",
+                                  "ignore": ["id"]}, "model": {"layers": [8]}}, 12)
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))

@@ -350,12 +350,24 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24) -> go.Fig
                   height=90 * math.ceil(n / cols) + 60, annotations=notes, **layout)
 
 
-def table_figure(x: np.ndarray, y: np.ndarray, names: list[str]) -> go.Figure:
-    """First two input columns of a table dataset, coloured by target."""
+def table_figure(x: np.ndarray, y: np.ndarray, names: list[str],
+                 classes: list[str] | None = None) -> go.Figure:
+    """The first two input columns of a table dataset, named by their columns: one trace per class
+    for classification (the legend maps each label to its class number), a colour scale for a
+    continuous target."""
     second = x[:, 1] if x.shape[1] > 1 else np.zeros(len(x))
-    trace = dict(type="scatter", mode="markers", x=x[:, 0].round(4).tolist(),
-                 y=second.round(4).tolist(),
-                 marker=dict(color=np.asarray(y).round(4).tolist(), colorscale="Viridis", size=6))
-    return figure([trace], "Data (first two input columns)", "table", height=360,
+    if classes is None:
+        traces = [dict(type="scatter", mode="markers", x=x[:, 0].round(4).tolist(),
+                       y=second.round(4).tolist(), name="target",
+                       marker=dict(color=np.asarray(y).round(4).tolist(), colorscale="Viridis",
+                                   size=6, showscale=True))]
+    else:
+        y = np.asarray(y)
+        traces = [dict(type="scatter", mode="markers", x=x[y == k, 0].round(4).tolist(),
+                       y=second[y == k].round(4).tolist(), name=f"{label} (class {k})",
+                       marker=dict(color=PALETTE[k % len(PALETTE)], size=6))
+                  for k, label in enumerate(classes)]
+    return figure(traces, "Data (first two input columns)", "table", height=360,
                   xaxis=dict(title=dict(text=names[0])),
-                  yaxis=dict(title=dict(text=names[1] if len(names) > 1 else "")))
+                  yaxis=dict(title=dict(text=names[1] if len(names) > 1 else "")),
+                  showlegend=classes is not None)

@@ -139,8 +139,9 @@ def data_figure(data: Dataset, predict=None):
     x, y = x.numpy(), y.numpy()
     if x.ndim == 4:  # images (n, 1, H, W): show them raw-looking (normalised values are fine)
         return charts.digits_figure(x[:, 0], y)
-    return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y,
-                               [f"input {i + 1}" for i in range(x.shape[1])])
+    names = list(data.input_names or [f"input {i + 1}" for i in range(x.shape[1])])
+    return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y, names,
+                               data.class_names if data.task == "classification" else None)
 
 
 def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool,

@@ -22,14 +22,15 @@ def _label(name: str) -> str:
     return name.replace("_", " ")
 
 
-def param_widget(p: Param, key: str, container=None, label: str | None = None) -> None:
+def param_widget(p: Param, key: str, container=None, label: str | None = None,
+                 on_change=None) -> None:
     """One input for a registry parameter, bounded by its range (the spec still validates)."""
     c = container or st
     label = label or _label(p.name)
     if key not in st.session_state:
         st.session_state[key] = list(p.default) if isinstance(p.default, tuple) else p.default
     if p.choices is not None:
-        c.selectbox(label, p.choices, key=key, help=p.doc, format_func=_label)
+        c.selectbox(label, p.choices, key=key, help=p.doc, format_func=_label, on_change=on_change)
     elif isinstance(p.default, bool):
         c.checkbox(label, key=key, help=p.doc)
     elif isinstance(p.default, tuple):
@@ -113,6 +114,13 @@ def _dataset_changed() -> None:
             else p.default
     if entry.tags.get("input") == "plane" and not st.session_state.get(W + "data.features"):
         st.session_state[W + "data.features"] = list(DEFAULT_FEATURES)
+    _loss_follows_task()
+
+
+def _loss_follows_task() -> None:
+    """The dataset (or a table's task setting) says what is predicted: a loss written for the
+    other task, or bce on more than two classes, gives way to the task's default loss."""
+    entry = DATASETS[st.session_state[W + "data.name"]]
     task = entry.tags.get("task") or st.session_state.get(W + "data.task") or "classification"
     loss = LOSSES[st.session_state[W + "loss"]]
     binary_ok = not loss.tags.get("binary") or entry.tags.get("classes") == 2
@@ -126,13 +134,14 @@ def dataset_picker(container=None) -> None:
     c.selectbox("Dataset", DATASETS.keys(), key=W + "data.name", on_change=_dataset_changed,
                 format_func=_label, help=_choice_help(DATASETS))
     entry = DATASETS[st.session_state[W + "data.name"]]
-    # every parameter of the dataset, except the file and its column: the upload section
+    # every parameter of the dataset, except the file and its columns: the upload section
     # (pages/playground.py) edits those
-    own = [p for p in entry.params if p.name not in (entry.tags.get("upload"), entry.tags.get("column"))]
+    own = [p for p in entry.params if p.name not in
+           {entry.tags.get(t) for t in ("upload", "column", "leave_out")}]
     for row in range(0, len(own), 3):
         cols = c.columns(3 if len(own) > 3 else len(own))
         for col, p in zip(cols, own[row:row + 3]):
-            param_widget(p, W + "data." + p.name, col)
+            param_widget(p, W + "data." + p.name, col, on_change=_loss_follows_task)
     if entry.tags.get("input") == "plane":
         c.multiselect("Input features", FEATURES.keys(), key=W + "data.features",
                       format_func=lambda k: FEATURES[k].tags["label"], help="Hand-made features "
