@@ -85,9 +85,12 @@ if CONTROL in st.query_params:  # a link the owner made on purpose: join the run
     del st.query_params[CONTROL]
 if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, then drop it
     try:
-        S.load(ExperimentSpec.from_dict(load_preset(st.query_params["preset"])["config"]))
+        preset = load_preset(st.query_params["preset"])
+        S.load(ExperimentSpec.from_dict(preset["config"]))
         st.session_state["run_id"] = None
         st.session_state["preset_pick"] = st.query_params["preset"]
+        st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
+                                     f"({', '.join(preset['concepts'])}): press **Start**.")
     except SpecError:  # the engine's message lists every preset: right for the CLI, long here
         st.session_state["flash"] = ("error", "This link names no known preset; the default "
                                      "experiment is shown. Pick one under **Presets**.")

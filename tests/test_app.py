@@ -471,3 +471,19 @@ def test_columns_left_out_are_not_inputs(at, tmp_path):
     no_problems(at)
     button(at, "Step").click().run()
     assert the_run(at).trainer.data.in_shape == (1,)
+
+
+def test_concepts_are_named_and_a_concept_link_says_what_it_loaded(at):
+    from engine.presets.concepts import CONCEPTS
+
+    at.switch_page("pages/concepts.py").run()
+    no_problems(at)
+    labels = [e.label for e in at.expander]
+    assert any(label.startswith("**E1 · Vanishing gradients**") for label in labels), labels
+    used = {c for p in [load_preset(n) for n in preset_names()] for c in p["concepts"]}
+    assert used <= set(CONCEPTS), used - set(CONCEPTS)
+    page = AppTest.from_file(APP, default_timeout=60)
+    page.query_params["preset"] = "vanishing_sigmoid"
+    page.run()
+    assert any("Loaded the preset" in i.value and load_preset("vanishing_sigmoid")["title"]
+               in i.value for i in page.info), [i.value for i in page.info]
