@@ -5,6 +5,7 @@
     python -m engine describe CONFIG.json
     python -m engine presets
     python -m engine export CONFIG.json > train.py
+    python -m engine from-tfp 'https://playground.tensorflow.org/#activation=tanh&...'
 
 Exit codes: 0 the run finished (whatever `stopped` says), 2 a bad config or argument, with a
 one-line message on stderr, 1 an internal error (a bug: still one line, never a traceback).
@@ -177,6 +178,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_from_tfp(args) -> int:
+    """A TensorFlow Playground link -> its config JSON on stdout, the notes on stderr."""
+    from .tfp import from_tfp
+
+    config, notes = from_tfp(args.url)
+    print(json.dumps(config, indent=2))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog="python -m engine", description="Netlab engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -200,6 +212,10 @@ def main(argv=None) -> int:
         p.add_argument("--set", action="append", metavar="KEY=VALUE")
         p.set_defaults(fn=fn)
     sub.add_parser("presets", help="list the bundled presets").set_defaults(fn=cmd_presets)
+    tfp = sub.add_parser("from-tfp", help="a TensorFlow Playground link as a config (JSON on "
+                         "stdout, what differs on stderr)")
+    tfp.add_argument("url", help="the link, or only its part after '#' (quote it: it holds &)")
+    tfp.set_defaults(fn=cmd_from_tfp)
     try:
         args = parser.parse_args(argv)
         return args.fn(args)
