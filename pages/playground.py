@@ -10,6 +10,7 @@ import torch
 from engine import ExperimentSpec, SpecError
 from engine.data import csv_preview
 from engine.export import export_script
+from engine.tfp import from_tfp
 from engine.presets import list_presets, load_preset
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
 from engine.spec import (CLIP_MODES, DATA_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
@@ -238,6 +239,30 @@ def on_preset():
 
 
 @guarded_callback
+def on_tfp_link():
+    """A TensorFlow Playground link pasted in the sidebar becomes the experiment, with a note of
+    what does not carry over."""
+    text = (st.session_state.get("tfp_link") or "").strip()
+    if not text:
+        return
+    try:
+        config, notes = from_tfp(text)
+        spec = ExperimentSpec.from_dict(config)
+    except SpecError as e:
+        flash("error", f"This TensorFlow Playground link could not be opened: {e}")
+        return
+    run = current_run()
+    if in_control(run):
+        run.pause()
+    S.load(spec)
+    new_run(spec)
+    st.session_state["tfp_link"] = ""
+    st.session_state["tfp_notes"] = notes
+    flash("info", "Opened the TensorFlow Playground link: press **Start**. What differs from "
+          "TFP is listed under **From TensorFlow Playground** in the sidebar.")
+
+
+@guarded_callback
 def on_share_control(run: Run):
     if in_control(run):
         st.session_state["control_token"] = (run.id, run.share_control())
@@ -339,6 +364,15 @@ with st.sidebar:
     picked = load_preset(st.session_state["preset_pick"])
     st.caption(picked["explanation"])
     st.button("Load preset", on_click=on_preset, width="stretch")
+    st.text_input("Open a TensorFlow Playground link", key="tfp_link", on_change=on_tfp_link,
+                  placeholder="https://playground.tensorflow.org/#activation=tanh&…",
+                  help="Paste a playground.tensorflow.org address and press Enter: its dataset, "
+                  "noise, split, features, network, activation, learning rate, regularisation "
+                  "and batch size become this experiment.")
+    if st.session_state.get("tfp_notes"):
+        with st.expander("From TensorFlow Playground: what differs"):
+            for note in st.session_state["tfp_notes"]:
+                st.markdown(f"- {note}")
 
     st.subheader("Data")
     widgets.dataset_picker()

@@ -487,3 +487,34 @@ def test_concepts_are_named_and_a_concept_link_says_what_it_loaded(at):
     page.run()
     assert any("Loaded the preset" in i.value and load_preset("vanishing_sigmoid")["title"]
                in i.value for i in page.info), [i.value for i in page.info]
+
+
+TFP_LINK = ("https://playground.tensorflow.org/#activation=relu&batchSize=10&dataset=spiral&"
+            "regDataset=reg-plane&learningRate=0.03&regularizationRate=0&noise=10&"
+            "networkShape=8,6,4&seed=0.1&showTestData=false&discretize=false&percTrainData=70&"
+            "x=true&y=true&xTimesY=false&xSquared=true&ySquared=true&cosX=false&sinX=true&"
+            "cosY=false&sinY=true&collectStats=false&problem=classification&initZero=false&"
+            "hideText=false")
+
+
+def test_a_tensorflow_playground_link_becomes_the_experiment(at):
+    from engine.tfp import from_tfp
+
+    at.text_input(key="tfp_link").set_value(TFP_LINK).run()
+    no_problems(at)
+    expected = ExperimentSpec.from_dict(from_tfp(TFP_LINK)[0]).canonical()
+    assert spec_of(at) == expected
+    assert spec_of(at).data.name == "spiral" and \
+        [layer.get("units") for layer in spec_of(at).model.layers] == [8, 6, 4]
+    assert any("TensorFlow Playground" in e.label for e in at.expander)
+    button(at, "Step").click().run()
+    no_problems(at)
+
+
+def test_a_broken_tensorflow_playground_link_says_why(at):
+    before = spec_of(at)
+    at.text_input(key="tfp_link").set_value(
+        "https://playground.tensorflow.org/#activation=softmax").run()
+    assert not at.exception
+    assert any("could not be opened" in e.value and "activation" in e.value for e in at.error)
+    assert spec_of(at) == before
