@@ -518,3 +518,26 @@ def test_a_broken_tensorflow_playground_link_says_why(at):
     assert not at.exception
     assert any("could not be opened" in e.value and "activation" in e.value for e in at.error)
     assert spec_of(at) == before
+
+
+def test_a_deep_stack_is_shown_as_blocks_that_can_be_resized(at):
+    at.selectbox(key="preset_pick").set_value("deep_relu_he").run()
+    button(at, "Load preset").click().run()
+    no_problems(at)
+    depth = len(spec_of(at).model.layers)
+    assert depth > 8
+    copies = [n for n in at.number_input if n.key and n.key.startswith("copies.")]
+    assert 1 <= len(copies) <= 3, "a deep preset of identical layers is a block or two"
+    assert sum(n.value for n in copies) == depth
+    big = max(copies, key=lambda n: n.value)
+    big.set_value(big.value - 5).run()
+    no_problems(at)
+    assert len(spec_of(at).model.layers) == depth - 5
+    big = max((n for n in at.number_input if n.key and n.key.startswith("copies.")),
+              key=lambda n: n.value)
+    big.set_value(big.value + 2).run()
+    assert len(spec_of(at).model.layers) == depth - 3
+    at.toggle(key="stack_expanded").set_value(True).run()
+    assert not [n for n in at.number_input if n.key and n.key.startswith("copies.")]
+    assert len([b for b in at.button if b.key and b.key.startswith("rm.")]) == depth - 3
+    no_problems(at)

@@ -178,17 +178,109 @@ def _move_layer(lid: str, delta: int) -> None:
 
 @guarded_callback
 def _remove_layer(lid: str) -> None:
+    _drop_layer(lid)
+
+
+def _drop_layer(lid: str) -> None:
     st.session_state["layer_ids"] = [x for x in st.session_state["layer_ids"] if x != lid]
     for key in [k for k in st.session_state.keys() if isinstance(k, str) and k.startswith(f"{W}layer.{lid}.")]:
         del st.session_state[key]
 
 
+COMPACT_AFTER = 8  # a longer stack is shown as blocks of identical layers, one row a block
+
+
+def layer_blocks(ids: list[str], state) -> list[list[str]]:
+    """Runs of consecutive layers with identical settings (a 30-layer preset is one block)."""
+    blocks: list[list[str]] = []
+    last = None
+    for lid in ids:
+        settings = S.collect_layer(lid, state)
+        if blocks and settings == last:
+            blocks[-1].append(lid)
+        else:
+            blocks.append([lid])
+        last = settings
+    return blocks
+
+
+@guarded_callback
+def _set_copies(block: list[str], key: str) -> None:
+    """A block's repeat count changed: copies of its last layer are added after it, or its
+    last layers removed."""
+    ids = list(st.session_state["layer_ids"])
+    if not block or any(lid not in ids for lid in block):  # a stale widget
+        return
+    want = max(1, min(int(st.session_state[key]), MAX_LAYERS - len(ids) + len(block)))
+    end = ids.index(block[-1]) + 1
+    if want < len(block):
+        for lid in block[want:]:
+            _drop_layer(lid)
+        return
+    layer = LayerSpec.from_dict(S.collect_layer(block[-1], st.session_state), "layer")
+    new = []
+    for _ in range(want - len(block)):
+        lid = S.new_layer_id()
+        for k, v in S.layer_keys(lid, layer).items():
+            st.session_state[k] = v
+        new.append(lid)
+    st.session_state["layer_ids"] = ids[:end] + new + ids[end:]
+
+
+def _compact_stack(ids: list[str], shapes: dict[int, dict]) -> None:
+    """One row per block: what it is, how many, its names and shapes, and its repeat count."""
+    start = 0
+    for block in layer_blocks(ids, st.session_state):
+        first = S.collect_layer(block[0], st.session_state)
+        kind = first["type"]
+        n = len(block)
+        what = ", ".join(f"{k} {v if not isinstance(v, dict) else v.get('name')}"
+                         for k, v in first.items() if k != "type" and v is not None)
+        with st.container(border=True):
+            info_a, info_b = shapes.get(start), shapes.get(start + n - 1)
+            names = ""
+            if info_a and info_b:
+                params = sum(shapes[i]["params"] for i in range(start, start + n) if i in shapes)
+                names = (f" · `{info_a['name']}`" + (f"…`{info_b['name']}`" if n > 1 else "")
+                         + f" → {info_b['output_shape']} · {params:,} params")
+            label = f"**{start + 1}{f'–{start + n}' if n > 1 else ''}. {_label(kind)}**"
+            row = st.columns([5, 2, 1], vertical_alignment="center")
+            row[0].markdown(f"{label}{names}" + (f"  \n{what}" if what else ""),
+                            help=LAYERS[kind].doc)
+            key = f"copies.{block[0]}"
+            st.session_state[key] = n
+            row[1].number_input("copies", min_value=1, max_value=MAX_LAYERS, step=1, key=key,
+                                on_change=_set_copies, args=(block, key),
+                                help="How many times this block repeats: more adds copies of "
+                                "it, fewer removes its last layers.")
+            row[2].button("", icon=":material/close:", key=f"rmblock.{block[0]}",
+                          on_click=_remove_block, args=(block,), help="Remove this block",
+                          width="stretch")
+        start += n
+
+
+@guarded_callback
+def _remove_block(block: list[str]) -> None:
+    for lid in block:
+        _drop_layer(lid)
+
+
 def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
     """The hidden layers, one bordered row each: type, its parameters, per-layer overrides,
-    and move/remove buttons. `shapes` maps stack index -> describe() row for the caption."""
+    and move/remove buttons. `shapes` maps stack index -> describe() row for the caption. A
+    stack longer than COMPACT_AFTER is shown as blocks of identical layers (a toggle shows
+    every layer)."""
     ids = st.session_state["layer_ids"]
     if not ids:
         st.caption("No hidden layers: the model is a single linear map (logistic regression).")
+    if len(ids) > COMPACT_AFTER:
+        st.toggle("Show every layer", key="stack_expanded",
+                  help="Long stacks are shown as blocks of identical layers; switch this on to "
+                  "edit each layer on its own.")
+        if not st.session_state.get("stack_expanded"):
+            _compact_stack(ids, shapes or {})
+            _add_buttons()
+            return
     for i, lid in enumerate(ids):
         prefix = f"{W}layer.{lid}"
         kind = st.session_state[f"{prefix}.type"]
@@ -226,6 +318,10 @@ def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
                         st.number_input("Bias init", key=f"{prefix}.bias_init",
                                         format="%g", placeholder="model default",
                                         help="Starting value of every bias in this layer.")
+    _add_buttons()
+
+
+def _add_buttons() -> None:
     cols = st.columns(3)
     for i, entry in enumerate(LAYERS):
         cols[i % 3].button(f"+ {_label(entry.key)}", key=f"add.{entry.key}", on_click=_add_layer,
