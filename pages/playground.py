@@ -542,9 +542,13 @@ def live_panel():
         if run.error:
             st.error(f"Training failed: {run.error}")
     views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
-    view = st.segmented_control("View", ["Overview", "Gradients", "Activations"], key="view",
-                                default="Overview", label_visibility="collapsed")
-    if view == "Gradients":
+    view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations"],
+                                key="view", default="Overview", label_visibility="collapsed")
+    if view == "Network":
+        shown = trainer.data if trainer else data
+        if shown is not None:
+            views.network_view(run, trainer.spec if trainer else spec, shown)
+    elif view == "Gradients":
         if rows:
             views.gradient_charts(rows)
         else:

@@ -541,3 +541,25 @@ def test_a_deep_stack_is_shown_as_blocks_that_can_be_resized(at):
     assert not [n for n in at.number_input if n.key and n.key.startswith("copies.")]
     assert len([b for b in at.button if b.key and b.key.startswith("rm.")]) == depth - 3
     no_problems(at)
+
+
+def _network_figure(at) -> dict:
+    figs = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    return next(f for f in figs if "Network" in f["layout"].get("title", {}).get("text", ""))
+
+
+def test_the_network_view_draws_the_untrained_net_then_the_trained_one(at):
+    at.session_state["view"] = "Network"
+    at.run()
+    no_problems(at)
+    before = _network_figure(at)
+    images = before["layout"]["images"]
+    assert len(images) == 2 + 12 + 3  # inputs, the hidden layer's first 12 units, 3 outputs
+    for _ in range(3):
+        button(at, "Step").click().run()
+    no_problems(at)
+    after = _network_figure(at)
+    assert after["layout"]["images"] != images, "the neurons' pictures follow the training"
+    at.toggle(key="net_by_grad").set_value(True).run()
+    no_problems(at)
+    assert "|dL/dW|" in _network_figure(at)["layout"]["title"]["text"]

@@ -506,6 +506,14 @@ class Run:
         with self.lock:
             return self.trainer.predict(x)
 
+    def network_snapshot(self, **kw) -> dict:
+        """The network view's data (engine/netview.py), read between two steps: the snapshot
+        puts the model in eval mode while it runs."""
+        from engine.netview import network_snapshot
+
+        with self.lock:
+            return network_snapshot(self.trainer.model, self.trainer.data, **kw)
+
     # -- the registry lets go of this run
     def _forget(self) -> None:
         """Stop the thread, then keep only what a page still holding this Run may read."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -191,6 +192,37 @@ def throttled(name: str, run, max_age: float, build, content=None):
     fig = build()
     cache[name] = (now, serial, stamp, fig)
     return fig
+
+
+NETWORK_EVERY_S = 0.25  # the network view's refresh while training: ~4 frames a second
+
+
+def network_view(run, spec, data) -> None:
+    """TFP's picture of the net: neurons in columns, links by weight (or by |dL/dW|), each
+    neuron's output over the input plane. Before a run, the untrained net the spec builds (the
+    same initial weights the run will start from)."""
+    from engine import build_model
+    from engine.netview import network_snapshot
+    from engine.trainer import output_dim
+    from ui.network import network_figure
+
+    by_gradient = st.toggle("Colour by gradient", key="net_by_grad",
+                            help="Links by |dL/dW| and neurons by the gradient reaching them, on "
+                            "a log scale: a vanishing layer fades, a dead unit is framed red.")
+    if by_gradient and (run is None or not run.trainer.step_count):
+        st.caption("Gradients exist after the first step: press **Step**.")
+
+    def build():
+        if run is not None and hasattr(run.trainer, "model"):
+            snap = run.network_snapshot()
+        else:
+            snap = network_snapshot(build_model(spec, data.in_shape, output_dim(spec, data)),
+                                    data)
+        return go.Figure(network_figure(snap, "gradient" if by_gradient else "weight",
+                                        revision="network"), _validate=False)
+    fig = throttled("network", run, NETWORK_EVERY_S, build,
+                    content=(by_gradient, None if run else spec.to_json()))
+    st.plotly_chart(fig, key="network", config={"displayModeBar": False})
 
 
 def activation_charts(run, rows: list[dict]) -> None:
