@@ -27,7 +27,7 @@ ensure_routed()
 
 W = S.W
 LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
-BOUNDARY_EVERY_S = 1.0  # the boundary and histograms are recomputed at most this often
+BOUNDARY_EVERY_S = 0.25  # the boundary is recomputed at most this often: with the live refresh
 IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
 DEFAULT_PRESET = "spiral_one_hidden"
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])

@@ -695,3 +695,46 @@ def test_upload_with_160000_columns_is_refused_quickly(page, server):
     assert_no_exception(page)
     assert not page.errors, page.errors
     pause(page)
+
+
+def view_button(page, view: str):
+    """The live panel's view switch (a segmented control: buttons whose text is the view)."""
+    return page.locator("button").filter(has_text=re.compile(f"^{view}$")).first
+
+
+def network_images(page) -> str:
+    return page.evaluate("""() => { const el = [...document.querySelectorAll('.js-plotly-plot')]
+        .find(e => ((e.layout || {}).title || {}).text?.includes('Network'));
+        return el ? (el.layout.images || []).map(i => i.source.slice(-60)).join('') : ''; }""")
+
+
+def test_the_network_view_draws_the_net_and_animates_while_training(page, server):
+    open_app(page, server)
+    view_button(page, "Network").click()
+    before = wait_until(lambda: network_images(page), 20,
+                        what="the network view of the untrained net")
+    open_app(page, server, long_run_query())
+    view_button(page, "Network").click()
+    button(page, "Start").click()
+    wait_until(lambda: (lambda s: s and s[0] == "running")(status(page)), 15,
+               what="the run to train")
+    frames, last, deadline = set(), None, time.monotonic() + 4
+    while time.monotonic() < deadline:
+        now = network_images(page)
+        if now and now != last:
+            frames.add(now)
+        last = now
+        page.wait_for_timeout(100)
+    assert len(frames) >= 4, f"{len(frames)} network frames in 4 s while training"
+    assert before not in frames
+    assert_no_exception(page)
+    button(page, "Pause").click()
+
+
+def test_a_deep_preset_fits_one_screen(page, server):
+    open_app(page, server, "?preset=deep_relu_he")
+    top = page.get_by_text("Show every layer").first.bounding_box()
+    bottom = page.get_by_role("button", name="+ linear").first.bounding_box()
+    assert top and bottom
+    assert bottom["y"] - top["y"] < 700, f"the 30-layer stack takes {bottom['y'] - top['y']:.0f} px"
+    assert_no_exception(page)

@@ -231,7 +231,8 @@ def activation_charts(run, rows: list[dict]) -> None:
         st.info("Activation histograms appear after the first logged step.")
         return
     samples = run.trainer.activation_samples()
-    fig = throttled("hist", run, 1.0, lambda: charts.activation_histograms(samples, last["layers"]))
+    fig = throttled("hist", run, NETWORK_EVERY_S,
+                    lambda: charts.activation_histograms(samples, last["layers"]))
     st.plotly_chart(fig, key="hist")
     shares = [(key, title) for key, title in (("dead_frac", "Dead ReLU share per layer"),
                                               ("saturated_frac", "Saturated share per layer"))
