@@ -244,16 +244,16 @@ def _compact_stack(ids: list[str], shapes: dict[int, dict]) -> None:
                 names = (f" · `{info_a['name']}`" + (f"…`{info_b['name']}`" if n > 1 else "")
                          + f" → {info_b['output_shape']} · {params:,} params")
             label = f"**{start + 1}{f'–{start + n}' if n > 1 else ''}. {_label(kind)}**"
-            row = st.columns([5, 2, 1], vertical_alignment="center")
-            row[0].markdown(f"{label}{names}" + (f"  \n{what}" if what else ""),
-                            help=LAYERS[kind].doc)
+            st.markdown(f"{label}{names}" + (f"  \n{what}" if what else ""),
+                        help=LAYERS[kind].doc)
+            row = st.columns([3, 1], vertical_alignment="bottom")
             key = f"copies.{block[0]}"
             st.session_state[key] = n
-            row[1].number_input("copies", min_value=1, max_value=MAX_LAYERS, step=1, key=key,
+            row[0].number_input("copies", min_value=1, max_value=MAX_LAYERS, step=1, key=key,
                                 on_change=_set_copies, args=(block, key),
                                 help="How many times this block repeats: more adds copies of "
                                 "it, fewer removes its last layers.")
-            row[2].button("", icon=":material/close:", key=f"rmblock.{block[0]}",
+            row[1].button("", icon=":material/close:", key=f"rmblock.{block[0]}",
                           on_click=_remove_block, args=(block,), help="Remove this block",
                           width="stretch")
         start += n
