@@ -25,6 +25,9 @@ warm_torch()
 # An emoji icon is drawn in the page; a ":material/..." one is fetched from a font server (the
 # favicon only: the menu's icons come with Streamlit) and fails offline.
 st.set_page_config(page_title="Netlab", page_icon="🧠", layout="wide")
+# Streamlit leaves 6rem above the title; at 1280x800 that pushed the decision boundary below the
+# fold. 2rem keeps the title clear of the header.
+st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2rem}</style>")
 page = st.navigation(pages())
 with routed():
     try:

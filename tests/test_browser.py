@@ -738,3 +738,18 @@ def test_a_deep_preset_fits_one_screen(page, server):
     assert top and bottom
     assert bottom["y"] - top["y"] < 700, f"the 30-layer stack takes {bottom['y'] - top['y']:.0f} px"
     assert_no_exception(page)
+
+
+def test_the_decision_boundary_is_above_the_fold_on_a_laptop_screen(page, server):
+    """At 1280x800 the first screen holds the controls and the whole decision boundary."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    open_app(page, server)
+    chart = page.locator(".js-plotly-plot").first
+    chart.wait_for(timeout=LOAD_TIMEOUT_MS)
+    wait_until(lambda: "Decision boundary" in (page.evaluate(
+        "() => document.querySelector('.js-plotly-plot')?.layout?.title?.text") or ""), 20,
+        what="the decision boundary chart")
+    box = chart.bounding_box()
+    start = button(page, "Start").bounding_box()
+    assert start["y"] + start["height"] <= 800 and box["y"] >= 0
+    assert box["y"] + box["height"] <= 800, f"the boundary ends at {box['y'] + box['height']:.0f} px"
