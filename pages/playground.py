@@ -133,6 +133,7 @@ def new_run(spec: ExperimentSpec) -> Run | None:
 def start_run(run: Run | None) -> None:
     if run is None:
         return
+    run.endless = bool(st.session_state.get("endless"))
     try:
         run.start()
     except CapError as e:
@@ -171,6 +172,13 @@ def on_start():
     spec = edited_or_flash()
     if spec is not None:
         start_run(run_for(spec))
+
+
+@guarded_callback
+def on_endless():
+    run = current_run()
+    if in_control(run):
+        run.endless = bool(st.session_state.get("endless"))
 
 
 @guarded_callback
@@ -446,6 +454,10 @@ buttons[0].button("Start", on_click=on_start, type="primary", disabled=running a
 buttons[1].button("Pause", on_click=on_pause, disabled=not (running and mine), width="stretch")
 buttons[2].button("Step", on_click=on_step, width="stretch")
 buttons[3].button("Reset", on_click=on_reset, width="stretch")
+buttons[4].toggle("Train until paused", key="endless", on_change=on_endless,
+                  help="Like TensorFlow Playground: the run goes on past its planned steps until "
+                  f"you press Pause (this server stops a run at {runs.caps.max_steps:,} steps). "
+                  "The schedule's last rate holds after the planned steps.")
 if mine and run is not None and run.spec != spec:
     if run.state == Run.DONE:
         st.warning("You changed settings since this run finished: **Start** or **Reset** begins "

@@ -563,3 +563,17 @@ def test_the_network_view_draws_the_untrained_net_then_the_trained_one(at):
     at.toggle(key="net_by_grad").set_value(True).run()
     no_problems(at)
     assert "|dL/dW|" in _network_figure(at)["layout"]["title"]["text"]
+
+
+def test_train_until_paused_goes_past_the_planned_steps(at):
+    at.number_input(key="w.training.steps").set_value(30).run()
+    at.toggle(key="endless").set_value(True).run()
+    button(at, "Start").click().run()
+    run = the_run(at)
+    deadline = time.time() + 20
+    while run.trainer.step_count <= 60 and time.time() < deadline:
+        time.sleep(0.1)
+    assert run.trainer.step_count > 60 and run.state == "running"
+    button(at, "Pause").click().run()
+    assert run.state == "paused"
+    no_problems(at)

@@ -360,3 +360,19 @@ def test_a_completed_run_goes_on_up_to_the_servers_step_cap():
         assert not run.can_continue and not run.go_on()
     finally:
         reg.shutdown()
+
+
+def test_a_run_set_to_go_until_paused_trains_past_its_plan_up_to_the_cap():
+    reg = RunRegistry(caps(max_steps=350), reap_every_s=10)
+    try:
+        spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
+                                         "training": {"steps": 100}})
+        run = reg.create(spec)
+        run.endless = True
+        run.start()
+        assert wait_for(lambda: run.trainer.step_count > 150)
+        assert run.state == Run.RUNNING, "it did not stop at its planned 100 steps"
+        assert wait_for(lambda: run.state == Run.DONE)
+        assert run.trainer.step_count == 350, "it stops at the server's cap"
+    finally:
+        reg.shutdown()

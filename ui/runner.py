@@ -306,6 +306,7 @@ class Run:
         self.error: str | None = None
         self.last_seen = time.monotonic()
         self.steps_per_s = 0.0
+        self.endless = False  # train until paused (TFP's way), up to the server's step cap
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
 
@@ -357,10 +358,18 @@ class Run:
         with self.lock:
             if not self.can_continue:
                 return False
-            room = self.registry.caps.max_steps - self.trainer.total_steps
-            self.trainer.extend(min(self.spec.training.steps, room))
+            self._plan_more()
             self.state = self.PAUSED
             return True
+
+    def _plan_more(self) -> bool:
+        """Extend a trainer that completed by another `training.steps`, within the server's
+        step cap; False when it did not complete or the cap is reached."""
+        room = self.registry.caps.max_steps - self.trainer.total_steps
+        if getattr(self.trainer, "stopped", None) != "completed" or room <= 0:
+            return False
+        self.trainer.extend(min(self.spec.training.steps, room))
+        return True
 
     def start(self) -> None:
         with self.lock:
@@ -462,6 +471,8 @@ class Run:
                 if halt.is_set():
                     return True
                 if not self._guarded(self.trainer.step) or self.trainer.done:
+                    if self.endless and self.state == self.RUNNING and self._plan_more():
+                        continue  # "until paused": the run goes on, up to the step cap
                     if self.state == self.RUNNING:
                         self.state = self.ERROR if self.error else self.DONE
                     return True
