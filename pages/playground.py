@@ -29,7 +29,7 @@ W = S.W
 LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
 BOUNDARY_EVERY_S = 0.25  # the boundary is recomputed at most this often: with the live refresh
 IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
-DEFAULT_PRESET = "spiral_one_hidden"
+DEFAULT_PRESET = "tfp_circle"  # what a TensorFlow Playground user sees first
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as RunRegistry draws them
 CONTROL = "control"  # ?control=<token>: a link the owner made to share control of a run

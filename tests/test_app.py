@@ -67,9 +67,15 @@ def the_run(at):
     return runs(at).get(at.session_state["run_id"])
 
 
+def default_spec() -> ExperimentSpec:
+    """The page's first experiment: TensorFlow Playground's (two classes, a 4-2 tanh net)."""
+    return ExperimentSpec.from_dict(load_preset("tfp_circle")["config"]).canonical()
+
+
 def test_page_loads_with_the_default_experiment(at):
     no_problems(at)
-    assert spec_of(at).data.name == "spiral"
+    assert spec_of(at) == default_spec()
+    assert spec_of(at).data.name == "circle" and spec_of(at).data.classes == 2
     assert {"Start", "Pause", "Step", "Reset"} <= {b.label for b in at.button}
     assert S.decode(at.query_params[S.CFG][0] if isinstance(at.query_params[S.CFG], list)
                     else at.query_params[S.CFG]) == spec_of(at)
@@ -111,6 +117,8 @@ def test_changing_a_parameter_reaches_the_spec(at):
 
 
 def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
+    while len(at.session_state["layer_ids"]) > 1:  # start from one hidden layer
+        at.button(key=f"rm.{at.session_state['layer_ids'][-1]}").click().run()
     for kind in LAYERS.keys():
         button(at, f"+ {kind.replace('_', ' ')}").click().run()
     no_problems(at)
@@ -179,7 +187,7 @@ def test_a_broken_url_spec_shows_an_error_and_falls_back():
     at.run()
     assert not at.exception
     assert any("could not be loaded" in e.value for e in at.error)
-    assert spec_of(at).data.name == "spiral"
+    assert spec_of(at) == default_spec()
 
 
 def test_a_url_spec_opens_the_same_experiment():
@@ -241,13 +249,13 @@ def test_changing_settings_while_running_asks_to_reset(at):
 
 
 def test_a_model_over_the_parameter_cap_gets_a_message(monkeypatch):
-    monkeypatch.setenv("NETLAB_MAX_PARAMS", "100")
+    monkeypatch.setenv("NETLAB_MAX_PARAMS", "10")  # the default net has 28
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert any("over this server's limit" in w.value for w in at.warning)
     button(at, "Start").click().run()
     assert not at.exception
-    assert any("at most 100 are allowed" in e.value for e in at.error)
+    assert any("at most 10 are allowed" in e.value for e in at.error)
 
 
 def upload_store():
@@ -554,7 +562,8 @@ def test_the_network_view_draws_the_untrained_net_then_the_trained_one(at):
     no_problems(at)
     before = _network_figure(at)
     images = before["layout"]["images"]
-    assert len(images) == 2 + 12 + 3  # inputs, the hidden layer's first 12 units, 3 outputs
+    widths = [layer.get("units") for layer in spec_of(at).model.layers]
+    assert len(images) == 2 + sum(min(w, 12) for w in widths) + 2  # inputs, hidden, outputs
     for _ in range(3):
         button(at, "Step").click().run()
     no_problems(at)
