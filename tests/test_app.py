@@ -379,11 +379,7 @@ def test_early_stopping_shows_the_restored_step_and_marks_the_best_one(at):
     at.selectbox(key="preset_pick").set_value("early_stopping").run()
     button(at, "Load preset").click().run()
     button(at, "Start").click().run()
-    run = the_run(at)
-    deadline = time.monotonic() + 120
-    while run.state != "done" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    at.run()
+    run = wait_done(at, the_run(at), 120)
     no_problems(at)
     restored = run.trainer.restored_step
     assert restored is not None and restored == run.trainer.history.best["step"]
@@ -405,14 +401,19 @@ def test_a_link_with_a_choice_the_pickers_do_not_offer_keeps_it():
     assert "softmax" not in at.selectbox(key="w.model.activation").options
 
 
+def wait_done(at, run, timeout: float):
+    """The run once it has ended (or the timeout passed), the page redrawn after it."""
+    deadline = time.monotonic() + timeout
+    while run.state != "done" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at.run()
+    return run
+
+
 def _run_to_the_end(at, steps=40):
     at.number_input(key="w.training.steps").set_value(steps).run()
     button(at, "Start").click().run()
-    run = the_run(at)
-    deadline = time.time() + 30
-    while run.state != "done" and time.time() < deadline:
-        time.sleep(0.1)
-        at.run()
+    run = wait_done(at, the_run(at), 30)
     assert run.state == "done" and run.trainer.stopped == "completed"
     return run
 

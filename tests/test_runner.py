@@ -343,12 +343,19 @@ def test_step_takes_its_turn_while_another_run_trains():
         registry.shutdown()
 
 
+SHORT = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
+                                  "training": {"steps": 100}})
+
+
+def capped_run(max_steps: int):
+    """A 100-step run on a server that allows `max_steps` steps per run."""
+    reg = RunRegistry(caps(max_steps=max_steps), reap_every_s=10)
+    return reg, reg.create(SHORT)
+
+
 def test_a_completed_run_goes_on_up_to_the_servers_step_cap():
-    reg = RunRegistry(caps(max_steps=250), reap_every_s=10)
+    reg, run = capped_run(250)
     try:
-        spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
-                                         "training": {"steps": 100}})
-        run = reg.create(spec)
         run.start()
         assert wait_for(lambda: run.state == Run.DONE)
         assert run.can_continue and run.go_on() and run.trainer.total_steps == 200
@@ -363,11 +370,8 @@ def test_a_completed_run_goes_on_up_to_the_servers_step_cap():
 
 
 def test_a_run_set_to_go_until_paused_trains_past_its_plan_up_to_the_cap():
-    reg = RunRegistry(caps(max_steps=350), reap_every_s=10)
+    reg, run = capped_run(350)
     try:
-        spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
-                                         "training": {"steps": 100}})
-        run = reg.create(spec)
         run.endless = True
         run.start()
         assert wait_for(lambda: run.trainer.step_count > 150)
