@@ -131,16 +131,25 @@ def make_digits(generator, n, noise):
     return x + 16.0 * noise * torch.randn(x.shape, generator=generator), y
 
 
+def csv_delimiter(header):
+    """Comma, semicolon or tab: whichever the header line holds most of outside quotes (ties go
+    to the earlier, a one-column header means comma). The engine and the exported script both
+    decide by this."""
+    bare = "".join(header.split('"')[::2])  # the text outside quoted fields
+    counts = {d: bare.count(d) for d in ",;\t"}
+    best = max(",;\t", key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
 def load_csv(generator, path, target, task, ignore=()):
     """The other columns are the inputs (but those in `ignore`), `target` the output (no
     randomness: `generator` unused). The exported script's reader; the engine reads through
     read_csv, which checks everything first and says what is wrong."""
     import pandas as pd
 
-    with open(path, encoding="utf-8-sig") as f:  # comma, semicolon or tab, as Netlab reads it
-        header = f.readline()
-    sep = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
-    frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
+    with open(path, encoding="utf-8-sig") as f:  # the first line that is not blank
+        header = next((line for line in f if line.strip()), "")
+    frame = pd.read_csv(path, sep=csv_delimiter(header), encoding="utf-8-sig")
     inputs = [c for c in frame.columns if c != target and c not in ignore]
     x = torch.tensor(frame[inputs].to_numpy(dtype="float32"))
     if task == "regression":
@@ -166,7 +175,6 @@ MAX_CLASSES = 100
 # 160,000-column file took pandas 70 s and 1.7 GB; a path like http://... was fetched by pandas.
 MAX_CSV_COLUMNS = 1_000
 MAX_CSV_ROWS = 200_000
-CSV_DELIMITERS = (",", ";", "\t")
 FLOAT32_MAX = 3.4028234663852886e38  # inputs become float32 tensors: larger values turn into inf
 _QUOTED = re.compile(r'"[^"]*"')
 _LINE_END = re.compile(r"[\r\n]")
@@ -211,12 +219,7 @@ def _table_text(source, max_bytes: int) -> str:
 
 
 def _delimiter(header: str) -> str:
-    """Comma, semicolon or tab: whichever the header line holds most of (outside quotes);
-    a one-column header means comma."""
-    bare = _QUOTED.sub("", header)
-    counts = {d: bare.count(d) for d in CSV_DELIMITERS}
-    best = max(CSV_DELIMITERS, key=lambda d: counts[d])  # ties go to the earlier (comma)
-    return best if counts[best] else ","
+    return csv_delimiter(header)
 
 
 def _first_record(text: str) -> str:
@@ -312,8 +315,10 @@ def read_csv_table(source, target: str, task: str, max_bytes: int | None = None,
                             f"{'the target' if col == target else 'not a column'}; the columns "
                             f"to leave out are among {_columns_text(frame.columns)}")
     frame = frame[[c for c in frame.columns if c not in ignore]]
-    text_labels = task == "classification" and not (
-        pd.api.types.is_numeric_dtype(frame[target]) or pd.api.types.is_bool_dtype(frame[target]))
+    labels_column = frame[target]
+    text_labels = task == "classification" and (  # cat/dog, or True/False
+        not pd.api.types.is_numeric_dtype(labels_column)
+        or pd.api.types.is_bool_dtype(labels_column))
     for col in frame.columns:
         column = frame[col]
         if column.isna().any():
@@ -328,7 +333,7 @@ def read_csv_table(source, target: str, task: str, max_bytes: int | None = None,
             raise SpecError(f"column {short(col)} is not numeric (it holds values such as "
                             f"{short(sample, 40)}); input columns must be numeric (leave it out)"
                             + (", and a text target needs data.task 'classification'"
-                               if col == target else ""))
+                               if col == target and task == "regression" else ""))
         with np.errstate(over="ignore"):
             too_big = ~np.isfinite(column.to_numpy(dtype="float64").astype("float32"))
         if too_big.any():  # inf, -inf, 1e400, or beyond float32 (the tensors' type)

@@ -29,7 +29,7 @@ import sys
 import textwrap
 import types
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -128,7 +128,7 @@ def source_of(obj) -> str:
     for dec in node.decorator_list:
         target = dec.func if isinstance(dec, ast.Call) else dec
         if isinstance(target, ast.Attribute) and target.attr == "register":
-            drop.update(range(dec.lineno - 2, dec.end_lineno))  # the "@" sits on lineno
+            drop.update(range(dec.lineno - 1, dec.end_lineno))  # lineno is 1-based, the "@"s line
     return "\n".join(line for i, line in enumerate(lines) if i not in drop).strip("\n")
 
 
@@ -192,7 +192,10 @@ class Script:
                 raise ExportError(f"{obj!r} is a lambda or is defined inside a function, so its "
                                   "source cannot stand alone in a script; define it at the top "
                                   "level of its module")
-            source = source_of(obj)
+            try:
+                source = source_of(obj)
+            except (OSError, TypeError):  # a builtin, or code with no source file
+                raise ExportError(f"{name!r} has no Python source to copy into a script") from None
             module = sys.modules[obj.__module__].__dict__
         else:
             source, module = f"{name} = {literal(obj)}", {}
@@ -212,7 +215,11 @@ class Script:
         if isinstance(value, types.ModuleType) or _is_torch(value):
             raise ExportError(f"{user} uses {dep!r} ({value!r}); a standalone script can use "
                               f"only {', '.join(IMPORTS)} by those names")
-        if callable(value) or isinstance(value, (int, float, str, tuple, list, dict)):
+        if callable(value) and getattr(value, "__name__", dep) != dep:  # imported under another
+            self.define(value.__name__, value)                          # name: define, then bind
+            self.pending.append(f"{dep} = {value.__name__}")
+            self.defined.setdefault(dep, value)
+        elif callable(value) or isinstance(value, (int, float, str, tuple, list, dict)):
             self.define(dep, value)
         else:
             raise ExportError(f"{user} uses {dep!r}, which cannot be written into a script")
@@ -287,6 +294,11 @@ def _header(spec: ExperimentSpec) -> list[str]:
     ]
 
 
+def _upload(spec: ExperimentSpec) -> str | None:
+    """The dataset parameter that names a user's file (the csv table's path), if any."""
+    return spec.data.entry.tags.get("upload")
+
+
 def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
     t = spec.training
     device = {"auto": 'torch.device("cuda" if torch.cuda.is_available() else "cpu")',
@@ -300,6 +312,8 @@ def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
         'JSON file")',
         'parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: '
         'small models only lose time to more)")',
+        *([f'parser.add_argument("--data", default={literal(spec.data.params[upload])}, '
+           'help="the table to train on")'] if (upload := _upload(spec)) else []),
         "args = parser.parse_args()",
         "",
         f"SEED = {spec.seed}",
@@ -315,8 +329,10 @@ def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
 def _data(spec: ExperimentSpec, script: Script) -> list[str]:
     d = spec.data
     entry = DATASETS[d.name]
-    make = script.call(entry.exported, Code("data_gen"),
-                       **d.params)
+    params = dict(d.params)
+    if _upload(spec):  # a user's file: --data names it on the machine that runs the script
+        params[_upload(spec)] = Code("args.data")
+    make = script.call(entry.exported, Code("data_gen"), **params)
     lines = ['data_gen = generator(SEED, "data")']
     if d.features:
         features = Code("[" + ", ".join(script.ref(FEATURES[f].factory) for f in d.features) + "]")
@@ -428,10 +444,14 @@ def _imports(body: str) -> list[str]:
 # ----------------------------------------------------------------------------- entry point
 
 
-def export_script(spec) -> str:
-    """A runnable, standalone PyTorch script that trains `spec` and reproduces its numbers."""
+def export_script(spec, data_path: str | None = None) -> str:
+    """A runnable, standalone PyTorch script that trains `spec` and reproduces its numbers.
+    data_path: what the script calls a user's table (its --data default and the config in its
+    header), e.g. a placeholder where the real path is a server's upload folder."""
     spec = load_spec(spec)
     data = load_dataset(spec.data, spec.seed)  # for the input shape and the number of outputs
+    if data_path is not None and _upload(spec):
+        spec = replace(spec, data=spec.data.with_params(**{_upload(spec): data_path}))
     # Built on the meta device without initialising: it allocates nothing, lets the engine
     # reject an impossible stack with its SpecError, and records every module's call.
     with torch.device("meta"):

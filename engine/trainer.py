@@ -145,6 +145,9 @@ class Trainer:
         if self.stopped != "completed":
             raise ValueError(f"only a completed run can be extended, not one "
                              f"{self.stopped or 'running'}")
+        if self.restored_step is not None:  # early stopping put the best weights back
+            raise ValueError(f"the weights were restored from step {self.restored_step}; "
+                             "training on from them would not be this run going on")
         self._extra_steps += steps
         self.stopped, self._finished, self.test_metrics = None, False, None
 

@@ -9,7 +9,7 @@ import torch
 
 from engine import ExperimentSpec, SpecError
 from engine.data import csv_preview
-from engine.export import export_script
+from engine.export import ExportError, export_script
 from engine.tfp import from_tfp
 from engine.presets import list_presets, load_preset
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
@@ -501,14 +501,19 @@ with left:
         with st.expander("Layer shapes"):
             views.describe_table(described)
     with st.expander("Export and share"):
-        st.download_button("Download config JSON", spec.to_json(indent=2), "netlab_config.json",
-                           "application/json", width="stretch")
-        try:
-            script = export_script(spec)
-            st.download_button("Download PyTorch script", script, "netlab_train.py", "text/x-python",
-                               width="stretch")
-        except SpecError as e:
-            st.caption(f"Script export unavailable: {e}")
+        # an uploaded table is named by a placeholder, as in share links: the server's upload
+        # folder is nobody's business, and the file is on the user's machine anyway
+        st.download_button("Download config JSON", S.shareable(spec).to_json(indent=2),
+                           "netlab_config.json", "application/json", width="stretch")
+        if waiting_for_csv:  # the script reads the data: never a file this browser did not upload
+            st.caption("The PyTorch script can be downloaded once your CSV is uploaded.")
+        else:
+            try:
+                script = export_script(spec, data_path=S.SHARED_PATH)
+                st.download_button("Download PyTorch script", script, "netlab_train.py",
+                                   "text/x-python", width="stretch")
+            except (SpecError, ExportError) as e:
+                st.caption(f"Script export unavailable: {e}")
         base = views.page_address(st.context.url)
         st.caption("Share link (the experiment, not the run):")
         st.code(base + S.share_query(spec), language=None)  # one line; the copy button takes all of it

@@ -587,3 +587,11 @@ def test_train_until_paused_goes_past_the_planned_steps(at):
     button(at, "Pause").click().run()
     assert run.state == "paused"
     no_problems(at)
+
+
+def test_the_tfp_notes_leave_with_the_tfp_experiment(at):
+    at.text_input(key="tfp_link").set_value(TFP_LINK).run()
+    assert any("TensorFlow Playground" in e.label for e in at.expander)
+    button(at, "Load preset").click().run()
+    no_problems(at)
+    assert not any("TensorFlow Playground" in e.label for e in at.expander)

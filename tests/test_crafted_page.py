@@ -369,3 +369,40 @@ def test_the_owner_can_take_shared_control_back():
     assert guest.session_state["run_id"] != run.id
     late = open_page({"run": run.id, "control": token})
     assert any("no longer valid" in m for m in messages(late))
+
+
+def test_a_link_naming_a_readable_server_file_never_shows_its_contents(tmp_path):
+    """Found in review: the export panel read the linked path (to size the model) and showed
+    the file's first line in its error message."""
+    private = tmp_path / "private.csv"
+    private.write_text("secret_alpha,secret_beta\n" + "1,2\n" * 20)
+    spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": str(private),
+                                              "target": "nope"}})
+    at = open_page({"cfg": S.encode(spec)})
+    assert_clean(at)
+    assert "secret_alpha" not in page_text(at)
+    assert any("Upload a CSV" in m for m in messages(at))
+
+
+def test_downloads_name_an_uploaded_table_by_a_placeholder(monkeypatch):
+    import streamlit
+
+    offered = []
+    original = streamlit.download_button
+
+    def recording(label, data, *args, **kwargs):
+        offered.append((label, data))
+        return original(label, data, *args, **kwargs)
+    monkeypatch.setattr(streamlit, "download_button", recording)
+    at = open_page({})
+    path = upload_store().save(at.session_state["browser_id"],
+                               ("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n"
+                                                        for i in range(30))).encode())
+    at.selectbox(key="w.data.name").set_value("csv").run()
+    at.session_state["w.data.path"] = path
+    at.run()
+    assert_clean(at)
+    texts = {label: data for label, data in offered}
+    assert {"Download config JSON", "Download PyTorch script"} <= set(texts), list(texts)
+    for label, data in texts.items():
+        assert path not in data and S.SHARED_PATH in data, label

@@ -400,3 +400,15 @@ def test_a_text_column_is_fine_once_left_out(tmp_path):
     with pytest.raises(SpecError, match="column 'id' is not numeric.*leave it out"):
         csv_data(str(path))
     assert csv_data(str(path), ignore=["id"]).input_names == ("a", "b")
+
+
+def test_a_true_false_target_is_two_classes(tmp_path):
+    """Found in review: a bool column was refused with advice to pick the task it had."""
+    path = tmp_path / "b.csv"
+    path.write_text("a,b,survived\n" + "".join(f"{i},{(i * 7) % 5},{'True' if i % 3 else 'False'}\n"
+                                              for i in range(30)))
+    ds = csv_data(str(path), target="survived", val_fraction=0.0)
+    assert ds.classes == 2 and ds.class_names == ("False", "True")
+    with pytest.raises(SpecError) as e:
+        csv_data(str(path), target="survived", task="regression")
+    assert "needs data.task 'classification'" in str(e.value)

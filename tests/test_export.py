@@ -33,7 +33,7 @@ from engine.errors import SpecError
 from engine.export import Code, ExportError, Script, export_script, render
 from engine.portable import generator as portable_generator
 from engine.registry import (ACTIVATIONS, ALL, DATASETS, FEATURES, INITIALIZERS, LOSSES,
-                             NORMALIZERS, OPTIMIZERS, SCHEDULES)
+                             NORMALIZERS, OPTIMIZERS, SCHEDULES, Registry)
 from engine.seeding import generator as make_generator
 
 ALLOWED_IMPORTS = {"__future__", "argparse", "json", "math", "collections", "torch", "sklearn",
@@ -669,4 +669,56 @@ def test_the_script_reads_text_labels_and_leaves_columns_out_as_the_engine_does(
     config = with_steps({"data": {"name": "csv", "path": str(path), "target": "label",
                                   "ignore": ["id"]}, "model": {"layers": [8]}}, 12)
     summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))
+
+
+def test_a_quoted_delimiter_in_the_header_reads_the_same_in_the_script(tmp_path):
+    """Found in review: the script counted delimiters inside quotes ("height, cm";...)."""
+    path = tmp_path / "eu.csv"
+    path.write_text('"height, cm";"weight, kg";label\n' + "".join(
+        f"{i * 0.5};{(i * 7) % 5};{'dog' if i % 2 else 'cat'}\n" for i in range(40)))
+    config = with_steps({"data": {"name": "csv", "path": str(path), "target": "label"},
+                         "model": {"layers": [4]}}, 8)
+    summary, namespace = run_in_process(export_script(load_spec(config)), tmp_path)
+    assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))
+
+
+from engine.portable import safe_scale as _scale_alias  # noqa: E402 - the case under test
+
+
+def _uses_an_alias(x):
+    return _scale_alias(x)
+
+
+_SCRATCH = Registry("scratch")  # not one of the app's: collecting this module adds no choice
+
+
+@torch.no_grad()
+@_SCRATCH.register("stacked", "a test entry with a decorator above register")
+def _stacked(t, generator):
+    t.fill_(0.5)
+
+
+def test_definitions_copy_aliases_and_keep_decorators_above_the_registrys():
+    script = Script()
+    script.ref(_uses_an_alias)
+    source = "\n".join(script.take())
+    namespace = {"torch": torch, "nn": nn, "math": math}
+    exec(source, namespace)
+    assert torch.equal(namespace["_uses_an_alias"](torch.tensor([0.0, 2.0])),
+                       torch.tensor([1.0, 2.0]))
+    from engine.export import source_of
+    stacked = source_of(_stacked)
+    assert stacked.startswith("@torch.no_grad()\ndef _stacked(") and "register" not in stacked
+    with pytest.raises(ExportError, match="no Python source"):
+        Script().ref(math.sqrt)
+
+
+def test_a_table_is_named_by_the_scripts_data_option(csv_file, tmp_path):
+    """Found in review: the page's script pointed at the server's upload folder. With
+    data_path the script names a placeholder and --data says where the table is."""
+    config = with_steps(_sweep(csv_file)["csv-regression"], 6)
+    source = export_script(load_spec(config), data_path="upload.csv")
+    assert csv_file not in source and '"upload.csv"' in source
+    summary, namespace = run_in_process(source, tmp_path, ["--data", csv_file])
     assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))

@@ -488,3 +488,13 @@ def test_an_extended_run_keeps_the_schedules_last_rate():
     t.extend(40)
     t.run()
     assert [r["lr"] for r in t.history.rows if r["step"] > 60] == [last] * 4
+
+
+def test_a_run_whose_best_weights_were_restored_is_not_extended():
+    """Found in review: going on from restored weights would not be the same run going on."""
+    t = Trainer({"data": {"name": "moons", "n": 200}, "model": {"layers": [8]},
+                 "optimizer": {"name": "sgd", "lr": 0.5},
+                 "training": {"steps": 60, "log_every": 5, "early_stopping": 1000}}).run()
+    assert t.stopped == "completed" and t.restored_step is not None
+    with pytest.raises(ValueError, match="restored"):
+        t.extend(10)

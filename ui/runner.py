@@ -348,9 +348,15 @@ class Run:
     def can_continue(self) -> bool:
         """Finished its plan (not diverged, not stopped early) and below the server's step cap:
         Start trains it on."""
-        return self.state == self.DONE and getattr(self.trainer, "stopped", None) == "completed" \
-            and hasattr(self.trainer, "extend") \
+        return self.state == self.DONE and self._extendable() \
             and self.trainer.total_steps < self.registry.caps.max_steps
+
+    def _extendable(self) -> bool:
+        """Completed, with the weights it ended with (early stopping may have put back earlier
+        ones: then going on would not be this run)."""
+        t = self.trainer
+        return getattr(t, "stopped", None) == "completed" and hasattr(t, "extend") \
+            and getattr(t, "restored_step", None) is None
 
     def go_on(self) -> bool:
         """Plan another `training.steps` steps (within the server's cap) after a completed run;
@@ -366,7 +372,7 @@ class Run:
         """Extend a trainer that completed by another `training.steps`, within the server's
         step cap; False when it did not complete or the cap is reached."""
         room = self.registry.caps.max_steps - self.trainer.total_steps
-        if getattr(self.trainer, "stopped", None) != "completed" or room <= 0:
+        if not self._extendable() or room <= 0:
             return False
         self.trainer.extend(min(self.spec.training.steps, room))
         return True

@@ -186,6 +186,7 @@ def load(spec: ExperimentSpec, state=None) -> None:
     d = spec.to_dict()
     state["hidden"] = {path: _get(d, path) for path in HIDDEN}
     state["spec"] = spec.canonical()
+    state.pop("tfp_notes", None)  # notes on a TensorFlow Playground link belong to that link
 
 
 
@@ -291,11 +292,16 @@ def upload_of(spec: ExperimentSpec) -> str | None:
     return spec.data.params.get(key) if key else None
 
 
+def shareable(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec with an uploaded file's server path replaced by a placeholder."""
+    if upload_of(spec):
+        key = spec.data.entry.tags["upload"]
+        spec = replace(spec, data=spec.data.with_params(**{key: SHARED_PATH}))
+    return spec
+
+
 def share_query(spec: ExperimentSpec, keep_path: bool = False) -> str:
     """?cfg= for a link. An uploaded file's path is left out unless asked for: the recipient
     cannot read another browser's upload anyway, and the path would show the server's folders
     and let anyone confirm a guess of the file's content (its name is a hash of it)."""
-    if upload_of(spec) and not keep_path:  # a placeholder: the spec needs a path
-        key = spec.data.entry.tags["upload"]
-        spec = replace(spec, data=spec.data.with_params(**{key: SHARED_PATH}))
-    return f"?{CFG}={encode(spec)}"
+    return f"?{CFG}={encode(spec if keep_path else shareable(spec))}"
