@@ -218,10 +218,6 @@ def _table_text(source, max_bytes: int) -> str:
                         "save it as CSV UTF-8") from None
 
 
-def _delimiter(header: str) -> str:
-    return csv_delimiter(header)
-
-
 def _first_record(text: str) -> str:
     """The header as pandas will read it: blank lines before it skipped, and a quoted field may
     span lines (counting on the first physical line let a leading blank line or a quoted newline
@@ -249,7 +245,7 @@ def _frame(text: str, rows: int):
     import pandas as pd
 
     header = _first_record(text)
-    sep = _delimiter(header)
+    sep = csv_delimiter(header)
     columns = _QUOTED.sub("", header).count(sep) + 1
     if columns > MAX_CSV_COLUMNS:
         raise SpecError(f"data.path: the CSV has {columns:,} columns; at most "

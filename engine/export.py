@@ -29,7 +29,7 @@ import sys
 import textwrap
 import types
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -294,11 +294,6 @@ def _header(spec: ExperimentSpec) -> list[str]:
     ]
 
 
-def _upload(spec: ExperimentSpec) -> str | None:
-    """The dataset parameter that names a user's file (the csv table's path), if any."""
-    return spec.data.entry.tags.get("upload")
-
-
 def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
     t = spec.training
     device = {"auto": 'torch.device("cuda" if torch.cuda.is_available() else "cpu")',
@@ -313,7 +308,7 @@ def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
         'parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: '
         'small models only lose time to more)")',
         *([f'parser.add_argument("--data", default={literal(spec.data.params[upload])}, '
-           'help="the table to train on")'] if (upload := _upload(spec)) else []),
+           'help="the table to train on")'] if (upload := spec.data.upload) else []),
         "args = parser.parse_args()",
         "",
         f"SEED = {spec.seed}",
@@ -330,8 +325,8 @@ def _data(spec: ExperimentSpec, script: Script) -> list[str]:
     d = spec.data
     entry = DATASETS[d.name]
     params = dict(d.params)
-    if _upload(spec):  # a user's file: --data names it on the machine that runs the script
-        params[_upload(spec)] = Code("args.data")
+    if spec.data.upload:  # a user's file: --data names it on the machine that runs the script
+        params[spec.data.upload] = Code("args.data")
     make = script.call(entry.exported, Code("data_gen"), **params)
     lines = ['data_gen = generator(SEED, "data")']
     if d.features:
@@ -450,8 +445,8 @@ def export_script(spec, data_path: str | None = None) -> str:
     header), e.g. a placeholder where the real path is a server's upload folder."""
     spec = load_spec(spec)
     data = load_dataset(spec.data, spec.seed)  # for the input shape and the number of outputs
-    if data_path is not None and _upload(spec):
-        spec = replace(spec, data=spec.data.with_params(**{_upload(spec): data_path}))
+    if data_path is not None:
+        spec = spec.with_upload(data_path)
     # Built on the meta device without initialising: it allocates nothing, lets the engine
     # reject an impossible stack with its SpecError, and records every module's call.
     with torch.device("meta"):

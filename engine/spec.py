@@ -180,6 +180,11 @@ class DataSpec:
             return self.params[name]
         return self.entry.tags.get(name)
 
+    @property
+    def upload(self) -> str | None:
+        """The parameter that names a user's file (a table's path), if this dataset reads one."""
+        return self.entry.tags.get("upload")
+
     def with_params(self, **changes) -> "DataSpec":
         """A copy with some parameters replaced (not validated: build a spec to check them)."""
         return replace(self, params={**self.params, **changes})
@@ -530,6 +535,13 @@ class ExperimentSpec:
         return replace(self, model=model, loss=_canon(self.loss, LOSSES),
                        optimizer=_canon(self.optimizer, OPTIMIZERS, keep=("lr",)),
                        schedule=_canon(self.schedule, SCHEDULES))
+
+    def with_upload(self, path: str) -> "ExperimentSpec":
+        """The same experiment reading its user's file from `path` (a dataset with no such file
+        is returned unchanged)."""
+        if not self.data.upload:
+            return self
+        return replace(self, data=self.data.with_params(**{self.data.upload: path}))
 
     def with_changes(self, changes: Mapping[str, Any]) -> "ExperimentSpec":
         """A new spec with dotted keys set, e.g. {"optimizer.lr": 0.3, "model.init": "he_normal"}."""

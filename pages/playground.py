@@ -116,7 +116,7 @@ def new_run(spec: ExperimentSpec) -> Run | None:
     watched run is never replaced: the watcher gets a run of its own with a new id."""
     if not in_control(current_run()):
         st.session_state["run_id"] = None
-    if spec.data.entry.tags.get("upload") and not uploaded(S.upload_of(spec)):
+    if spec.data.upload and not uploaded(S.upload_of(spec)):
         # the one check every button passes: a spec from a link or a watched run may name a
         # file this browser did not upload (another browser's table, a server file)
         flash("warning", NEED_CSV)
@@ -233,16 +233,20 @@ def on_fix(changes: dict):
         flash("success", "Applied the fix and restarted the run.")
 
 
-@guarded_callback
-def on_preset():
-    name = st.session_state["preset_pick"]
-    preset = load_preset(name)
+def open_experiment(spec: ExperimentSpec) -> None:
+    """Make `spec` the page's experiment (a preset, a TensorFlow Playground link): the run in
+    hand pauses and a fresh one for `spec` takes its place."""
     run = current_run()
     if in_control(run):
         run.pause()
-    spec = ExperimentSpec.from_dict(preset["config"])
     S.load(spec)
     new_run(spec)
+
+
+@guarded_callback
+def on_preset():
+    preset = load_preset(st.session_state["preset_pick"])
+    open_experiment(ExperimentSpec.from_dict(preset["config"]))
     flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
 
 
@@ -259,11 +263,7 @@ def on_tfp_link():
     except SpecError as e:
         flash("error", f"This TensorFlow Playground link could not be opened: {e}")
         return
-    run = current_run()
-    if in_control(run):
-        run.pause()
-    S.load(spec)
-    new_run(spec)
+    open_experiment(spec)
     st.session_state["tfp_link"] = ""
     st.session_state["tfp_notes"] = notes
     flash("info", "Opened the TensorFlow Playground link: press **Start**. What differs from "
@@ -425,7 +425,7 @@ with st.sidebar:
 # ----------------------------------------------------------------------------- validate
 spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
 waiting_for_csv = not csv_ready
-if spec.data.entry.tags.get("upload") and not uploaded(S.upload_of(spec)):  # a link naming a
+if spec.data.upload and not uploaded(S.upload_of(spec)):  # a link naming a
     # server path, say
     waiting_for_csv = True
 run = current_run()

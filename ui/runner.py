@@ -348,15 +348,17 @@ class Run:
     def can_continue(self) -> bool:
         """Finished its plan (not diverged, not stopped early) and below the server's step cap:
         Start trains it on."""
-        return self.state == self.DONE and self._extendable() \
-            and self.trainer.total_steps < self.registry.caps.max_steps
+        return self.state == self.DONE and self._room() > 0
 
-    def _extendable(self) -> bool:
-        """Completed, with the weights it ended with (early stopping may have put back earlier
-        ones: then going on would not be this run)."""
+    def _room(self) -> int:
+        """Steps this run may still be extended by: 0 unless it completed with the weights it
+        ended with (early stopping may have put back earlier ones: going on from them would
+        not be this run), else up to the server's step cap."""
         t = self.trainer
-        return getattr(t, "stopped", None) == "completed" and hasattr(t, "extend") \
-            and getattr(t, "restored_step", None) is None
+        if getattr(t, "stopped", None) != "completed" or not hasattr(t, "extend") \
+                or getattr(t, "restored_step", None) is not None:
+            return 0
+        return max(0, self.registry.caps.max_steps - t.total_steps)
 
     def go_on(self) -> bool:
         """Plan another `training.steps` steps (within the server's cap) after a completed run;
@@ -371,11 +373,10 @@ class Run:
     def _plan_more(self) -> bool:
         """Extend a trainer that completed by another `training.steps`, within the server's
         step cap; False when it did not complete or the cap is reached."""
-        room = self.registry.caps.max_steps - self.trainer.total_steps
-        if not self._extendable() or room <= 0:
-            return False
-        self.trainer.extend(min(self.spec.training.steps, room))
-        return True
+        room = self._room()
+        if room:
+            self.trainer.extend(min(self.spec.training.steps, room))
+        return room > 0
 
     def start(self) -> None:
         with self.lock:

@@ -16,7 +16,6 @@ import binascii
 import json
 import uuid
 import zlib
-from dataclasses import replace
 
 import streamlit as st
 
@@ -94,11 +93,17 @@ def _put(d: dict, path: str, value) -> None:
     d[last] = value
 
 
+def widget_value(value):
+    """A parameter value as its widget holds it: a tuple (Adam's betas, columns left out) as a
+    list."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def choice_keys(path: str, choice, registry) -> dict:
     """Widget values for a choice: its name and every parameter of its entry (resolved)."""
     out = {W + path: choice.name}
     for name, value in choice.resolved(registry).items():
-        out[f"{W}{path}.{name}"] = list(value) if isinstance(value, tuple) else value
+        out[f"{W}{path}.{name}"] = widget_value(value)
     return out
 
 
@@ -150,7 +155,7 @@ def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
     out = {W + path: _get(d, path) for path in SCALARS}
     out[W + "data.name"] = spec.data.name
     for name, value in spec.data.params.items():
-        out[W + "data." + name] = list(value) if isinstance(value, tuple) else value
+        out[W + "data." + name] = widget_value(value)
     out[W + "data.features"] = list(spec.data.features or ())
     for path, registry in CHOICES.items():
         out.update(choice_keys(path, _get_attr(spec, path), registry))
@@ -288,16 +293,12 @@ def sync_run(run_id: str | None) -> None:
 def upload_of(spec: ExperimentSpec) -> str | None:
     """The path of the user's file the spec trains on (a dataset tagged `upload` names the
     parameter that holds it), or None."""
-    key = spec.data.entry.tags.get("upload")
-    return spec.data.params.get(key) if key else None
+    return spec.data.params.get(spec.data.upload) if spec.data.upload else None
 
 
 def shareable(spec: ExperimentSpec) -> ExperimentSpec:
     """The spec with an uploaded file's server path replaced by a placeholder."""
-    if upload_of(spec):
-        key = spec.data.entry.tags["upload"]
-        spec = replace(spec, data=spec.data.with_params(**{key: SHARED_PATH}))
-    return spec
+    return spec.with_upload(SHARED_PATH) if upload_of(spec) else spec
 
 
 def share_query(spec: ExperimentSpec, keep_path: bool = False) -> str:

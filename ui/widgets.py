@@ -28,7 +28,7 @@ def param_widget(p: Param, key: str, container=None, label: str | None = None,
     c = container or st
     label = label or _label(p.name)
     if key not in st.session_state:
-        st.session_state[key] = list(p.default) if isinstance(p.default, tuple) else p.default
+        st.session_state[key] = S.widget_value(p.default)
     if p.choices is not None:
         c.selectbox(label, p.choices, key=key, help=p.doc, format_func=_label, on_change=on_change)
     elif isinstance(p.default, bool):
@@ -70,8 +70,7 @@ def _reset_params(path: str, registry) -> None:
         del st.session_state[key]
     if name and name in registry:
         for p in registry[name].params:
-            st.session_state[f"{W}{path}.{p.name}"] = (
-                list(p.default) if isinstance(p.default, tuple) else p.default)
+            st.session_state[f"{W}{path}.{p.name}"] = S.widget_value(p.default)
 
 
 def choice_picker(label: str, registry, path: str, container=None, allow_default: bool = False,
@@ -110,8 +109,7 @@ def _dataset_changed() -> None:
     """A new dataset: its own parameters at their defaults, and a loss that fits its task."""
     entry = DATASETS[st.session_state[W + "data.name"]]
     for p in entry.params:
-        st.session_state[W + "data." + p.name] = list(p.default) if isinstance(p.default, tuple) \
-            else p.default
+        st.session_state[W + "data." + p.name] = S.widget_value(p.default)
     if entry.tags.get("input") == "plane" and not st.session_state.get(W + "data.features"):
         st.session_state[W + "data.features"] = list(DEFAULT_FEATURES)
     _loss_follows_task()
