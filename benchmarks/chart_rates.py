@@ -20,11 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from load import ARGS, CHROMIUM, cfg_query, start_server, stop_server  # noqa: E402
 
-# A fingerprint of what each chart shows: its title, its traces' point counts and last values,
-# its neuron images' sources; two samples differing means the chart was redrawn with new data.
+# A fingerprint of what each chart shows: its title, its traces' point counts and last values (an
+# image trace's source), its neuron images' sources; two samples differing means new data.
 FINGERPRINTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => {
   const title = (el.layout && el.layout.title && el.layout.title.text) || '';
   const data = (el.data || []).map(t => {
+    if (t.source) return 'image:' + t.source.length + t.source.slice(-80);  // the boundary's PNG
     const v = t.x || t.z || [];
     return (v.length || 0) + ':' + JSON.stringify(v.length ? v[v.length - 1] : null).slice(0, 80);
   }).join('|');

@@ -70,7 +70,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 FINISHED_OK = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_SUCCESSFULLY")
 FINISHED_FRAGMENT_OK = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_FRAGMENT_RUN_SUCCESSFULLY")
 FINISHED_EARLY = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_EARLY_FOR_RERUN")
-LOSS_TITLE = re.compile(r'"text":\s*"(<b>)?Loss(</b>)?"')  # the chart's title (plotly JSON)
+LOSS_TITLE = re.compile(r'\\"text\\":\s*\\"Loss\\"')  # the chart's title, in live_plot's JSON string
 PLOTLY_CHUNK = re.compile(r"/static/js/PlotlyChart\.[^/]*\.js$")
 PLOTLY_STUB = "export function PlotlyChart() { return null; }\nexport default PlotlyChart;\n"
 
@@ -259,8 +259,8 @@ class Frames:
         if kind == "script_finished":
             self.finished.append((now, msg.script_finished))
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element" \
-                and msg.delta.new_element.WhichOneof("type") == "plotly_chart":
-            spec = msg.delta.new_element.plotly_chart.spec
+                and msg.delta.new_element.WhichOneof("type") == "bidi_component":
+            spec = msg.delta.new_element.bidi_component.json  # ui/live_plot.py's data
             if LOSS_TITLE.search(spec) and spec != self._last_spec:
                 self._last_spec = spec
                 self.loss.append(now)

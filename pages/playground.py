@@ -19,6 +19,7 @@ from ui import state as S
 from ui import views, widgets
 from ui.guard import guarded_callback, guarded_page
 from ui.identity import browser_id
+from ui.live_plot import live_plot
 from ui.page import ensure_routed
 from ui.runner import CapError, Run, RunRegistry
 from ui.uploads import MB, UploadStore
@@ -27,7 +28,6 @@ ensure_routed()
 
 W = S.W
 LIVE_EVERY_S = 0.2    # refresh while training: 5 updates per second on a quiet server
-BOUNDARY_EVERY_S = 0.25  # the boundary is recomputed at most this often: with the live refresh
 IDLE_EVERY_S = 3.0    # refresh while paused: keeps the run stamped as seen
 DEFAULT_PRESET = "tfp_circle"  # what a TensorFlow Playground user sees first
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])
@@ -580,10 +580,10 @@ def live_panel():
                                   not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"), best_step(trainer))
         shown = trainer.data if trainer else data
         if shown is not None:
-            fig = views.throttled("data_view", run, BOUNDARY_EVERY_S,
+            fig = views.throttled("data_view", run, views.REDRAW_EVERY_S,
                                   lambda: views.data_figure(shown, run.predict if rows else None),
                                   content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
-            st.plotly_chart(fig, key="data_view", config={"displayModeBar": False})
+            live_plot(fig, "data_view", mode_bar=False)
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics
             st.caption(f"Test set: loss {t['loss']:.4g}" +

@@ -15,6 +15,7 @@ from engine import ExperimentSpec
 from engine.presets import load_preset, preset_names
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, OPTIMIZERS, SCHEDULES
 from tests.conftest import ROOT
+from ui import live_plot
 from ui import state as S
 
 APP = str(ROOT / "app.py")
@@ -63,6 +64,12 @@ def spec_of(at) -> ExperimentSpec:
     return at.session_state["spec"]
 
 
+def figures(at) -> list[dict]:
+    """The figures the page drew (ui.live_plot), in page order."""
+    return [json.loads(json.loads(e.proto.json)["figure"]) for e in at.get("bidi_component")
+            if e.proto.component_name == live_plot.NAME]
+
+
 def the_run(at):
     return runs(at).get(at.session_state["run_id"])
 
@@ -79,7 +86,7 @@ def test_page_loads_with_the_default_experiment(at):
     assert {"Start", "Pause", "Step", "Reset"} <= {b.label for b in at.button}
     assert S.decode(at.query_params[S.CFG][0] if isinstance(at.query_params[S.CFG], list)
                     else at.query_params[S.CFG]) == spec_of(at)
-    assert at.get("plotly_chart"), "the data preview is drawn before training"
+    assert figures(at), "the data preview is drawn before training"
 
 
 @pytest.mark.parametrize("name", [k for k in DATASETS.keys() if k != "csv"])
@@ -178,7 +185,7 @@ def test_every_view_draws_charts_after_a_few_steps(at):
         at.session_state["view"] = view
         at.run()
         no_problems(at)
-        assert len(at.get("plotly_chart")) >= 2, view
+        assert len(figures(at)) >= 2, view
 
 
 def test_a_broken_url_spec_shows_an_error_and_falls_back():
@@ -328,8 +335,7 @@ def test_an_unexpected_exception_in_a_page_becomes_a_short_message(monkeypatch):
 
 def test_the_data_preview_follows_the_dataset_before_any_run(at):
     def preview_title():
-        import json
-        fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+        fig = figures(at)[-1]
         return fig["layout"]["title"]["text"], len(fig["data"])
     assert preview_title()[0] == "Decision boundary"
     at.selectbox(key="w.data.name").set_value("plane").run()
@@ -371,7 +377,7 @@ def test_clipping_is_charted_in_the_gradients_view(at):
     at.session_state["view"] = "Gradients"
     at.run()
     no_problems(at)
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
     assert "Share of steps clipped" in titles, titles
 
 
@@ -385,8 +391,8 @@ def test_early_stopping_shows_the_restored_step_and_marks_the_best_one(at):
     assert restored is not None and restored == run.trainer.history.best["step"]
     text = " ".join(m.value for m in at.markdown)
     assert f"weights restored from step {restored} (lowest validation loss)" in text
-    loss = next(c for c in at.get("plotly_chart") if '"best val loss"' in c.proto.spec)
-    assert f'"x0":{restored}' in loss.proto.spec.replace(" ", "")
+    loss = next(f for f in figures(at) if "best val loss" in json.dumps(f))
+    assert restored in [shape.get("x0") for shape in loss["layout"].get("shapes", [])]
 
 
 def test_a_link_with_a_choice_the_pickers_do_not_offer_keeps_it():
@@ -452,8 +458,7 @@ def test_a_table_with_text_labels_trains_and_names_its_classes_and_columns(at, t
                                   for i in range(40)))
     at.selectbox(key="w.data.target").set_value("label").run()
     no_problems(at)
-    fig = [e for e in at.get("plotly_chart") if "first two input columns" in e.proto.spec][0]
-    spec = json.loads(fig.proto.spec)
+    spec = next(f for f in figures(at) if "first two input columns" in json.dumps(f))
     assert spec["layout"]["xaxis"]["title"]["text"] == "a"
     assert spec["layout"]["yaxis"]["title"]["text"] == "b"
     assert [t["name"] for t in spec["data"]] == ["cat (class 0)", "dog (class 1)"]
@@ -553,7 +558,7 @@ def test_a_deep_stack_is_shown_as_blocks_that_can_be_resized(at):
 
 
 def _network_figure(at) -> dict:
-    figs = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    figs = figures(at)
     return next(f for f in figs if "Network" in f["layout"].get("title", {}).get("text", ""))
 
 

@@ -731,6 +731,43 @@ def test_the_network_view_draws_the_net_and_animates_while_training(page, server
     button(page, "Pause").click()
 
 
+LOSS_ZOOM_JS = """() => {
+  const el = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(e => ((e.layout || {}).title || {}).text === 'Loss');
+  if (!el) return null;
+  window.__lossChart = window.__lossChart || el;
+  const x = el.data[0].x;
+  return {same: el === window.__lossChart, range: el.layout.xaxis.range, last: x[x.length - 1]};
+}"""
+
+
+def test_a_zoomed_chart_keeps_its_zoom_while_training(page, server):
+    """A drag-zoom on the loss chart survives the live refreshes: the same chart is redrawn in
+    place with the new points, inside the range the user chose."""
+    open_app(page, server, long_run_query())
+    button(page, "Start").click()
+    wait_until(lambda: loss_last_step(page) > 200, 20, what="the loss chart to grow")
+    drag = page.locator(".js-plotly-plot").filter(has_text="Loss").locator(".nsewdrag").first
+    box = drag.bounding_box()
+    page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.2 * box["height"])
+    page.mouse.down()
+    for k in range(1, 11):  # a person's drag: several moves while refreshes arrive
+        page.mouse.move(box["x"] + (0.2 + 0.03 * k) * box["width"],
+                        box["y"] + (0.2 + 0.06 * k) * box["height"])
+        page.wait_for_timeout(30)
+    page.mouse.up()
+    zoomed = wait_until(lambda: page.evaluate(LOSS_ZOOM_JS), 5, what="the loss chart")
+    page.wait_for_timeout(2000)  # about ten live refreshes
+    later = page.evaluate(LOSS_ZOOM_JS)
+    assert later["same"], "the loss chart was replaced, not redrawn in place"
+    assert later["last"] > zoomed["last"], "the chart stopped updating"
+    assert later["range"] == zoomed["range"], (zoomed, later)
+    assert later["range"][1] < later["last"], "the zoom ended before the newest point"
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+    pause(page)
+
+
 def test_a_deep_preset_fits_one_screen(page, server):
     open_app(page, server, "?preset=deep_relu_he")
     top = page.get_by_text("Show every layer").first.bounding_box()

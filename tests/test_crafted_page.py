@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import ExperimentSpec
-from tests.test_app import APP, button, fresh_server, live_registries, spec_of, upload_store  # noqa: F401
+from tests.test_app import APP, button, figures, fresh_server, live_registries, spec_of, upload_store  # noqa: F401
 from ui import state as S
 
 MAX_MESSAGE = 600  # characters: a message that echoes a crafted value is a bug (it froze tabs)
@@ -252,7 +252,7 @@ def test_a_big_table_is_thinned_in_the_scatter():
     at = open_page({})
     upload(at, rows_csv(100_000))
     assert_clean(at)
-    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    fig = figures(at)[-1]
     points = sum(len(trace.get("x") or []) for trace in fig["data"])
     assert 0 < points <= 2000, points
 

@@ -113,8 +113,7 @@ def network_figure(snapshot: dict, color_by: str = "weight", revision: str | Non
     """The figure for a snapshot of engine.netview.network_snapshot, as a plain dict
     ({"data": [...], "layout": {...}}, JSON-serialisable). color_by: "weight" or "gradient"
     (needs a snapshot taken after a backward pass; without one, links are drawn grey).
-    Wrap it as plotly.graph_objects.Figure(fig, _validate=False) for st.plotly_chart, as
-    ui/charts.py does: a plain dict would be validated there (slow)."""
+    ui.live_plot draws it as it is."""
     if color_by not in ("weight", "gradient"):
         raise ValueError(f"color_by={color_by!r}: expected 'weight' or 'gradient'")
     cols = snapshot["columns"]

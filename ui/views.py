@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -19,6 +18,7 @@ from engine.model import describe
 from engine.trainer import lr_preview, output_dim
 
 from . import charts
+from .live_plot import live_plot
 
 GRID = 60  # decision-boundary resolution (GRID x GRID model evaluations per refresh)
 # A table's scatter shows at most this many rows (a fixed random sample): a 245,000-row CSV sent
@@ -62,7 +62,7 @@ def schedule_preview(spec: ExperimentSpec, max_steps: int) -> None:
     steps, lrs = _lr_curve(json.dumps(spec.optimizer.to_dict()), json.dumps(spec.schedule.to_dict()),
                            spec.training.steps)
     fig = charts.lr_figure(steps, lrs, "Planned learning rate")
-    st.plotly_chart(fig, key="lr_preview", config={"displayModeBar": False})
+    live_plot(fig, "lr_preview", mode_bar=False)
 
 
 # ----------------------------------------------------------------------------- health
@@ -150,31 +150,33 @@ def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool
     """Loss and accuracy side by side (the LR curve instead of accuracy for regression, and
     under both when a schedule changes it); best_step is marked on both."""
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.loss_figure(rows, log, best_step), key="loss",
-                    config={"displayModeBar": False})
+    with c1:
+        live_plot(charts.loss_figure(rows, log, best_step), "loss", mode_bar=False)
     lr = charts.lr_figure([r["step"] for r in rows], [r["lr"] for r in rows])
     if regression:
-        c2.plotly_chart(lr, key="lr_live", config={"displayModeBar": False})
+        with c2:
+            live_plot(lr, "lr_live", mode_bar=False)
         return
-    c2.plotly_chart(charts.accuracy_figure(rows, best_step), key="acc",
-                    config={"displayModeBar": False})
+    with c2:
+        live_plot(charts.accuracy_figure(rows, best_step), "acc", mode_bar=False)
     if show_lr:
-        st.plotly_chart(lr, key="lr_live", config={"displayModeBar": False})
+        live_plot(lr, "lr_live", mode_bar=False)
 
 
 def gradient_charts(rows: list[dict]) -> None:
-    st.plotly_chart(charts.layer_lines(rows, "act_grad_norm", "Gradient norm dL/dh per layer"),
-                    key="grad_lines")
-    st.plotly_chart(charts.layer_heatmap(rows), key="grad_heat")
+    live_plot(charts.layer_lines(rows, "act_grad_norm", "Gradient norm dL/dh per layer"),
+              "grad_lines")
+    live_plot(charts.layer_heatmap(rows), "grad_heat")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.layer_lines(rows, "weight_norm", "Weight norm per layer"),
-                    key="weight_norms")
-    c2.plotly_chart(charts.layer_lines(rows, "update_ratio", "Update ratio ||dW|| / ||W||"),
-                    key="update_ratio")
+    with c1:
+        live_plot(charts.layer_lines(rows, "weight_norm", "Weight norm per layer"), "weight_norms")
+    with c2:
+        live_plot(charts.layer_lines(rows, "update_ratio", "Update ratio ||dW|| / ||W||"),
+                  "update_ratio")
     steps = [r["step"] for r in rows]
-    st.plotly_chart(charts.lr_figure(steps, [r["lr"] for r in rows]), key="lr_rows")
+    live_plot(charts.lr_figure(steps, [r["lr"] for r in rows]), "lr_rows")
     if any(r.get("clip_frac") is not None for r in rows):  # clipping is on: how often it acted
-        st.plotly_chart(charts.clip_figure(rows), key="clip_frac")
+        live_plot(charts.clip_figure(rows), "clip_frac")
 
 
 def throttled(name: str, run, max_age: float, build, content=None):
@@ -194,7 +196,10 @@ def throttled(name: str, run, max_age: float, build, content=None):
     return fig
 
 
-NETWORK_EVERY_S = 0.25  # the network view's refresh while training: ~4 frames a second
+# The costlier figures (boundary, network view, histograms) are rebuilt at most this often while
+# a run trains. Below the page's 0.2 s live refresh, so on a quiet server every refresh redraws
+# them and every chart moves at one pace (0.25 s skipped every other refresh: 2.5 frames a second).
+REDRAW_EVERY_S = 0.15
 
 
 def network_view(run, spec, data) -> None:
@@ -218,11 +223,10 @@ def network_view(run, spec, data) -> None:
         else:
             snap = network_snapshot(build_model(spec, data.in_shape, output_dim(spec, data)),
                                     data)
-        return go.Figure(network_figure(snap, "gradient" if by_gradient else "weight",
-                                        revision="network"), _validate=False)
-    fig = throttled("network", run, NETWORK_EVERY_S, build,
+        return network_figure(snap, "gradient" if by_gradient else "weight", revision="network")
+    fig = throttled("network", run, REDRAW_EVERY_S, build,
                     content=(by_gradient, None if run else spec.to_json()))
-    st.plotly_chart(fig, key="network", config={"displayModeBar": False})
+    live_plot(fig, "network", mode_bar=False)
 
 
 def activation_charts(run, rows: list[dict]) -> None:
@@ -231,14 +235,15 @@ def activation_charts(run, rows: list[dict]) -> None:
         st.info("Activation histograms appear after the first logged step.")
         return
     samples = run.trainer.activation_samples()
-    fig = throttled("hist", run, NETWORK_EVERY_S,
+    fig = throttled("hist", run, REDRAW_EVERY_S,
                     lambda: charts.activation_histograms(samples, last["layers"]))
-    st.plotly_chart(fig, key="hist")
+    live_plot(fig, "hist")
     shares = [(key, title) for key, title in (("dead_frac", "Dead ReLU share per layer"),
                                               ("saturated_frac", "Saturated share per layer"))
               if any(lay.get(key) is not None for lay in last["layers"])]
     for col, (key, title) in zip(st.columns(max(len(shares), 1)), shares):
-        col.plotly_chart(charts.layer_lines(rows, key, title, log=False), key=key)
+        with col:
+            live_plot(charts.layer_lines(rows, key, title, log=False), key)
     if not shares:
         st.caption("No ReLU or squashing layers here, so there are no dead or saturated shares "
                    "to track.")
