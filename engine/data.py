@@ -131,6 +131,45 @@ def make_digits(generator, n, noise):
     return x + 16.0 * noise * torch.randn(x.shape, generator=generator), y
 
 
+SHAPES = ("horizontal bar", "vertical bar", "cross", "square")
+GLYPH = 5  # each shape is drawn in a 5x5 box
+
+
+def _glyphs() -> torch.Tensor:
+    """The four 5x5 shapes, in the order of SHAPES."""
+    g = torch.zeros(len(SHAPES), GLYPH, GLYPH)
+    mid = GLYPH // 2
+    g[0, mid, :] = 1                       # horizontal bar
+    g[1, :, mid] = 1                       # vertical bar
+    g[2, mid, :] = g[2, :, mid] = 1        # cross
+    g[3, [0, -1], :] = g[3, :, [0, -1]] = 1  # hollow square
+    return g
+
+
+@DATASETS.register("shapes", "Four small shapes (horizontal bar, vertical bar, cross, square) "
+                   "drawn on a dark canvas, each moved up to `shift` pixels from the centre: "
+                   "the same pattern at many positions, where weight sharing pays.",
+                   (_n(2000, high=20000), _noise(0.1),
+                    Param("size", 16, "canvas width and height in pixels", low=8, high=32),
+                    Param("shift", 4, "largest move from the centre, in pixels (0: always "
+                          "centred)", low=0, high=13)),
+                   task="classification", input="image", classes=len(SHAPES))
+def make_shapes(generator, n, noise, size, shift):
+    room = (size - GLYPH) // 2
+    if shift > room:
+        raise SpecError(f"data.shift={shift} would move a {GLYPH}x{GLYPH} shape off a "
+                        f"{size}x{size} canvas: at most {room}")
+    y = torch.randint(len(SHAPES), (n,), generator=generator)
+    top = room + torch.randint(-shift, shift + 1, (n,), generator=generator)
+    left = room + torch.randint(-shift, shift + 1, (n,), generator=generator)
+    x = torch.zeros(n, 1, size, size)
+    offsets = torch.arange(GLYPH)
+    rows = (top[:, None, None] + offsets[None, :, None]).expand(n, GLYPH, GLYPH)
+    cols = (left[:, None, None] + offsets[None, None, :]).expand(n, GLYPH, GLYPH)
+    x[torch.arange(n)[:, None, None], 0, rows, cols] = _glyphs()[y]
+    return x + noise * torch.randn(x.shape, generator=generator), y, {"classes": SHAPES}
+
+
 def csv_delimiter(header):
     """Comma, semicolon or tab: whichever the header line holds most of outside quotes (ties go
     to the earlier, a one-column header means comma). The engine and the exported script both

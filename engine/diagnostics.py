@@ -16,6 +16,7 @@ Statistics of a layer (DESIGN.md §2.2):
   update_ratio    ||W_after - W_before|| / ||W_before|| for this step
   act_mean, act_std
   dead_frac       ReLU layers: share of units that are exactly zero for every example in the batch
+                  (of a convolution's channels: zero at every position too)
   saturated_frac  sigmoid/tanh-like layers: share of outputs within 0.02 of a bound
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from .callbacks import Callback, Hooks, weight_params
 
-from .health import SATURATION_MARGIN
+from .health import SATURATION_MARGIN, silent
 
 SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
 
@@ -121,7 +122,11 @@ class Diagnostics(Callback):
         columns = {"act_mean": mean,
                    "act_std": ((centred.square().sum(0) @ S) / (count - 1).clamp_min(1)).sqrt()}
         if any(seg["dies"]):
-            columns["dead_frac"] = (h.abs().amax(0) == 0).float() @ seg["S_per_unit"]
+            dead = (h.abs().amax(0) == 0).float() @ seg["S_per_unit"]
+            for k, name in enumerate(names):  # an image layer's unit is its channel
+                if self._outputs[name].dim() > 2 and seg["dies"][k]:
+                    dead[k] = silent(self._outputs[name]).float().mean()
+            columns["dead_frac"] = dead
         if any(seg["bounded"]):
             pinned = (h <= seg["lo"]) | (h >= seg["hi"])
             columns["saturated_frac"] = (pinned.float().sum(0) @ S) / count

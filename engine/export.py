@@ -331,10 +331,10 @@ def _data(spec: ExperimentSpec, script: Script) -> list[str]:
     lines = ['data_gen = generator(SEED, "data")']
     if d.features:
         features = Code("[" + ", ".join(script.ref(FEATURES[f].factory) for f in d.features) + "]")
-        lines += [_assign("points, y", make), "# the input features, computed from each point",
+        lines += [_assign("points, y, *_", make), "# the input features, computed from each point",
                   _assign("x", script.call(portable.feature_matrix, Code("points"), features))]
     else:
-        lines.append(_assign("x, y", make))
+        lines.append(_assign("x, y, *_", make))  # *_: a set's class names, if it has them
     split = script.call(portable.split_indices, Code("len(y)"), d.val_fraction, d.test_fraction,
                         Code("data_gen"))
     normalizer = NORMALIZERS[d.normalize]
@@ -363,13 +363,14 @@ def _model(net, script: Script) -> list[str]:
         entry = INITIALIZERS[choice.name]
         call = script.entry_call(entry, choice.params, Code(f"{path}.weight"), Code("init_gen"))
         init.append("    " + render(call, 4))
-        init.append(f"    nn.init.constant_({path}.bias, {literal(bias)})")
+        if bias is not None:  # a convolution made with bias=False has none
+            init.append(f"    nn.init.constant_({path}.bias, {literal(bias)})")
     return [*script.take(), *streams, *([""] if streams else []),
             "# Named layers, with the names Netlab's charts use. The output layer has no",
             "# activation: the loss takes its raw outputs (class logits or predicted values).",
             *body, "",
-            "# Initial weights: every linear map in the order Netlab builds them, weight then "
-            "bias,", "# from the init stream.", *init,
+            "# Initial weights: every linear map and convolution in the order Netlab builds",
+            "# them, weight then bias, from the init stream.", *init,
             "model = model.to(DEVICE)", "print(model)",
             'print(f"{sum(p.numel() for p in model.parameters()):,} parameters")']
 

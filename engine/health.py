@@ -987,10 +987,10 @@ class HealthCheck(Callback):
         for name, h in outputs.items():
             if name == "__preact__":
                 continue
-            h = h.float().flatten(1)
             s = {}
             if info[name].get("dies"):
-                s["dead_frac"] = float((h.abs().amax(0) == 0).float().mean())
+                s["dead_frac"] = float(silent(h).float().mean())
+            h = h.float().flatten(1)
             if info[name].get("bounds"):
                 lo, hi = info[name]["bounds"]
                 s["saturated_frac"] = float(((h <= lo + SATURATION_MARGIN) |
@@ -1009,6 +1009,15 @@ def _first_linear(model, hidden: list[str]):
     if lin is None and isinstance(first, torch.nn.Linear):
         lin = first
     return lin if isinstance(lin, torch.nn.Linear) else None
+
+
+
+def silent(h: torch.Tensor) -> torch.Tensor:
+    """Which units output exactly zero for every example of the batch h: per unit of a flat
+    layer (batch, units), per channel of an image layer (batch, channels, height, width): a
+    convolution's unit is its channel, one kernel applied everywhere."""
+    dims = (0, *range(2, h.dim()))
+    return h.abs().amax(dim=dims) == 0
 
 
 @torch.no_grad()

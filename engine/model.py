@@ -11,8 +11,9 @@ it recorded. The tags say which name prefix a layer gets (`prefix`), which model
 (`uses`: activation/init/bias_init), whether it flattens an image first (`flattens`) or needs a
 flat input (`flat_only`), whether its output is its activation's (`watches_activation`, for the
 dead/saturated checks), whether it normalises (`normalizes`) and whether over the batch
-(`batch_stats`). A tag `default=True` marks the layer type a bare number stands for. New layer kinds
-(convolutions, recurrent cells) register the same way.
+(`batch_stats`), whether it reads images only (`image_only`) and whether the charts leave it out
+(`hidden`: dropout, flatten). A tag `default=True` marks the layer type a bare number stands for.
+The convolutional types live in engine/conv.py and register the same way.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class BuildContext:
     spec: ExperimentSpec
     init: bool  # False: build without initialising (on the meta device: describe, export)
     device: str | torch.device = "cpu"
-    inits: list = field(default_factory=list)  # (nn.Linear, initializer Choice, bias) in order
+    inits: list = field(default_factory=list)  # (module, initializer Choice, bias) in order
 
     def __post_init__(self):
         self._streams = {}
@@ -81,18 +82,25 @@ class BuildContext:
     def linear(self, fan_in: int, units: int, layer: LayerSpec | None) -> nn.Linear:
         """A linear map initialised from the layer's (or the model's) initializer and bias;
         layer=None: the output layer."""
-        lin = self.make(nn.Linear, fan_in, units)
+        return self.weighted(self.make(nn.Linear, fan_in, units), layer)
+
+    def weighted(self, module: nn.Module, layer: LayerSpec | None) -> nn.Module:
+        """Initialise a module's `weight` (and `bias`, when it has one) from the layer's (or the
+        model's) initializer and bias init, from the init stream; layer=None: the output layer.
+        The exporter repeats these in the same order (`inits`)."""
         model = self.spec.model
         init = (layer.init if layer else None) or (model.init if layer else
                                                    model.output or model.init)
         bias = layer.bias_init if layer and layer.bias_init is not None else (
             model.bias_init if layer else 0.0)
-        self.inits.append((lin, init, float(bias)))
+        bias = None if module.bias is None else float(bias)
+        self.inits.append((module, init, bias))
         if self.init:
             with torch.no_grad():
-                INITIALIZERS[init.name].build(lin.weight, self._init_gen, **init.params)
-                nn.init.constant_(lin.bias, bias)
-        return lin
+                INITIALIZERS[init.name].build(module.weight, self._init_gen, **init.params)
+                if bias is not None:
+                    nn.init.constant_(module.bias, bias)
+        return module
 
 
 def _flat(in_shape) -> int:
@@ -122,7 +130,7 @@ def _activation(ctx, layer, in_shape):
 @LAYERS.register("dropout", "Zeroes each unit with probability p while training (scaling the "
                  "rest by 1/(1-p)); does nothing at evaluation.",
                  (Param("p", 0.5, "drop probability", low=0.0, high=1.0, high_open=True),),
-                 prefix="drop")
+                 prefix="drop", hidden=True)
 def _dropout(ctx, layer, in_shape):
     return ctx.make(Dropout, layer.get("p"), ctx.stream("dropout")), in_shape
 
@@ -156,6 +164,9 @@ def _residual(ctx, layer, in_shape):
     return ctx.make(Residual, proj, ctx.make(nn.Sequential, body)), (units,)
 
 
+from . import conv  # noqa: E402 - registers the convolutional layer types after the dense ones
+
+
 class Net(nn.Sequential):
     """Named layers in order; `layer_info[name]` says what diagnostics need to know of each."""
 
@@ -183,17 +194,25 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
             raise SpecError(f"model.layers[{i}]: a {layer.type} layer here would get input of "
                             f"shape {list(shape)}; it needs a flat vector, so put a linear "
                             "layer before it")
+        if len(shape) != 3 and entry.tags.get("image_only"):
+            raise SpecError(f"model.layers[{i}]: a {layer.type} layer needs an image (channels, "
+                            f"height, width), but its input has shape {list(shape)}. "
+                            "Convolutional layers go first, on image data (digits, shapes), "
+                            "before any linear layer")
         prefix = entry.tags["prefix"]
         counts[prefix] = counts.get(prefix, 0) + 1
         name = f"{prefix}{counts[prefix]}"
-        module, shape = entry.factory(ctx, layer, shape)
+        try:
+            module, shape = entry.factory(ctx, layer, shape)
+        except SpecError as e:
+            raise SpecError(f"model.layers[{i}] ({layer.type}, {name}): {e}") from None
         layers[name] = module
         act = ACTIVATIONS[ctx.activation_of(layer).name] \
             if "activation" in entry.tags.get("uses", ()) else None
         # watches_activation: the layer's output is its activation's (a residual block's is
         # h + F(h), unbounded and rarely exactly zero, so the dead/saturated checks skip it)
         watched = act if entry.tags.get("watches_activation") else None
-        info[name] = {"type": layer.type, "shown": layer.type != "dropout",
+        info[name] = {"type": layer.type, "shown": not entry.tags.get("hidden"),
                       "activation": act.key if act else None,
                       "dies": bool(watched and watched.tags.get("dies")),
                       "bounds": watched.tags.get("bounds") if watched else None,
@@ -215,15 +234,95 @@ def count_params(module: nn.Module) -> int:
 
 
 def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
-    """Per-layer output shape and parameter count, computed on the 'meta' device: no memory is
-    allocated, so a user can size a huge model before anything is built for real."""
+    """Per layer: output shape, parameter count, multiply-adds per example, and for image inputs
+    the receptive field (how many input pixels across one output value depends on, and the jump:
+    input pixels between two neighbouring outputs), with a note where a kernel does not tile its
+    input evenly. Computed on the 'meta' device: no memory is allocated, so a user can size a
+    huge model before anything is built for real."""
     with torch.device("meta"):
         net = build_model(spec, in_shape, out_dim, device="meta", init=False).eval()
         x = torch.zeros((1, *in_shape))
+        field = _Field(in_shape)
         rows = []
         for name, module in net.named_children():
-            x = module(x)
+            seen = {"macs": 0, "notes": []}
+
+            def hook(m, inputs, output):
+                seen["macs"] += multiply_adds(m, output)
+                note = uneven_note(m, inputs[0])
+                if note:
+                    seen["notes"].append(note)
+                field.update(m, inputs[0])
+            handles = [m.register_forward_hook(hook) for m in module.modules()
+                       if not list(m.children())]
+            try:
+                x = module(x)
+            finally:
+                for h in handles:
+                    h.remove()
             rows.append({"name": name, "type": net.layer_info[name]["type"],
                          "output_shape": list(x.shape[1:]), "params": count_params(module),
-                         "receptive_field": None})
-    return {"input_shape": list(in_shape), "layers": rows, "total_params": count_params(net)}
+                         "macs": seen["macs"], "receptive_field": field.size,
+                         "jump": field.jump, "note": "; ".join(seen["notes"]) or None})
+    return {"input_shape": list(in_shape), "layers": rows, "total_params": count_params(net),
+            "total_macs": sum(r["macs"] for r in rows)}
+
+
+def multiply_adds(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-adds per example of one leaf module (convolutions and linear maps; the rest is
+    counted as free, as is usual): each output value of a convolution is a dot product over
+    (its group's input channels) x kernel height x kernel width, of a linear map over its inputs."""
+    per_example = output[0].numel()
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return per_example * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        return per_example * module.in_features
+    return 0
+
+
+def _window(module):
+    """(kernel, stride, padding, dilation) of a sliding-window module (square), else None."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        first = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731
+        return (first(module.kernel_size), first(module.stride), first(module.padding),
+                first(getattr(module, "dilation", 1)))
+    return None
+
+
+def uneven_note(module: nn.Module, x: torch.Tensor) -> str | None:
+    """The formula with numbers when (W - F + 2P) / S + 1 is not whole (F: the kernel's span)."""
+    window = _window(module)
+    if window is None or x.dim() != 4:
+        return None
+    k, s, p, d = window
+    size, span = x.shape[-1], d * (k - 1) + 1
+    left = (size - span + 2 * p) % s
+    if not left:
+        return None
+    return (f"(W - F + 2P)/S + 1 = ({size} - {span} + 2*{p})/{s} + 1 = "
+            f"{(size - span + 2 * p) / s + 1:g}, not whole: the kernel's last position stops "
+            f"{left} pixel(s) short of the {'padded ' if p else ''}input's right and bottom edges")
+
+
+class _Field:
+    """The receptive field, tracked through the modules in the order they run: a window of
+    kernel k (dilation d) and stride s grows it by d*(k-1) jumps and multiplies the jump by s; a
+    global pool, flatten or linear map sees the whole image (its jump is then None). None for
+    inputs that are not images."""
+
+    def __init__(self, in_shape):
+        self.image = len(in_shape) == 3
+        self.whole = max(in_shape[1:]) if self.image else None
+        self.size, self.jump = (1, 1) if self.image else (None, None)
+
+    def update(self, module, x):
+        if not self.image or self.jump is None:
+            return
+        window = _window(module)
+        if window is not None:
+            k, s, _, d = window
+            self.size += d * (k - 1) * self.jump
+            self.jump *= s
+        elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)):
+            self.size, self.jump = max(self.size, self.whole), None

@@ -72,20 +72,22 @@ class Batches:
 
 class Dropout(nn.Module):
     """Inverted dropout drawing its masks from the run's own generator (nn.Dropout uses torch's
-    global one, which would make two runs in one process disturb each other's numbers)."""
+    global one, which would make two runs in one process disturb each other's numbers).
+    channels=True drops whole channels of an image (batch, channels, height, width)."""
 
-    def __init__(self, p, generator=None):
+    def __init__(self, p, generator=None, channels=False):
         super().__init__()
-        self.p, self.generator = p, generator
+        self.p, self.generator, self.channels = p, generator, channels
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p
+        shape = (*x.shape[:2], *[1] * (x.dim() - 2)) if self.channels else x.shape
+        keep = torch.rand(shape, generator=self.generator, device=x.device) >= self.p
         return x * keep / (1.0 - self.p)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}" + (", channels=True" if self.channels else "")
 
 
 class Residual(nn.Module):

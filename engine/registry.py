@@ -88,10 +88,12 @@ class Param:
                     isinstance(v, str) and v and len(v) <= MAX_TEXT for v in value):
                 raise bad()
             return tuple(value)
-        if self.choices is not None:
-            if value not in self.choices:
+        if self.choices is not None:  # the choice itself: 1.0 gives 1, and True is not 1
+            match = [c for c in self.choices
+                     if isinstance(c, bool) == isinstance(value, bool) and c == value]
+            if not match:
                 raise bad()
-            return value
+            return match[0]
         d = self.default
         if isinstance(d, bool):
             if not isinstance(value, bool):

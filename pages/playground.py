@@ -486,8 +486,9 @@ with left:
                     help="Starting value of every bias; negative values can kill ReLUs.")
     described, shape_error = views.describe_rows(spec, data) if data else (None, None)
     shapes = {}
-    if described:  # describe() rows in build order; flatten and the output layer are not in the stack
-        stack_rows = [r for r in described["layers"] if r["type"] not in ("flatten", "output")]
+    if described:  # describe() rows in build order; the flatten build_model inserts and the
+        # output layer are not in the stack (a flatten layer the user added is, as "flatN")
+        stack_rows = [r for r in described["layers"] if r["name"] not in ("flatten", "out")]
         shapes = dict(enumerate(stack_rows))
     widgets.layer_stack_editor(shapes)
     if shape_error:

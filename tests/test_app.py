@@ -126,11 +126,12 @@ def test_changing_a_parameter_reaches_the_spec(at):
 def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
     while len(at.session_state["layer_ids"]) > 1:  # start from one hidden layer
         at.button(key=f"rm.{at.session_state['layer_ids'][-1]}").click().run()
-    for kind in LAYERS.keys():
+    flat = [k for k in LAYERS.keys() if not LAYERS[k].tags.get("image_only")]
+    for kind in flat:  # the convolutional ones need images: test_a_cnn_on_shapes...
         button(at, f"+ {kind.replace('_', ' ')}").click().run()
     no_problems(at)
     types = [layer.type for layer in spec_of(at).model.layers]
-    assert types == ["linear", *LAYERS.keys()]
+    assert types == ["linear", *flat]
     ids = at.session_state["layer_ids"]
     at.number_input(key=f"w.layer.{ids[1]}.units").set_value(7).run()   # the added linear
     at.button(key=f"up.{ids[1]}").click().run()                        # move it to the top
@@ -138,7 +139,37 @@ def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
     no_problems(at)
     layers = spec_of(at).model.layers
     assert layers[0].type == "linear" and layers[0].params["units"] == 7
-    assert [layer.type for layer in layers[1:]] == [k for k in LAYERS.keys() if k != "linear"]
+    assert [layer.type for layer in layers[1:]] == [k for k in flat if k != "linear"]
+
+
+def test_a_cnn_on_shapes_builds_describes_and_trains(at):
+    at.selectbox(key="w.data.name").set_value("shapes").run()
+    while at.session_state["layer_ids"]:
+        at.button(key=f"rm.{at.session_state['layer_ids'][-1]}").click().run()
+    for kind in ("conv2d", "maxpool", "conv2d", "globalavgpool"):
+        button(at, f"+ {kind}").click().run()
+    first = at.session_state["layer_ids"][0]
+    at.selectbox(key=f"w.layer.{first}.padding").set_value("same").run()
+    no_problems(at)
+    layers = spec_of(at).model.layers
+    assert [lay.type for lay in layers] == ["conv2d", "maxpool", "conv2d", "globalavgpool"]
+    assert layers[0].get("padding") == "same"
+    cards = " ".join(m.value for m in at.markdown)
+    assert "`conv1` → [8, 16, 16] · 80 params · sees 3x3 px" in cards
+    assert "`conv2` → [8, 6, 6] · 584 params · sees 8x8 px" in cards
+    table = at.dataframe[0].value
+    assert list(table["multiply-adds"])[:2] == [16 * 16 * 8 * 9, 0]
+    assert list(table["receptive field"])[:3] == ["3 px, jump 1", "4 px, jump 2", "8 px, jump 2"]
+    button(at, "Step").click().run()
+    no_problems(at)
+    assert the_run(at).trainer.step_count == 1
+    at.session_state["view"] = "Network"
+    at.run()
+    no_problems(at)
+    assert any("draws MLP-style nets" in i.value for i in at.info)
+    at.session_state["view"] = "Activations"
+    at.run()
+    no_problems(at)
 
 
 def test_an_impossible_value_shows_a_message_and_keeps_the_last_valid_spec(at):

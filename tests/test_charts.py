@@ -105,3 +105,12 @@ def test_per_layer_lines_use_a_log_axis_only_across_a_decade():
     assert narrow.layout.yaxis.type != "log" and narrow.layout.yaxis.tickformat
     wide = charts.layer_lines(_layer_rows({1: (1e-3, 2.0), 10: (1e-2, 3.0)}), "weight_norm", "w")
     assert wide.layout.yaxis.type == "log"
+
+
+def test_panel_grids_stay_inside_the_figure():
+    """Rounding once put a bottom row at -5.6e-17 (3 rows), and plotly refused the figure."""
+    from ui.charts import _grid_axes
+    for n in range(1, 31):
+        for cols in (1, 2, 3, 4, 12):
+            for xd, yd in _grid_axes(n, cols):
+                assert 0.0 <= xd[0] < xd[1] <= 1.0 and 0.0 <= yd[0] < yd[1] <= 1.0, (n, cols)

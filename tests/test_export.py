@@ -32,7 +32,7 @@ from engine.__main__ import main as cli_main
 from engine.errors import SpecError
 from engine.export import Code, ExportError, Script, export_script, render
 from engine.portable import generator as portable_generator
-from engine.registry import (ACTIVATIONS, ALL, DATASETS, FEATURES, INITIALIZERS, LOSSES,
+from engine.registry import (ACTIVATIONS, ALL, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
                              NORMALIZERS, OPTIMIZERS, SCHEDULES, Registry)
 from engine.seeding import generator as make_generator
 
@@ -316,6 +316,22 @@ def _sweep(csv_path):
         "csv-regression": {
             "data": {"name": "csv", "path": csv_path, "target": "value", "task": "regression"},
             "model": {"activation": "linear", "layers": [4]}, "optimizer": {"name": "adam"}},
+        "cnn-shapes": {  # every convolutional layer type, grouped and dilated, no bias
+            "data": {"name": "shapes", "n": 160, "size": 12, "shift": 2},
+            "model": {"activation": "relu", "init": "he_uniform", "layers": [
+                {"type": "conv2d", "filters": 4, "padding": "same", "bias_init": 0.1},
+                {"type": "batchnorm2d"}, {"type": "maxpool"},
+                {"type": "conv2d", "filters": 8, "groups": 2, "dilation": 2, "padding": 1,
+                 "bias": False, "activation": "tanh", "init": "xavier_normal"},
+                {"type": "dropout2d", "p": 0.2}, {"type": "avgpool", "kernel": 3, "stride": 1},
+                {"type": "conv2d", "filters": 8, "kernel": 1},
+                {"type": "globalavgpool"}, 8]},
+            "optimizer": {"name": "adam", "lr": 0.01}},
+        "cnn-digits-flatten": {
+            "data": {"name": "digits", "n": 160},
+            "model": {"layers": [{"type": "conv2d", "filters": 4, "stride": 2},
+                                 {"type": "flatten"}, {"type": "dropout", "p": 0.1}]},
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
         "digits-linear": {
             "data": {"name": "digits", "n": 200, "noise": 0.1}, "model": {"layers": []},
             "optimizer": {"name": "sgd", "lr": 0.01}, "schedule": {"name": "step",
@@ -349,6 +365,8 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
         config["data"]["normalize"] = key
     elif kind == "layer":
         config["model"]["layers"] = [{"type": key}, 8]
+        if LAYERS[key].tags.get("image_only"):  # a convolutional layer reads images
+            config["data"] = {"name": "digits", "n": 120}
     elif kind in ("activation", "initializer"):
         config["model"]["activation" if kind == "activation" else "init"] = key
     elif kind == "loss":
@@ -582,7 +600,7 @@ def test_dataset_export_is_standalone_and_matches_registry(key, csv_file):
     if key == "digits":
         params.update(n=300, noise=0.1)
     expr, namespace = exported(entry, params, "gen")
-    x, y = eval(expr, {**namespace, "gen": make_generator(5, "data")})
+    x, y, *_ = eval(expr, {**namespace, "gen": make_generator(5, "data")})
     ex, ey = entry.factory(make_generator(5, "data"), **params)[:2]  # a table adds its names
     assert torch.equal(x, ex) and torch.equal(y, ey)
 

@@ -78,6 +78,9 @@ def config_for(kind, key, tmp_path):
             layer["units"] = 5
         if key == "activation":
             layer["activation"] = "tanh"
+        if ALL["layer"][key].tags.get("image_only"):  # convolutional: on images, first
+            return merge(BASE, {"data": {"name": "digits", "n": 50},
+                                "model": {"layers": [layer, 6]}})
         return merge(BASE, {"model": {"layers": [6, layer]}})
     raise AssertionError(f"no spec builder for registry {kind!r}")
 
@@ -134,7 +137,12 @@ def test_every_layer_type_accepts_image_input_after_a_linear_layer():
         layer = {"type": key, **({"units": 5} if key in ("linear", "residual") else {})}
         config = merge(BASE, {"data": {"name": "digits", "n": 40},
                               "model": {"layers": [6, layer]}})
-        _one_step(config)
+        if ALL["layer"][key].tags.get("image_only"):  # after a linear layer there is no image
+            with pytest.raises(SpecError, match=rf"model.layers\[1\]: a {key} layer needs an "
+                               r"image \(channels, height, width\), but its input has shape \[6\]"):
+                _one_step(config)
+        else:
+            _one_step(config)
 
 
 @pytest.mark.parametrize("kind", list(ALL))

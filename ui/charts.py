@@ -206,16 +206,20 @@ def layer_heatmap(rows: list[dict], key: str = "act_grad_norm", max_columns: int
                   yaxis=dict(autorange="reversed"))
 
 
-def _grid_axes(n: int, cols: int, gap: float = 0.04, vgap: float = 0.12):
-    """Domains for a cols-wide grid of n small panels (make_subplots without its overhead)."""
+def _grid_axes(n: int, cols: int, gap: float = 0.04, vgap: float = 0.25):
+    """Domains for a cols-wide grid of n small panels (make_subplots without its overhead).
+    vgap: the share of each row's height left free below its panel (tick labels, and the next
+    row's caption); a share, not a fixed fraction of the figure, so 30 panels still fit."""
     rows = math.ceil(n / cols)
     width = (1 - gap * (cols - 1)) / cols
-    height = (1 - vgap * (rows - 1)) / rows
+    slot = 1 / rows
     for i in range(n):
         r, c = divmod(i, cols)
         x0 = c * (width + gap)
-        y1 = 1 - r * (height + vgap)
-        yield [x0, x0 + width], [y1 - height, y1]
+        top = 1 - r * slot
+        # clamped: rounding can leave a domain a hair outside [0, 1], which plotly refuses
+        yield ([max(0.0, x0), min(1.0, x0 + width)],
+               [max(0.0, top - slot * (1 - vgap)), min(1.0, top)])
 
 
 def activation_histograms(samples: dict, layers: list[dict], bins: int = 40) -> go.Figure:
@@ -331,12 +335,14 @@ def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
                              scaleanchor="x", scaleratio=1, autorange=False))
 
 
-def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24) -> go.Figure:
-    """A strip of 8x8 digit images with their labels."""
+def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
+                  class_names=None) -> go.Figure:
+    """A strip of images (8x8 digits, the shapes' canvases) with their labels (class names when
+    the set has them)."""
     n = min(n, len(images))
-    cols = min(12, n)
+    cols = min(8 if class_names else 12, n)  # names ("vertical bar") need wider tiles
     traces, layout, notes = [], {}, []
-    for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.01, vgap=0.15)):
+    for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.01, vgap=0.2)):
         suffix = "" if i == 0 else str(i + 1)
         traces.append(dict(type="heatmap", z=np.asarray(images[i])[::-1].round(2).tolist(),
                            colorscale="Greys", showscale=False, hoverinfo="skip",
@@ -344,10 +350,14 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24) -> go.Fig
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
                                         scaleanchor=f"x{suffix}", constrain="domain")  # square pixels
-        notes.append(dict(text=str(int(labels[i])), x=sum(xd) / 2, y=yd[1], xref="paper",
-                          yref="paper", yanchor="bottom", showarrow=False))
+        label = class_names[int(labels[i])].replace(" ", "<br>") if class_names else \
+            str(int(labels[i]))
+        notes.append(dict(text=label, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
+                          yanchor="bottom", showarrow=False, font=dict(size=10)))
     return figure(traces, "Sample images and labels", "digits",
-                  height=90 * math.ceil(n / cols) + 60, annotations=notes, **layout)
+                  height=(100 if class_names else 90) * math.ceil(n / cols) + 60,
+                  margin=dict(MARGIN, t=64) if class_names else MARGIN,  # two-line labels
+                  annotations=notes, **layout)
 
 
 def table_figure(x: np.ndarray, y: np.ndarray, names: list[str],

@@ -139,7 +139,7 @@ def data_figure(data: Dataset, predict=None):
         x, y = x[keep], y[keep]
     x, y = x.numpy(), y.numpy()
     if x.ndim == 4:  # images (n, 1, H, W): show them raw-looking (normalised values are fine)
-        return charts.digits_figure(x[:, 0], y)
+        return charts.digits_figure(x[:, 0], y, class_names=data.class_names)
     names = list(data.input_names or [f"input {i + 1}" for i in range(x.shape[1])])
     return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y, names,
                                data.class_names if data.task == "classification" else None)
@@ -224,8 +224,12 @@ def network_view(run, spec, data) -> None:
             snap = network_snapshot(build_model(spec, data.in_shape, output_dim(spec, data)),
                                     data)
         return network_figure(snap, "gradient" if by_gradient else "weight", revision="network")
-    fig = throttled("network", run, REDRAW_EVERY_S, build,
-                    content=(by_gradient, None if run else spec.to_json()))
+    try:
+        fig = throttled("network", run, REDRAW_EVERY_S, build,
+                        content=(by_gradient, None if run else spec.to_json()))
+    except ValueError as e:  # a layer the picture has no drawing for (a convolution): say so
+        st.info(f"{str(e)[:1].upper()}{str(e)[1:]}. **Layer shapes** (left) lists every layer.")
+        return
     live_plot(fig, "network", mode_bar=False)
 
 
@@ -267,6 +271,21 @@ def describe_rows(spec: ExperimentSpec, data: Dataset):
 
 
 def describe_table(d: dict) -> None:
-    rows = [{"layer": r["name"], "type": r["type"], "output shape": str(r["output_shape"]),
-             "parameters": r["params"]} for r in d["layers"]]
+    """Every layer's output shape, parameters and multiply-adds per example; for images also
+    the receptive field (input pixels across that one value depends on) and its jump (input
+    pixels between two neighbouring values)."""
+    image = any(r["receptive_field"] for r in d["layers"])
+    rows = []
+    for r in d["layers"]:
+        row = {"layer": r["name"], "type": r["type"], "output shape": str(r["output_shape"]),
+               "parameters": r["params"], "multiply-adds": r["macs"]}
+        if image:
+            row["receptive field"] = f"{r['receptive_field']} px" + (
+                f", jump {r['jump']}" if r["jump"] else " (all of it)")
+        rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption(f"{d['total_params']:,} parameters · {d['total_macs']:,} multiply-adds per "
+               "example (convolutions and linear maps)")
+    for r in d["layers"]:
+        if r.get("note"):
+            st.caption(f"`{r['name']}`: {r['note']}")

@@ -18,8 +18,8 @@ from .guard import guarded_callback
 W = S.W
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ")
+def _label(name) -> str:
+    return str(name).replace("_", " ")  # a choice may be a number (a padding of 1)
 
 
 def param_widget(p: Param, key: str, container=None, label: str | None = None,
@@ -288,11 +288,21 @@ def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
             caption = f"**{i + 1}. {_label(kind)}**"
             if info:
                 caption += f" · `{info['name']}` → {info['output_shape']} · {info['params']:,} params"
+                if info.get("jump"):  # a window over an image: how much of it one value sees
+                    caption += f" · sees {info['receptive_field']}x{info['receptive_field']} px"
             st.markdown(caption, help=entry.doc)
+            if info and info.get("note"):
+                st.caption(info["note"])
             n = len(entry.params)
-            row = st.columns([3] * n + [1, 1, 1], vertical_alignment="bottom", gap="small")
-            for col, p in zip(row, entry.params):
-                param_widget(p, f"{prefix}.{p.name}", col)
+            if n > 3:  # a convolution's seven settings: two a row (the column is narrow),
+                for start in range(0, n, 2):  # the buttons on a row of their own
+                    for col, p in zip(st.columns(2, gap="small"), entry.params[start:start + 2]):
+                        param_widget(p, f"{prefix}.{p.name}", col)
+                row, n = st.columns([6, 1, 1, 1], vertical_alignment="bottom", gap="small"), 1
+            else:
+                row = st.columns([3] * n + [1, 1, 1], vertical_alignment="bottom", gap="small")
+                for col, p in zip(row, entry.params):
+                    param_widget(p, f"{prefix}.{p.name}", col)
             row[n].button("", icon=":material/arrow_upward:", key=f"up.{lid}",
                           on_click=_move_layer, args=(lid, -1), disabled=i == 0,
                           help="Move up", width="stretch")
