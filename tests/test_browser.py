@@ -768,6 +768,24 @@ def test_a_zoomed_chart_keeps_its_zoom_while_training(page, server):
     pause(page)
 
 
+TITLE_COLOURS_JS = """() => [...document.querySelectorAll('.netlab-plot .gtitle')]
+  .map(t => getComputedStyle(t).fill)
+  .concat([getComputedStyle(document.querySelector('.stApp')).color])"""
+
+
+def test_chart_titles_follow_the_page_theme(page, server):
+    """Titles take the page's text colour, and follow a switch to dark without a redraw."""
+    open_app(page, server)
+    wait_until(lambda: page.locator(".netlab-plot .gtitle").count(), 20, what="a chart title")
+    *titles, text = page.evaluate(TITLE_COLOURS_JS)
+    assert titles and set(titles) == {text}
+    page.emulate_media(color_scheme="dark")
+    dark = wait_until(lambda: (lambda c: c[-1] != text and c)(page.evaluate(TITLE_COLOURS_JS)),
+                      10, what="the page to turn dark")
+    assert set(dark[:-1]) == {dark[-1]}, dark
+    assert not page.errors, page.errors
+
+
 def test_a_deep_preset_fits_one_screen(page, server):
     open_app(page, server, "?preset=deep_relu_he")
     top = page.get_by_text("Show every layer").first.bounding_box()

@@ -114,3 +114,11 @@ def test_panel_grids_stay_inside_the_figure():
         for cols in (1, 2, 3, 4, 12):
             for xd, yd in _grid_axes(n, cols):
                 assert 0.0 <= xd[0] < xd[1] <= 1.0 and 0.0 <= yd[0] < yd[1] <= 1.0, (n, cols)
+
+
+def test_a_zoom_is_not_kept_across_a_change_of_axis_type():
+    """A linear range read on a log axis is a range of powers of ten: an empty chart."""
+    from ui.charts import loss_figure
+    rows = [{"step": i, "train_loss": 1 / (i + 1), "val_loss": None} for i in range(50)]
+    linear, log = loss_figure(rows, False).layout.uirevision, loss_figure(rows, True).layout.uirevision
+    assert linear != log and linear == loss_figure(rows[:10], False).layout.uirevision

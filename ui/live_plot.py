@@ -11,7 +11,7 @@ plotly.js is the copy Streamlit bundles for its own charts (a content-hashed fil
 caches for a year, shared with any st.plotly_chart); if a Streamlit release renames it, the
 plotly package's copy, served by Streamlit's component file route (gzipped, but fetched again on
 every visit). Nothing comes from the internet. The look follows Streamlit's own chart theme
-(THEME), with text coloured like the page's text.
+(THEME), with titles and legends in the page's text colour (_CSS).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ PLOTLY_SOURCES = {"module": _streamlit_plotly(),
                   "script": f"component/{_PLOTLY_FILES.name}/plotly.min.js"}
 
 # Streamlit's light chart theme, in the parts our figures use (read from its plotly charts in
-# Chromium). Backgrounds are transparent and the JS below colours the text like the page's own
+# Chromium). Backgrounds are transparent and _CSS colours titles and legends like the page's
 # text, so a dark page gets readable charts too.
 _GREY = "#808495"
 _GRID = "rgba(128, 132, 149, 0.2)"
@@ -91,15 +91,6 @@ function plotly(sources) {
   return window.__netlabPlotly;
 }
 
-// Titles and legends in the page's text colour (dark on a light page, light on a dark one).
-function pageText(layout) {
-  const app = document.querySelector(".stApp") || document.body;
-  const color = getComputedStyle(app).color;
-  const t = layout.template.layout;
-  t.title.font.color = color;
-  t.legend.font.color = color;
-}
-
 export default function ({ data, parentElement }) {
   let el = parentElement.querySelector("div.netlab-plot");
   if (!el) {
@@ -120,14 +111,23 @@ export default function ({ data, parentElement }) {
   el.netlabFigure = data.figure;
   plotly(data.sources).then((P) => {
     if (el.netlabFigure !== data.figure) return;  // a newer figure came meanwhile: it draws
+    if (!el.data) el.textContent = "";  // a failed load's message, if a retry got this far
     const fig = JSON.parse(data.figure);
-    pageText(fig.layout);
     return P.react(el, fig.data, fig.layout, data.config);
-  }, () => { el.textContent = "The chart library did not load: reload the page."; });
+  }, () => { el.textContent = "The chart library did not load: reload the page."; })
+    .catch((e) => console.error("netlab chart", e));
 }
 """
 
-_component = st.components.v2.component(NAME, js=_JS, isolate_styles=False)
+# Titles and legends take the page's text colour (plotly writes its colour inline, hence
+# !important): dark on a light page, light on a dark one, following a theme switch at once.
+_CSS = """
+.netlab-plot .gtitle, .netlab-plot .legendtext, .netlab-plot .legendtitletext {
+  fill: currentColor !important;
+}
+"""
+
+_component = st.components.v2.component(NAME, js=_JS, css=_CSS, isolate_styles=False)
 
 
 def live_plot(fig, key: str, *, mode_bar: bool = True) -> None:
@@ -136,7 +136,7 @@ def live_plot(fig, key: str, *, mode_bar: bool = True) -> None:
     buttons on hover, as st.plotly_chart shows them."""
     d = fig.to_plotly_json() if hasattr(fig, "to_plotly_json") else fig
     layout = dict(d.get("layout") or {}, template=THEME)
-    _component(key=key, data={
+    _component(key=f"plot.{key}", data={  # prefixed: the component keeps state by key
         "figure": pio.to_json({"data": d.get("data") or [], "layout": layout}, validate=False),
         "sources": PLOTLY_SOURCES,
         "height": layout.get("height") or DEFAULT_HEIGHT,
