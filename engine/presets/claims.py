@@ -102,6 +102,7 @@ def _boundary_length(o, n: int = 101) -> int | None:
 
 MEASURES = {
     "stopped": lambda o: o.stopped,
+    "params": lambda o: sum(p.numel() for p in o.trainer.model.parameters()),
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
     "train_loss": lambda o: o.train["loss"],
