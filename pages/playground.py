@@ -560,9 +560,14 @@ def live_panel():
         if run.error:
             st.error(f"Training failed: {run.error}")
     views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
-    view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations"],
+    view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations",
+                                         "Filters"],
                                 key="view", default="Overview", label_visibility="collapsed")
-    if view == "Network":
+    if view == "Filters":
+        shown = trainer.data if trainer else data
+        if shown is not None:
+            views.filters_view(run, trainer.spec if trainer else spec, shown)
+    elif view == "Network":
         shown = trainer.data if trainer else data
         if shown is not None:
             views.network_view(run, trainer.spec if trainer else spec, shown)

@@ -172,6 +172,34 @@ def test_a_cnn_on_shapes_builds_describes_and_trains(at):
     no_problems(at)
 
 
+def test_the_filters_view_shows_kernels_and_maps_before_and_after_training(at):
+    at.session_state["view"] = "Filters"
+    at.run()
+    assert any("belong to convolutional nets" in i.value for i in at.info)  # an MLP
+    at.selectbox(key="preset_pick").set_value("cnn_digits").run()
+    button(at, "Load preset").click().run()
+    at.session_state["view"] = "Filters"
+    at.run()
+    no_problems(at)
+
+    def shown():
+        figs = {f["layout"]["title"]["text"].split(":")[0]: f for f in figures(at)}
+        return figs["Feature maps of example 0"], figs["Learned kernels (blue +, red −)"]
+    maps, kernels = shown()
+    rows = [a["text"] for a in maps["layout"]["annotations"]]
+    assert rows == ["input · 1 channel", "conv1 · 6 channels", "pool1 · 6 channels",
+                    "conv2 · 16 channels (first 8)"]
+    assert len(kernels["data"]) == 6 + 16
+    before = kernels["data"][0]["z"]
+    button(at, "Step").click().run()
+    no_problems(at)
+    assert shown()[1]["data"][0]["z"] != before  # the kernels moved with the step
+    at.number_input(key="fmap_index").set_value(5).run()
+    no_problems(at)
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert any(t.startswith("Feature maps of example 5: label ") for t in titles), titles
+
+
 def test_an_impossible_value_shows_a_message_and_keeps_the_last_valid_spec(at):
     before = spec_of(at)
     at.number_input(key="w.data.val_fraction").set_value(0.5).run()

@@ -786,6 +786,25 @@ def test_chart_titles_follow_the_page_theme(page, server):
     assert not page.errors, page.errors
 
 
+def test_a_cnn_preset_trains_and_its_filters_and_feature_maps_render(page, server):
+    open_app(page, server, "?preset=cnn_digits")
+    button(page, "Start").click()
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
+               what="the CNN preset to finish its 600 steps")
+    view_button(page, "Filters").click()
+    def drawn():
+        titles = plot_titles(page)
+        return "Learned kernels (blue +, red −)" in titles and any(
+            t.startswith("Feature maps of example 0: label ") for t in titles)
+    wait_until(drawn, 20, what="the kernels and feature maps")
+    cells = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .map(e => (e.data || []).filter(t => t.type === 'heatmap').length)""")
+    # maps: the input, conv1's 6, pool1's 6 and the first 8 of conv2's 16; kernels: 6 + 16
+    assert sorted(cells)[-2:] == [1 + 6 + 6 + 8, 6 + 16], cells
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
+
 def test_a_deep_preset_fits_one_screen(page, server):
     open_app(page, server, "?preset=deep_relu_he")
     top = page.get_by_text("Show every layer").first.bounding_box()

@@ -364,6 +364,39 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
                   annotations=notes, **layout)
 
 
+def image_rows_figure(rows: list[tuple[str, list]], title: str, revision: str,
+                      diverging: bool = False) -> go.Figure:
+    """Small images in rows, one row per layer: rows = [(caption, [2-D arrays])]. Each image has
+    its own colour range (a faint map still shows its pattern); diverging: kernels, red for
+    negative and blue for positive weights around a white zero."""
+    cols = max((len(images) for _, images in rows), default=1) or 1
+    cells = list(_grid_axes(len(rows) * cols, cols, gap=0.01, vgap=0.3))
+    traces, layout, notes = [], {}, []
+    for r, (caption, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            i = r * cols + c
+            xd, yd = cells[i]
+            suffix = "" if i == 0 else str(i + 1)
+            z = np.asarray(image, dtype=float)
+            trace = dict(type="heatmap", z=z[::-1].round(3).tolist(), showscale=False,
+                         xaxis=f"x{suffix}", yaxis=f"y{suffix}",
+                         hovertemplate="%{z:.3g}<extra></extra>")
+            if diverging:
+                top = float(np.abs(z).max()) or 1.0
+                trace.update(colorscale="RdBu", zmin=-top, zmax=top)
+            else:
+                trace.update(colorscale="Viridis")
+            traces.append(trace)
+            layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
+            layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
+                                            scaleanchor=f"x{suffix}", constrain="domain")
+        notes.append(dict(text=caption, x=0, y=cells[r * cols][1][1], xref="paper",
+                          yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                          font=dict(size=11)))
+    return figure(traces, title, revision, height=max(160, 110 * len(rows) + 50),
+                  annotations=notes, **layout)
+
+
 def table_figure(x: np.ndarray, y: np.ndarray, names: list[str],
                  classes: list[str] | None = None) -> go.Figure:
     """The first two input columns of a table dataset, named by their columns: one trace per class

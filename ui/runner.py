@@ -532,6 +532,16 @@ class Run:
         with self.lock:
             return network_snapshot(self.trainer.model, self.trainer.data, **kw)
 
+    def feature_maps(self, split: str, index: int) -> tuple[list[dict], list[dict]]:
+        """The convolutions' kernels and the feature maps of example `index` of a split
+        (engine/featuremaps.py), read between two steps."""
+        from engine.featuremaps import conv_filters, feature_maps
+
+        with self.lock:
+            model, data = self.trainer.model, self.trainer.data
+            image = getattr(data, f"x_{split}")[index]
+            return conv_filters(model), feature_maps(model, image)
+
     # -- the registry lets go of this run
     def _forget(self) -> None:
         """Stop the thread, then keep only what a page still holding this Run may read."""

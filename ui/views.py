@@ -235,6 +235,53 @@ def network_view(run, spec, data) -> None:
     live_plot(fig, "network", mode_bar=False)
 
 
+def filters_view(run, spec, data) -> None:
+    """A CNN from the inside: each convolution's kernels, and the maps every image layer makes
+    of one example (its label and the net's guess beside it). Before a run, the untrained net
+    the spec builds (the weights the run will start from)."""
+    from engine import build_model
+    from engine.featuremaps import conv_filters, feature_maps, has_convolutions
+
+    trained = run is not None and hasattr(run.trainer, "model")
+    model = None if trained else build_model(spec, data.in_shape, output_dim(spec, data))
+    if not has_convolutions(run.trainer.model if trained else model):
+        st.info("Filters and feature maps belong to convolutional nets: on image data (digits, "
+                "shapes), add a **conv2d** layer.")
+        return
+    split = "val" if len(data.x_val) else "train"
+    n = len(getattr(data, f"x_{split}"))
+    index = st.number_input(f"Example ({split} split, 0 to {n - 1})", 0, n - 1, 0, key="fmap_index",
+                            help="The image whose feature maps are drawn below.")
+
+    def read():
+        if trained:
+            return run.feature_maps(split, index)
+        return conv_filters(model), feature_maps(model, getattr(data, f"x_{split}")[index])
+
+    def build():
+        kernels, maps = read()
+        scores = maps.pop()["values"]
+        names = data.class_names or [str(c) for c in range(len(scores))]
+        label = int(getattr(data, f"y_{split}")[index])
+        guess = max(range(len(scores)), key=scores.__getitem__) if len(scores) > 1 else None
+        filters = charts.image_rows_figure(
+            [(f"{k['name']} · {k['filters']} filters of {len(k['kernels'][0])}x"
+              f"{len(k['kernels'][0])}" + (f", mean over {k['in_channels']} input channels"
+                                         if k["averaged"] else ""), k["kernels"])
+             for k in kernels], "Learned kernels (blue +, red −)", "filters", diverging=True)
+        title = f"Feature maps of example {index}: label {names[label]}" + (
+            f", the net says {names[guess]}" if guess is not None else "")
+        fmaps = charts.image_rows_figure(
+            [(f"{m['name']} · {m['channels']} channel{'s' if m['channels'] > 1 else ''}" +
+              (f" (first {len(m['maps'])})" if len(m["maps"]) < m["channels"] else ""), m["maps"])
+             for m in maps], title, "fmaps")
+        return filters, fmaps
+    filters, fmaps = throttled("filters", run, REDRAW_EVERY_S, build,
+                               content=(index, None if run else spec.to_json()))
+    live_plot(fmaps, "fmaps", mode_bar=False)
+    live_plot(filters, "filters", mode_bar=False)
+
+
 def activation_charts(run, rows: list[dict]) -> None:
     last = next((r for r in reversed(rows) if r.get("layers")), None)
     if last is None:
