@@ -57,5 +57,52 @@ def feature_maps(model: nn.Module, image: torch.Tensor, max_maps: int = MAX_MAPS
         model.train(was_training)
 
 
+@torch.no_grad()
+def occlusion_map(model: nn.Module, image: torch.Tensor, target: int, patch: int = 3,
+                  fill: float | torch.Tensor = 0.0) -> list[list[float]]:
+    """How much the probability of class `target` falls when a patch x patch square of the
+    image is covered with `fill`, for the square centred on every pixel: high where the net
+    looks. `fill` is a value or an image of values: blank canvas is the model input of a raw 0
+    pixel, (0 - shift) / scale per pixel after standardising. All placements go through the
+    net as one batch, in eval mode (the model's mode is put back)."""
+    _, height, width = image.shape
+    half = patch // 2
+    fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device).expand_as(image)
+    rows = torch.arange(height)[:, None]
+    cols = torch.arange(width)[None, :]
+    covered = []
+    for r in range(height):
+        for c in range(width):
+            mask = ((rows - r).abs() <= half) & ((cols - c).abs() <= half)
+            covered.append(torch.where(mask.to(image.device), fill, image))
+    was_training = model.training
+    model.eval()
+    try:
+        base = _probability(model(image[None]), target)
+        drop = base - _probability(model(torch.stack(covered)), target)
+    finally:
+        model.train(was_training)
+    return drop.reshape(height, width).float().cpu().tolist()
+
+
+def _probability(out: torch.Tensor, target: int) -> torch.Tensor:
+    """The probability of class `target` from the net's outputs (one logit: class 1's)."""
+    if out.shape[1] == 1:
+        p = torch.sigmoid(out[:, 0])
+        return p if target == 1 else 1 - p
+    return torch.softmax(out, 1)[:, target]
+
+
 def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def inspect_cnn(model: nn.Module, data, split: str, index: int, patch: int) -> tuple:
+    """What the page's Filters view draws for example `index` of a split of `data` (a Dataset):
+    (conv_filters, feature_maps, occlusion map for the example's label). Covered pixels become
+    blank canvas: the model input of a raw 0, (0 - shift) / scale."""
+    image = getattr(data, f"x_{split}")[index]
+    label = int(getattr(data, f"y_{split}")[index])
+    blank = (-data.shift / data.scale).reshape(image.shape)
+    return (conv_filters(model), feature_maps(model, image),
+            occlusion_map(model, image, label, patch, blank))

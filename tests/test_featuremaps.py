@@ -59,3 +59,28 @@ def test_an_mlp_has_no_convolutions():
     mlp = Trainer(ExperimentSpec.from_dict({"model": {"layers": [4]}, "training": {"steps": 1}}))
     assert not has_convolutions(mlp.model) and conv_filters(mlp.model) == []
     assert has_convolutions(trained().model)
+
+
+def test_the_occlusion_map_peaks_where_the_planted_feature_is():
+    """A net whose class-1 logit is the sum of a 2x2 block of pixels (a feature planted at rows
+    and columns 5-6): the probability falls most when the 3x3 patch covers the whole block,
+    i.e. centred on the block's four pixels, and not at all where it misses the block."""
+    from engine.featuremaps import occlusion_map
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2, bias=False))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].weight[1].view(8, 8)[5:7, 5:7] = 1.0
+    image = torch.ones(1, 8, 8)
+    drop = torch.tensor(occlusion_map(net, image, target=1, patch=3, fill=0.0))
+    base = torch.softmax(torch.tensor([0.0, 4.0]), 0)[1]
+    assert torch.isclose(drop.max(), base - 0.5)  # all four pixels hidden: logits 0 and 0
+    peaks = {(r, c) for r in range(8) for c in range(8) if torch.isclose(drop[r, c], drop.max())}
+    assert peaks == {(5, 5), (5, 6), (6, 5), (6, 6)}
+    misses = [(r, c) for r in range(8) for c in range(8) if max(abs(r - 5.5), abs(c - 5.5)) > 2]
+    assert all(float(drop[r, c]) == 0.0 for r, c in misses)
+    assert net.training  # its mode is put back
+    one_logit = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1, bias=False))
+    with torch.no_grad():
+        one_logit[1].weight.copy_(net[1].weight[1:])
+    assert torch.allclose(torch.tensor(occlusion_map(one_logit, image, 1, 3, 0.0)).max(),
+                          torch.sigmoid(torch.tensor(4.0)) - 0.5)

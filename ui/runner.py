@@ -532,15 +532,13 @@ class Run:
         with self.lock:
             return network_snapshot(self.trainer.model, self.trainer.data, **kw)
 
-    def feature_maps(self, split: str, index: int) -> tuple[list[dict], list[dict]]:
-        """The convolutions' kernels and the feature maps of example `index` of a split
-        (engine/featuremaps.py), read between two steps."""
-        from engine.featuremaps import conv_filters, feature_maps
+    def feature_maps(self, split: str, index: int, patch: int) -> tuple:
+        """The convolutions' kernels, the feature maps of example `index` of a split and its
+        occlusion map for its label (engine/featuremaps.py), read between two steps."""
+        from engine.featuremaps import inspect_cnn
 
         with self.lock:
-            model, data = self.trainer.model, self.trainer.data
-            image = getattr(data, f"x_{split}")[index]
-            return conv_filters(model), feature_maps(model, image)
+            return inspect_cnn(self.trainer.model, self.trainer.data, split, index, patch)
 
     # -- the registry lets go of this run
     def _forget(self) -> None:

@@ -240,7 +240,7 @@ def filters_view(run, spec, data) -> None:
     of one example (its label and the net's guess beside it). Before a run, the untrained net
     the spec builds (the weights the run will start from)."""
     from engine import build_model
-    from engine.featuremaps import conv_filters, feature_maps, has_convolutions
+    from engine.featuremaps import has_convolutions, inspect_cnn
 
     trained = run is not None and hasattr(run.trainer, "model")
     model = None if trained else build_model(spec, data.in_shape, output_dim(spec, data))
@@ -250,16 +250,21 @@ def filters_view(run, spec, data) -> None:
         return
     split = "val" if len(data.x_val) else "train"
     n = len(getattr(data, f"x_{split}"))
-    index = st.number_input(f"Example ({split} split, 0 to {n - 1})", 0, n - 1, 0, key="fmap_index",
-                            help="The image whose feature maps are drawn below.")
+    c1, c2 = st.columns(2)
+    index = c1.number_input(f"Example ({split} split, 0 to {n - 1})", 0, n - 1, 0,
+                            key="fmap_index", help="The image whose feature maps are drawn.")
+    side = data.in_shape[-1]
+    patch = c2.select_slider("Occlusion patch (pixels)", [1, 3, 5, 7], 3 if side <= 8 else 5,
+                             key="occlusion_patch", help="The square that hides part of the "
+                             "image in the occlusion map: make it as large as a feature.")
 
     def read():
         if trained:
-            return run.feature_maps(split, index)
-        return conv_filters(model), feature_maps(model, getattr(data, f"x_{split}")[index])
+            return run.feature_maps(split, index, patch)
+        return inspect_cnn(model, data, split, index, patch)
 
     def build():
-        kernels, maps = read()
+        kernels, maps, occlusion = read()
         scores = maps.pop()["values"]
         names = data.class_names or [str(c) for c in range(len(scores))]
         label = int(getattr(data, f"y_{split}")[index])
@@ -275,10 +280,24 @@ def filters_view(run, spec, data) -> None:
             [(f"{m['name']} · {m['channels']} channel{'s' if m['channels'] > 1 else ''}" +
               (f" (first {len(m['maps'])})" if len(m["maps"]) < m["channels"] else ""), m["maps"])
              for m in maps], title, "fmaps")
-        return filters, fmaps
-    filters, fmaps = throttled("filters", run, REDRAW_EVERY_S, build,
-                               content=(index, None if run else spec.to_json()))
+        image = charts.image_rows_figure([("input", maps[0]["maps"][:1])],
+                                         f"Example {index}", "occlusion-input")
+        drop = charts.image_rows_figure(
+            [(f"{patch}x{patch} patch", [occlusion])], f"Occlusion: P({names[label]}) lost when "
+            "covered", "occlusion", diverging=True)
+        return filters, fmaps, image, drop
+    filters, fmaps, image, drop = throttled(
+        "filters", run, REDRAW_EVERY_S, build,
+        content=(index, patch, None if run else spec.to_json()))
     live_plot(fmaps, "fmaps", mode_bar=False)
+    c1, c2 = st.columns(2)
+    with c1:
+        live_plot(image, "occlusion_input", mode_bar=False)
+    with c2:
+        live_plot(drop, "occlusion", mode_bar=False)
+    st.caption("Occlusion sensitivity: each pixel of the right map says how much the "
+               "probability of the example's label falls when a square centred there is hidden "
+               "(blue: it falls, red: it rises). The net relies on the blue places.")
     live_plot(filters, "filters", mode_bar=False)
 
 
