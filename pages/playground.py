@@ -561,9 +561,13 @@ def live_panel():
             st.error(f"Training failed: {run.error}")
     views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
     view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations",
-                                         "Filters"],
+                                         "Filters", "Metrics"],
                                 key="view", default="Overview", label_visibility="collapsed")
-    if view == "Filters":
+    if view == "Metrics":
+        shown = trainer.data if trainer else data
+        if shown is not None:
+            views.metrics_view(run, shown)
+    elif view == "Filters":
         shown = trainer.data if trainer else data
         if shown is not None:
             views.filters_view(run, trainer.spec if trainer else spec, shown)

@@ -659,3 +659,39 @@ def test_the_tfp_notes_leave_with_the_tfp_experiment(at):
     button(at, "Load preset").click().run()
     no_problems(at)
     assert not any("TensorFlow Playground" in e.label for e in at.expander)
+
+
+def test_the_metrics_view_reports_a_classifier_and_moves_with_the_threshold():
+    spec = ExperimentSpec.from_dict({"data": {"name": "circle"}, "loss": "bce",
+                                     "training": {"steps": 300}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    at.session_state["view"] = "Metrics"
+    at.run()
+    assert any("read a trained model" in i.value for i in at.info)
+    button(at, "Start").click().run()
+    run = wait_done(at, the_run(at), 60)
+    at.run()
+    no_problems(at)
+    assert [f["layout"]["title"]["text"] for f in figures(at)][-3:] == [
+        "Confusion matrix", "ROC curve", "Precision-recall curve"]
+    acc = run.trainer.evaluate("val")["acc"]
+    assert any(f"**Accuracy {acc:.1%}**" in m.value for m in at.markdown)
+    matrix = next(f for f in figures(at) if f["layout"]["title"]["text"] == "Confusion matrix")
+    assert sum(map(sum, matrix["data"][0]["z"])) == len(run.trainer.data.y_val)
+    at.slider(key="metrics_threshold").set_value(0.0).run()  # everything is class 1
+    no_problems(at)
+    table = at.dataframe[-1].value
+    assert list(table["recall"])[:2] == [0.0, 1.0]
+    roc = next(f for f in figures(at) if f["layout"]["title"]["text"] == "ROC curve")
+    assert roc["data"][-1]["x"] == [1.0] and roc["data"][-1]["y"] == [1.0]  # its point: (1, 1)
+
+
+def test_the_metrics_view_explains_itself_for_regression(at):
+    at.selectbox(key="w.data.name").set_value("plane").run()
+    button(at, "Step").click().run()
+    at.session_state["view"] = "Metrics"
+    at.run()
+    no_problems(at)
+    assert any("are for classification" in i.value for i in at.info)

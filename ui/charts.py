@@ -397,6 +397,54 @@ def image_rows_figure(rows: list[tuple[str, list]], title: str, revision: str,
                   annotations=notes, **layout)
 
 
+def confusion_figure(matrix: list[list[int]], names: list[str]) -> go.Figure:
+    """Counts of (true class, predicted class): the diagonal is right, the rest says which
+    classes the net mixes up."""
+    z = np.asarray(matrix)
+    labels = [str(n) for n in names]
+    trace = dict(type="heatmap", z=z.tolist(), x=labels, y=labels,
+                 colorscale=[[0, "#f4f8fc"], [1, "#1f5fa8"]], showscale=False,
+                 text=z.tolist(), texttemplate="%{text}",
+                 hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>")
+    side = max(260, 40 * len(labels) + 120)
+    return figure([trace], "Confusion matrix", "confusion", height=side,
+                  xaxis=dict(title=dict(text="predicted"), type="category", side="bottom"),
+                  yaxis=dict(title=dict(text="true"), type="category", autorange="reversed"))
+
+
+def curve_figure(report: dict, kind: str, point: tuple | None = None) -> go.Figure:
+    """ROC (kind "roc": true against false positive rate) or precision-recall ("pr") curves,
+    one per class against the rest (class 1 only for two classes), with each area in the
+    legend; `point` marks the current threshold (x, y) on a two-class curve."""
+    rows = report["one_vs_rest"]
+    if report["classes"] == 2:
+        rows = rows[1:]
+    traces = []
+    for i, row in enumerate(rows):
+        if kind == "roc":
+            x, y, area = row["roc"]["fpr"], row["roc"]["tpr"], row["auc"]
+            label = f"AUC {area:.3f}" if area is not None else "AUC undefined"
+        else:
+            x, y, area = row["pr"]["recall"], row["pr"]["precision"], row["ap"]
+            label = f"AP {area:.3f}" if area is not None else "AP undefined"
+        traces.append(dict(type="scatter", mode="lines", x=x, y=y, name=f"{row['name']} · {label}",
+                           line=dict(color=PALETTE[row["class"] % len(PALETTE)], width=2),
+                           hovertemplate=f"{row['name']}<br>%{{x:.3f}}, %{{y:.3f}}<extra></extra>"))
+    if kind == "roc":  # a coin flip's line, for comparison
+        traces.append(dict(type="scatter", mode="lines", x=[0, 1], y=[0, 1], name="chance",
+                           line=dict(color="#aaaaaa", dash="dot", width=1)))
+    if point is not None:
+        traces.append(dict(type="scatter", mode="markers", x=[point[0]], y=[point[1]],
+                           name="this threshold", marker=dict(size=10, color="black")))
+    axes = ("false positive rate", "true positive rate") if kind == "roc" else \
+        ("recall", "precision")
+    # many classes: the per-class table next to the curves holds their areas, not a legend
+    return figure(traces, "ROC curve" if kind == "roc" else "Precision-recall curve", kind,
+                  height=340, xaxis=dict(title=dict(text=axes[0]), range=[0, 1.02]),
+                  yaxis=dict(title=dict(text=axes[1]), range=[0, 1.02]),
+                  legend=dict(orientation="h", y=-0.35), showlegend=len(rows) <= 3)
+
+
 def table_figure(x: np.ndarray, y: np.ndarray, names: list[str],
                  classes: list[str] | None = None) -> go.Figure:
     """The first two input columns of a table dataset, named by their columns: one trace per class

@@ -540,6 +540,13 @@ class Run:
         with self.lock:
             return inspect_cnn(self.trainer.model, self.trainer.data, split, index, patch)
 
+    def metrics(self, split: str, threshold: float | None = None) -> dict:
+        """engine.metrics.report of a split, read between two steps."""
+        from engine.metrics import report
+
+        with self.lock:
+            return report(self.trainer, split, threshold)
+
     # -- the registry lets go of this run
     def _forget(self) -> None:
         """Stop the thread, then keep only what a page still holding this Run may read."""

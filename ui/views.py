@@ -301,6 +301,74 @@ def filters_view(run, spec, data) -> None:
     live_plot(filters, "filters", mode_bar=False)
 
 
+def metrics_view(run, data) -> None:
+    """How a classifier errs, on a chosen split: the confusion matrix, precision, recall and F1
+    per class, and the ROC and precision-recall curves (one class against the rest); with two
+    classes a threshold slider moves the decision and its point on both curves."""
+    if data.task != "classification":
+        st.info("Precision, recall, the confusion matrix and ROC curves are for classification: "
+                "this run predicts numbers (see the loss on the Overview).")
+        return
+    if run is None or not run.trainer.step_count:
+        st.info("The metrics read a trained model: press **Start** or **Step**.")
+        return
+    splits = [s for s in ("val", "test", "train") if len(getattr(data, f"y_{s}"))]
+    c1, c2 = st.columns([2, 3])
+    split = c1.segmented_control("Split", splits, key="metrics_split", default=splits[0]) \
+        or splits[0]
+    threshold = None
+    if data.classes == 2:
+        threshold = c2.slider("Threshold: class 1 when its probability is at least", 0.0, 1.0,
+                              0.5, 0.01, key="metrics_threshold",
+                              help="Lower it and more examples count as class 1: recall rises, "
+                              "precision usually falls.")
+    from engine import SpecError
+    try:
+        r = throttled("metrics", run, REDRAW_EVERY_S, lambda: run.metrics(split, threshold),
+                      content=(split, threshold))
+    except SpecError as e:
+        st.info(str(e))
+        return
+    names = r["class_names"]
+    table = r["per_class"]
+    st.markdown(f"**Accuracy {r['accuracy']:.1%}** on {r['examples']:,} {split} examples"
+                + (f" · AUC {r['auc']:.3f}" if r["auc"] is not None else "")
+                + (f" · AP {r['ap']:.3f}" if r["ap"] is not None else ""))
+    c1, c2 = st.columns([3, 4])
+    with c1:
+        live_plot(charts.confusion_figure(r["confusion_matrix"], names), "confusion",
+                  mode_bar=False)
+    with c2:
+        area = {row["class"]: row for row in r["one_vs_rest"]}
+        rows = [{"class": names[c], "precision": round(table["precision"][c], 3),
+                 "recall": round(table["recall"][c], 3), "F1": round(table["f1"][c], 3),
+                 "support": table["support"][c],
+                 "AUC": None if area[c]["auc"] is None else round(area[c]["auc"], 3),
+                 "AP": None if area[c]["ap"] is None else round(area[c]["ap"], 3)}
+                for c in range(len(names))]
+        for avg in ("macro", "weighted"):
+            rows.append({"class": f"{avg} average", **{k: round(table[avg][key], 3) for k, key in
+                         (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))},
+                         "support": sum(table["support"])})
+        st.dataframe(rows, hide_index=True, width="stretch")
+        st.caption("Precision: of the examples called this class, the share that are. Recall: "
+                   "of the examples of this class, the share found. F1: their harmonic mean. "
+                   "AUC and AP: the areas under this class's ROC and precision-recall curves "
+                   "(this class against the rest), whatever the threshold.")
+    point = None
+    if threshold is not None:  # where this threshold sits on the two curves (class 1)
+        m = r["confusion_matrix"]
+        tp, fn, fp, tn = m[1][1], m[1][0], m[0][1], m[0][0]
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        point = {"roc": (fp / (fp + tn) if fp + tn else 0.0, recall),
+                 "pr": (recall, tp / (tp + fp) if tp + fp else 1.0)}
+    c1, c2 = st.columns(2)
+    with c1:
+        live_plot(charts.curve_figure(r, "roc", point and point["roc"]), "roc", mode_bar=False)
+    with c2:
+        live_plot(charts.curve_figure(r, "pr", point and point["pr"]), "pr", mode_bar=False)
+
+
 def activation_charts(run, rows: list[dict]) -> None:
     last = next((r for r in reversed(rows) if r.get("layers")), None)
     if last is None:
