@@ -414,6 +414,9 @@ def _training(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
                                     "restore_best": es.restore_best}
     if SCHEDULES[spec.schedule.name].tags.get("on_metric"):
         kwargs["schedule_on_metric"] = True
+    if t.augment is not None and t.augment.active:  # blank: the model input of a raw 0 pixel
+        kwargs["augment"] = Code('(generator(SEED, "augment"), (-shift / scale).to(DEVICE), '
+                                 f"{literal(t.augment.to_dict())})")
     run = script.call(export_template.train, Code("model"), Code("optimizer"),
                       Code("scheduler"), Code("loss_fn"), Code("splits"), **kwargs)
     return [*script.take(),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .portable import (Batches, EarlyStop, add_penalty_grads, clip_gradients, predict_classes,
-                       weight_params)
+from .portable import (Batches, EarlyStop, add_penalty_grads, augment_images, clip_gradients,
+                       predict_classes, weight_params)
 
 
 @torch.no_grad()
@@ -34,13 +34,14 @@ def show(row):
 
 def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, batch_gen, device,
           log_every, eval_every, classes, one_logit=False, l1=0.0, l2=0.0, clip=None,
-          early_stopping=None, schedule_on_metric=False):
+          early_stopping=None, schedule_on_metric=False, augment=None):
     """Train for `steps` gradient steps and return the summary: steps, why it stopped, the
     printed rows (history) and the test metrics.
 
     Each step in Netlab's order: loss, backward, penalties, clipping, the divergence check, the
     update, the schedule. A row is printed at step 1, every `log_every` steps and at the last
-    step; it is validated there too every `eval_every` steps (0: on every row)."""
+    step; it is validated there too every `eval_every` steps (0: on every row).
+    augment: (generator, blank, settings) to change each training batch of images at random."""
     x_train, y_train = splits["train"]
     batches = Batches(len(y_train), batch_size, batch_gen, device)
     weights = weight_params(model)
@@ -51,6 +52,9 @@ def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, ba
     for step in range(1, steps + 1):
         idx = batches.next()
         xb, yb = x_train[idx], y_train[idx]
+        if augment is not None:
+            augment_gen, blank, settings = augment
+            xb = augment_images(xb, augment_gen, blank, **settings)
         out = model(xb)
         loss = loss_fn(out, yb)
         optimizer.zero_grad(set_to_none=True)

@@ -20,12 +20,17 @@ from torch import nn
 
 # One random stream per purpose: adding dropout must not reshuffle the data, and a new batch
 # size must not change the initial weights.
-STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3}
+STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3, "augment": 4}
+FIRST_STREAMS = 4  # seed * 4 + index seeds these, as before "augment" came: old runs repeat
 
 
 def generator(seed, stream, device="cpu"):
-    """The run's seeded torch.Generator for one purpose (a key of STREAMS)."""
-    return torch.Generator(device=device).manual_seed(seed * len(STREAMS) + STREAMS[stream])
+    """The run's seeded torch.Generator for one purpose (a key of STREAMS). A stream added
+    later is seeded past every seed the first four can take (seeds are below 2**31)."""
+    index = STREAMS[stream]
+    base = seed * FIRST_STREAMS + index if index < FIRST_STREAMS else \
+        2**40 * (index - FIRST_STREAMS + 1) + seed
+    return torch.Generator(device=device).manual_seed(base)
 
 
 # ----------------------------------------------------------------------------- data
@@ -46,6 +51,33 @@ def safe_scale(scale):
 def feature_matrix(points, features):
     """The input features computed from each 2-D point, one column per function."""
     return torch.stack([feature(points) for feature in features], 1)
+
+
+def augment_images(x, generator, blank, shift=0, rotate=0.0, noise=0.0, flip=False):
+    """A training batch of images (n, channels, height, width) changed at random, each image on
+    its own: turned by up to `rotate` degrees either way, moved by up to `shift` whole pixels
+    up/down and left/right, mirrored left-right half the time if `flip`, then Gaussian noise of
+    std `noise` on every pixel. What moves in from outside the image is `blank` (the model
+    input of an empty pixel). Every draw comes from `generator` (on the CPU, in a fixed order),
+    so the engine and an exported script change the same batch the same way on any device."""
+    n, _, height, width = x.shape
+    angle = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * rotate
+    moves = torch.randint(-shift, shift + 1, (2, n), generator=generator)
+    mirror = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    if rotate or shift or flip:
+        theta = torch.deg2rad(angle)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        sign = torch.where(mirror, -1.0, 1.0).double()
+        # grid_sample reads the output pixel at (u, v) from the input at A @ (u, v) + t (in
+        # coordinates running -1..1 across the image): A turns and mirrors, t moves
+        affine = torch.stack([torch.stack([cos * sign, -sin, -2 * moves[0] / width], 1),
+                              torch.stack([sin * sign, cos, -2 * moves[1] / height], 1)], 1)
+        grid = nn.functional.affine_grid(affine.float().to(x.device), list(x.shape),
+                                         align_corners=False)
+        x = nn.functional.grid_sample(x - blank, grid, align_corners=False) + blank
+    if noise:
+        x = x + noise * torch.randn(x.shape, generator=generator).to(x.device)
+    return x
 
 
 class Batches:

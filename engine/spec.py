@@ -419,6 +419,39 @@ class EarlyStoppingSpec(_ScalarSection):
         return cls.from_dict(value, where)
 
 
+AUG_PARAMS = _params(
+    Param("shift", 0, "largest move in whole pixels, up/down and left/right", low=0, high=8),
+    Param("rotate", 0.0, "largest turn in degrees, either way", low=0.0, high=45.0),
+    Param("noise", 0.0, "std of the Gaussian noise added to every pixel (in the model's "
+          "standardised units)", low=0.0, high=2.0),
+    Param("flip", False, "mirror left-right half the time (only where a mirrored image is "
+          "still the same class: not for digits)"),
+)
+
+
+@dataclass(frozen=True)
+class AugmentSpec(_ScalarSection):
+    """Random changes to each training batch of images (never to validation or test data):
+    more varied examples from the same data."""
+
+    PARAMS: ClassVar[dict[str, Param]] = AUG_PARAMS
+    shift: int = AUG_PARAMS["shift"].default
+    rotate: float = AUG_PARAMS["rotate"].default
+    noise: float = AUG_PARAMS["noise"].default
+    flip: bool = AUG_PARAMS["flip"].default
+
+    @classmethod
+    def parse(cls, value, where: str) -> "AugmentSpec | None":
+        """null/false: off; or the object (a field left out is off)."""
+        if value is None or value is False:
+            return None
+        return cls.from_dict(value, where)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.rotate or self.noise or self.flip)
+
+
 TRAINING_PARAMS = _params(
     Param("batch_size", 32, "examples per gradient step", low=1, high=1_000_000, log=True),
     Param("steps", 1000, "gradient steps in the run", low=1, high=10_000_000, log=True),
@@ -437,9 +470,13 @@ class TrainingSpec:
     early_stopping: EarlyStoppingSpec | None = None
     eval_every: int = TRAINING_PARAMS["eval_every"].default
     log_every: int = TRAINING_PARAMS["log_every"].default
+    augment: AugmentSpec | None = None
 
     def to_dict(self) -> dict:
-        return _section_dict(self)
+        d = _section_dict(self)
+        if d["augment"] is None:  # written only when on: configs without it read as before
+            del d["augment"]
+        return d
 
     @classmethod
     def from_dict(cls, value, where: str = "training") -> "TrainingSpec":
@@ -449,6 +486,7 @@ class TrainingSpec:
         kw["grad_clip"] = GradClipSpec.parse(value.get("grad_clip"), f"{where}.grad_clip")
         kw["early_stopping"] = EarlyStoppingSpec.parse(value.get("early_stopping"),
                                                    f"{where}.early_stopping")
+        kw["augment"] = AugmentSpec.parse(value.get("augment"), f"{where}.augment")
         return cls(**kw)
 
 
@@ -597,6 +635,11 @@ def _check_consistency(spec: ExperimentSpec) -> None:
         raise SpecError(f"training.batch_size=1 cannot train a {batch_stats[0]} layer (it "
                         "normalises over the batch); use a batch of at least 2"
                         + "".join(f" or {k}" for k in per_example[:1]))
+    if spec.training.augment is not None and \
+            DATASETS[spec.data.name].tags.get("input") != "image":
+        images = ", ".join(DATASETS.where(input="image"))
+        raise SpecError(f"training.augment changes images, but {spec.data.name!r} is not an "
+                        f"image set; allowed with: {images}")
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")

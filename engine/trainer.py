@@ -25,7 +25,7 @@ from .health import HealthCheck
 from .errors import SpecError
 from .history import History
 from .model import build_model, count_params, describe
-from .portable import Batches, Dropout, predict_classes, task_loss
+from .portable import Batches, Dropout, augment_images, predict_classes, task_loss
 from .registry import LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
@@ -93,6 +93,11 @@ class Trainer:
             self.optimizer, s.training.steps, **s.schedule.params)
         self.batches = Batches(len(self.data.y_train), s.training.batch_size,
                                make_generator(s.seed, "batches"), self.device)
+        augment = s.training.augment
+        # training batches only; what moves into an image is blank canvas, a raw 0 pixel
+        self._augment = None if augment is None or not augment.active else (
+            make_generator(s.seed, "augment"), -self.data.shift / self.data.scale,
+            augment.to_dict())
         self.history = History()
         self._mode_dependent = any(isinstance(m, (Dropout, torch.nn.modules.batchnorm._BatchNorm))
                                    for m in self.model.modules())
@@ -219,6 +224,9 @@ class Trainer:
         self._call("on_step_start")
         idx = self.batches.next()
         xb, yb = self.data.x_train[idx], self.data.y_train[idx]
+        if self._augment is not None:
+            gen, blank, settings = self._augment
+            xb = augment_images(xb, gen, blank, **settings)
         if not self.model.training:  # evaluate()/predict() restore the mode; walking the
             self.model.train()        # module tree every step costs ~20 us
         out = self.model(xb)

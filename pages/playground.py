@@ -13,7 +13,7 @@ from engine.export import ExportError, export_script
 from engine.tfp import from_tfp
 from engine.presets import list_presets, load_preset
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
-from engine.spec import (CLIP_MODES, DATA_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
+from engine.spec import (AUG_PARAMS, CLIP_MODES, DATA_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
                          TRAINING_PARAMS)
 from ui import state as S
 from ui import views, widgets
@@ -413,6 +413,14 @@ with st.sidebar:
     c1.checkbox("Early stopping", key=W + "training.es_on",
                 help="Stop when the validation loss stops improving and restore the best weights.")
     widgets.param_widget(ES_PARAMS["patience"], W + "training.es_patience", c2, "patience")
+    if DATASETS[spec.data.name].tags.get("input") == "image":
+        with st.expander("Augmentation (training images only)",
+                         expanded=spec.training.augment is not None):
+            c1, c2 = st.columns(2)
+            for col, (name, p) in zip([c1, c2, c1, c2], AUG_PARAMS.items()):
+                widgets.param_widget(p, f"{W}training.augment.{name}", col)
+            if spec.training.augment is not None:
+                views.augment_preview(spec)
     c1, c2, c3 = st.columns(3)
     widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
     devices = [d for d in TOP_PARAMS["device"].choices if d != "cuda" or torch.cuda.is_available()]

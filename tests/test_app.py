@@ -695,3 +695,25 @@ def test_the_metrics_view_explains_itself_for_regression(at):
     at.run()
     no_problems(at)
     assert any("are for classification" in i.value for i in at.info)
+
+
+def test_augmentation_is_offered_for_images_with_a_preview(at):
+    assert "w.training.augment.shift" not in [n.key for n in at.number_input]  # 2-D points
+    at.selectbox(key="w.data.name").set_value("digits").run()
+    at.number_input(key="w.training.augment.shift").set_value(1).run()
+    at.number_input(key="w.training.augment.rotate").set_value(10.0).run()
+    no_problems(at)
+    assert spec_of(at).training.augment.shift == 1 and spec_of(at).training.augment.rotate == 10
+    preview = next(f for f in figures(at)
+                   if f["layout"]["title"]["text"] == "Above: as they are · below: augmented")
+    assert len(preview["data"]) == 16
+    assert preview["data"][0]["z"] != preview["data"][8]["z"]  # the same image, changed
+    button(at, "Step").click().run()
+    no_problems(at)
+    at.number_input(key="w.training.augment.shift").set_value(0).run()
+    at.number_input(key="w.training.augment.rotate").set_value(0.0).run()
+    assert spec_of(at).training.augment is None  # all off: none at all
+    at.number_input(key="w.training.augment.shift").set_value(2).run()
+    at.selectbox(key="w.data.name").set_value("moons").run()
+    no_problems(at)
+    assert spec_of(at).training.augment is None  # points are not images

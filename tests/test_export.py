@@ -326,7 +326,8 @@ def _sweep(csv_path):
                 {"type": "dropout2d", "p": 0.2}, {"type": "avgpool", "kernel": 3, "stride": 1},
                 {"type": "conv2d", "filters": 8, "kernel": 1},
                 {"type": "globalavgpool"}, 8]},
-            "optimizer": {"name": "adam", "lr": 0.01}},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "training": {"augment": {"shift": 2, "rotate": 15.0, "noise": 0.1, "flip": True}}},
         "cnn-digits-flatten": {
             "data": {"name": "digits", "n": 160},
             "model": {"layers": [{"type": "conv2d", "filters": 4, "stride": 2},

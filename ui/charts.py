@@ -340,11 +340,12 @@ def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
 
 
 def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
-                  class_names=None) -> go.Figure:
+                  class_names=None, columns: int | None = None,
+                  title: str = "Sample images and labels") -> go.Figure:
     """A strip of images (8x8 digits, the shapes' canvases) with their labels (class names when
     the set has them)."""
     n = min(n, len(images))
-    cols = min(8 if class_names else 12, n)  # names ("vertical bar") need wider tiles
+    cols = min(columns or (8 if class_names else 12), n)  # names ("vertical bar") need room
     traces, layout, notes = [], {}, []
     for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.01, vgap=0.2)):
         suffix = "" if i == 0 else str(i + 1)
@@ -358,7 +359,7 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
             str(int(labels[i]))
         notes.append(dict(text=label, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
                           yanchor="bottom", showarrow=False, font=dict(size=10)))
-    return figure(traces, "Sample images and labels", "digits",
+    return figure(traces, title, "digits",
                   height=(100 if class_names else 90) * math.ceil(n / cols) + 60,
                   margin=dict(MARGIN, t=64) if class_names else MARGIN,  # two-line labels
                   annotations=notes, **layout)

@@ -21,6 +21,7 @@ import streamlit as st
 
 from engine import ExperimentSpec, SpecError
 from engine.inputs import inflate, parse_json
+from engine.spec import AUG_PARAMS, AugmentSpec
 from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
                              SCHEDULES)
 
@@ -165,6 +166,9 @@ def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
     es = spec.training.early_stopping
     out[W + "training.es_on"] = es is not None
     out[W + "training.es_patience"] = es.patience if es else 10
+    augment = spec.training.augment or AugmentSpec()
+    for name in AUG_PARAMS:
+        out[f"{W}training.augment.{name}"] = getattr(augment, name)
     ids = []
     for layer in spec.model.layers:
         lid = new_layer_id()
@@ -218,6 +222,10 @@ def collect(state=None) -> dict:
     d["training"]["grad_clip"] = None if mode == "off" else {mode: state[W + "training.clip_max"]}
     d["training"]["early_stopping"] = (
         {"patience": state[W + "training.es_patience"]} if state[W + "training.es_on"] else None)
+    if entry.tags.get("input") == "image":  # augmentation changes images only; all off: none
+        augment = {name: state.get(f"{W}training.augment.{name}", p.default)
+                   for name, p in AUG_PARAMS.items()}
+        d["training"]["augment"] = augment if any(augment.values()) else None
     d["model"]["layers"] = [collect_layer(lid, state) for lid in state["layer_ids"]]
     for path, value in state.get("hidden", {}).items():
         parent = _get(d, path.rsplit(".", 1)[0])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -63,6 +64,24 @@ def schedule_preview(spec: ExperimentSpec, max_steps: int) -> None:
                            spec.training.steps)
     fig = charts.lr_figure(steps, lrs, "Planned learning rate")
     live_plot(fig, "lr_preview", mode_bar=False)
+
+
+def augment_preview(spec: ExperimentSpec, n: int = 8) -> None:
+    """The first training images as they are and as augmentation changes them, drawn from the
+    run's own augment stream: the same kind of change the first batches get."""
+    from engine.portable import augment_images, generator
+
+    data = spec_dataset(spec)
+    x = data.x_train[:n].cpu()
+    changed = augment_images(x, generator(spec.seed, "augment"),
+                             -data.shift.cpu() / data.scale.cpu(),
+                             **spec.training.augment.to_dict())
+    names = data.class_names
+    y = data.y_train[:n].cpu().numpy()
+    live_plot(charts.digits_figure(
+        np.concatenate([x[:, 0].numpy(), changed[:, 0].numpy()]), np.concatenate([y, y]),
+        2 * n, class_names=names, columns=n, title="Above: as they are · below: augmented"),
+        "augment_preview", mode_bar=False)
 
 
 # ----------------------------------------------------------------------------- health
