@@ -79,6 +79,9 @@ def _conv2d(ctx, layer, in_shape):
     if padding == "same" and stride != 1:
         raise SpecError("padding 'same' keeps the size only with stride 1; give the padding as "
                         "a number instead")
+    if padding == "same" and dilation * (kernel - 1) % 2:
+        raise SpecError(f"padding 'same' needs a kernel of odd span (3, 5, 7, ...) to pad both "
+                        f"sides alike; kernel {kernel} spans {dilation * (kernel - 1) + 1} pixels")
     pad = padding_of(padding, kernel, dilation)
     shape = (filters, output_size(height, kernel, stride, pad, dilation),
              output_size(width, kernel, stride, pad, dilation))

@@ -59,12 +59,14 @@ def feature_maps(model: nn.Module, image: torch.Tensor, max_maps: int = MAX_MAPS
 
 @torch.no_grad()
 def occlusion_map(model: nn.Module, image: torch.Tensor, target: int, patch: int = 3,
-                  fill: float | torch.Tensor = 0.0) -> list[list[float]]:
+                  fill: float | torch.Tensor = 0.0, chunk: int = 256) -> list[list[float]]:
     """How much the probability of class `target` falls when a patch x patch square of the
     image is covered with `fill`, for the square centred on every pixel: high where the net
     looks. `fill` is a value or an image of values: blank canvas is the model input of a raw 0
     pixel, (0 - shift) / scale per pixel after standardising. All placements go through the
-    net as one batch, in eval mode (the model's mode is put back)."""
+    net in batches of `chunk`, in eval mode (the model's mode is put back)."""
+    if patch < 1 or patch % 2 == 0:
+        raise ValueError(f"patch={patch}: an odd size (1, 3, 5, ...) has a centre pixel")
     _, height, width = image.shape
     half = patch // 2
     fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device).expand_as(image)
@@ -79,7 +81,9 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: int, patch: int
     model.eval()
     try:
         base = _probability(model(image[None]), target)
-        drop = base - _probability(model(torch.stack(covered)), target)
+        covered = torch.stack(covered)
+        drop = base - torch.cat([_probability(model(covered[i:i + chunk]), target)
+                                 for i in range(0, len(covered), chunk)])
     finally:
         model.train(was_training)
     return drop.reshape(height, width).float().cpu().tolist()
@@ -97,12 +101,14 @@ def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def inspect_cnn(model: nn.Module, data, split: str, index: int, patch: int) -> tuple:
+def inspect_cnn(model: nn.Module, data, split: str, index: int, patch: int,
+                chunk: int = 256) -> tuple:
     """What the page's Filters view draws for example `index` of a split of `data` (a Dataset):
     (conv_filters, feature_maps, occlusion map for the example's label). Covered pixels become
-    blank canvas: the model input of a raw 0, (0 - shift) / scale."""
+    blank canvas: the model input of a raw 0, (0 - shift) / scale. chunk: images per forward
+    pass (Trainer.eval_chunk keeps a wide net's memory bounded)."""
     image = getattr(data, f"x_{split}")[index]
     label = int(getattr(data, f"y_{split}")[index])
     blank = (-data.shift / data.scale).reshape(image.shape)
     return (conv_filters(model), feature_maps(model, image),
-            occlusion_map(model, image, label, patch, blank))
+            occlusion_map(model, image, label, patch, blank, chunk))

@@ -17,7 +17,6 @@ import torch
 
 from .errors import SpecError
 from .portable import predict_classes
-from .trainer import EVAL_CHUNK
 
 SPLITS = ("train", "val", "test")
 CURVE_POINTS = 500  # at most this many points of a curve go into a report (charts need no more)
@@ -50,7 +49,8 @@ def class_scores(trainer, split: str) -> torch.Tensor:
     the engine itself shows. A single-logit binary model (the 'bce' loss) gives [1 - p, p]."""
     x, _ = _split_inputs(trainer, split)
     # chunked like Trainer.evaluate, so a large split does not need one huge forward pass
-    chunks = [trainer.predict(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+    step = trainer.eval_chunk
+    chunks = [trainer.predict(x[i:i + step]) for i in range(0, len(x), step)]
     return torch.cat(chunks).cpu()
 
 
@@ -60,7 +60,8 @@ def _outputs(trainer, x: torch.Tensor) -> torch.Tensor:
     was_training = trainer.model.training
     trainer.model.eval()
     try:
-        out = torch.cat([trainer.model(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+        step = trainer.eval_chunk
+        out = torch.cat([trainer.model(x[i:i + step]) for i in range(0, len(x), step)])
     finally:
         trainer.model.train(was_training)
     return out
@@ -271,10 +272,29 @@ def _summary_area(rows: list[dict], key: str, k: int):
     return None if None in values else sum(values) / k
 
 
+def threshold_point(matrix) -> dict:
+    """Where a two-class decision (its 2 x 2 confusion matrix) sits on class 1's curves, by the
+    curves' own definitions: "roc" (false positive rate, true positive rate) and "pr" (recall,
+    precision), each None where the split leaves it undefined (no examples of a class). With
+    nothing called class 1 the PR point is the curve's end, precision 1 at recall 0 (scikit-
+    learn's convention), where the per-class table counts that precision as 0."""
+    (tn, fp), (fn, tp) = matrix
+    positives, negatives = tp + fn, tn + fp
+    roc = [fp / negatives, tp / positives] if positives and negatives else None
+    if not positives:
+        pr = None
+    elif tp + fp == 0:
+        pr = [0.0, 1.0]
+    else:
+        pr = [tp / positives, tp / (tp + fp)]
+    return {"roc": roc, "pr": pr}
+
+
 def report(trainer, split: str = "val", threshold: float | None = None) -> dict:
     """Everything above for one split of a classification run, as JSON-friendly lists and
     floats: accuracy, confusion matrix, per-class table, and one-vs-rest ROC and
-    precision-recall curves with their AUC and AP (also summarised in auc and ap).
+    precision-recall curves with their AUC and AP (also summarised in auc and ap), and with a
+    threshold its point on class 1's curves (threshold_point).
 
     threshold=None predicts what the engine predicts (its accuracy equals
     Trainer.evaluate(split)["acc"]); with two classes a threshold in [0, 1] predicts class 1
@@ -290,10 +310,12 @@ def report(trainer, split: str = "val", threshold: float | None = None) -> dict:
     pred = _decide(trainer, x, probs, threshold)
     names = list(trainer.data.class_names or [str(c) for c in range(k)])
     rows = one_vs_rest(probs, y, k)
+    matrix = confusion_matrix(y, pred, k).tolist()
     return {"split": split, "examples": len(y), "classes": k, "class_names": names,
             "threshold": threshold,
+            "threshold_point": threshold_point(matrix) if threshold is not None else None,
             "accuracy": float((pred == y).double().mean()),
-            "confusion_matrix": confusion_matrix(y, pred, k).tolist(),
+            "confusion_matrix": matrix,
             "per_class": per_class(y, pred, k),
             "auc": _summary_area(rows, "auc", k), "ap": _summary_area(rows, "ap", k),
             "one_vs_rest": [{"class": row["class"], "name": names[row["class"]],

@@ -195,7 +195,8 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
                             f"shape {list(shape)}; it needs a flat vector, so put a linear "
                             "layer before it")
         if len(shape) != 3 and entry.tags.get("image_only"):
-            raise SpecError(f"model.layers[{i}]: a {layer.type} layer needs an image (channels, "
+            kind = ("an " if layer.type[0] in "aeiou" else "a ") + layer.type
+            raise SpecError(f"model.layers[{i}]: {kind} layer needs an image (channels, "
                             f"height, width), but its input has shape {list(shape)}. "
                             "Convolutional layers go first, on image data (digits, shapes), "
                             "before any linear layer")
@@ -265,7 +266,10 @@ def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
                          "macs": seen["macs"], "receptive_field": field.size,
                          "jump": field.jump, "note": "; ".join(seen["notes"]) or None})
     return {"input_shape": list(in_shape), "layers": rows, "total_params": count_params(net),
-            "total_macs": sum(r["macs"] for r in rows)}
+            "total_macs": sum(r["macs"] for r in rows),
+            # values every example leaves behind in one forward pass (what a batch's memory
+            # grows with: a wide convolution has few weights and a great many of these)
+            "total_activations": sum(math.prod(r["output_shape"]) for r in rows)}
 
 
 def multiply_adds(module: nn.Module, output: torch.Tensor) -> int:
@@ -307,9 +311,9 @@ def uneven_note(module: nn.Module, x: torch.Tensor) -> str | None:
 
 class _Field:
     """The receptive field, tracked through the modules in the order they run: a window of
-    kernel k (dilation d) and stride s grows it by d*(k-1) jumps and multiplies the jump by s; a
-    global pool, flatten or linear map sees the whole image (its jump is then None). None for
-    inputs that are not images."""
+    kernel k (dilation d) and stride s grows it by d*(k-1) jumps (at most to the whole image:
+    padding adds nothing to see) and multiplies the jump by s; a global pool, flatten or linear
+    map sees the whole image (its jump is then None). None for inputs that are not images."""
 
     def __init__(self, in_shape):
         self.image = len(in_shape) == 3
@@ -322,7 +326,8 @@ class _Field:
         window = _window(module)
         if window is not None:
             k, s, _, d = window
-            self.size += d * (k - 1) * self.jump
+            # what one value sees of the image: past its edges (padding) there is nothing
+            self.size = min(self.size + d * (k - 1) * self.jump, self.whole)
             self.jump *= s
         elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)):
-            self.size, self.jump = max(self.size, self.whole), None
+            self.size, self.jump = self.whole, None

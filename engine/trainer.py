@@ -31,6 +31,14 @@ from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
 
 EVAL_CHUNK = 4096
+# At most this many activation values in one evaluation forward pass (~200 MB in float32): a
+# wide convolution's 4,096 examples would need gigabytes at once.
+EVAL_ACTIVATIONS = 50_000_000
+
+
+def eval_chunk(activations_per_example: int) -> int:
+    """Examples per evaluation forward pass for a model leaving this many values per example."""
+    return max(1, min(EVAL_CHUNK, EVAL_ACTIVATIONS // max(activations_per_example, 1)))
 FOLD = 64  # training steps whose predictions are scored together for train_acc
 TRAIN_EVAL_SIZE = 2048  # training examples scored in eval mode on rows of mode-dependent models
 
@@ -75,11 +83,13 @@ class Trainer:
             raise SpecError(f"loss={s.loss.name!r} needs class labels, but the target is continuous;"
                             f" allowed: {', '.join(LOSSES.where(task='regression'))}")
         self.binary = bool(LOSSES[s.loss.name].tags.get("binary"))
-        if max_params is not None:  # counted on the meta device: nothing is allocated yet
-            n_params = describe(s, self.data.in_shape, output_dim(s, self.data))["total_params"]
-            if n_params > max_params:
-                raise SpecError(f"the model has {n_params:,} parameters; at most {max_params:,} "
-                                "are allowed here. Use fewer or narrower layers")
+        # counted on the meta device: nothing is allocated yet
+        d = describe(s, self.data.in_shape, output_dim(s, self.data))
+        self.cost = {k: d[f"total_{k}"] for k in ("params", "macs", "activations")}
+        self.eval_chunk = eval_chunk(self.cost["activations"])
+        if max_params is not None and self.cost["params"] > max_params:
+            raise SpecError(f"the model has {self.cost['params']:,} parameters; at most "
+                            f"{max_params:,} are allowed here. Use fewer or narrower layers")
         self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
         self.params = list(self.model.parameters())  # walking the module tree costs ~20 us
         self.loss_fn = make_loss(s.loss, self.data.task)
@@ -348,9 +358,9 @@ class Trainer:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        for i in range(0, len(y), EVAL_CHUNK):
-            out = self.model(x[i:i + EVAL_CHUNK])
-            yb = y[i:i + EVAL_CHUNK]
+        for i in range(0, len(y), self.eval_chunk):
+            out = self.model(x[i:i + self.eval_chunk])
+            yb = y[i:i + self.eval_chunk]
             loss_sum += self.loss_fn(out, yb) * len(yb)
             if self.data.task == "classification":
                 correct += (predict_classes(out, self.binary) == yb).sum()

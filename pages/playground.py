@@ -578,11 +578,13 @@ def live_panel():
     elif view == "Filters":
         shown = trainer.data if trainer else data
         if shown is not None:
-            views.filters_view(run, trainer.spec if trainer else spec, shown)
+            views.filters_view(run, trainer.spec if trainer else spec, shown,
+                               runs.caps.max_params)
     elif view == "Network":
         shown = trainer.data if trainer else data
         if shown is not None:
-            views.network_view(run, trainer.spec if trainer else spec, shown)
+            views.network_view(run, trainer.spec if trainer else spec, shown,
+                               runs.caps.max_params)
     elif view == "Gradients":
         if rows:
             views.gradient_charts(rows)

@@ -717,3 +717,31 @@ def test_augmentation_is_offered_for_images_with_a_preview(at):
     at.selectbox(key="w.data.name").set_value("moons").run()
     no_problems(at)
     assert spec_of(at).training.augment is None  # points are not images
+
+
+def test_the_pictures_of_an_untrained_net_respect_the_server_limits(monkeypatch):
+    """Before a run the Filters and Network views build the net themselves: not one over the
+    parameter limit (a review built a 3.2M-parameter CNN that way: 35 s, 5.5 GB), and a spec
+    that cannot be built gets its message, not the page guard."""
+    monkeypatch.setenv("NETLAB_MAX_PARAMS", "100")
+    spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
+        {"type": "conv2d", "filters": 16}, {"type": "globalavgpool"}]}})  # 16 x 10 + 170 > 100
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    for view in ("Filters", "Network"):
+        at.session_state["view"] = view
+        at.run()
+        assert not at.exception
+        assert any("Not drawn before a run: 330 parameters is over this server's limit of 100"
+                   in i.value for i in at.info), view
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(ExperimentSpec.from_dict({"data": {"name": "digits"},
+                                                              "model": {"layers": []}}))
+    at.run()
+    at.session_state["view"] = "Filters"
+    button(at, "+ conv2d").click().run()
+    at.number_input(key=f"w.layer.{at.session_state['layer_ids'][0]}.kernel").set_value(9).run()
+    assert not at.exception  # a kernel larger than the 8x8 digits
+    assert any("cannot be built" in i.value and "its kernel is 9, larger than its 8x8 input"
+               in i.value for i in at.info), [i.value for i in at.info]

@@ -85,6 +85,14 @@ def test_receptive_fields_by_hand(layers, fields):
     assert got[:len(fields)] == fields
 
 
+def test_a_receptive_field_stops_at_the_image_edges():
+    """Padding lets a 15x15 kernel sit on an 8x8 image; what one value sees is still 8x8."""
+    d = describe(spec_of([{"type": "conv2d", "kernel": 15, "padding": "same"}],
+                         {"name": "digits"}), (1, 8, 8), 10)
+    assert [(r["receptive_field"], r["jump"]) for r in d["layers"]] == [(8, 1), (8, None),
+                                                                         (8, None)]
+
+
 def test_flat_inputs_have_no_receptive_field():
     d = describe(ExperimentSpec.from_dict({"model": {"layers": [4]}}), (2,), 2)
     assert {r["receptive_field"] for r in d["layers"]} == {None}
@@ -110,6 +118,10 @@ def test_an_uneven_size_is_reported_with_the_formula():
     ([{"type": "conv2d", "kernel": 7, "dilation": 3}],
      r"its kernel spans 19 pixels, larger than its 16x16 input"),
     ([{"type": "conv2d", "padding": "same", "stride": 2}], r"padding 'same' .* stride 1"),
+    ([{"type": "conv2d", "padding": "same", "kernel": 4}],
+     r"padding 'same' needs a kernel of odd span .* kernel 4 spans 4 pixels"),
+    ([{"type": "avgpool", "kernel": 8, "stride": 8}, 4, {"type": "avgpool"}],
+     r"model.layers\[2\]: an avgpool layer needs an image"),
     ([{"type": "conv2d", "filters": 6, "groups": 4}], r"groups=4 must divide both its 1 input"),
     ([{"type": "maxpool", "kernel": 8, "stride": 8}, {"type": "maxpool", "kernel": 3}],
      r"model.layers\[1\] \(maxpool, pool2\): its kernel is 3, larger than its 2x2 input"),

@@ -333,6 +333,26 @@ def test_threshold_predicts_class_one_at_or_above_it(circle, threshold):
     assert r["auc"] == metrics.report(circle, "val")["auc"]  # the curves do not move
 
 
+def test_the_threshold_point_lies_on_sklearns_curves(circle):
+    """At a threshold equal to a score, the decision's (fpr, tpr) and (recall, precision) are
+    points of scikit-learn's full curves for class 1."""
+    y, probs, _ = engine_view(circle, "val")
+    fpr, tpr, _ = sk.roc_curve(y, probs[:, 1], drop_intermediate=False)
+    precision, recall, _ = sk.precision_recall_curve(y, probs[:, 1])
+    for score in np.unique(probs[:, 1])[::7]:
+        point = metrics.report(circle, "val", threshold=float(score))["threshold_point"]
+        assert (np.isclose(fpr, point["roc"][0]) & np.isclose(tpr, point["roc"][1])).any()
+        assert (np.isclose(recall, point["pr"][0]) & np.isclose(precision, point["pr"][1])).any(), \
+            (score, point)
+    # nothing called class 1: the PR curve's end; the ROC origin
+    nothing = metrics.threshold_point([[10, 0], [5, 0]])
+    assert nothing == {"roc": [0.0, 0.0], "pr": [0.0, 1.0]}
+    assert (recall[-1], precision[-1]) == (0.0, 1.0)
+    # a split without class 1: neither curve is defined
+    assert metrics.threshold_point([[8, 2], [0, 0]]) == {"roc": None, "pr": None}
+    assert metrics.report(circle, "val")["threshold_point"] is None
+
+
 def test_predicted_classes_are_the_engines_or_the_thresholds(circle, digits):
     for trainer in (circle, digits):
         _, _, pred = engine_view(trainer, "val")

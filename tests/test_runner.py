@@ -325,6 +325,26 @@ def test_a_step_too_heavy_to_share_is_refused_with_the_batch_that_fits():
         reg.shutdown()
 
 
+def test_a_wide_convolution_is_held_to_its_compute_and_memory_not_its_few_weights():
+    """14,340 weights, but 9.4M multiply-adds and ~1M values per example: a parameter count
+    alone let it through (a review measured 2.5 GB for one forward pass of 256 examples)."""
+    wide = {"data": {"name": "shapes", "n": 2000, "size": 32},
+            "model": {"layers": [{"type": "conv2d", "filters": 1024, "padding": "same"},
+                                 {"type": "globalavgpool"}]}}
+    reg = RunRegistry(caps(max_params=2_000_000), reap_every_s=0.05)
+    try:
+        with pytest.raises(SpecError, match=r"through 9,441,280 multiply-adds each, more than "
+                                            r"this server allows .* batch of at most 529 "):
+            reg.create(ExperimentSpec.from_dict({**wide, "training": {"batch_size": 1024}}))
+        with pytest.raises(SpecError, match=r"keeps 67,174,656 values in memory \(1,049,604 per "
+                                            r"example\), .* batch of at most 47,"):
+            reg.create(ExperimentSpec.from_dict({**wide, "training": {"batch_size": 64}}))
+        small = reg.create(ExperimentSpec.from_dict({**wide, "training": {"batch_size": 16}}))
+        assert small.trainer.eval_chunk == 47  # evaluation passes are cut to fit as well
+    finally:
+        reg.shutdown()
+
+
 def test_step_takes_its_turn_while_another_run_trains():
     """Step and Start's first step go through the training slot too (no deadlock, and the
     running run goes on)."""

@@ -75,7 +75,6 @@ from typing import Callable
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.history import History
 from engine.inputs import short
-from engine.model import count_params
 
 
 def _env(name: str, default, kind=float):
@@ -108,6 +107,10 @@ class Caps:
     # took 1.7-3.2 s a step and froze every other run that long; the digits net of the issue,
     # 1797 x 1.9M = 3.4e9, takes ~0.1 s)
     max_step_work: float = field(default_factory=lambda: _env("NETLAB_MAX_STEP_WORK", 5e9))
+    # batch x activation values per example of one step: its memory (a 1,024-filter convolution
+    # on 32x32 images has 14,340 weights but leaves ~2M values per example behind)
+    max_step_activations: float = field(
+        default_factory=lambda: _env("NETLAB_MAX_STEP_ACTIVATIONS", 5e7))
 
     def check_spec(self, spec: ExperimentSpec) -> None:
         if spec.training.steps > self.max_steps:
@@ -115,14 +118,25 @@ class Caps:
                             f"allows ({self.max_steps:,}); lower it")
 
     def check_step_work(self, trainer: Trainer) -> None:
-        params = count_params(trainer.model)
-        batch = trainer.batches.size
-        if batch * params > self.max_step_work:
-            most = max(1, int(self.max_step_work // max(params, 1)))
-            raise SpecError(f"one step trains {batch:,} examples through {params:,} parameters, "
-                            f"more than this server allows in one step ({self.max_step_work:.0e} "
-                            f"example-parameters) so that runs can share it; use a batch of at "
-                            f"most {most:,} or a smaller model")
+        """One step's compute (batch x the larger of parameters and multiply-adds per example:
+        a convolution reuses each weight at every position) and memory (batch x activation
+        values per example) within the server's limits."""
+        params, macs = trainer.cost["params"], trainer.cost["macs"]
+        batch, work = trainer.batches.size, max(trainer.cost["params"], trainer.cost["macs"])
+        if batch * work > self.max_step_work:
+            most = max(1, int(self.max_step_work // max(work, 1)))
+            what = f"{params:,} parameters" if params >= macs else \
+                f"{macs:,} multiply-adds each"
+            raise SpecError(f"one step trains {batch:,} examples through {what}, more than this "
+                            f"server allows in one step ({self.max_step_work:.0e}) so that runs "
+                            f"can share it; use a batch of at most {most:,} or a smaller model")
+        values = trainer.cost["activations"]
+        if batch * values > self.max_step_activations:
+            most = max(1, int(self.max_step_activations // max(values, 1)))
+            raise SpecError(f"one step of {batch:,} examples keeps {batch * values:,} values in "
+                            f"memory ({values:,} per example), more than this server allows "
+                            f"({self.max_step_activations:.0e}); use a batch of at most "
+                            f"{most:,}, fewer filters or smaller images")
 
 
 class CapError(Exception):
@@ -538,7 +552,8 @@ class Run:
         from engine.featuremaps import inspect_cnn
 
         with self.lock:
-            return inspect_cnn(self.trainer.model, self.trainer.data, split, index, patch)
+            return inspect_cnn(self.trainer.model, self.trainer.data, split, index, patch,
+                               self.trainer.eval_chunk)
 
     def metrics(self, split: str, threshold: float | None = None) -> dict:
         """engine.metrics.report of a split, read between two steps."""

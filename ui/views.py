@@ -223,10 +223,10 @@ def throttled(name: str, run, max_age: float, build, content=None):
 REDRAW_EVERY_S = 0.15
 
 
-def network_view(run, spec, data) -> None:
+def network_view(run, spec, data, max_params: int) -> None:
     """TFP's picture of the net: neurons in columns, links by weight (or by |dL/dW|), each
     neuron's output over the input plane. Before a run, the untrained net the spec builds (the
-    same initial weights the run will start from)."""
+    same initial weights the run will start from), once it fits the server's limits."""
     from engine import build_model
     from engine.netview import network_snapshot
     from engine.trainer import output_dim
@@ -237,6 +237,12 @@ def network_view(run, spec, data) -> None:
                             "a log scale: a vanishing layer fades, a dead unit is framed red.")
     if by_gradient and (run is None or not run.trainer.step_count):
         st.caption("Gradients exist after the first step: press **Step**.")
+
+    if run is None or not hasattr(run.trainer, "model"):
+        why = untrained_net(spec, data, max_params)[1]
+        if why:
+            st.info(why)
+            return
 
     def build():
         if run is not None and hasattr(run.trainer, "model"):
@@ -254,16 +260,38 @@ def network_view(run, spec, data) -> None:
     live_plot(fig, "network", mode_bar=False)
 
 
-def filters_view(run, spec, data) -> None:
+def untrained_net(spec, data, max_params: int):
+    """(describe() of the net `spec` builds, None), or (None, why the page does not build it
+    before a run): it cannot be built, or it is over this server's parameter limit (building
+    it for a picture would take the page's memory)."""
+    d, error = describe_rows(spec, data)
+    if error:
+        return None, f"This network cannot be built: {error}"
+    if d["total_params"] > max_params:
+        return None, (f"Not drawn before a run: {d['total_params']:,} parameters is over this "
+                      f"server's limit of {max_params:,}.")
+    return d, None
+
+
+def filters_view(run, spec, data, max_params: int) -> None:
     """A CNN from the inside: each convolution's kernels, and the maps every image layer makes
     of one example (its label and the net's guess beside it). Before a run, the untrained net
-    the spec builds (the weights the run will start from)."""
+    the spec builds (the weights the run will start from), once it fits the server's limits."""
     from engine import build_model
     from engine.featuremaps import has_convolutions, inspect_cnn
+    from engine.trainer import eval_chunk
 
     trained = run is not None and hasattr(run.trainer, "model")
-    model = None if trained else build_model(spec, data.in_shape, output_dim(spec, data))
-    if not has_convolutions(run.trainer.model if trained else model):
+    if not trained:
+        d, why = untrained_net(spec, data, max_params)
+        if why:
+            st.info(why)
+            return
+        chunk = eval_chunk(d["total_activations"])
+        out = output_dim(spec, data)
+    shape_only = None if trained else build_model(spec, data.in_shape, out, device="meta",
+                                                  init=False)
+    if not has_convolutions(run.trainer.model if trained else shape_only):
         st.info("Filters and feature maps belong to convolutional nets: on image data (digits, "
                 "shapes), add a **conv2d** layer.")
         return
@@ -280,7 +308,8 @@ def filters_view(run, spec, data) -> None:
     def read():
         if trained:
             return run.feature_maps(split, index, patch)
-        return inspect_cnn(model, data, split, index, patch)
+        return inspect_cnn(build_model(spec, data.in_shape, out), data, split, index, patch,
+                           chunk)
 
     def build():
         kernels, maps, occlusion = read()
@@ -374,18 +403,15 @@ def metrics_view(run, data) -> None:
                    "of the examples of this class, the share found. F1: their harmonic mean. "
                    "AUC and AP: the areas under this class's ROC and precision-recall curves "
                    "(this class against the rest), whatever the threshold.")
-    point = None
-    if threshold is not None:  # where this threshold sits on the two curves (class 1)
-        m = r["confusion_matrix"]
-        tp, fn, fp, tn = m[1][1], m[1][0], m[0][1], m[0][0]
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        point = {"roc": (fp / (fp + tn) if fp + tn else 0.0, recall),
-                 "pr": (recall, tp / (tp + fp) if tp + fp else 1.0)}
+    point = r["threshold_point"] or {}  # where this threshold sits on class 1's curves
     c1, c2 = st.columns(2)
     with c1:
-        live_plot(charts.curve_figure(r, "roc", point and point["roc"]), "roc", mode_bar=False)
+        live_plot(charts.curve_figure(r, "roc", point.get("roc")), "roc", mode_bar=False)
     with c2:
-        live_plot(charts.curve_figure(r, "pr", point and point["pr"]), "pr", mode_bar=False)
+        live_plot(charts.curve_figure(r, "pr", point.get("pr")), "pr", mode_bar=False)
+    if point and point["pr"] == [0.0, 1.0]:
+        st.caption("Nothing is called class 1 at this threshold: the table counts its precision "
+                   "as 0, the curve's end as 1 (no false alarms).")
 
 
 def activation_charts(run, rows: list[dict]) -> None:

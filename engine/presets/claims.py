@@ -21,6 +21,7 @@ import json
 from functools import lru_cache
 
 from ..health import grad_ratio
+from ..model import count_params
 from ..spec import ExperimentSpec
 from . import load_preset
 
@@ -102,7 +103,7 @@ def _boundary_length(o, n: int = 101) -> int | None:
 
 MEASURES = {
     "stopped": lambda o: o.stopped,
-    "params": lambda o: sum(p.numel() for p in o.trainer.model.parameters()),
+    "params": lambda o: count_params(o.trainer.model),
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
     "train_loss": lambda o: o.train["loss"],
