@@ -86,6 +86,14 @@ class _ScalarSection:
         _check_keys(value, list(cls.PARAMS), where)
         return cls(**_scalars(cls.PARAMS, value, where))
 
+    @classmethod
+    def parse(cls, value, where: str):
+        """An optional section: null/false is off (None), an object is read (a field left out
+        takes its default)."""
+        if value is None or value is False:
+            return None
+        return cls.from_dict(value, where)
+
 
 # ----------------------------------------------------------------------------- defaults
 # A new experiment starts with the entries each registry tags default=True (model.py registers
@@ -410,13 +418,11 @@ class EarlyStoppingSpec(_ScalarSection):
     @classmethod
     def parse(cls, value, where: str) -> "EarlyStoppingSpec | None":
         """null/false: off; true: defaults; an integer: the patience; or the full object."""
-        if value is None or value is False:
-            return None
         if value is True:
             return cls()
         if isinstance(value, int) and not isinstance(value, bool):
             value = {"patience": value}
-        return cls.from_dict(value, where)
+        return super().parse(value, where)
 
 
 AUG_PARAMS = _params(
@@ -439,13 +445,6 @@ class AugmentSpec(_ScalarSection):
     rotate: float = AUG_PARAMS["rotate"].default
     noise: float = AUG_PARAMS["noise"].default
     flip: bool = AUG_PARAMS["flip"].default
-
-    @classmethod
-    def parse(cls, value, where: str) -> "AugmentSpec | None":
-        """null/false: off; or the object (a field left out is off)."""
-        if value is None or value is False:
-            return None
-        return cls.from_dict(value, where)
 
     @property
     def active(self) -> bool:

@@ -13,6 +13,8 @@ from engine import metrics
 from engine.portable import predict_classes
 
 SEEDS = range(5)
+# random cases: seed, classes, and whether a class is missing from the labels or predictions
+CASES = [(seed, k, gaps) for seed in SEEDS for k in (2, 4) for gaps in (False, True)]
 
 
 def random_case(seed, k, gaps=False, n=200):
@@ -42,9 +44,7 @@ def quiet(fn, *args, **kw):
 # ----------------------------------------------------------------------------- counts
 
 
-@pytest.mark.parametrize("gaps", [False, True])
-@pytest.mark.parametrize("k", [2, 4])
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed,k,gaps", CASES)
 def test_confusion_matrix_matches_sklearn(seed, k, gaps):
     y_true, y_pred, _ = random_case(seed, k, gaps)
     cm = metrics.confusion_matrix(y_true, y_pred, k)
@@ -63,9 +63,7 @@ def test_confusion_matrix_refuses_labels_out_of_range():
         metrics.confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
 
 
-@pytest.mark.parametrize("gaps", [False, True])
-@pytest.mark.parametrize("k", [2, 4])
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed,k,gaps", CASES)
 def test_per_class_matches_sklearn(seed, k, gaps):
     y_true, y_pred, _ = random_case(seed, k, gaps)
     table = metrics.per_class(y_true, y_pred, k)
@@ -148,9 +146,7 @@ def test_auc_follows_either_direction_and_refuses_a_zigzag():
         metrics.auc([0.0, 1.0, 0.5], [0.0, 1.0, 1.0])
 
 
-@pytest.mark.parametrize("gaps", [False, True])
-@pytest.mark.parametrize("k", [2, 4])
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed,k,gaps", CASES)
 def test_one_vs_rest_matches_sklearn(seed, k, gaps):
     y_true, _, probs = random_case(seed, k, gaps)
     rows = metrics.one_vs_rest(probs, y_true, k)
