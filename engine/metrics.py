@@ -272,6 +272,17 @@ def _summary_area(rows: list[dict], key: str, k: int):
     return None if None in values else sum(values) / k
 
 
+def mistakes(trainer, split: str, threshold: float | None = None, limit: int = 16) -> dict:
+    """The first `limit` examples of a split the net gets wrong (by the same decision rule as
+    report): their indices in the split, true and predicted classes, and how many in all."""
+    x, y = _split_inputs(trainer, split)
+    _check_threshold(threshold, trainer.data.classes)
+    pred = predicted_classes(trainer, split, threshold)
+    wrong = (pred != y.cpu()).nonzero()[:, 0]
+    return {"count": len(wrong), "index": wrong[:limit].tolist(),
+            "true": y.cpu()[wrong[:limit]].tolist(), "predicted": pred[wrong[:limit]].tolist()}
+
+
 def threshold_point(matrix) -> dict:
     """Where a two-class decision (its 2 x 2 confusion matrix) sits on class 1's curves, by the
     curves' own definitions: "roc" (false positive rate, true positive rate) and "pr" (recall,

@@ -237,8 +237,8 @@ def count_params(module: nn.Module) -> int:
 def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
     """Per layer: output shape, parameter count, multiply-adds per example, and for image inputs
     the receptive field (how many input pixels across one output value depends on, and the jump:
-    input pixels between two neighbouring outputs), with a note where a kernel does not tile its
-    input evenly. Computed on the 'meta' device: no memory is allocated, so a user can size a
+    input pixels between two neighbouring outputs), a sliding window's size formula with its
+    numbers, and a note where a kernel does not tile its input evenly. Computed on the 'meta' device: no memory is allocated, so a user can size a
     huge model before anything is built for real."""
     with torch.device("meta"):
         net = build_model(spec, in_shape, out_dim, device="meta", init=False).eval()
@@ -246,10 +246,13 @@ def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
         field = _Field(in_shape)
         rows = []
         for name, module in net.named_children():
-            seen = {"macs": 0, "notes": []}
+            seen = {"macs": 0, "notes": [], "formulas": []}
 
             def hook(m, inputs, output):
                 seen["macs"] += multiply_adds(m, output)
+                formula = size_formula(m, inputs[0])
+                if formula:
+                    seen["formulas"].append(formula)
                 note = uneven_note(m, inputs[0])
                 if note:
                     seen["notes"].append(note)
@@ -264,7 +267,8 @@ def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
             rows.append({"name": name, "type": net.layer_info[name]["type"],
                          "output_shape": list(x.shape[1:]), "params": count_params(module),
                          "macs": seen["macs"], "receptive_field": field.size,
-                         "jump": field.jump, "note": "; ".join(seen["notes"]) or None})
+                         "jump": field.jump, "note": "; ".join(seen["notes"]) or None,
+                         "formula": "; ".join(seen["formulas"]) or None})
     return {"input_shape": list(in_shape), "layers": rows, "total_params": count_params(net),
             "total_macs": sum(r["macs"] for r in rows),
             # values every example leaves behind in one forward pass (what a batch's memory
@@ -292,6 +296,20 @@ def _window(module):
         return (first(module.kernel_size), first(module.stride), first(module.padding),
                 first(getattr(module, "dilation", 1)))
     return None
+
+
+def size_formula(module: nn.Module, x: torch.Tensor) -> str | None:
+    """A sliding window's output size worked out: (W - F + 2P)/S + 1 with this layer's numbers
+    (F: the kernel's span, d(k - 1) + 1 when dilated); None for other modules."""
+    window = _window(module)
+    if window is None or x.dim() != 4:
+        return None
+    k, s, p, d = window
+    size, span = x.shape[-1], d * (k - 1) + 1
+    out = (size - span + 2 * p) // s + 1
+    return f"({size} - {span} + 2*{p})/{s} + 1 = {out}" + (
+        "" if (size - span + 2 * p) % s == 0 else f" (rounded down from "
+        f"{(size - span + 2 * p) / s + 1:g})")
 
 
 def uneven_note(module: nn.Module, x: torch.Tensor) -> str | None:

@@ -688,6 +688,20 @@ def test_the_metrics_view_reports_a_classifier_and_moves_with_the_threshold():
     assert roc["data"][-1]["x"] == [1.0] and roc["data"][-1]["y"] == [1.0]  # its point: (1, 1)
 
 
+def test_the_metrics_view_shows_an_image_classifiers_mistakes(at):
+    at.selectbox(key="preset_pick").set_value("cnn_digits").run()
+    button(at, "Load preset").click().run()
+    button(at, "Step").click().run()
+    at.session_state["view"] = "Metrics"
+    at.run()
+    no_problems(at)
+    mistakes = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Mistakes"))
+    run = the_run(at)
+    wrong = round((1 - run.trainer.evaluate("val")["acc"]) * len(run.trainer.data.y_val))
+    assert f"of the {wrong:,} val examples it gets wrong" in mistakes["layout"]["title"]["text"]
+    assert all("→" in a["text"] for a in mistakes["layout"]["annotations"])
+
+
 def test_the_metrics_view_explains_itself_for_regression(at):
     at.selectbox(key="w.data.name").set_value("plane").run()
     button(at, "Step").click().run()

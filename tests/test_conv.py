@@ -66,6 +66,8 @@ def test_describe_matches_torch_on_random_stacks(seed):
         assert row["output_shape"] == list(x.shape[1:]), name
         assert row["params"] == sum(p.numel() for p in module.parameters()), name
         assert row["macs"] * 2 * 2 == flops.get_total_flops(), name  # 2 FLOPs a MAC, batch 2
+        if row["formula"]:  # a window's size worked out lands on torch's size
+            assert int(row["formula"].split("= ")[1].split()[0]) == x.shape[-1], row["formula"]
     assert d["total_params"] == sum(p.numel() for p in net.parameters())
 
 
@@ -101,6 +103,7 @@ def test_flat_inputs_have_no_receptive_field():
 def test_an_uneven_size_is_reported_with_the_formula():
     d = describe(spec_of([{"type": "conv2d", "stride": 2}]), (1, 16, 16), 4)
     assert d["layers"][0]["output_shape"] == [8, 7, 7]
+    assert d["layers"][0]["formula"] == "(16 - 3 + 2*0)/2 + 1 = 7 (rounded down from 7.5)"
     assert d["layers"][0]["note"] == (
         "(W - F + 2P)/S + 1 = (16 - 3 + 2*0)/2 + 1 = 7.5, not whole: the kernel's last position "
         "stops 1 pixel(s) short of the input's right and bottom edges")

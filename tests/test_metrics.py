@@ -349,6 +349,20 @@ def test_the_threshold_point_lies_on_sklearns_curves(circle):
     assert metrics.report(circle, "val")["threshold_point"] is None
 
 
+def test_mistakes_are_the_examples_off_the_diagonal(digits, circle):
+    for trainer, threshold in ((digits, None), (circle, 0.9)):
+        r = metrics.report(trainer, "val", threshold)
+        wrong = metrics.mistakes(trainer, "val", threshold, limit=5)
+        cm = np.asarray(r["confusion_matrix"])
+        assert wrong["count"] == cm.sum() - np.trace(cm)
+        y, probs, _ = engine_view(trainer, "val")
+        pred = probs.argmax(1) if threshold is None else (probs[:, 1] >= threshold).astype(int)
+        expected = np.nonzero(pred != y)[0][:5]
+        assert wrong["index"] == expected.tolist()
+        assert wrong["true"] == y[expected].tolist()
+        assert wrong["predicted"] == pred[expected].tolist()
+
+
 def test_predicted_classes_are_the_engines_or_the_thresholds(circle, digits):
     for trainer in (circle, digits):
         _, _, pred = engine_view(trainer, "val")

@@ -341,9 +341,9 @@ def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
 
 def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
                   class_names=None, columns: int | None = None,
-                  title: str = "Sample images and labels") -> go.Figure:
+                  title: str = "Sample images and labels", captions=None) -> go.Figure:
     """A strip of images (8x8 digits, the shapes' canvases) with their labels (class names when
-    the set has them)."""
+    the set has them), or with `captions` of their own."""
     n = min(n, len(images))
     cols = min(columns or (8 if class_names else 12), n)  # names ("vertical bar") need room
     traces, layout, notes = [], {}, []
@@ -355,7 +355,8 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
                                         scaleanchor=f"x{suffix}", constrain="domain")  # square pixels
-        label = class_names[int(labels[i])].replace(" ", "<br>") if class_names else \
+        label = captions[i] if captions else \
+            class_names[int(labels[i])].replace(" ", "<br>") if class_names else \
             str(int(labels[i]))
         notes.append(dict(text=label, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
                           yanchor="bottom", showarrow=False, font=dict(size=10)))

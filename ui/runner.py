@@ -556,11 +556,12 @@ class Run:
                                self.trainer.eval_chunk)
 
     def metrics(self, split: str, threshold: float | None = None) -> dict:
-        """engine.metrics.report of a split, read between two steps."""
-        from engine.metrics import report
+        """engine.metrics.report of a split, and its first mistakes, read between two steps."""
+        from engine.metrics import mistakes, report
 
         with self.lock:
-            return report(self.trainer, split, threshold)
+            return {**report(self.trainer, split, threshold),
+                    "mistakes": mistakes(self.trainer, split, threshold)}
 
     # -- the registry lets go of this run
     def _forget(self) -> None:

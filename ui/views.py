@@ -409,6 +409,19 @@ def metrics_view(run, data) -> None:
         live_plot(charts.curve_figure(r, "roc", point.get("roc")), "roc", mode_bar=False)
     with c2:
         live_plot(charts.curve_figure(r, "pr", point.get("pr")), "pr", mode_bar=False)
+    wrong = r["mistakes"]
+    x = getattr(data, f"x_{split}")
+    if wrong["index"] and x.dim() == 4:  # images: look at what the net gets wrong
+        shown = x[wrong["index"]].cpu()[:, 0].numpy()
+        live_plot(charts.digits_figure(
+            shown, np.asarray(wrong["true"]), len(shown), columns=8,
+            title=f"Mistakes: {len(shown)} of the {wrong['count']:,} {split} examples it gets "
+                  "wrong (true → predicted)",
+            captions=[f"{names[t]}<br>→ {names[p]}" for t, p in zip(wrong["true"],
+                                                                    wrong["predicted"])]),
+            "mistakes", mode_bar=False)
+    elif not wrong["count"]:
+        st.caption(f"No mistakes on the {split} split.")
     if point and point["pr"] == [0.0, 1.0]:
         st.caption("Nothing is called class 1 at this threshold: the table counts its precision "
                    "as 0, the curve's end as 1 (no false alarms).")
@@ -463,6 +476,7 @@ def describe_table(d: dict) -> None:
         if image:
             row["receptive field"] = f"{r['receptive_field']} px" + (
                 f", jump {r['jump']}" if r["jump"] else " (all of it)")
+            row["size: (W - F + 2P)/S + 1"] = r.get("formula") or ""
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch")
     st.caption(f"{d['total_params']:,} parameters · {d['total_macs']:,} multiply-adds per "
