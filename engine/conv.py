@@ -16,7 +16,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .errors import SpecError
-from .portable import Dropout
+from .portable import Concat, Dropout, Residual
 from .registry import LAYERS, Param
 
 MAX_CHANNELS = 1024
@@ -140,3 +140,55 @@ def _batchnorm2d(ctx, layer, in_shape):
 def _dropout2d(ctx, layer, in_shape):
     return ctx.make(Dropout, layer.get("p"), ctx.stream("dropout"), channels=True), \
         tuple(in_shape)
+
+
+def _conv(ctx, layer, c_in: int, c_out: int, kernel: int, bias: bool = True, **kw):
+    """A convolution initialised like the layer's others (the layer's init and bias init)."""
+    return ctx.weighted(ctx.make(nn.Conv2d, c_in, c_out, kernel, bias=bias, **kw), layer)
+
+
+@LAYERS.register(
+    "resblock2d", "Two 3x3 convolutions whose output is added to their input (ResNet's block): "
+    "the sum hands the gradient straight back past them, so deep stacks still train.",
+    (Param("filters", 16, "channels in and out of the block (a 1x1 convolution matches the "
+           "input's channels when they differ)", low=1, high=MAX_CHANNELS, log=True),
+     Param("batchnorm", True, "a BatchNorm after each convolution, as in ResNet")),
+    prefix="res", image_only=True, uses=("activation", "init", "bias_init"),
+    watches_activation=True)
+def _resblock2d(ctx, layer, in_shape):
+    channels, height, width = _image(in_shape)
+    filters, norm = layer.get("filters"), layer.get("batchnorm")
+    proj = _conv(ctx, layer, channels, filters, 1) if channels != filters else None
+    body = OrderedDict()
+    for i in (1, 2):  # no bias before a BatchNorm: its beta takes that role
+        body[f"conv{i}"] = _conv(ctx, layer, filters, filters, 3, bias=not norm, padding=1)
+        if norm:
+            body[f"bn{i}"] = ctx.make(nn.BatchNorm2d, filters)
+        if i == 1:
+            body["act1"] = ctx.activation(layer)
+    block = ctx.make(Residual, proj, ctx.make(nn.Sequential, body))
+    return ctx.make(nn.Sequential, OrderedDict(block=block, act=ctx.activation(layer))), \
+        (filters, height, width)
+
+
+@LAYERS.register(
+    "inception", "Four branches side by side, joined along the channels (GoogLeNet's block): "
+    "1x1, 3x3 and 5x5 convolutions (the larger ones after a 1x1 that narrows the input) and a "
+    "3x3 max pool, so the next layer can use whichever scale fits.",
+    (Param("filters", 8, "channels of each branch (the block gives 4x as many)", low=1,
+           high=MAX_CHANNELS, log=True),),
+    prefix="inc", image_only=True, uses=("activation", "init", "bias_init"),
+    watches_activation=True)
+def _inception(ctx, layer, in_shape):
+    channels, height, width = _image(in_shape)
+    f = layer.get("filters")
+
+    def conv_act(c_in, kernel):
+        return [_conv(ctx, layer, c_in, f, kernel, padding=kernel // 2), ctx.activation(layer)]
+    branches = OrderedDict(
+        k1=ctx.make(nn.Sequential, *conv_act(channels, 1)),
+        k3=ctx.make(nn.Sequential, *conv_act(channels, 1), *conv_act(f, 3)),
+        k5=ctx.make(nn.Sequential, *conv_act(channels, 1), *conv_act(f, 5)),
+        pool=ctx.make(nn.Sequential, ctx.make(nn.MaxPool2d, 3, stride=1, padding=1),
+                      *conv_act(channels, 1)))
+    return ctx.make(Concat, branches), (4 * f, height, width)

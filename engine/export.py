@@ -359,7 +359,9 @@ def _model(net, script: Script) -> list[str]:
     paths = {id(m): name for name, m in net.named_modules()}
     init = ['init_gen = generator(SEED, "init")', "with torch.no_grad():"]
     for module, choice, bias in net.inits:
-        path = f"model.{paths[id(module)]}"
+        name = paths[id(module)]  # a positional child (branch.0) is not an attribute name
+        path = f"model.{name}" if all(part.isidentifier() for part in name.split(".")) else \
+            f'model.get_submodule("{name}")'
         entry = INITIALIZERS[choice.name]
         call = script.entry_call(entry, choice.params, Code(f"{path}.weight"), Code("init_gen"))
         init.append("    " + render(call, 4))

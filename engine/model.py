@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import SpecError
 from .registry import ACTIVATIONS, INITIALIZERS, LAYERS, Param
-from .portable import Dropout, Residual, generator as make_generator
+from .portable import Concat, Dropout, Residual, generator as make_generator
 if TYPE_CHECKING:  # spec.py reads LAYERS' defaults, so model.py is imported (and its layer
     from .spec import Choice, ExperimentSpec, LayerSpec  # types registered) before spec.py
 
@@ -248,8 +248,15 @@ def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
         for name, module in net.named_children():
             seen = {"macs": 0, "notes": [], "formulas": []}
 
+            # modules on parallel branches: their windows do not add up (the field is the
+            # widest branch's), and their sizes are the block's own
+            branched = {id(m) for c in module.modules() if isinstance(c, Concat)
+                        for m in c.modules()}
+
             def hook(m, inputs, output):
                 seen["macs"] += multiply_adds(m, output)
+                if id(m) in branched:
+                    return
                 formula = size_formula(m, inputs[0])
                 if formula:
                     seen["formulas"].append(formula)
@@ -259,6 +266,8 @@ def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
                 field.update(m, inputs[0])
             handles = [m.register_forward_hook(hook) for m in module.modules()
                        if not list(m.children())]
+            handles += [c.register_forward_hook(lambda c, i, o: field.update_parallel(c))
+                        for c in module.modules() if isinstance(c, Concat)]
             try:
                 x = module(x)
             finally:
@@ -337,6 +346,17 @@ class _Field:
         self.image = len(in_shape) == 3
         self.whole = max(in_shape[1:]) if self.image else None
         self.size, self.jump = (1, 1) if self.image else (None, None)
+
+    def update_parallel(self, concat):
+        """Branches side by side: each grows the field from where it is; the widest counts."""
+        start, ends = (self.size, self.jump), []
+        for branch in concat.branches.values():
+            self.size, self.jump = start
+            for m in branch.modules():  # a branch runs its modules in this order
+                if not list(m.children()):
+                    self.update(m, None)
+            ends.append((self.size, self.jump))
+        self.size, self.jump = max(ends, key=lambda e: e[0])
 
     def update(self, module, x):
         if not self.image or self.jump is None:

@@ -137,6 +137,18 @@ class Residual(nn.Module):
         return h + self.body(h)
 
 
+class Concat(nn.Module):
+    """Branches side by side on the same input, their outputs joined along the channels
+    (Inception's block: several kernel sizes at once)."""
+
+    def __init__(self, branches):
+        super().__init__()
+        self.branches = nn.ModuleDict(branches)
+
+    def forward(self, x):
+        return torch.cat([branch(x) for branch in self.branches.values()], 1)
+
+
 # ----------------------------------------------------------------------------- loss and classes
 
 

@@ -1,9 +1,32 @@
 """Concepts: every bundled preset, grouped by the concept it makes visible, one click to open."""
 import streamlit as st
 
+from engine import ExperimentSpec
+from engine.model import describe
 from engine.presets import list_presets
 from engine.presets.concepts import concept_title
+from engine.trainer import output_dim
 from ui.page import ensure_routed
+from ui.views import spec_dataset
+
+COMPARED = "G5"  # classic architectures: their sizes side by side
+
+
+@st.cache_data(show_spinner=False)
+def architecture_table(names: tuple[str, ...]) -> list[dict]:
+    """Parameters and multiply-adds of each named preset's net (describe(), nothing trained),
+    smallest first."""
+    rows = []
+    for p in list_presets():
+        if p["name"] not in names:
+            continue
+        spec = ExperimentSpec.from_dict(p["config"])
+        data = spec_dataset(spec)
+        d = describe(spec, data.in_shape, output_dim(spec, data))
+        rows.append({"preset": p["title"], "data": spec.data.name,
+                     "parameters": d["total_params"],
+                     "multiply-adds per image": d["total_macs"]})
+    return sorted(rows, key=lambda r: r["parameters"])
 
 ensure_routed()
 
@@ -18,6 +41,12 @@ for preset in list_presets():
 for concept in sorted(by_concept):
     titles = ", ".join(p["title"] for p in by_concept[concept])
     with st.expander(f"**{concept_title(concept)}** — {titles}"):
+        if concept == COMPARED:  # with LeNet's idea, the first of them (a G1 preset)
+            compared = {p["name"] for p in by_concept[concept]} | {"cnn_digits"}
+            st.dataframe(architecture_table(tuple(sorted(compared))), hide_index=True,
+                         width="stretch")
+            st.caption("Counted from each net as built (no training): weights, and the "
+                       "multiply-adds of its convolutions and dense layers for one image.")
         for p in by_concept[concept]:
             st.markdown(f"**{p['title']}** — {p['summary']}")
             st.write(p["explanation"])

@@ -11,7 +11,7 @@ import torch
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from engine import ExperimentSpec
+from engine import ExperimentSpec, Trainer
 from engine.presets import load_preset, preset_names
 from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, OPTIMIZERS, SCHEDULES
 from tests.conftest import ROOT
@@ -759,3 +759,18 @@ def test_the_pictures_of_an_untrained_net_respect_the_server_limits(monkeypatch)
     assert not at.exception  # a kernel larger than the 8x8 digits
     assert any("cannot be built" in i.value and "its kernel is 9, larger than its 8x8 input"
                in i.value for i in at.info), [i.value for i in at.info]
+
+
+def test_the_classic_architectures_are_compared_by_size(at):
+    at.switch_page("pages/concepts.py").run()
+    no_problems(at)
+    table = at.dataframe[0].value
+    expected = {}
+    for name in ("cnn_digits", "cnn_vgg_digits", "cnn_resnet_digits", "cnn_mobilenet_digits",
+                 "cnn_inception_digits"):
+        trainer = Trainer(ExperimentSpec.from_dict(load_preset(name)["config"]))
+        expected[load_preset(name)["title"]] = sum(p.numel() for p in trainer.model.parameters())
+    assert dict(zip(table["preset"], table["parameters"])) == expected
+    assert list(table["parameters"]) == sorted(table["parameters"])
+    assert table.set_index("preset")["multiply-adds per image"][
+        load_preset("cnn_mobilenet_digits")["title"]] == 28_224

@@ -25,6 +25,13 @@ def random_stack(rng: random.Random, size: int) -> list[dict]:
     """A random conv stack that fits a size x size image (sizes tracked with output_size)."""
     layers, channels = [], 1
     for _ in range(rng.randint(1, 4)):
+        if rng.random() < 0.2:  # the blocks keep the size
+            filters = rng.choice([2, 4])
+            layers.append(rng.choice([{"type": "resblock2d", "filters": filters,
+                                       "batchnorm": rng.random() < 0.5},
+                                      {"type": "inception", "filters": filters}]))
+            channels = filters * (4 if layers[-1]["type"] == "inception" else 1)
+            continue
         if rng.random() < 0.3 and size >= 4:
             kind = rng.choice(["maxpool", "avgpool"])
             k = rng.choice([2, 3])
@@ -50,7 +57,7 @@ def random_stack(rng: random.Random, size: int) -> list[dict]:
     return layers + [rng.choice([{"type": "globalavgpool"}, {"type": "flatten"}, 8])]
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_describe_matches_torch_on_random_stacks(seed):
     rng = random.Random(seed)
     size = rng.choice([8, 12, 16])
@@ -66,8 +73,9 @@ def test_describe_matches_torch_on_random_stacks(seed):
         assert row["output_shape"] == list(x.shape[1:]), name
         assert row["params"] == sum(p.numel() for p in module.parameters()), name
         assert row["macs"] * 2 * 2 == flops.get_total_flops(), name  # 2 FLOPs a MAC, batch 2
-        if row["formula"]:  # a window's size worked out lands on torch's size
-            assert int(row["formula"].split("= ")[1].split()[0]) == x.shape[-1], row["formula"]
+        if row["formula"]:  # the layer's last window's size worked out lands on torch's size
+            last = row["formula"].split("; ")[-1]
+            assert int(last.split("= ")[1].split()[0]) == x.shape[-1], row["formula"]
     assert d["total_params"] == sum(p.numel() for p in net.parameters())
 
 
@@ -78,6 +86,10 @@ def test_describe_matches_torch_on_random_stacks(seed):
     ([{"type": "conv2d"}, {"type": "maxpool"}, {"type": "conv2d"}], [(3, 1), (4, 2), (8, 2)]),
     ([{"type": "conv2d", "dilation": 2}], [(5, 1)]),
     ([{"type": "conv2d", "kernel": 5, "stride": 2}, {"type": "conv2d"}], [(5, 2), (9, 2)]),
+    # a residual block's two 3x3 convolutions; an inception block's widest branch (5x5)
+    ([{"type": "resblock2d"}], [(5, 1)]),
+    ([{"type": "inception"}, {"type": "inception"}], [(5, 1), (9, 1)]),
+    ([{"type": "maxpool"}, {"type": "inception"}], [(2, 2), (10, 2)]),
     # a global pool sees the whole 16x16 canvas, and so does everything after it
     ([{"type": "conv2d"}, {"type": "globalavgpool"}, 4], [(3, 1), (16, None), (16, None)]),
 ])

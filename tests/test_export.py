@@ -328,6 +328,14 @@ def _sweep(csv_path):
                 {"type": "globalavgpool"}, 8]},
             "optimizer": {"name": "adam", "lr": 0.01},
             "training": {"augment": {"shift": 2, "rotate": 15.0, "noise": 0.1, "flip": True}}},
+        "cnn-blocks": {  # ResNet's and Inception's blocks, with and without BatchNorm
+            "data": {"name": "shapes", "n": 160, "size": 12, "shift": 2},
+            "model": {"activation": "relu", "layers": [
+                {"type": "resblock2d", "filters": 4},
+                {"type": "resblock2d", "filters": 4, "batchnorm": False, "activation": "tanh"},
+                {"type": "maxpool"}, {"type": "inception", "filters": 2},
+                {"type": "globalavgpool"}]},
+            "optimizer": {"name": "adam", "lr": 0.01}},
         "cnn-digits-flatten": {
             "data": {"name": "digits", "n": 160},
             "model": {"layers": [{"type": "conv2d", "filters": 4, "stride": 2},
