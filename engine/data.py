@@ -466,6 +466,12 @@ class Dataset:
     def out_dim(self) -> int:
         return self.classes if self.task == "classification" else self.y_train.shape[1]
 
+    @property
+    def blank(self) -> torch.Tensor:
+        """The model input of an empty image, every raw pixel 0 after normalising: what
+        augmentation moves in from outside an image and what the occlusion map covers with."""
+        return (-self.shift / self.scale).reshape(self.in_shape)
+
     def encode(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw inputs (2-D points for the plane sets) -> the normalised model input."""
         if self.features is not None:

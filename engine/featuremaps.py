@@ -105,10 +105,9 @@ def inspect_cnn(model: nn.Module, data, split: str, index: int, patch: int,
                 chunk: int = 256) -> tuple:
     """What the page's Filters view draws for example `index` of a split of `data` (a Dataset):
     (conv_filters, feature_maps, occlusion map for the example's label). Covered pixels become
-    blank canvas: the model input of a raw 0, (0 - shift) / scale. chunk: images per forward
+    blank canvas (Dataset.blank). chunk: images per forward
     pass (Trainer.eval_chunk keeps a wide net's memory bounded)."""
     image = getattr(data, f"x_{split}")[index]
     label = int(getattr(data, f"y_{split}")[index])
-    blank = (-data.shift / data.scale).reshape(image.shape)
     return (conv_filters(model), feature_maps(model, image),
-            occlusion_map(model, image, label, patch, blank, chunk))
+            occlusion_map(model, image, label, patch, data.blank, chunk))

@@ -106,7 +106,7 @@ class Trainer:
         augment = s.training.augment
         # training batches only; what moves into an image is blank canvas, a raw 0 pixel
         self._augment = None if augment is None or not augment.active else (
-            make_generator(s.seed, "augment"), -self.data.shift / self.data.scale,
+            make_generator(s.seed, "augment"), self.data.blank,
             augment.to_dict())
         self.history = History()
         self._mode_dependent = any(isinstance(m, (Dropout, torch.nn.modules.batchnorm._BatchNorm))

@@ -122,7 +122,7 @@ class Caps:
         a convolution reuses each weight at every position) and memory (batch x activation
         values per example) within the server's limits."""
         params, macs = trainer.cost["params"], trainer.cost["macs"]
-        batch, work = trainer.batches.size, max(trainer.cost["params"], trainer.cost["macs"])
+        batch, work = trainer.batches.size, max(params, macs)
         if batch * work > self.max_step_work:
             most = max(1, int(self.max_step_work // max(work, 1)))
             what = f"{params:,} parameters" if params >= macs else \

@@ -73,8 +73,7 @@ def augment_preview(spec: ExperimentSpec, n: int = 8) -> None:
 
     data = spec_dataset(spec)
     x = data.x_train[:n].cpu()
-    changed = augment_images(x, generator(spec.seed, "augment"),
-                             -data.shift.cpu() / data.scale.cpu(),
+    changed = augment_images(x, generator(spec.seed, "augment"), data.blank.cpu(),
                              **spec.training.augment.to_dict())
     names = data.class_names
     y = data.y_train[:n].cpu().numpy()
