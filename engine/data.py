@@ -17,7 +17,7 @@ import torch
 from .errors import SpecError
 from .inputs import env_int, read_user_file, short, size_text
 from .registry import DATASETS, FEATURES, NORMALIZERS, Param
-from .portable import feature_matrix, generator as make_generator, split_indices
+from .portable import feature_matrix, generator as make_generator, keep_classes, split_indices
 
 
 def _n(default, high=20000):
@@ -496,13 +496,27 @@ def split(n: int, val_fraction: float, test_fraction: float, generator):
     return split_indices(n, val_fraction, test_fraction, generator)
 
 
-def load_dataset(data, seed: int) -> Dataset:
-    """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only."""
+def named_subset(x, y, names: dict, subset):
+    """portable.keep_classes, with the class names following (a set without names is named by
+    its labels: digits' "7")."""
+    if int(y.max()) < max(subset):
+        raise SpecError(f"data.subset={list(subset)}: the labels go up to {int(y.max())}")
+    all_names = names.get("classes") or tuple(str(c) for c in range(int(y.max()) + 1))
+    return (*keep_classes(x, y, subset),
+            {**names, "classes": tuple(all_names[c] for c in subset)})
+
+
+def load_dataset(data, seed: int, scaling=None) -> Dataset:
+    """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only, or
+    are `scaling` = (shift, scale) when given (a fine-tuned model sees its inputs scaled as
+    they were while it pretrained)."""
     gen = make_generator(seed, "data")
     entry = DATASETS[data.name]
     raw_x, y, *more = entry.factory(gen, **data.params)
     names = more[0] if more else {}  # a table's column and class names
     task = data.task_kind
+    if data.subset is not None:
+        raw_x, y, names = named_subset(raw_x, y, names, data.subset)
     classes = int(y.max()) + 1 if task == "classification" else None
     if task == "classification" and data.classes is not None and classes > data.classes:
         raise SpecError(f"data.classes={data.classes} but the labels go up to {classes - 1}")
@@ -510,7 +524,7 @@ def load_dataset(data, seed: int) -> Dataset:
         classes = data.classes or classes
     x = features_of(raw_x, data.features) if data.features else raw_x
     train, val, test = split(len(y), data.val_fraction, data.test_fraction, gen)
-    shift, scale = NORMALIZERS[data.normalize].factory(x[train])
+    shift, scale = scaling or NORMALIZERS[data.normalize].factory(x[train])
     x = (x - shift) / scale
     points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \
         if data.features else {}

@@ -41,7 +41,7 @@ from .errors import SpecError
 from .model import StreamRef
 from .registry import (DATASETS, FEATURES, INITIALIZERS, LOSSES, NORMALIZERS, OPTIMIZERS,
                        SCHEDULES)
-from .spec import ExperimentSpec, load_spec
+from .spec import OPTIONAL_SECTIONS, ExperimentSpec, load_spec
 from .trainer import loss_wrapping, output_dim
 
 MAX_LINE = 99
@@ -329,12 +329,16 @@ def _data(spec: ExperimentSpec, script: Script) -> list[str]:
         params[spec.data.upload] = Code("args.data")
     make = script.call(entry.exported, Code("data_gen"), **params)
     lines = ['data_gen = generator(SEED, "data")']
+    raw = "points" if d.features else "x"
+    lines.append(_assign(f"{raw}, y, *_", make))  # *_: a set's class names, if it has them
+    if d.subset is not None:
+        lines += [f"# only the classes {list(d.subset)}, renumbered from 0",
+                  _assign(f"{raw}, y", script.call(portable.keep_classes, Code(raw), Code("y"),
+                                                   list(d.subset)))]
     if d.features:
         features = Code("[" + ", ".join(script.ref(FEATURES[f].factory) for f in d.features) + "]")
-        lines += [_assign("points, y, *_", make), "# the input features, computed from each point",
+        lines += ["# the input features, computed from each point",
                   _assign("x", script.call(portable.feature_matrix, Code("points"), features))]
-    else:
-        lines.append(_assign("x, y, *_", make))  # *_: a set's class names, if it has them
     split = script.call(portable.split_indices, Code("len(y)"), d.val_fraction, d.test_fraction,
                         Code("data_gen"))
     normalizer = NORMALIZERS[d.normalize]
@@ -450,6 +454,11 @@ def export_script(spec, data_path: str | None = None) -> str:
     data_path: what the script calls a user's table (its --data default and the config in its
     header), e.g. a placeholder where the real path is a server's upload folder."""
     spec = load_spec(spec)
+    phases = [k for k in OPTIONAL_SECTIONS if getattr(spec, k) is not None]
+    if phases:
+        raise SpecError(f"the exported script trains one network; this experiment first trains "
+                        f"another ({phases[0]}), which it does not write yet. Export the run "
+                        f"without {phases[0]} (set it to null)")
     data = load_dataset(spec.data, spec.seed)  # for the input shape and the number of outputs
     if data_path is not None:
         spec = spec.with_upload(data_path)

@@ -43,6 +43,13 @@ def split_indices(n, val_fraction, test_fraction, generator):
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
+def keep_classes(x, y, subset):
+    """Only the examples whose label is in `subset`, relabelled 0, 1, ... in the subset's order."""
+    match = y[:, None] == torch.tensor(subset)[None, :]
+    rows = match.any(1)
+    return x[rows], match[rows].float().argmax(1)
+
+
 def safe_scale(scale):
     """A constant column keeps its values: dividing by a zero spread would make them NaN."""
     return torch.where(scale > 1e-12, scale, torch.ones_like(scale))
@@ -169,6 +176,31 @@ def predict_classes(out, one_logit=False):
 
 
 # ----------------------------------------------------------------------------- the update
+
+
+def distill_loss(student_out, teacher_out, hard_loss, temperature, alpha):
+    """Knowledge distillation (Hinton et al., 2015): alpha * T^2 * KL(teacher || student), both
+    softened by temperature T, plus (1 - alpha) * the loss on the true labels. The T^2 keeps the
+    soft part's gradients the same size whatever T is (they shrink as 1/T^2 otherwise)."""
+    t = temperature
+    soft = nn.functional.kl_div(nn.functional.log_softmax(student_out / t, 1),
+                                nn.functional.log_softmax(teacher_out / t, 1),
+                                reduction="batchmean", log_target=True)
+    return alpha * t * t * soft + (1 - alpha) * hard_loss
+
+
+def _stay_in_eval(module, mode=True):
+    return nn.Module.train(module, False)
+
+
+def freeze(module):
+    """Keep a layer exactly as it is: no gradients for its parameters, and always in eval mode
+    (a frozen BatchNorm keeps its running averages; a frozen dropout layer passes all through)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.train = _stay_in_eval.__get__(module)  # model.train() reaches every child this way
+    module.train(False)
+    return module
 
 
 def weight_params(model):

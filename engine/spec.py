@@ -67,6 +67,16 @@ def _plain(x):
     return x
 
 
+def _int_list(value, where: str, low: int, high: int, least: int = 1) -> tuple[int, ...]:
+    """A list of distinct integers in [low, high] with at least `least` entries, as a tuple."""
+    ok = isinstance(value, (list, tuple)) and least <= len(value) <= high - low + 1 and all(
+        isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value)
+    if not ok or len(set(value)) != len(value):
+        raise SpecError(f"{where}={short(value)} is not allowed: expected a list of at least "
+                        f"{least} different integers from {low} to {high}")
+    return tuple(value)
+
+
 def _section_dict(obj) -> dict:
     return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
 
@@ -178,12 +188,15 @@ class DataSpec:
     normalize: str = DATA_PARAMS["normalize"].default
     val_fraction: float = 0.2
     test_fraction: float = 0.0
+    subset: tuple[int, ...] | None = None  # the class labels kept (renumbered 0, 1, ...)
 
     def __getattr__(self, name: str):
         """data.n, data.path, ...: a dataset parameter by name; None where this dataset has no
-        such parameter (data.classes: also a dataset's fixed class count)."""
+        such parameter (data.classes: also a dataset's fixed class count, or the subset's)."""
         if name.startswith("_") or name not in _dataset_param_names():
             raise AttributeError(name)
+        if name == "classes" and self.subset is not None:
+            return len(self.subset)
         if name in self.params:
             return self.params[name]
         return self.entry.tags.get(name)
@@ -201,8 +214,9 @@ class DataSpec:
         d = {"name": self.name, **_plain(self.params),
              **{f.name: _plain(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("name", "params")}}
-        if d["features"] is None:
-            del d["features"]
+        for key in ("features", "subset"):  # written only when set
+            if d[key] is None:
+                del d[key]
         return d
 
     @property
@@ -222,7 +236,7 @@ class DataSpec:
         except SpecError as e:
             raise SpecError(f"{where}.name: {e}") from None
         own = {p.name: p for p in entry.params}
-        allowed = ["name", *own, "features", *DATA_PARAMS]
+        allowed = ["name", *own, "features", "subset", *DATA_PARAMS]
         for key in value:
             if key in allowed:
                 continue
@@ -243,10 +257,23 @@ class DataSpec:
         kw: dict[str, Any] = {"name": name, "params": params,
                               **_scalars(DATA_PARAMS, value, where)}
         kw["features"] = _parse_features(value.get("features"), entry, where)
+        kw["subset"] = _parse_subset(value.get("subset"), entry, params, where)
         if kw.get("val_fraction", cls.val_fraction) + kw.get("test_fraction", cls.test_fraction) > 0.9:
             raise SpecError(f"{where}.val_fraction + {where}.test_fraction must be at most 0.9 "
                             "so that some data is left to train on")
         return cls(**kw)
+
+
+def _parse_subset(value, entry, params, where) -> tuple[int, ...] | None:
+    """data.subset: some of a classification set's classes, by label (null: all of them)."""
+    if value is None:
+        return None
+    if (params.get("task") or entry.tags.get("task")) != "classification":
+        raise SpecError(f"{where}.subset keeps some classes, but {entry.key!r} is not a "
+                        f"classification set; allowed with: "
+                        f"{', '.join(DATASETS.where(task='classification'))}")
+    classes = params.get("classes") or entry.tags.get("classes") or 1000  # a table: on load
+    return _int_list(value, f"{where}.subset", 0, classes - 1, least=2)
 
 
 def _parse_features(value, entry, where) -> tuple[str, ...] | None:
@@ -502,6 +529,87 @@ class RegularizationSpec(_ScalarSection):
     l2: float = REG_PARAMS["l2"].default
 
 
+# ----------------------------------------------------------------------------- phases before the run
+
+PRETRAIN_PARAMS = _params(
+    Param("steps", 300, "gradient steps on the pretraining classes", low=1, high=100_000,
+          log=True),
+    Param("n", 0, "examples drawn for pretraining (0: the dataset's own default)", low=0,
+          high=1_000_000),
+)
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Transfer learning: first train the same hidden layers on other classes of the same
+    dataset (`classes`), then start this run from those weights with a new output layer, the
+    hidden layers listed in `freeze` (indices into model.layers) kept exactly as pretrained."""
+
+    classes: tuple[int, ...] = ()
+    steps: int = PRETRAIN_PARAMS["steps"].default
+    n: int = PRETRAIN_PARAMS["n"].default
+    freeze: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def parse(cls, value, where: str) -> "PretrainSpec | None":
+        if value is None or value is False:
+            return None
+        value = _require_mapping(value, where)
+        _check_keys(value, ["classes", *PRETRAIN_PARAMS, "freeze"], where)
+        if "classes" not in value:
+            raise SpecError(f"{where} needs 'classes': the class labels to pretrain on, e.g. "
+                            "[0, 1, 2, 3, 4]")
+        kw = _scalars(PRETRAIN_PARAMS, value, where)
+        kw["classes"] = _int_list(value["classes"], f"{where}.classes", 0, 999, least=2)
+        kw["freeze"] = _int_list(value.get("freeze", []), f"{where}.freeze", 0, MAX_LAYERS - 1,
+                                 least=0)
+        return cls(**kw)
+
+
+DISTILL_PARAMS = _params(
+    Param("steps", 1000, "gradient steps that train the teacher first", low=1, high=100_000,
+          log=True),
+    Param("temperature", 4.0, "softens both nets' outputs: softmax(z / T); higher shows more "
+          "of the teacher's view of which wrong classes look alike", low=1.0, high=20.0),
+    Param("alpha", 0.9, "weight of matching the teacher; 1 - alpha goes to the true labels",
+          low=0.0, high=1.0),
+)
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """Knowledge distillation: first train a teacher (the `teacher` layer stack, the rest of the
+    spec the same) on the same data, then train this run's model to match the teacher's softened
+    outputs as well as the labels (Hinton et al., 2015)."""
+
+    teacher: tuple[LayerSpec, ...] = ()
+    steps: int = DISTILL_PARAMS["steps"].default
+    temperature: float = DISTILL_PARAMS["temperature"].default
+    alpha: float = DISTILL_PARAMS["alpha"].default
+
+    def to_dict(self) -> dict:
+        return _section_dict(self)
+
+    @classmethod
+    def parse(cls, value, where: str) -> "DistillSpec | None":
+        if value is None or value is False:
+            return None
+        value = _require_mapping(value, where)
+        _check_keys(value, ["teacher", *DISTILL_PARAMS], where)
+        layers = value.get("teacher")
+        if not isinstance(layers, (list, tuple)) or not layers or len(layers) > MAX_LAYERS:
+            raise SpecError(f"{where}.teacher={short(layers)} is not allowed: expected the "
+                            f"teacher's layer stack, a list of 1 to {MAX_LAYERS} layers like "
+                            "model.layers")
+        kw = _scalars(DISTILL_PARAMS, value, where)
+        kw["teacher"] = tuple(LayerSpec.from_dict(v, f"{where}.teacher[{i}]")
+                              for i, v in enumerate(layers))
+        return cls(**kw)
+
+
 # ----------------------------------------------------------------------------- experiment
 
 TOP_PARAMS = _params(
@@ -523,13 +631,19 @@ class ExperimentSpec:
     schedule: Choice = Choice(SCHEDULES.default())
     regularization: RegularizationSpec = RegularizationSpec()
     training: TrainingSpec = TrainingSpec()
+    pretrain: PretrainSpec | None = None
+    distill: DistillSpec | None = None
 
     def __post_init__(self):
         _check_consistency(self)
 
     # -- serialisation
     def to_dict(self) -> dict:
-        return _section_dict(self)
+        d = _section_dict(self)
+        for key in OPTIONAL_SECTIONS:  # written only when on: configs without them read as before
+            if d[key] is None:
+                del d[key]
+        return d
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
@@ -543,7 +657,8 @@ class ExperimentSpec:
             "data": DataSpec.from_dict, "model": ModelSpec.from_dict,
             "training": TrainingSpec.from_dict, "regularization": RegularizationSpec.from_dict,
             "loss": _choice(LOSSES), "optimizer": _choice(OPTIMIZERS),
-            "schedule": _choice(SCHEDULES)}
+            "schedule": _choice(SCHEDULES), "pretrain": PretrainSpec.parse,
+            "distill": DistillSpec.parse}
         for key, parse in sections.items():
             if key in value:
                 kw[key] = parse(value[key], key)
@@ -586,6 +701,9 @@ class ExperimentSpec:
         for path, v in changes.items():
             set_path(d, path, v)
         return ExperimentSpec.from_dict(d)
+
+
+OPTIONAL_SECTIONS = ("pretrain", "distill")
 
 
 def _upgrade(config: Mapping) -> Mapping:
@@ -639,9 +757,40 @@ def _check_consistency(spec: ExperimentSpec) -> None:
         images = ", ".join(DATASETS.where(input="image"))
         raise SpecError(f"training.augment changes images, but {spec.data.name!r} is not an "
                         f"image set; allowed with: {images}")
+    _check_phases(spec)
     if spec.training.early_stopping is not None and spec.data.val_fraction <= 0:
         raise SpecError("training.early_stopping watches the validation loss, so it needs "
                         "data.val_fraction > 0")
+
+
+def _check_phases(spec: ExperimentSpec) -> None:
+    """pretrain and distill: what they need of the rest of the spec."""
+    pre, layers = spec.pretrain, spec.model.layers
+    if pre is not None:
+        if spec.data.task_kind != "classification":
+            raise SpecError("pretrain trains on some classes and fine-tunes on others, so it "
+                            "needs a classification dataset")
+        total = spec.data.entry.tags.get("classes") or spec.data.params.get("classes")
+        if total is not None and max(pre.classes) >= total:
+            raise SpecError(f"pretrain.classes={list(pre.classes)}: {spec.data.name!r} has "
+                            f"classes 0 to {total - 1}")
+        tuned = spec.data.subset or (range(total) if total else ())
+        shared = sorted(set(pre.classes) & set(tuned))
+        if shared:
+            raise SpecError(f"pretrain.classes and the classes this run trains on share "
+                            f"{shared}: pretraining would see the examples it is then tested "
+                            "on. Set data.subset to the other classes")
+        if any(i >= len(layers) for i in pre.freeze):
+            raise SpecError(f"pretrain.freeze={list(pre.freeze)}: the model has "
+                            f"{len(layers)} layers, model.layers[0] to [{len(layers) - 1}]")
+    if spec.distill is not None:
+        if spec.data.task_kind != "classification" or LOSSES[spec.loss.name].tags.get("binary") \
+                or LOSSES[spec.loss.name].tags["task"] != "classification":
+            raise SpecError("distill matches the teacher's class probabilities, so it needs a "
+                            "classification dataset and a multi-class loss "
+                            f"({DEFAULT_LOSS['classification']!r})")
+        if pre is not None:
+            raise SpecError("pretrain and distill cannot be combined in one run; use one")
 
 
 def _canon(choice: Choice | None, registry: Registry, keep=()) -> Choice | None:

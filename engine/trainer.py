@@ -29,6 +29,7 @@ from .portable import Batches, Dropout, augment_images, predict_classes, task_lo
 from .registry import LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
+from .transfer import freeze_layers, input_scaling, phase_callbacks
 
 EVAL_CHUNK = 4096
 # At most this many activation values in one evaluation forward pass (~200 MB in float32): a
@@ -75,7 +76,7 @@ class Trainer:
         self.spec: ExperimentSpec = load_spec(spec)
         s = self.spec
         self.device = resolve_device(s.device)
-        self.data = (dataset or load_dataset(s.data, s.seed)).to(self.device)
+        self.data = (dataset or load_dataset(s.data, s.seed, input_scaling(s))).to(self.device)
         if LOSSES[s.loss.name].tags.get("binary") and self.data.classes != 2:
             raise SpecError(f"loss={s.loss.name!r} needs exactly 2 classes; this data has "
                             f"{self.data.classes}")
@@ -90,10 +91,16 @@ class Trainer:
         if max_params is not None and self.cost["params"] > max_params:
             raise SpecError(f"the model has {self.cost['params']:,} parameters; at most "
                             f"{max_params:,} are allowed here. Use fewer or narrower layers")
+        self.max_params = max_params
         self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
+        self.frozen = freeze_layers(s, self.model)  # pretrain.freeze: kept as pretrained
         self.params = list(self.model.parameters())  # walking the module tree costs ~20 us
         self.loss_fn = make_loss(s.loss, self.data.task)
-        self.optimizer = OPTIMIZERS[s.optimizer.name].build(self.model.parameters(), **s.optimizer.params)
+        # what the update minimises: the loss, unless a phase (distillation) adds to it
+        self.objective = lambda out, xb, loss: loss
+        self.phase: dict | None = None  # a pretraining or teacher phase's summary, once trained
+        self.optimizer = OPTIMIZERS[s.optimizer.name].build(
+            [p for p in self.params if p.requires_grad], **s.optimizer.params)
         self.schedule_on_metric = bool(SCHEDULES[s.schedule.name].tags.get("on_metric"))
         # A steady schedule needs no scheduler: LambdaLR would still wrap optimizer.step and
         # cost ~10 us a step for nothing.
@@ -131,7 +138,7 @@ class Trainer:
 
     def _default_callbacks(self) -> list[Callback]:
         s = self.spec
-        cbs: list[Callback] = []
+        cbs: list[Callback] = phase_callbacks(s)  # first: they set up the model and objective
         if s.regularization.l1 or s.regularization.l2:
             cbs.append(Regularization(s.regularization.l1, s.regularization.l2))
         cbs.append(self.diagnostics)  # measures gradients before clipping changes them
@@ -242,7 +249,7 @@ class Trainer:
         out = self.model(xb)
         loss = self.loss_fn(out, yb)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.objective(out, xb, loss).backward()
         self._call("on_after_backward")
         step = self.step_count + 1
         log_step = self.is_log_step(step)

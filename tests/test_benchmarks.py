@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 def test_overhead_quick_prints_json():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick",
-                           "--device", "cpu"],
+                           "--device", "cpu", "--threads", "1"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # exactly one JSON object on stdout

@@ -159,8 +159,8 @@ CIRCLE = {  # hand-made features, bce, adam, warm-up cosine, L1 and L2, clipping
     "training": {"steps": 1000, "batch_size": 16, "grad_clip": {"value": 0.5}},
     "diagnostics": {"every": 7},
 }
-DIGITS = {  # images: flatten, label smoothing, Nesterov with weight decay, step decay
-    "data": {"name": "digits", "n": 400, "test_fraction": 0.2},
+DIGITS = {  # images, some classes: flatten, label smoothing, Nesterov, weight decay, step decay
+    "data": {"name": "digits", "n": 600, "test_fraction": 0.2, "subset": [8, 0, 3, 5]},
     "model": {"layers": [32, 16]},
     "loss": {"name": "cross_entropy", "label_smoothing": 0.1},
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
