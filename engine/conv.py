@@ -36,6 +36,23 @@ def output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
     return (size + 2 * padding - span) // stride + 1
 
 
+def window_arithmetic(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                      dilation: int = 1) -> dict:
+    """A sliding window's output size worked out for the page's calculator: the kernel's span
+    F = d(k - 1) + 1, (W - F + 2P)/S + 1 exact and rounded down, the pixels the last position
+    leaves out, and the formula with its numbers; `error` says why no output exists."""
+    span = dilation * (kernel - 1) + 1
+    room = size + 2 * padding - span
+    exact = room / stride + 1
+    out = {"span": span, "exact": exact, "size": room // stride + 1 if room >= 0 else 0,
+           "left_over": room % stride if room >= 0 else None,
+           "formula": f"({size} - {span} + 2*{padding})/{stride} + 1 = {exact:g}", "error": None}
+    if room < 0:
+        out["error"] = (f"the kernel spans {span} pixels, more than the {size + 2 * padding} of "
+                        f"the {'padded ' if padding else ''}input")
+    return out
+
+
 def padding_of(padding, kernel: int, dilation: int = 1) -> int:
     """The zeros added on each side: 'valid' none, 'same' half the kernel's span."""
     if padding == "valid":

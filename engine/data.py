@@ -153,7 +153,7 @@ def _glyphs() -> torch.Tensor:
                     Param("size", 16, "canvas width and height in pixels", low=8, high=32),
                     Param("shift", 4, "largest move from the centre, in pixels (0: always "
                           "centred)", low=0, high=13)),
-                   task="classification", input="image", classes=len(SHAPES))
+                   task="classification", input="image", classes=len(SHAPES), class_names=SHAPES)
 def make_shapes(generator, n, noise, size, shift):
     room = (size - GLYPH) // 2
     if shift > room:

@@ -421,6 +421,7 @@ with st.sidebar:
                 widgets.param_widget(p, f"{W}training.augment.{name}", col)
             if spec.training.augment is not None:
                 views.augment_preview(spec)
+    widgets.phases_section(spec)
     c1, c2, c3 = st.columns(3)
     widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
     devices = [d for d in TOP_PARAMS["device"].choices if d != "cuda" or torch.cuda.is_available()]
@@ -509,6 +510,7 @@ with left:
             msg + (f" · over this server's limit of {cap:,}" if total > cap else ""))
         with st.expander("Layer shapes"):
             views.describe_table(described)
+        widgets.conv_calculator(shapes, described["input_shape"])
     with st.expander("Export and share"):
         # an uploaded table is named by a placeholder, as in share links: the server's upload
         # folder is nobody's business, and the file is on the user's machine anyway
@@ -604,6 +606,8 @@ def live_panel():
                                   lambda: views.data_figure(shown, run.predict if rows else None),
                                   content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
             live_plot(fig, "data_view", mode_bar=False)
+        if trainer:
+            views.phase_summary(trainer)
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics
             st.caption(f"Test set: loss {t['loss']:.4g}" +

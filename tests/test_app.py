@@ -774,3 +774,84 @@ def test_the_classic_architectures_are_compared_by_size(at):
     assert list(table["parameters"]) == sorted(table["parameters"])
     assert table.set_index("preset")["multiply-adds per image"][
         load_preset("cnn_mobilenet_digits")["title"]] == 28_224
+
+
+TRANSFER = {"data": {"name": "digits", "n": 500, "subset": [7, 8, 9]},
+            "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3},
+                                 {"type": "linear", "units": 12}]},
+            "training": {"steps": 20, "log_every": 5},
+            "pretrain": {"classes": [0, 1, 2], "steps": 20, "freeze": [0]}}
+
+
+def test_a_transfer_link_loads_into_its_widgets_trains_and_reports_its_pretraining():
+    spec = ExperimentSpec.from_dict(TRANSFER).canonical()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    no_problems(at)
+    assert spec_of(at) == spec  # widgets -> config -> spec gives the link's spec back
+    assert at.multiselect(key="w.data.subset").value == [7, 8, 9]
+    assert at.multiselect(key="w.pretrain.freeze").value == [0]
+    button(at, "Start").click().run()
+    run = wait_done(at, the_run(at), 60)
+    no_problems(at)
+    assert run.trainer.phase["classes"] == [0, 1, 2]
+    assert any("Pretrained on classes 0, 1, 2 for 20 steps" in c.value and "Frozen: conv1" in
+               c.value for c in at.caption)
+
+
+def test_the_phase_widgets_edit_the_spec_and_drop_what_no_longer_fits(at):
+    at.selectbox(key="w.data.name").set_value("shapes").run()
+    at.multiselect(key="w.data.subset").set_value([2, 3]).run()
+    at.checkbox(key="w.pretrain.on").check().run()
+    at.multiselect(key="w.pretrain.classes").set_value([0, 1]).run()
+    no_problems(at)
+    assert spec_of(at).data.subset == (2, 3) and spec_of(at).pretrain.classes == (0, 1)
+    assert at.multiselect(key="w.pretrain.classes").options == ["0 · horizontal bar",
+                                                                "1 · vertical bar"]
+    at.checkbox(key="w.distill.on").check().run()  # pretrain and distill together: refused
+    assert any("cannot be combined" in e.value for e in at.error)
+    at.checkbox(key="w.pretrain.on").uncheck().run()
+    at.text_area(key="w.distill.teacher").set_value("[64, 64").run()
+    assert any("distill.teacher" in e.value for e in at.error)  # bad JSON: named, work kept
+    at.text_area(key="w.distill.teacher").set_value('[{"type": "linear", "units": 32}]').run()
+    no_problems(at)
+    assert spec_of(at).distill.teacher[0].params["units"] == 32
+    at.selectbox(key="w.data.name").set_value("plane").run()  # regression: none of it
+    no_problems(at)
+    assert spec_of(at).distill is None and spec_of(at).data.subset is None
+
+
+def test_the_metrics_view_rounds_the_weights_to_int8_on_demand(at):
+    at.selectbox(key="w.data.name").set_value("digits").run()
+    button(at, "Step").click().run()
+    at.session_state["view"] = "Metrics"
+    at.run()
+    next(b for b in at.button if b.label == "Round the weights to int8").click().run()
+    no_problems(at)
+    table = at.dataframe[-1].value
+    assert list(table["weights"]) == ["float32", "int8"]
+    assert any("x smaller" in c.value for c in at.caption)
+
+
+def test_the_conv_calculator_works_out_a_real_layer_and_applies_its_numbers():
+    spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
+        {"type": "conv2d", "filters": 4}, {"type": "maxpool"}, 16]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    assert at.selectbox(key="calc.layer").options == ["1 · conv2d (8x8 in)", "2 · maxpool (6x6 in)"]
+    assert at.number_input(key="calc.kernel").value == 3
+    assert any("(8 - 3 + 2*0)/1 + 1 = 6" in m.value for m in at.markdown)
+    at.number_input(key="calc.stride").set_value(2).run()
+    assert any("= 3.5" in m.value and "rounded down" in m.value for m in at.markdown)
+    at.number_input(key="calc.padding").set_value(1).run()
+    assert any("(8 - 3 + 2*1)/2 + 1 = 4.5" in m.value for m in at.markdown)
+    at.number_input(key="calc.kernel").set_value(11).run()
+    assert any("No output" in e.value for e in at.error)
+    at.number_input(key="calc.kernel").set_value(3).run()
+    next(b for b in at.button if b.label == "Apply to layer 1").click().run()
+    no_problems(at)
+    conv = spec_of(at).model.layers[0]
+    assert (conv.get("stride"), conv.get("padding"), conv.get("kernel")) == (2, 1, 3)
+    assert at.selectbox(key="calc.layer").options[1] == "2 · maxpool (4x4 in)"  # follows

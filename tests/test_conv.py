@@ -228,3 +228,21 @@ def test_a_small_cnn_learns_the_shapes():
     trainer = Trainer(spec)
     trainer.run(spec.training.steps)
     assert trainer.history.rows[-1]["val_acc"] >= 0.9
+
+
+def test_the_calculators_arithmetic_is_torchs_output_size_on_random_windows():
+    from engine.conv import window_arithmetic
+    rng = random.Random(0)
+    for _ in range(300):
+        size, k, s, p, d = (rng.randint(1, 20), rng.randint(1, 7), rng.randint(1, 4),
+                            rng.randint(0, 3), rng.randint(1, 3))
+        r = window_arithmetic(size, k, s, p, d)
+        conv = torch.nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)
+        try:
+            real = conv(torch.zeros(1, 1, size, size)).shape[-1]
+        except RuntimeError:  # torch: the kernel does not fit
+            assert r["error"] and "spans" in r["error"], (size, k, s, p, d)
+            continue
+        assert r["error"] is None and r["size"] == real, (size, k, s, p, d, r)
+        assert r["exact"] == (size + 2 * p - d * (k - 1) - 1) / s + 1
+        assert (r["left_over"] == 0) == (r["exact"] == real)

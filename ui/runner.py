@@ -563,6 +563,13 @@ class Run:
             return {**report(self.trainer, split, threshold),
                     "mistakes": mistakes(self.trainer, split, threshold)}
 
+    def quantization(self, split: str) -> dict:
+        """engine.quantize.quantization_report of a split, read between two steps."""
+        from engine.quantize import quantization_report
+
+        with self.lock:
+            return quantization_report(self.trainer, split)
+
     # -- the registry lets go of this run
     def _forget(self) -> None:
         """Stop the thread, then keep only what a page still holding this Run may read."""

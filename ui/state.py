@@ -21,7 +21,8 @@ import streamlit as st
 
 from engine import ExperimentSpec, SpecError
 from engine.inputs import inflate, parse_json
-from engine.spec import AUG_PARAMS, AugmentSpec
+from engine.spec import (AUG_PARAMS, DISTILL_PARAMS, PRETRAIN_PARAMS, AugmentSpec, DistillSpec,
+                         PretrainSpec)
 from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
                              SCHEDULES)
 
@@ -169,12 +170,63 @@ def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
     augment = spec.training.augment or AugmentSpec()
     for name in AUG_PARAMS:
         out[f"{W}training.augment.{name}"] = getattr(augment, name)
+    out.update(phase_values(spec))
     ids = []
     for layer in spec.model.layers:
         lid = new_layer_id()
         ids.append(lid)
         out.update(layer_keys(lid, layer))
     return out, ids
+
+
+# The teacher a distillation starts with when it is switched on: a wider net of the same kind.
+DEFAULT_TEACHER = {"image": [{"type": "conv2d", "filters": 16, "kernel": 3, "padding": "same"},
+                             {"type": "maxpool", "kernel": 2},
+                             {"type": "conv2d", "filters": 32, "kernel": 3, "padding": "same"},
+                             {"type": "maxpool", "kernel": 2}, {"type": "linear", "units": 64}],
+                   "other": [{"type": "linear", "units": 128}, {"type": "linear", "units": 128}]}
+
+
+def default_teacher(dataset: str) -> list[dict]:
+    kind = "image" if DATASETS[dataset].tags.get("input") == "image" else "other"
+    return DEFAULT_TEACHER[kind]
+
+
+def phase_values(spec: ExperimentSpec) -> dict:
+    """Widget values of the class subset, pretraining and distillation (off: the defaults a
+    switch-on starts from)."""
+    pre = spec.pretrain or PretrainSpec()
+    dist = spec.distill
+    teacher = [layer.to_dict() for layer in dist.teacher] if dist else \
+        default_teacher(spec.data.name)
+    dist = dist or DistillSpec()
+    return {W + "data.subset": list(spec.data.subset or ()),
+            W + "pretrain.on": spec.pretrain is not None,
+            W + "pretrain.classes": list(pre.classes), W + "pretrain.freeze": list(pre.freeze),
+            **{f"{W}pretrain.{k}": getattr(pre, k) for k in PRETRAIN_PARAMS},
+            W + "distill.on": spec.distill is not None,
+            W + "distill.teacher": json.dumps(teacher),
+            **{f"{W}distill.{k}": getattr(dist, k) for k in DISTILL_PARAMS}}
+
+
+def collect_phases(d: dict, state) -> None:
+    """The class subset, pretrain and distill sections from their widgets, into config `d`."""
+    subset = state.get(W + "data.subset") or []
+    if subset:
+        d["data"]["subset"] = list(subset)
+    if state.get(W + "pretrain.on"):
+        d["pretrain"] = {"classes": list(state.get(W + "pretrain.classes") or []),
+                         "freeze": sorted(state.get(W + "pretrain.freeze") or []),
+                         **{k: state.get(f"{W}pretrain.{k}", p.default)
+                            for k, p in PRETRAIN_PARAMS.items()}}
+    if state.get(W + "distill.on"):
+        text = state.get(W + "distill.teacher") or ""
+        try:
+            teacher = json.loads(text)
+        except ValueError:
+            teacher = text  # from_dict names it: "distill.teacher=... is not allowed"
+        d["distill"] = {"teacher": teacher, **{k: state.get(f"{W}distill.{k}", p.default)
+                                               for k, p in DISTILL_PARAMS.items()}}
 
 
 def _get_attr(obj, path: str):
@@ -226,6 +278,8 @@ def collect(state=None) -> dict:
         augment = {name: state.get(f"{W}training.augment.{name}", p.default)
                    for name, p in AUG_PARAMS.items()}
         d["training"]["augment"] = augment if any(augment.values()) else None
+    if entry.tags.get("task") == "classification":
+        collect_phases(d, state)
     d["model"]["layers"] = [collect_layer(lid, state) for lid in state["layer_ids"]]
     for path, value in state.get("hidden", {}).items():
         parent = _get(d, path.rsplit(".", 1)[0])

@@ -424,6 +424,52 @@ def metrics_view(run, data) -> None:
     if point and point["pr"] == [0.0, 1.0]:
         st.caption("Nothing is called class 1 at this threshold: the table counts its precision "
                    "as 0, the curve's end as 1 (no false alarms).")
+    quantization_panel(run, split)
+
+
+def quantization_panel(run, split: str) -> None:
+    """Post-training int8 weights: the model's size and accuracy before and after, on demand
+    (a copy is rounded; the run itself is untouched)."""
+    key = (run.id, run.trainer.step_count, split)
+    st.button("Round the weights to int8", key="quantize",
+              help="Store every weight as an 8-bit integer with one scale per output channel: "
+              "about 4x smaller. The table shows what that costs in accuracy.",
+              on_click=lambda: st.session_state.update(quantized=(key, run.quantization(split))))
+    held = st.session_state.get("quantized")
+    if not held or held[0] != key:
+        return
+    r = held[1]
+    kb = lambda b: f"{b / 1024:,.1f} KB"  # noqa: E731
+    st.dataframe([
+        {"weights": "float32", "size": kb(r["float_bytes"]), f"{split} accuracy": r["float_acc"],
+         f"{split} loss": r["float_loss"]},
+        {"weights": "int8", "size": kb(r["int8_bytes"]), f"{split} accuracy": r["int8_acc"],
+         f"{split} loss": r["int8_loss"]}], hide_index=True, width="stretch")
+    change = r["int8_acc"] - r["float_acc"]
+    st.caption(f"{r['ratio']:.2f}x smaller; accuracy {'+' if change >= 0 else '−'}"
+               f"{abs(change):.1%}. Each weight moved by at most half its channel's step "
+               f"(largest change {r['max_error']:.2g}); biases stay float32.")
+
+
+def phase_summary(trainer) -> None:
+    """What trained before this run: the pretraining run or the teacher."""
+    p = trainer.phase
+    if p is None:
+        if trainer.spec.pretrain or trainer.spec.distill:
+            st.caption("The first step trains the " + ("pretraining run" if trainer.spec.pretrain
+                                                       else "teacher") + " first.")
+        return
+    acc = f"validation accuracy {p['val_acc']:.1%}" if p["val_acc"] is not None else ""
+    if p["kind"] == "pretrain":
+        frozen = ", ".join(p["frozen"]) or "none (every layer fine-tuned)"
+        st.caption(f"Pretrained on classes {', '.join(map(str, p['classes']))} for "
+                   f"{p['steps']:,} steps ({acc} on those classes, {p['seconds']:.1f} s). "
+                   f"Frozen: {frozen}.")
+    else:
+        mine = sum(q.numel() for q in trainer.model.parameters())
+        st.caption(f"Teacher: {p['params']:,} parameters, {p['steps']:,} steps, {acc}. This "
+                   f"student: {mine:,} parameters ({p['params'] / max(mine, 1):.0f}x fewer), "
+                   f"temperature {p['temperature']:g}, alpha {p['alpha']:g}.")
 
 
 def activation_charts(run, rows: list[dict]) -> None:

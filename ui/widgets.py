@@ -7,10 +7,14 @@ settings of layer 3 onto it).
 """
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
+from engine.conv import PADDINGS, padding_of, window_arithmetic
 from engine.registry import ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES, Param
-from engine.spec import DEFAULT_FEATURES, DEFAULT_LOSS, MAX_LAYERS, LayerSpec
+from engine.spec import (DEFAULT_FEATURES, DEFAULT_LOSS, DISTILL_PARAMS, MAX_LAYERS,
+                         PRETRAIN_PARAMS, LayerSpec)
 
 from . import state as S
 from .guard import guarded_callback
@@ -112,6 +116,12 @@ def _dataset_changed() -> None:
         st.session_state[W + "data." + p.name] = S.widget_value(p.default)
     if entry.tags.get("input") == "plane" and not st.session_state.get(W + "data.features"):
         st.session_state[W + "data.features"] = list(DEFAULT_FEATURES)
+    # another set's classes and layers: no subset, no pretraining, a teacher of its kind
+    st.session_state[W + "data.subset"] = []
+    st.session_state[W + "pretrain.on"] = False
+    st.session_state[W + "pretrain.classes"] = []
+    st.session_state[W + "pretrain.freeze"] = []
+    st.session_state[W + "distill.teacher"] = json.dumps(S.default_teacher(entry.key))
     _loss_follows_task()
 
 
@@ -145,6 +155,156 @@ def dataset_picker(container=None) -> None:
                       format_func=lambda k: FEATURES[k].tags["label"], help="Hand-made features "
                       "computed from each point (x1, x2) before the network sees it: "
                       + "; ".join(f"{e.tags['label']} = {e.doc}" for e in FEATURES))
+
+
+def class_labels() -> tuple[list[int], callable] | None:
+    """The edited dataset's class labels and how to show one ("2 · cross"), or None where they
+    are known only once a table is read."""
+    entry = DATASETS[st.session_state[W + "data.name"]]
+    if entry.tags.get("task") != "classification":
+        return None
+    total = entry.tags.get("classes") or st.session_state.get(W + "data.classes")
+    if not isinstance(total, int):
+        return None
+    names = entry.tags.get("class_names")
+    return list(range(total)), (lambda c: f"{c} · {names[c]}") if names else str
+
+
+def _keep_known(key: str, allowed) -> None:
+    """A multiselect's kept value may name options that are gone (fewer classes, a removed
+    layer): Streamlit refuses those, so they are dropped first."""
+    st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
+
+
+def phases_section(spec) -> None:
+    """Some classes only; pretraining on others with layers frozen; distilling from a teacher."""
+    labels = class_labels()
+    if labels is None:
+        return
+    classes, show = labels
+    on = bool(spec.data.subset or spec.pretrain or spec.distill)
+    with st.expander("Classes, transfer learning and distillation", expanded=on):
+        _keep_known(W + "data.subset", classes)
+        st.multiselect("Train on these classes (none picked: all)", classes, key=W + "data.subset",
+                       format_func=show, help="Keep only some classes, renumbered from 0 in the "
+                       "order picked.")
+        st.checkbox("Pretrain on other classes first", key=W + "pretrain.on",
+                    help="Transfer learning: the hidden layers first learn other classes of the "
+                    "same data; this run starts from them with a new output layer.")
+        if st.session_state[W + "pretrain.on"]:
+            rest = [c for c in classes if c not in (st.session_state[W + "data.subset"] or [])]
+            _keep_known(W + "pretrain.classes", rest)
+            st.multiselect("Pretrain on", rest, key=W + "pretrain.classes", format_func=show,
+                           help="Classes the run itself never trains on (pick the run's own "
+                           "classes above).")
+            c1, c2 = st.columns(2)
+            param_widget(PRETRAIN_PARAMS["steps"], W + "pretrain.steps", c1, "pretrain steps")
+            param_widget(PRETRAIN_PARAMS["n"], W + "pretrain.n", c2, "pretrain examples")
+            ids = st.session_state.get("layer_ids", [])
+            kinds = [st.session_state.get(f"{W}layer.{lid}.type", "?") for lid in ids]
+            _keep_known(W + "pretrain.freeze", range(len(ids)))
+            st.multiselect("Freeze these layers", list(range(len(ids))), key=W + "pretrain.freeze",
+                           format_func=lambda i: f"{i + 1} · {_label(kinds[i])}",
+                           help="Frozen layers keep their pretrained weights exactly: no "
+                           "gradient, no update, BatchNorm statistics fixed. Freeze the first "
+                           "layers (general features) and train the rest.")
+        st.checkbox("Distil from a teacher", key=W + "distill.on",
+                    help="Knowledge distillation: a larger teacher trains first; this model then "
+                    "learns from the teacher's softened outputs as well as the labels.")
+        if st.session_state[W + "distill.on"]:
+            st.text_area("Teacher layers (JSON, like a config's model.layers)",
+                         key=W + "distill.teacher", height=100)
+            c1, c2, c3 = st.columns(3)
+            for col, name in zip((c1, c2, c3), DISTILL_PARAMS):
+                param_widget(DISTILL_PARAMS[name], f"{W}distill.{name}", col,
+                             "teacher steps" if name == "steps" else None)
+
+
+# ----------------------------------------------------------------------------- conv arithmetic
+
+WINDOWS = ("conv2d", "maxpool", "avgpool")  # the stack's sliding-window layer types
+CALC = ("size", "kernel", "stride", "padding", "dilation")
+# the largest value each input takes: the conv2d entry's own ranges (padding: its largest number)
+CALC_MAX = {"size": 64, "kernel": 15, "stride": 8, "dilation": 8,
+            "padding": max(p for p in PADDINGS if isinstance(p, int))}
+
+
+def _calc_load(lid: str, size: int) -> None:
+    """The calculator starts from the picked layer's own numbers."""
+    kind = st.session_state[f"{W}layer.{lid}.type"]
+    entry = LAYERS[kind]
+    values = entry.resolve({p.name: st.session_state.get(f"{W}layer.{lid}.{p.name}", p.default)
+                            for p in entry.params})
+    kernel = int(values["kernel"])
+    dilation = int(values.get("dilation", 1))
+    padding = values.get("padding", 0)
+    st.session_state.update({"calc.size": size, "calc.kernel": kernel,
+                             "calc.stride": int(values["stride"]), "calc.dilation": dilation,
+                             "calc.padding": padding_of(padding, kernel, dilation)})
+
+
+@guarded_callback
+def _calc_apply(lid: str) -> None:
+    """Write the calculator's kernel, stride, padding and dilation into the layer itself."""
+    kind = st.session_state[f"{W}layer.{lid}.type"]
+    for name in CALC[1:]:
+        param = LAYERS[kind].param(name)
+        if param is None:
+            continue
+        value = st.session_state[f"calc.{name}"]
+        if name == "padding" and value == 0:  # the layer's choices say 0 pixels as 'valid'
+            value = "valid"
+        st.session_state[f"{W}layer.{lid}.{name}"] = value
+
+
+def conv_calculator(shapes: dict[int, dict], input_shape) -> None:
+    """(W - F + 2P)/S + 1 for one sliding-window layer of the stack, with its input's real size:
+    change the numbers, see the output size, apply them to the layer."""
+    ids = st.session_state.get("layer_ids", [])
+    picks = [i for i, lid in enumerate(ids)
+             if st.session_state.get(f"{W}layer.{lid}.type") in WINDOWS and i in shapes]
+    if not picks:
+        return
+    with st.expander("Conv arithmetic"):
+        def size_into(i):  # the real input size of stack layer i
+            shape = shapes[i - 1]["output_shape"] if i else input_shape
+            return int(shape[-1]) if len(shape) == 3 else None
+        labels = {i: f"{i + 1} · {st.session_state[f'{W}layer.{ids[i]}.type']} "
+                     f"({size_into(i)}x{size_into(i)} in)" for i in picks}
+        if st.session_state.get("calc.layer") not in picks:
+            st.session_state["calc.layer"] = picks[0]
+            st.session_state.pop("calc.for", None)
+        i = st.selectbox("Layer", picks, key="calc.layer", format_func=labels.get)
+        lid = ids[i]
+        if st.session_state.get("calc.for") != (lid, size_into(i)):
+            st.session_state["calc.for"] = (lid, size_into(i))
+            _calc_load(lid, size_into(i))
+        cols = st.columns(5)
+        helps = {"size": "W: the input's width (and height)", "kernel": "k: the kernel's size",
+                 "stride": "S: pixels between two positions", "padding": "P: zeros on each side",
+                 "dilation": "d: spacing of the kernel's taps (F = d(k - 1) + 1)"}
+        for col, name in zip(cols, CALC):
+            col.number_input(name, min_value=0 if name == "padding" else 1,
+                             max_value=CALC_MAX[name], step=1, key=f"calc.{name}",
+                             help=helps[name])
+        r = window_arithmetic(*(int(st.session_state[f"calc.{n}"]) for n in CALC))
+        if r["error"]:
+            st.error(f"No output: {r['error']}.")
+        else:
+            text = f"**(W − F + 2P)/S + 1** = {r['formula']}"
+            if r["left_over"]:
+                text += (f" → **{r['size']}** (rounded down: the last {r['left_over']} "
+                         "pixel(s) of each row are never the start of a window)")
+            else:
+                text += f" → **{r['size']}x{r['size']}**, whole"
+            st.markdown(text)
+        if LAYERS[st.session_state[f"{W}layer.{lid}.type"]].param("padding") is None and \
+                st.session_state["calc.padding"]:
+            st.caption("Pooling layers here take no padding: Apply keeps theirs at 0.")
+        st.button(f"Apply to layer {i + 1}", on_click=_calc_apply, args=(lid,),
+                  disabled=bool(r["error"]), help="Set this layer's kernel, stride, padding "
+                  "and dilation to these numbers (the input size comes from the layers "
+                  "before it).")
 
 
 # ----------------------------------------------------------------------------- layer stack

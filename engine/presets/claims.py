@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+import torch
+
 from ..health import grad_ratio
 from ..model import count_params
 from ..spec import ExperimentSpec
@@ -88,7 +90,6 @@ def _std(values: list[float]) -> float:
 def _boundary_length(o, n: int = 101) -> int | None:
     """How many neighbouring cells of an n x n grid over the data (2-D sets only) the model
     puts in different classes: fewer means a smoother decision boundary."""
-    import torch
 
     data = o.trainer.data
     if data.points is None or data.task != "classification":
@@ -101,9 +102,70 @@ def _boundary_length(o, n: int = 101) -> int | None:
     return int((cls[1:] != cls[:-1]).sum() + (cls[:, 1:] != cls[:, :-1]).sum())
 
 
+def _phase(o, key: str):
+    return (o.trainer.phase or {}).get(key)
+
+
+def _int8(o) -> dict:
+    if not hasattr(o, "_int8"):
+        from ..quantize import quantization_report
+        o._int8 = quantization_report(o.trainer, "val")
+    return o._int8
+
+
+def _report(o) -> dict:
+    if not hasattr(o, "_report"):
+        from ..metrics import report
+        o._report = report(o.trainer, "val")
+    return o._report
+
+
+def _occlusion_on_shape(o, examples: int = 20, margin: int = 1) -> float | None:
+    """The share of the first validation images whose occlusion map peaks on the shape (within
+    `margin` pixels of the box around its bright pixels): the net looks where the shape is."""
+    from ..featuremaps import occlusion_map
+
+    data = o.trainer.data
+    if data.x_val.dim() != 4:
+        return None
+    hits = 0
+    for i in range(min(examples, len(data.y_val))):
+        image = data.x_val[i]
+        raw = image * data.scale.reshape(image.shape) + data.shift.reshape(image.shape)
+        rows, cols = torch.nonzero(raw[0] > 0.5, as_tuple=True)
+        heat = torch.tensor(occlusion_map(o.trainer.model, image, int(data.y_val[i]), 3,
+                                          data.blank))
+        r, c = divmod(int(heat.argmax()), heat.shape[1])
+        hits += int(rows.min() - margin <= r <= rows.max() + margin and
+                    cols.min() - margin <= c <= cols.max() + margin)
+    return hits / min(examples, len(data.y_val))
+
+
+def _receptive_field(o) -> int | None:
+    """The receptive field of the last layer that still has positions (before a global pool
+    or a dense layer), in input pixels."""
+    from ..model import describe
+    from ..trainer import output_dim
+
+    t = o.trainer
+    rows = describe(t.spec, t.data.in_shape, output_dim(t.spec, t.data))["layers"]
+    spatial = [r for r in rows if r.get("jump") is not None]
+    return spatial[-1]["receptive_field"] if spatial else None
+
+
 MEASURES = {
     "stopped": lambda o: o.stopped,
     "params": lambda o: count_params(o.trainer.model),
+    "trainable_params": lambda o: sum(p.numel() for p in o.trainer.model.parameters()
+                                      if p.requires_grad),
+    "phase_val_acc": lambda o: _phase(o, "val_acc"),
+    "phase_params": lambda o: _phase(o, "params"),
+    "int8_ratio": lambda o: _int8(o)["ratio"],
+    "int8_acc_drop": lambda o: _int8(o)["float_acc"] - _int8(o)["int8_acc"],
+    "auc": lambda o: _report(o)["auc"],
+    "macro_f1": lambda o: _report(o)["per_class"]["macro"]["f1"],
+    "occlusion_on_shape": _occlusion_on_shape,
+    "receptive_field": _receptive_field,
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
     "train_loss": lambda o: o.train["loss"],
