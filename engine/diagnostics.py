@@ -18,6 +18,7 @@ Statistics of a layer (DESIGN.md §2.2):
   dead_frac       ReLU layers: share of units that are exactly zero for every example in the batch
                   (of a convolution's channels: zero at every position too)
   saturated_frac  sigmoid/tanh-like layers: share of outputs within 0.02 of a bound
+  channels        image layers: {"mean", "std", "dead"}, one entry per channel (the first 64)
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .callbacks import Callback, Hooks, weight_params
 from .health import SATURATION_MARGIN, silent
 
 SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
+MAX_CHANNELS = 64        # an image layer's channels with their own statistics in the row
 
 
 class Diagnostics(Callback):
@@ -98,6 +100,7 @@ class Diagnostics(Callback):
         layers = []
         for k, name in enumerate(names):
             layers.append({"name": name, **{key: column[k] for key, column in stats.items()}})
+        self._channel_stats(names, layers)
         row["layers"] = layers
         row["grad_norm"] = float(self._global_grad_norm) if self._global_grad_norm is not None else None
         for name in names:
@@ -106,6 +109,26 @@ class Diagnostics(Callback):
         self._outputs.clear()
         self._grads.clear()
         self._before = []
+
+    def _channel_stats(self, names: list[str], layers: list[dict]) -> None:
+        """An image layer's statistics per channel (its first MAX_CHANNELS): mean, std and
+        whether the channel is silent (zero at every position for every example), written to
+        layer["channels"] with one transfer to the host for all layers."""
+        images = [(k, self._outputs[n]) for k, n in enumerate(names) if self._outputs[n].dim() == 4]
+        if not images:
+            return
+        parts = []
+        for _, h in images:
+            h = h[:, :MAX_CHANNELS].float()
+            parts += [h.mean((0, 2, 3)), h.std((0, 2, 3)) if h[:, 0].numel() > 1 else
+                      torch.zeros(h.shape[1], device=h.device), silent(h).float()]
+        values = torch.cat(parts).tolist()
+        at = 0
+        for k, h in images:
+            c = min(h.shape[1], MAX_CHANNELS)
+            mean, std, dead = (values[at + i * c:at + (i + 1) * c] for i in range(3))
+            at += 3 * c
+            layers[k]["channels"] = {"mean": mean, "std": std, "dead": [bool(d) for d in dead]}
 
     def _fused_stats(self, trainer, names: list[str]) -> dict[str, list]:
         """Every layer's statistics in one pass: the layers' outputs side by side as one

@@ -855,3 +855,20 @@ def test_the_conv_calculator_works_out_a_real_layer_and_applies_its_numbers():
     conv = spec_of(at).model.layers[0]
     assert (conv.get("stride"), conv.get("padding"), conv.get("kernel")) == (2, 1, 3)
     assert at.selectbox(key="calc.layer").options[1] == "2 · maxpool (4x4 in)"  # follows
+
+
+def test_the_activations_view_shows_each_conv_channel():
+    spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
+        {"type": "conv2d", "filters": 6, "bias_init": -3.0}, 16]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    button(at, "Step").click().run()
+    at.session_state["view"] = "Activations"
+    at.run()
+    no_problems(at)
+    heat = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith(
+        "Mean activation per channel"))
+    assert heat["data"][0]["y"] == ["conv1"] and len(heat["data"][0]["z"][0]) == 6
+    dead = the_run(at).trainer.history.rows[-1]["layers"][0]["channels"]["dead"]
+    assert len(heat["data"]) == 1 + any(dead)  # the crosses, where a channel is dead

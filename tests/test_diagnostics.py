@@ -2,6 +2,8 @@
 they must show (the verdict built on them: tests/test_health.py)."""
 import math
 
+import pytest
+
 import torch
 
 from engine import ExperimentSpec, Trainer
@@ -76,3 +78,27 @@ def test_residual_blocks_are_not_judged_by_their_activation_bounds():
     r, _ = first_row({"model": {"activation": "tanh", "init": "he_normal",
                                 "layers": [{"type": "residual", "units": 32, "depth": 2}] * 2}})
     assert all(lay["saturated_frac"] is None and lay["dead_frac"] is None for lay in r["layers"])
+
+
+def test_image_layers_log_per_channel_statistics_of_their_output():
+    """Oracle: the conv layer's output caught by our own forward hook on the same logged step."""
+    spec = ExperimentSpec.from_dict({
+        "data": {"name": "digits", "n": 200},
+        "model": {"activation": "relu", "bias_init": -3.0, "layers": [
+            {"type": "conv2d", "filters": 5}, {"type": "maxpool"}, 8]},
+        "training": {"steps": 1, "batch_size": 16}})
+    t = Trainer(spec)
+    caught = {}
+    def catch(module, inputs, out):  # the training forward comes first; evaluation after
+        caught.setdefault("h", out.detach())
+    t.model.conv1.register_forward_hook(catch)
+    t.run()
+    h = caught["h"]
+    conv1 = t.history.rows[0]["layers"][0]
+    assert conv1["name"] == "conv1"
+    assert conv1["channels"]["mean"] == pytest.approx(h.mean((0, 2, 3)).tolist(), rel=1e-5)
+    assert conv1["channels"]["std"] == pytest.approx(h.std((0, 2, 3)).tolist(), rel=1e-4)
+    dead = [bool(h[:, c].abs().max() == 0) for c in range(5)]
+    assert conv1["channels"]["dead"] == dead and any(dead)  # bias -3 silences some
+    assert conv1["dead_frac"] == pytest.approx(sum(dead) / 5)
+    assert "channels" not in t.history.rows[0]["layers"][2]  # a dense layer has none

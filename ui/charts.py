@@ -226,6 +226,31 @@ def _grid_axes(n: int, cols: int, gap: float = 0.04, vgap: float = 0.25):
                [max(0.0, top - slot * (1 - vgap)), min(1.0, top)])
 
 
+def channel_heatmap(layers: list[dict]) -> go.Figure | None:
+    """One row per image layer, one cell per channel: its mean activation on the logged batch,
+    dead channels (zero everywhere, for every example) crossed out. None without image layers."""
+    rows = [lay for lay in layers if lay.get("channels")]
+    if not rows:
+        return None
+    width = max(len(lay["channels"]["mean"]) for lay in rows)
+    z = [[_r(v) for v in lay["channels"]["mean"]] + [None] * (width - len(lay["channels"]["mean"]))
+         for lay in rows]
+    names = [lay["name"] for lay in rows]
+    dead_x = [c for lay in rows for c, d in enumerate(lay["channels"]["dead"]) if d]
+    dead_y = [lay["name"] for lay in rows for d in lay["channels"]["dead"] if d]
+    traces = [dict(type="heatmap", z=z, x=list(range(width)), y=names, colorscale="Viridis",
+                   colorbar=dict(title=dict(text="mean"), thickness=10),
+                   hovertemplate="%{y} channel %{x}: mean %{z:.3g}<extra></extra>")]
+    if dead_x:
+        traces.append(dict(type="scatter", mode="markers", x=dead_x, y=dead_y, name="dead",
+                           marker=dict(symbol="x", size=9, color="#d62728"),
+                           hovertemplate="%{y} channel %{x}: dead<extra></extra>"))
+    return figure(traces, "Mean activation per channel" + (" (✕: dead)" if dead_x else ""),
+                  "channels", height=90 + 28 * len(rows),
+                  xaxis=dict(title=dict(text="channel")),
+                  yaxis=dict(autorange="reversed", type="category"))
+
+
 def activation_histograms(samples: dict, layers: list[dict], bins: int = 40) -> go.Figure:
     """Small multiples: each layer's activation values, titled with dead/saturated shares."""
     names = [lay["name"] for lay in layers if lay["name"] in samples]

@@ -481,6 +481,9 @@ def activation_charts(run, rows: list[dict]) -> None:
     fig = throttled("hist", run, REDRAW_EVERY_S,
                     lambda: charts.activation_histograms(samples, last["layers"]))
     live_plot(fig, "hist")
+    channels = charts.channel_heatmap(last["layers"])
+    if channels is not None:  # a convolution's unit is its channel
+        live_plot(channels, "channels")
     shares = [(key, title) for key, title in (("dead_frac", "Dead ReLU share per layer"),
                                               ("saturated_frac", "Saturated share per layer"))
               if any(lay.get(key) is not None for lay in last["layers"])]
