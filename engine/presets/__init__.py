@@ -4,6 +4,7 @@ what to watch (our own words), what the run is expected to show (`expect`, check
 tests/test_presets.py) and the experiment config itself."""
 from __future__ import annotations
 
+import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +37,10 @@ def preset_names() -> list[str]:
 def load_preset(name: str) -> dict:
     """The preset as a fresh dict (callers may edit its config)."""
     if not isinstance(name, str) or name not in NAMES:
-        raise SpecError(f"unknown preset {short(name)}; allowed: {', '.join(NAMES)}")
+        close = difflib.get_close_matches(str(name)[:100].lower(), NAMES, n=3, cutoff=0.5)
+        guess = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise SpecError(f"unknown preset {short(name)}{guess}; `python -m engine presets` "
+                        f"lists all {len(NAMES)}")
     return json.loads(json.dumps(_read(name)))
 
 
