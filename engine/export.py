@@ -41,8 +41,9 @@ from .errors import SpecError
 from .model import StreamRef
 from .registry import (DATASETS, FEATURES, INITIALIZERS, LOSSES, NORMALIZERS, OPTIMIZERS,
                        SCHEDULES)
-from .spec import OPTIONAL_SECTIONS, ExperimentSpec, load_spec
+from .spec import ExperimentSpec, load_spec
 from .trainer import loss_wrapping, output_dim
+from .transfer import frozen_layers, pretrain_spec, teacher_spec
 
 MAX_LINE = 99
 # The modules the script imports, by the names its code (and every copied source) uses.
@@ -321,7 +322,8 @@ def _settings(spec: ExperimentSpec, script: Script) -> list[str]:
     ]
 
 
-def _data(spec: ExperimentSpec, script: Script) -> list[str]:
+def _data(spec: ExperimentSpec, script: Script, scaling: str | None = None) -> list[str]:
+    """scaling: the names of a (shift, scale) pair to use instead of fitting one."""
     d = spec.data
     entry = DATASETS[d.name]
     params = dict(d.params)
@@ -342,14 +344,21 @@ def _data(spec: ExperimentSpec, script: Script) -> list[str]:
     split = script.call(portable.split_indices, Code("len(y)"), d.val_fraction, d.test_fraction,
                         Code("data_gen"))
     normalizer = NORMALIZERS[d.normalize]
-    lines += [
-        "", _assign("train, val, test", split), "",
+    scale_lines = [
         *_comment(f"Normalisation '{d.normalize}': {normalizer.doc} The statistics come from the "
                   "train split only, so nothing leaks from validation or test data."),
-        _assign("shift, scale", script.call(normalizer.exported, Code("x[train]"))),
+        _assign("shift, scale", script.call(normalizer.exported, Code("x[train_idx]")))]
+    if scaling is not None:  # fine-tuning: inputs scaled as the pretrained layers saw them
+        scale_lines = ["# Inputs scaled with the pretraining data's statistics: the pretrained",
+                       "# layers learned on inputs scaled that way.",
+                       f"shift, scale = {scaling}"]
+    lines += [
+        "", _assign("train_idx, val_idx, test_idx", split), "",
+        *scale_lines,
         "x = (x - shift) / scale",
         "splits = {name: (x[idx].to(DEVICE), y[idx].to(DEVICE))",
-        '          for name, idx in (("train", train), ("val", val), ("test", test))}',
+        '          for name, idx in (("train", train_idx), ("val", val_idx),',
+        '                            ("test", test_idx))}',
         'print(", ".join(f"{len(labels)} {name}" for name, (_, labels) in splits.items()), '
         '"examples")',
     ]
@@ -381,9 +390,11 @@ def _model(net, script: Script) -> list[str]:
             'print(f"{sum(p.numel() for p in model.parameters()):,} parameters")']
 
 
-def _optimizer(spec: ExperimentSpec, script: Script) -> list[str]:
+def _optimizer(spec: ExperimentSpec, script: Script, frozen: bool = False) -> list[str]:
     opt, sched = OPTIMIZERS[spec.optimizer.name], SCHEDULES[spec.schedule.name]
-    optimizer = script.entry_call(opt, spec.optimizer.params, Code("model.parameters()"))
+    params = "[p for p in model.parameters() if p.requires_grad]" if frozen else \
+        "model.parameters()"
+    optimizer = script.entry_call(opt, spec.optimizer.params, Code(params))
     scheduler = script.entry_call(sched, spec.schedule.params, Code("optimizer"), Code("STEPS"))
     return [*script.take(), *_comment(f"{opt.key}: {opt.doc}"), _assign("optimizer", optimizer),
             "", *_comment(f"Schedule '{sched.key}': {sched.doc}"), _assign("scheduler", scheduler)]
@@ -402,7 +413,10 @@ def _loss(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
             *[f"# ({note[k]})" for k in wrapping], _assign("loss_fn", loss)]
 
 
-def _training(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
+def _training(spec: ExperimentSpec, task: str, script: Script, phase: str | None = None,
+              objective: bool = False) -> list[str]:
+    """phase: the name of a run trained before the main one (its summary is kept under that
+    name, nothing is saved); objective: the update minimises `objective` (distillation)."""
     t, reg = spec.training, spec.regularization
     kwargs = {"steps": Code("STEPS"), "batch_size": t.batch_size,
               "batch_gen": Code('generator(SEED, "batches")'), "device": Code("DEVICE"),
@@ -423,8 +437,12 @@ def _training(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
     if t.augment is not None and t.augment.active:  # blank: the model input of a raw 0 pixel
         kwargs["augment"] = Code('(generator(SEED, "augment"), (-shift / scale).to(DEVICE), '
                                  f"{literal(t.augment.to_dict())})")
+    if objective:
+        kwargs["objective"] = Code("objective")
     run = script.call(export_template.train, Code("model"), Code("optimizer"),
                       Code("scheduler"), Code("loss_fn"), Code("splits"), **kwargs)
+    if phase is not None:
+        return [*script.take(), _assign(f"{phase}_summary", run)]
     return [*script.take(),
             "# A row is printed at step 1, every log_every steps and at the last step.",
             _assign("summary", run),
@@ -452,32 +470,69 @@ def _imports(body: str) -> list[str]:
 def export_script(spec, data_path: str | None = None) -> str:
     """A runnable, standalone PyTorch script that trains `spec` and reproduces its numbers.
     data_path: what the script calls a user's table (its --data default and the config in its
-    header), e.g. a placeholder where the real path is a server's upload folder."""
+    header), e.g. a placeholder where the real path is a server's upload folder. A spec with a
+    pretrain or distill section trains that run first, as the engine does."""
     spec = load_spec(spec)
-    phases = [k for k in OPTIONAL_SECTIONS if getattr(spec, k) is not None]
-    if phases:
-        raise SpecError(f"the exported script trains one network; this experiment first trains "
-                        f"another ({phases[0]}), which it does not write yet. Export the run "
-                        f"without {phases[0]} (set it to null)")
+    # the header and --data name the table as `data_path`; the sections read the real one
+    # (for its shapes; the script's own code reads args.data)
+    shown = spec.with_upload(data_path) if data_path is not None else spec
+    script = Script()
+    sections = [[_rule("settings"), *_settings(shown, script)]]
+    if spec.pretrain is not None:
+        sections += _run_sections(pretrain_spec(spec), script, phase="pretraining")
+        sections.append(["# Pretraining done: its net and its input scaling are kept.",
+                         "pretrained, pre_shift, pre_scale = model, shift, scale",
+                         "STEPS = args.steps"])
+    elif spec.distill is not None:
+        sections += _run_sections(teacher_spec(spec), script, phase="teacher")
+        distill = script.ref(portable.distill_loss)
+        d = spec.distill
+        sections.append([
+            *script.take(),
+            "# The teacher is trained: it only answers from now on.",
+            "teacher = model.eval()", "for p in teacher.parameters():",
+            "    p.requires_grad_(False)", "STEPS = args.steps", "", "",
+            "def objective(out, xb, loss):",
+            "    # what the student's updates minimise: match the teacher's softened outputs",
+            "    # (weight alpha) and the labels (1 - alpha); the printed loss stays the label loss",
+            "    with torch.no_grad():", "        target = teacher(xb)",
+            f"    return {distill}(out, target, loss, {literal(d.temperature)}, "
+            f"{literal(d.alpha)})"])
+    sections += _run_sections(spec, script)
+    body = "\n\n\n".join("\n".join(s).rstrip() for s in sections) + "\n"
+    return "\n".join(_header(shown)) + "\n" + "\n".join(_imports(body)) + "\n\n\n" + body
+
+
+def _run_sections(spec: ExperimentSpec, script: Script, phase: str | None = None) -> list:
+    """Data, model, optimizer, loss and training of one run (a phase's, or the main one)."""
     data = load_dataset(spec.data, spec.seed)  # for the input shape and the number of outputs
-    if data_path is not None:
-        spec = spec.with_upload(data_path)
     # Built on the meta device without initialising: it allocates nothing, lets the engine
     # reject an impossible stack with its SpecError, and records every module's call.
     with torch.device("meta"):
         net = engine_model.build_model(spec, data.in_shape, output_dim(spec, data),
                                        device="meta", init=False)
-    script = Script()
-    sections = [
-        [_rule("settings"), *_settings(spec, script)],
-        [_rule("data"), *_data(spec, script)],
-        [_rule("model"), *_model(net, script)],
-        [_rule("optimizer and learning-rate schedule"), *_optimizer(spec, script)],
-        [_rule("loss"), *_loss(spec, data.task, script)],
-        [_rule("training"), *_training(spec, data.task, script)],
+    title = f" ({phase})" if phase else ""
+    frozen = frozen_layers(spec, net)
+    handover = []
+    if spec.pretrain is not None:
+        freeze = script.ref(portable.freeze)
+        handover = [
+            "", "# Start from the pretrained hidden layers; the output layer (other classes) "
+            "stays new.",
+            "model.load_state_dict({k: v for k, v in pretrained.state_dict().items()",
+            '                       if not k.startswith("out.")}, strict=False)',
+            *[f"{freeze}(model.{name})  # frozen: kept exactly as pretrained" for name in frozen]]
+    lead = [f"STEPS = {spec.training.steps}  # this run's own steps"] if phase else []
+    return [
+        [_rule(f"data{title}"), *lead,
+         *_data(spec, script, "pre_shift, pre_scale" if spec.pretrain else None)],
+        [_rule(f"model{title}"), *_model(net, script), *script.take(), *handover],
+        [_rule(f"optimizer and learning-rate schedule{title}"),
+         *_optimizer(spec, script, frozen=bool(frozen))],
+        [_rule(f"loss{title}"), *_loss(spec, data.task, script)],
+        [_rule(f"training{title}"),
+         *_training(spec, data.task, script, phase, objective=spec.distill is not None)],
     ]
-    body = "\n\n\n".join("\n".join(s).rstrip() for s in sections) + "\n"
-    return "\n".join(_header(spec)) + "\n" + "\n".join(_imports(body)) + "\n\n\n" + body
 
 
 __all__ = ["export_script", "ExportError", "Script", "source_of", "SpecError"]

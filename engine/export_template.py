@@ -34,14 +34,16 @@ def show(row):
 
 def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, batch_gen, device,
           log_every, eval_every, classes, one_logit=False, l1=0.0, l2=0.0, clip=None,
-          early_stopping=None, schedule_on_metric=False, augment=None):
+          early_stopping=None, schedule_on_metric=False, augment=None, objective=None):
     """Train for `steps` gradient steps and return the summary: steps, why it stopped, the
     printed rows (history) and the test metrics.
 
     Each step in Netlab's order: loss, backward, penalties, clipping, the divergence check, the
     update, the schedule. A row is printed at step 1, every `log_every` steps and at the last
     step; it is validated there too every `eval_every` steps (0: on every row).
-    augment: (generator, blank, settings) to change each training batch of images at random."""
+    augment: (generator, blank, settings) to change each training batch of images at random.
+    objective: what the update minimises, objective(out, xb, loss), when not the loss itself
+    (distillation); the printed train loss stays the loss."""
     x_train, y_train = splits["train"]
     batches = Batches(len(y_train), batch_size, batch_gen, device)
     weights = weight_params(model)
@@ -58,7 +60,7 @@ def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, ba
         out = model(xb)
         loss = loss_fn(out, yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if objective is None else objective(out, xb, loss)).backward()
         if l1 or l2:
             add_penalty_grads(weights, l1, l2)
         if clip is not None:

@@ -124,10 +124,29 @@ def test_freeze_keeps_a_layer_in_eval_mode_through_train_calls_and_copies():
         assert not any(p.requires_grad for p in model[1].parameters())
 
 
-def test_export_says_it_does_not_write_a_phase_yet():
+@pytest.mark.parametrize("phase", ["pretrain", "distill"])
+def test_the_exported_script_trains_the_phase_first_and_matches_the_engine(phase, tmp_path):
     from engine.export import export_script
-    with pytest.raises(SpecError, match="pretrain"):
-        export_script(transfer_spec())
+    from tests.test_export import assert_same_run, run_in_process
+
+    spec = transfer_spec(**{"model.layers": CNN[:1] + CNN[2:]}) if phase == "pretrain" else \
+        ExperimentSpec.from_dict({
+            "data": {"name": "digits", "n": 300},
+            "model": {"layers": [{"type": "linear", "units": 8}, {"type": "dropout", "p": 0.2}]},
+            "training": {"steps": 15, "log_every": 5, "augment": {"noise": 0.1}},
+            "distill": {"teacher": [{"type": "linear", "units": 24}, {"type": "dropout"}],
+                        "steps": 20, "temperature": 3, "alpha": 0.7}})
+    source = export_script(spec)
+    summary, namespace = run_in_process(source, tmp_path)
+    trainer = Trainer(spec).run()
+    assert_same_run(summary, namespace["model"].state_dict(), trainer)
+    kept = namespace.get("pretraining_summary") or namespace.get("teacher_summary")
+    assert kept["steps"] == trainer.phase["steps"]
+    assert kept["history"][-1]["val_acc"] == pytest.approx(trainer.phase["rows"][-1]["val_acc"])
+    if phase == "pretrain":  # the frozen layers' weights are the pretrained net's, exactly
+        for key, value in namespace["pretrained"].state_dict().items():
+            if key.split(".")[0] in trainer.frozen:
+                assert torch.equal(namespace["model"].state_dict()[key], value), key
 
 
 def test_cancelling_during_pretraining_stops_the_run():
