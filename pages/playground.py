@@ -595,6 +595,8 @@ def live_panel():
     elif view == "Activations":
         views.activation_charts(run, rows)
     else:
+        if trainer:
+            views.phase_summary(trainer)
         if rows:
             st.toggle("log-scale loss", key="log_loss")
             views.training_charts(rows, st.session_state.get("log_loss", False),
@@ -606,8 +608,6 @@ def live_panel():
                                   lambda: views.data_figure(shown, run.predict if rows else None),
                                   content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
             live_plot(fig, "data_view", mode_bar=False)
-        if trainer:
-            views.phase_summary(trainer)
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics
             st.caption(f"Test set: loss {t['loss']:.4g}" +

@@ -441,10 +441,10 @@ def quantization_panel(run, split: str) -> None:
     r = held[1]
     kb = lambda b: f"{b / 1024:,.1f} KB"  # noqa: E731
     st.dataframe([
-        {"weights": "float32", "size": kb(r["float_bytes"]), f"{split} accuracy": r["float_acc"],
-         f"{split} loss": r["float_loss"]},
-        {"weights": "int8", "size": kb(r["int8_bytes"]), f"{split} accuracy": r["int8_acc"],
-         f"{split} loss": r["int8_loss"]}], hide_index=True, width="stretch")
+        {"weights": kind, "size": kb(r[f"{key}_bytes"]),
+         f"{split} accuracy": f"{r[f'{key}_acc']:.1%}", f"{split} loss": f"{r[f'{key}_loss']:.4g}"}
+        for kind, key in (("float32", "float"), ("int8", "int8"))], hide_index=True,
+        width="stretch")
     change = r["int8_acc"] - r["float_acc"]
     st.caption(f"{r['ratio']:.2f}x smaller; accuracy {'+' if change >= 0 else '−'}"
                f"{abs(change):.1%}. Each weight moved by at most half its channel's step "

@@ -283,8 +283,9 @@ def conv_calculator(shapes: dict[int, dict], input_shape) -> None:
         helps = {"size": "W: the input's width (and height)", "kernel": "k: the kernel's size",
                  "stride": "S: pixels between two positions", "padding": "P: zeros on each side",
                  "dilation": "d: spacing of the kernel's taps (F = d(k - 1) + 1)"}
+        symbols = {"size": "W", "kernel": "k", "stride": "S", "padding": "P", "dilation": "d"}
         for col, name in zip(cols, CALC):
-            col.number_input(name, min_value=0 if name == "padding" else 1,
+            col.number_input(symbols[name], min_value=0 if name == "padding" else 1,
                              max_value=CALC_MAX[name], step=1, key=f"calc.{name}",
                              help=helps[name])
         r = window_arithmetic(*(int(st.session_state[f"calc.{n}"]) for n in CALC))
