@@ -52,3 +52,19 @@ def test_overhead_rejects_unknown_case():
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unknown case" in proc.stderr
+
+
+def test_cnn_lab_quick_prints_its_figures_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cnn_lab.py"), "--quick",
+                           "--seeds", "0"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["quick"] is True and result["seeds"] == [0]
+    run = result["cnn_digits"]["runs"][0]
+    assert run["steps"] == 20 and 0 <= run["val_acc"] <= 1
+    assert run["int8"]["int8_bytes"] < run["int8"]["float_bytes"]
+    assert result["cnn_vs_mlp_shapes"]["param_ratio_mlp64_to_cnn"] == 16708 / 700
+    assert result["distill_quantize_digits"][0]["teacher_params"] == 13706
+    assert result["transfer_digits"][0]["train_examples"] > 0
