@@ -82,10 +82,11 @@ def _section_dict(obj) -> dict:
 
 
 class _ScalarSection:
-    """A section made only of scalar Params (class attribute PARAMS): parsed, validated and
-    written generically."""
+    """A section of scalar Params (class attribute PARAMS), parsed, validated and written
+    generically, plus any other keys (EXTRA) its own `_read_extra` parses."""
 
     PARAMS: ClassVar[dict[str, Param]] = {}
+    EXTRA: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict:
         return _section_dict(self)
@@ -93,8 +94,12 @@ class _ScalarSection:
     @classmethod
     def from_dict(cls, value, where: str):
         value = _require_mapping(value, where)
-        _check_keys(value, list(cls.PARAMS), where)
-        return cls(**_scalars(cls.PARAMS, value, where))
+        _check_keys(value, [*cls.EXTRA, *cls.PARAMS], where)
+        return cls(**_scalars(cls.PARAMS, value, where), **cls._read_extra(value, where))
+
+    @classmethod
+    def _read_extra(cls, value: Mapping, where: str) -> dict:
+        return {}
 
     @classmethod
     def parse(cls, value, where: str):
@@ -540,33 +545,26 @@ PRETRAIN_PARAMS = _params(
 
 
 @dataclass(frozen=True)
-class PretrainSpec:
+class PretrainSpec(_ScalarSection):
     """Transfer learning: first train the same hidden layers on other classes of the same
     dataset (`classes`), then start this run from those weights with a new output layer, the
     hidden layers listed in `freeze` (indices into model.layers) kept exactly as pretrained."""
 
+    PARAMS: ClassVar[dict[str, Param]] = PRETRAIN_PARAMS
+    EXTRA: ClassVar[tuple[str, ...]] = ("classes", "freeze")
     classes: tuple[int, ...] = ()
     steps: int = PRETRAIN_PARAMS["steps"].default
     n: int = PRETRAIN_PARAMS["n"].default
     freeze: tuple[int, ...] = ()
 
-    def to_dict(self) -> dict:
-        return _section_dict(self)
-
     @classmethod
-    def parse(cls, value, where: str) -> "PretrainSpec | None":
-        if value is None or value is False:
-            return None
-        value = _require_mapping(value, where)
-        _check_keys(value, ["classes", *PRETRAIN_PARAMS, "freeze"], where)
+    def _read_extra(cls, value, where):
         if "classes" not in value:
             raise SpecError(f"{where} needs 'classes': the class labels to pretrain on, e.g. "
                             "[0, 1, 2, 3, 4]")
-        kw = _scalars(PRETRAIN_PARAMS, value, where)
-        kw["classes"] = _int_list(value["classes"], f"{where}.classes", 0, 999, least=2)
-        kw["freeze"] = _int_list(value.get("freeze", []), f"{where}.freeze", 0, MAX_LAYERS - 1,
-                                 least=0)
-        return cls(**kw)
+        return {"classes": _int_list(value["classes"], f"{where}.classes", 0, 999, least=2),
+                "freeze": _int_list(value.get("freeze", []), f"{where}.freeze", 0,
+                                    MAX_LAYERS - 1, least=0)}
 
 
 DISTILL_PARAMS = _params(
@@ -580,34 +578,27 @@ DISTILL_PARAMS = _params(
 
 
 @dataclass(frozen=True)
-class DistillSpec:
+class DistillSpec(_ScalarSection):
     """Knowledge distillation: first train a teacher (the `teacher` layer stack, the rest of the
     spec the same) on the same data, then train this run's model to match the teacher's softened
     outputs as well as the labels (Hinton et al., 2015)."""
 
+    PARAMS: ClassVar[dict[str, Param]] = DISTILL_PARAMS
+    EXTRA: ClassVar[tuple[str, ...]] = ("teacher",)
     teacher: tuple[LayerSpec, ...] = ()
     steps: int = DISTILL_PARAMS["steps"].default
     temperature: float = DISTILL_PARAMS["temperature"].default
     alpha: float = DISTILL_PARAMS["alpha"].default
 
-    def to_dict(self) -> dict:
-        return _section_dict(self)
-
     @classmethod
-    def parse(cls, value, where: str) -> "DistillSpec | None":
-        if value is None or value is False:
-            return None
-        value = _require_mapping(value, where)
-        _check_keys(value, ["teacher", *DISTILL_PARAMS], where)
+    def _read_extra(cls, value, where):
         layers = value.get("teacher")
         if not isinstance(layers, (list, tuple)) or not layers or len(layers) > MAX_LAYERS:
             raise SpecError(f"{where}.teacher={short(layers)} is not allowed: expected the "
                             f"teacher's layer stack, a list of 1 to {MAX_LAYERS} layers like "
                             "model.layers")
-        kw = _scalars(DISTILL_PARAMS, value, where)
-        kw["teacher"] = tuple(LayerSpec.from_dict(v, f"{where}.teacher[{i}]")
-                              for i, v in enumerate(layers))
-        return cls(**kw)
+        return {"teacher": tuple(LayerSpec.from_dict(v, f"{where}.teacher[{i}]")
+                                 for i, v in enumerate(layers))}
 
 
 # ----------------------------------------------------------------------------- experiment
