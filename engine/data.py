@@ -436,6 +436,43 @@ def sin_x2(p):
     return torch.sin(3 * p[:, 1])
 
 
+# ----------------------------------------------------------------------------- sequences
+
+
+def _length(default, doc="steps in each sequence"):
+    return Param("length", default, doc, low=2, high=1000, log=True)
+
+
+@DATASETS.register("adding", "The adding problem: a sequence of random numbers in [0, 1], two of "
+                   "them marked (one in each half); the target is their sum. Predicting 1 every "
+                   "time gives an error of 1/6: a net must carry the first marked number across "
+                   "the steps between.", (_n(2000), _length(30)),
+                   task="regression", input="sequence")
+def make_adding(generator, n, length):
+    values = torch.rand(n, length, generator=generator)
+    half = length // 2
+    first = torch.randint(0, half, (n,), generator=generator)
+    second = torch.randint(half, length, (n,), generator=generator)
+    rows = torch.arange(n)
+    marks = torch.zeros(n, length)
+    marks[rows, first] = marks[rows, second] = 1.0
+    x = torch.stack([values, marks], 2)
+    return x, (values[rows, first] + values[rows, second])[:, None]
+
+
+@DATASETS.register("sine", "Forecasting: a noisy sine wave of random frequency and phase; the "
+                   "target is the next value after the sequence.", (_n(2000), _length(20),
+                                                                   _noise(0.05)),
+                   task="regression", input="sequence")
+def make_sine(generator, n, length, noise):
+    omega = 0.2 + 0.6 * torch.rand(n, 1, generator=generator)
+    phase = 2 * math.pi * torch.rand(n, 1, generator=generator)
+    t = torch.arange(length + 1, dtype=torch.float32)[None, :]
+    wave = torch.sin(omega * t + phase)
+    x = wave[:, :length] + noise * torch.randn(n, length, generator=generator)
+    return x[:, :, None], wave[:, length:]
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 

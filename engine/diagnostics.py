@@ -19,6 +19,10 @@ Statistics of a layer (DESIGN.md §2.2):
                   (of a convolution's channels: zero at every position too)
   saturated_frac  sigmoid/tanh-like layers: share of outputs within 0.02 of a bound
   channels        image layers: {"mean", "std", "dead"}, one entry per channel (the first 64)
+  time_grad       recurrent layers (the last stacked layer, forward direction): per time step t,
+                  the mean over examples of ||dL_i/dh_t||, through the output and every later step
+  gates           LSTM {"input", "forget", "output"}, GRU {"reset", "update"}: per step, the
+                  gate's mean value over the batch and units
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 from .callbacks import Callback, Hooks, weight_params
 
 from .health import SATURATION_MARGIN, silent
+from .portable import Recurrent
 
 SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
 MAX_CHANNELS = 64        # an image layer's channels with their own statistics in the row
@@ -47,6 +52,7 @@ class Diagnostics(Callback):
         self._global_grad_norm = None
         self.samples: dict[str, torch.Tensor] = {}  # latest activations per layer (CPU), for plots
         self._layer_cache = None
+        self._time: dict[str, dict] = {}  # recurrent layers: per-step gradients and gates
         self.active = False
 
     # -- hooks live for one logged step only
@@ -57,9 +63,29 @@ class Diagnostics(Callback):
             return
         self._outputs.clear()
         self._grads.clear()
+        self._time.clear()
         for name, module in trainer.model.named_children():
             if trainer.model.layer_info[name]["shown"]:
                 self._hooks.add(module.register_forward_hook(self._capture(name)))
+            if isinstance(module, Recurrent):
+                module.watch = self._watch_steps(name, module)
+
+    def _watch_steps(self, name, module):
+        """Through time, for a recurrent layer's last stacked layer (forward direction): each
+        step's hidden state h_t, to catch dL/dh_t (the whole gradient: through the output and
+        through every later step), and each gate's mean value."""
+        seen = self._time[name] = {"grads": {}, "gates": {}, "module": module}
+        top = module.layers - 1
+
+        def watch(layer, direction, t, h, gates):
+            if layer != top or direction:
+                return
+            if h.requires_grad:
+                self._hooks.add(h.register_hook(
+                    lambda grad, t=t: seen["grads"].__setitem__(t, grad.detach())))
+            for gate, value in gates.items():
+                seen["gates"].setdefault(gate, []).append(value.detach().mean())
+        return watch
 
     def _capture(self, name):
         def forward_hook(module, inputs, output):
@@ -79,6 +105,7 @@ class Diagnostics(Callback):
         # The training forward and backward are captured now. Drop the hooks before the
         # validation pass of this logged step runs the model again and overwrites them.
         self._hooks.remove()
+        self._unwatch()
         grads = [p.grad for p in trainer.params if p.grad is not None]
         self._global_grad_norm = _norm(grads) if grads else None
         weights = self._weights(trainer)[0]
@@ -101,6 +128,7 @@ class Diagnostics(Callback):
         for k, name in enumerate(names):
             layers.append({"name": name, **{key: column[k] for key, column in stats.items()}})
         self._channel_stats(names, layers)
+        self._time_stats(names, layers)
         row["layers"] = layers
         row["grad_norm"] = float(self._global_grad_norm) if self._global_grad_norm is not None else None
         for name in names:
@@ -109,6 +137,36 @@ class Diagnostics(Callback):
         self._outputs.clear()
         self._grads.clear()
         self._before = []
+
+    def _unwatch(self) -> None:
+        for seen in self._time.values():
+            seen["module"].watch = None
+
+    def _time_stats(self, names: list[str], layers: list[dict]) -> None:
+        """A recurrent layer's statistics per time step: time_grad, the mean over examples of
+        each example's own ||dL_i/dh_t|| (as act_grad_norm), and the gates' mean values."""
+        for k, name in enumerate(names):
+            seen = self._time.get(name)
+            if seen is None:
+                continue
+            steps = len(next(iter(seen["gates"].values()), [])) or \
+                (max(seen["grads"]) + 1 if seen["grads"] else 0)
+            parts, counts = [], []
+            if seen["grads"]:
+                grads = torch.stack([seen["grads"][t] if t in seen["grads"] else
+                                     torch.zeros_like(next(iter(seen["grads"].values())))
+                                     for t in range(steps)])  # (steps, batch, units)
+                parts.append(grads.float().norm(dim=2).mean(1) * grads.shape[1])
+            for values in seen["gates"].values():
+                parts.append(torch.stack(values).float())
+            values = torch.cat(parts).tolist() if parts else []
+            at = 0
+            if seen["grads"]:
+                layers[k]["time_grad"] = values[:steps]
+                at = steps
+            if seen["gates"]:
+                layers[k]["gates"] = {g: values[at + i * steps:at + (i + 1) * steps]
+                                      for i, g in enumerate(seen["gates"])}
 
     def _channel_stats(self, names: list[str], layers: list[dict]) -> None:
         """An image layer's statistics per channel (its first MAX_CHANNELS): mean, std and
@@ -227,10 +285,13 @@ class Diagnostics(Callback):
 
     def on_fit_end(self, trainer):
         self._hooks.remove()
+        self._unwatch()
 
     def release(self) -> None:
         """Let go of everything that refers to the model or its tensors (a dropped run)."""
         self._hooks.remove()
+        self._unwatch()
+        self._time.clear()
         self.samples = {}
         self._outputs.clear()
         self._grads.clear()

@@ -165,6 +165,8 @@ def _residual(ctx, layer, in_shape):
 
 
 from . import conv  # noqa: E402 - registers the convolutional layer types after the dense ones
+from . import recurrent  # noqa: E402 - and the recurrent ones after those
+from .recurrent import check_sequence_input  # noqa: E402
 
 
 class Net(nn.Sequential):
@@ -204,6 +206,8 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         counts[prefix] = counts.get(prefix, 0) + 1
         name = f"{prefix}{counts[prefix]}"
         try:
+            if entry.tags.get("sequence_only"):
+                check_sequence_input(shape)
             module, shape = entry.factory(ctx, layer, shape)
         except SpecError as e:
             raise SpecError(f"model.layers[{i}] ({layer.type}, {name}): {e}") from None

@@ -156,6 +156,74 @@ class Concat(nn.Module):
         return torch.cat([branch(x) for branch in self.branches.values()], 1)
 
 
+class Recurrent(nn.Module):
+    """A recurrent layer unrolled over time step by step, so that every hidden state h_t is a
+    tensor of its own: gradients reach h_t through the later steps as well as through the output
+    (dL/dh_t, the quantity backpropagation through time multiplies step by step), and each gate
+    can be read. kind: rnn_tanh, rnn_relu, lstm or gru, with torch's equations and gate order
+    (lstm: input, forget, cell, output; gru: reset, update, new). `cells` maps ih_l{k} and
+    hh_l{k} (+ "_reverse" for the backward direction) to linear maps, like torch's
+    weight_ih_l{k} and weight_hh_l{k} with their biases. Input (batch, steps, features), output
+    (batch, steps, units x directions). tbptt > 0: the state is detached every tbptt steps
+    (truncated backpropagation through time). `watch`, when set, is called with
+    (layer, direction, t, h, gates) at every step (the diagnostics read it on logged steps)."""
+
+    GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+    def __init__(self, kind, cells, layers=1, bidirectional=False, tbptt=0):
+        super().__init__()
+        self.kind, self.layers, self.bidirectional, self.tbptt = kind, layers, bidirectional, tbptt
+        self.cells = nn.ModuleDict(cells)
+        self.watch = None
+
+    def forward(self, x):
+        for layer in range(self.layers):
+            outs = [self._direction(x, layer, 0)]
+            if self.bidirectional:
+                outs.append(self._direction(x.flip(1), layer, 1).flip(1))
+            x = torch.cat(outs, 2) if self.bidirectional else outs[0]
+        return x
+
+    def _direction(self, x, layer, direction):
+        suffix = f"l{layer}" + ("_reverse" if direction else "")
+        ih, hh = self.cells[f"ih_{suffix}"], self.cells[f"hh_{suffix}"]
+        xs = ih(x)  # the input's share of every step at once
+        h = x.new_zeros(x.shape[0], hh.in_features)
+        c = h
+        out = []
+        for t in range(x.shape[1]):
+            if self.tbptt and t and t % self.tbptt == 0:
+                h, c = h.detach(), c.detach()
+            h, c, gates = self._step(xs[:, t], hh(h), h, c)
+            if self.watch is not None:
+                self.watch(layer, direction, t, h, gates)
+            out.append(h)
+        return torch.stack(out, 1)
+
+    def _step(self, xt, ht, h, c):
+        """One step: (new h, new c, the gates' values by name)."""
+        if self.kind == "lstm":
+            i, f, g, o = (xt + ht).chunk(4, 1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            c = f * c + i * g
+            return o * torch.tanh(c), c, {"input": i, "forget": f, "output": o}
+        if self.kind == "gru":
+            xr, xz, xn = xt.chunk(3, 1)
+            hr, hz, hn = ht.chunk(3, 1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            return (1 - z) * n + z * h, c, {"reset": r, "update": z}
+        act = torch.tanh if self.kind == "rnn_tanh" else torch.relu
+        return act(xt + ht), c, {}
+
+
+class LastStep(nn.Module):
+    """A sequence's last step: (batch, steps, units) -> (batch, units)."""
+
+    def forward(self, x):
+        return x[:, -1]
+
+
 # ----------------------------------------------------------------------------- loss and classes
 
 

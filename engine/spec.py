@@ -490,6 +490,8 @@ TRAINING_PARAMS = _params(
           high=10_000_000),
     Param("log_every", 10, "steps between logged rows (metrics, per-layer statistics and the "
           "health check)", low=1, high=1_000_000),
+    Param("tbptt", 0, "truncated backpropagation through time: gradients flow back at most "
+          "this many steps of a sequence (0: all the way)", low=0, high=100_000),
 )
 
 
@@ -502,11 +504,14 @@ class TrainingSpec:
     eval_every: int = TRAINING_PARAMS["eval_every"].default
     log_every: int = TRAINING_PARAMS["log_every"].default
     augment: AugmentSpec | None = None
+    tbptt: int = TRAINING_PARAMS["tbptt"].default
 
     def to_dict(self) -> dict:
         d = _section_dict(self)
         if d["augment"] is None:  # written only when on: configs without it read as before
             del d["augment"]
+        if not d["tbptt"]:
+            del d["tbptt"]
         return d
 
     @classmethod

@@ -872,3 +872,36 @@ def test_the_activations_view_shows_each_conv_channel():
     assert heat["data"][0]["y"] == ["conv1"] and len(heat["data"][0]["z"][0]) == 6
     dead = the_run(at).trainer.history.rows[-1]["layers"][0]["channels"]["dead"]
     assert len(heat["data"]) == 1 + any(dead)  # the crosses, where a channel is dead
+
+
+@pytest.mark.parametrize("dataset", ["adding", "sine"])
+def test_a_sequence_set_trains_with_every_view_drawn(dataset):
+    spec = ExperimentSpec.from_dict({"data": {"name": dataset, "n": 200}, "model": {"layers": [
+        {"type": "lstm", "units": 8}, {"type": "last_step"}]}, "training": {"log_every": 1}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    no_problems(at)
+    button(at, "Step").click().run()
+    for view in ("Overview", "Network", "Gradients", "Activations", "Filters", "Metrics"):
+        at.session_state["view"] = view
+        at.run()
+        no_problems(at)
+
+
+def test_the_overview_draws_sample_sequences_with_their_predictions():
+    spec = ExperimentSpec.from_dict({"data": {"name": "adding", "n": 200, "normalize": "none"},
+                                     "model": {"layers": [{"type": "gru", "units": 8},
+                                                          {"type": "last_step"}]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    before = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample seq"))
+    assert "predicted" not in before["layout"]["annotations"][0]["text"]
+    button(at, "Step").click().run()
+    after = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample seq"))
+    run = the_run(at)
+    first = float(run.trainer.predict(run.trainer.data.x_train[:1])[0, 0])
+    assert after["layout"]["annotations"][0]["text"].endswith(f"predicted {first:.3g}")
+    marked = after["data"][1]["x"]  # the adding problem's two marks
+    assert len(marked) == 2

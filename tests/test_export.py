@@ -376,6 +376,8 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
         config["model"]["layers"] = [{"type": key}, 8]
         if LAYERS[key].tags.get("image_only"):  # a convolutional layer reads images
             config["data"] = {"name": "digits", "n": 120}
+        if LAYERS[key].tags.get("sequence_only"):  # a recurrent layer reads sequences
+            config["data"] = {"name": "sine", "n": 120, "length": 6}
     elif kind in ("activation", "initializer"):
         config["model"]["activation" if kind == "activation" else "init"] = key
     elif kind == "loss":

@@ -81,6 +81,9 @@ def config_for(kind, key, tmp_path):
         if ALL["layer"][key].tags.get("image_only"):  # convolutional: on images, first
             return merge(BASE, {"data": {"name": "digits", "n": 50},
                                 "model": {"layers": [layer, 6]}})
+        if ALL["layer"][key].tags.get("sequence_only"):  # recurrent: on sequences, first
+            return merge(BASE, {"data": {"name": "sine", "n": 50, "length": 5},
+                                "model": {"layers": [layer, 6]}})
         return merge(BASE, {"model": {"layers": [6, layer]}})
     raise AssertionError(f"no spec builder for registry {kind!r}")
 
@@ -140,6 +143,10 @@ def test_every_layer_type_accepts_image_input_after_a_linear_layer():
         if ALL["layer"][key].tags.get("image_only"):  # after a linear layer there is no image
             with pytest.raises(SpecError, match=rf"model.layers\[1\]: an? {key} layer needs an "
                                r"image \(channels, height, width\), but its input has shape \[6\]"):
+                _one_step(config)
+        elif ALL["layer"][key].tags.get("sequence_only"):  # nor a sequence
+            with pytest.raises(SpecError, match=rf"model.layers\[1\] \({key}, \w+\): it needs a "
+                               r"sequence \(steps, features\), but its input has shape \[6\]"):
                 _one_step(config)
         else:
             _one_step(config)

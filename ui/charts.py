@@ -391,6 +391,39 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
                   annotations=notes, **layout)
 
 
+def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None = None,
+                    n: int = 6) -> go.Figure:
+    """The first sequences, one small chart each: the first input feature over the steps (a
+    marker where a second feature, the adding problem's marks, is on), titled with the target
+    and, once trained, the prediction."""
+    n = min(n, len(x))
+    cols = 3
+    traces, layout, notes = [], {}, []
+    for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.06, vgap=0.28)):
+        suffix = "" if i == 0 else str(i + 1)
+        steps = list(range(x.shape[1]))
+        traces.append(dict(type="scatter", mode="lines", x=steps, y=[_r(v) for v in x[i, :, 0]],
+                           line=dict(width=1.5, color="#1f77b4"), showlegend=False,
+                           xaxis=f"x{suffix}", yaxis=f"y{suffix}",
+                           hovertemplate="step %{x}: %{y:.3g}<extra></extra>"))
+        if x.shape[2] > 1:  # a mark channel: where it is on
+            marked = [t for t in steps if x[i, t, 1] > x[:, :, 1].mean()]
+            traces.append(dict(type="scatter", mode="markers", x=marked,
+                               y=[_r(x[i, t, 0]) for t in marked], showlegend=False,
+                               marker=dict(size=9, color="#d62728"), xaxis=f"x{suffix}",
+                               yaxis=f"y{suffix}", hovertemplate="marked step %{x}<extra></extra>"))
+        layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", showticklabels=False)
+        layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", showticklabels=False)
+        text = f"target {float(np.ravel(y[i])[0]):.3g}"
+        if predicted is not None:
+            text += f" · predicted {float(np.ravel(predicted[i])[0]):.3g}"
+        notes.append(dict(text=text, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
+                          yanchor="bottom", showarrow=False, font=dict(size=11)))
+    return figure(traces, "Sample sequences" + (" (red: marked steps)" if x.shape[2] > 1 else ""),
+                  "sequences", height=130 * math.ceil(n / cols) + 60, annotations=notes,
+                  **layout)
+
+
 def image_rows_figure(rows: list[tuple[str, list]], title: str, revision: str,
                       diverging: bool = False) -> go.Figure:
     """Small images in rows, one row per layer: rows = [(caption, [2-D arrays])]. Each image has

@@ -150,6 +150,10 @@ def data_figure(data: Dataset, predict=None):
             if data.task != "classification":
                 outputs = outputs[..., 0]
         return charts.boundary_figure(xs, ys, outputs, _split_points(data), data.task)
+    if data.x_train.ndim == 3:  # sequences (n, steps, features)
+        x, y = data.x_train[:6], data.y_train[:6]
+        predicted = None if predict is None else predict(x).float().cpu().numpy()
+        return charts.sequence_figure(x.cpu().numpy(), y.cpu().numpy(), predicted)
     x = data.x_train.cpu()
     y = data.y_train.cpu()
     if x.ndim == 2 and len(x) > MAX_SCATTER:

@@ -1,0 +1,84 @@
+"""Recurrent layer types: rnn, lstm and gru over a sequence (steps, features), and last_step, the
+head that keeps a sequence's last step. One registry entry each, like engine/conv.py's.
+
+The layers are portable.Recurrent, unrolled step by step with torch's equations, so the engine
+can read dL/dh_t and the gates at every step; tests/test_recurrent.py holds them to torch's own
+nn.RNN, nn.LSTM and nn.GRU with the same weights. Every weight matrix is initialised from the
+layer's initializer (the model's by default) and its biases from bias_init, in the order
+ih then hh, layer by layer, forward direction first.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from .errors import SpecError
+from .portable import LastStep, Recurrent
+from .registry import LAYERS, Param
+
+MAX_UNITS = 1024
+
+
+def _sequence(in_shape) -> tuple[int, int]:
+    steps, features = in_shape
+    return steps, features
+
+
+def _params(kind_params=()):
+    return (Param("units", 32, "size of the hidden state h_t", low=1, high=MAX_UNITS, log=True),
+            *kind_params,
+            Param("num_layers", 1, "recurrent layers stacked, each reading the sequence of the "
+                  "one below", low=1, high=4),
+            Param("bidirectional", False, "also read the sequence backwards and join both "
+                  "states: every step sees its future too"))
+
+
+def _factory(kind_of):
+    def factory(ctx, layer, in_shape):
+        steps, features = _sequence(in_shape)
+        kind = kind_of(layer)
+        units, layers = layer.get("units"), layer.get("num_layers")
+        directions = 2 if layer.get("bidirectional") else 1
+        gates = Recurrent.GATES[kind]
+        cells = OrderedDict()
+        for k in range(layers):
+            fan_in = features if k == 0 else units * directions
+            for d in range(directions):
+                suffix = f"l{k}" + ("_reverse" if d else "")
+                cells[f"ih_{suffix}"] = ctx.weighted(ctx.make(nn.Linear, fan_in, gates * units),
+                                                     layer)
+                cells[f"hh_{suffix}"] = ctx.weighted(ctx.make(nn.Linear, units, gates * units),
+                                                     layer)
+        module = ctx.make(Recurrent, kind, cells, layers=layers,
+                          bidirectional=directions == 2, tbptt=ctx.spec.training.tbptt)
+        return module, (steps, units * directions)
+    return factory
+
+
+_TAGS = dict(sequence_only=True, recurrent=True, uses=("init", "bias_init"))
+LAYERS.register("rnn", "A plain recurrent layer: h_t = act(W x_t + U h_(t-1) + b), the same three "
+                "weight sets at every step.",
+                _params((Param("nonlinearity", "tanh", "the activation inside the recurrence",
+                               choices=("tanh", "relu")),)),
+                prefix="rnn", **_TAGS)(_factory(lambda layer: f"rnn_{layer.get('nonlinearity')}"))
+LAYERS.register("lstm", "Long short-term memory: a cell state c_t that input, forget and output "
+                "gates write, keep and read, so gradients can travel many steps.", _params(),
+                prefix="lstm", **_TAGS)(_factory(lambda layer: "lstm"))
+LAYERS.register("gru", "Gated recurrent unit: update and reset gates blend the old state with a "
+                "new candidate; fewer weights than an LSTM.", _params(),
+                prefix="gru", **_TAGS)(_factory(lambda layer: "gru"))
+
+
+@LAYERS.register("last_step", "Keeps the sequence's last step only (a many-to-one head): "
+                 "(steps, units) -> (units).", prefix="last", sequence_only=True, hidden=True)
+def _last_step(ctx, layer, in_shape):
+    _, units = _sequence(in_shape)
+    return ctx.make(LastStep), (units,)
+
+
+def check_sequence_input(shape) -> None:
+    if len(shape) != 2:
+        raise SpecError(f"it needs a sequence (steps, features), but its input has shape "
+                        f"{list(shape)}. Recurrent layers go first, on sequence data (adding, "
+                        "sine), before last_step or any linear layer")
