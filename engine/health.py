@@ -104,6 +104,10 @@ GUESS = 0.9              # a loss at 90% of a constant guess's or above has lear
 GUESS_AFTER = 20         # ... once this many steps have been taken
 
 # logged rows a sign must hold on in a row before it is reported
+TIME_VANISHING = 1e-2   # dL/dh_t at a sequence's first step / at its last step, below this
+TIME_EXPLODING = 1e2    # ... above this (the median over the last TIME_ROWS logged rows)
+TIME_ROWS = 5
+TIME_STUCK = 0.5        # ... and it matters while the train loss is above half a constant guess's
 PERSIST = {"exploding": 2, "symmetric": 2, "unscaled_inputs": 2, "vanishing": 3, "dead": 3,
            "saturated": 3, "underfitting": 2, "plateau": 2, "too_slow": 2}
 
@@ -280,6 +284,7 @@ class Net:
     adaptive: bool                   # Adam-like optimizer
     linear_data: bool = False        # a dataset a linear model fits (its registry tag)
     init_gain: float = 1.0           # the widest hidden weight std / Xavier's std for that layer
+    recurrent: dict = field(default_factory=dict)  # recurrent layer name -> (type, spec index)
 
     @property
     def squashing(self) -> bool:
@@ -325,7 +330,9 @@ def net_facts(spec, model, data) -> Net:
     gains = [float(w.detach().float().std()) / math.sqrt(2 / (w.shape[0] + w.shape[1]))
              for n in hidden for w in weight_params(getattr(model, n))
              if w.dim() == 2 and w.numel() > 1]
-    return Net(hidden=hidden, activations=acts,
+    recurrent = {n: (i["type"], i["spec_index"]) for n, i in info.items()
+                 if i["type"] in LAYERS and LAYERS[i["type"]].tags.get("recurrent")}
+    return Net(hidden=hidden, activations=acts, recurrent=recurrent,
                suited_init=ACTIVATIONS[spec.model.activation.name].tags["init"],
                init=spec.model.init.name, bias_init=spec.model.bias_init,
                has_norm=any(LAYERS[i["type"]].tags.get("normalizes") for i in info.values()
@@ -383,6 +390,9 @@ class Evidence:
 
     def grad_ratio(self) -> tuple[float, dict, dict] | None:
         return grad_ratio(self.row)
+
+    def row_layer(self, name: str) -> dict:
+        return next(lay for lay in self.row.get("layers") or () if lay["name"] == name)
 
     def seen(self, status: str) -> int:
         """Logged rows in a row, ending with the previous one, whose signs include `status`."""
@@ -534,6 +544,10 @@ def check_diverging(ev: Evidence):
 
 
 def check_exploding(ev: Evidence):
+    return check_exploding_in_depth(ev) or check_exploding_in_time(ev)
+
+
+def check_exploding_in_depth(ev: Evidence):
     spec, net = ev.spec, ev.net
     chance, loss = (net.chance_loss if net else None), ev.row.get("train_loss")
     grad = ev.row.get("grad_norm")
@@ -590,10 +604,61 @@ def check_unscaled(ev: Evidence):
             "the inputs.", [standardise_inputs(ev.spec)])
 
 
+def time_ratios(ev: Evidence) -> dict[str, float]:
+    """{recurrent layer: the median over the last TIME_ROWS logged rows of dL/dh_t at the first
+    time step / at the last}: how much of the loss's gradient reaches a sequence's start."""
+    ratios: dict[str, list[float]] = {}
+    for r in [*ev.rows[-(TIME_ROWS - 1):], ev.row]:
+        for lay in r.get("layers") or ():
+            g = lay.get("time_grad")
+            if g and len(g) > 1 and g[-1] > 0:
+                ratios.setdefault(lay["name"], []).append(g[0] / g[-1])
+    return {name: sorted(v)[len(v) // 2] for name, v in ratios.items()}
+
+
+def _to_lstm(spec, index: int) -> dict:
+    """The fix that swaps a plain recurrent layer for an LSTM of the same size."""
+    layer = {k: v for k, v in spec.model.layers[index].to_dict().items() if k != "nonlinearity"}
+    return fix("Switch to an LSTM", {f"model.layers.{index}": {**layer, "type": "lstm"}})
+
+
+def check_vanishing_in_time(ev: Evidence):
+    """A plain RNN whose gradient fades back through the steps while the loss stays high: the
+    start of each sequence cannot reach the loss. (LSTMs and GRUs often start this way and
+    then open their gates, so only the plain cell is called out.)"""
+    loss, chance = ev.row.get("train_loss"), ev.net and ev.net.chance_loss
+    if loss is None or not chance or loss < TIME_STUCK * chance:
+        return None  # the net does well: whatever it needs of the past reaches it
+    for name, ratio in time_ratios(ev).items():
+        kind, index = ev.net.recurrent.get(name, (None, None))
+        if kind == "rnn" and ratio < TIME_VANISHING:
+            g = ev.row_layer(name)["time_grad"]
+            return (f"Vanishing gradients through time: in {name}, dL/dh_t is {_fmt(g[-1])} at "
+                    f"the last step but only {_fmt(g[0])} at the first ({_fmt(ratio)}x over the "
+                    "last rows), so what happened early in a sequence barely reaches the loss. "
+                    "A plain RNN multiplies the gradient by its recurrent weights and its tanh "
+                    "slopes once per step, and the steps compound it. An LSTM carries its cell "
+                    "state forward by additions, with a forget gate that learns to keep it.",
+                    [_to_lstm(ev.spec, index)])
+    return None
+
+
+def check_exploding_in_time(ev: Evidence):
+    for name, ratio in time_ratios(ev).items():
+        if ratio > TIME_EXPLODING:
+            g = ev.row_layer(name)["time_grad"]
+            return (f"Exploding gradients through time: in {name}, dL/dh_t grows from "
+                    f"{_fmt(g[-1])} at the last step to {_fmt(g[0])} at the first "
+                    f"({_fmt(ratio)}x): every step multiplies it by more than 1. Clipping "
+                    "caps the step it causes; smaller recurrent weights or a lower rate keep "
+                    "it from growing.", [clip_gradients(ev.spec), lower_lr(ev.spec)])
+    return None
+
+
 def check_vanishing(ev: Evidence):
     ratio = ev.grad_ratio()
     if ratio is None or ratio[0] >= VANISHING_RATIO:
-        return None
+        return check_vanishing_in_time(ev)
     if any(v >= DEAD_BLOCKING for v in ev.unit_stat("dead_frac").values()):
         return None  # a dead layer blocks the gradient: that is the finding, not vanishing
     r, first, last = ratio

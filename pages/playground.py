@@ -421,6 +421,9 @@ with st.sidebar:
                 widgets.param_widget(p, f"{W}training.augment.{name}", col)
             if spec.training.augment is not None:
                 views.augment_preview(spec)
+    if DATASETS[spec.data.name].tags.get("input") == "sequence":
+        widgets.param_widget(TRAINING_PARAMS["tbptt"], W + "training.tbptt", st,
+                             "truncate backprop through time after (steps; 0: never)")
     widgets.phases_section(spec)
     c1, c2, c3 = st.columns(3)
     widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
@@ -571,7 +574,7 @@ def live_panel():
             st.error(f"Training failed: {run.error}")
     views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
     view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations",
-                                         "Filters", "Metrics"],
+                                         "Filters", "Metrics", "Through time"],
                                 key="view", default="Overview", label_visibility="collapsed")
     if view == "Metrics":
         shown = trainer.data if trainer else data
@@ -594,6 +597,8 @@ def live_panel():
             st.info("Gradient charts appear after the first step.")
     elif view == "Activations":
         views.activation_charts(run, rows)
+    elif view == "Through time":
+        views.time_view(rows)
     else:
         if trainer:
             views.phase_summary(trainer)

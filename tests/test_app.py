@@ -126,8 +126,10 @@ def test_changing_a_parameter_reaches_the_spec(at):
 def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
     while len(at.session_state["layer_ids"]) > 1:  # start from one hidden layer
         at.button(key=f"rm.{at.session_state['layer_ids'][-1]}").click().run()
-    flat = [k for k in LAYERS.keys() if not LAYERS[k].tags.get("image_only")]
-    for kind in flat:  # the convolutional ones need images: test_a_cnn_on_shapes...
+    flat = [k for k in LAYERS.keys()
+            if not LAYERS[k].tags.get("image_only") and not LAYERS[k].tags.get("sequence_only")]
+    for kind in flat:  # convolutional ones need images (test_a_cnn_on_shapes...), recurrent
+        # ones sequences (test_a_sequence_set...)
         button(at, f"+ {kind.replace('_', ' ')}").click().run()
     no_problems(at)
     types = [layer.type for layer in spec_of(at).model.layers]
@@ -883,10 +885,15 @@ def test_a_sequence_set_trains_with_every_view_drawn(dataset):
     at.run()
     no_problems(at)
     button(at, "Step").click().run()
-    for view in ("Overview", "Network", "Gradients", "Activations", "Filters", "Metrics"):
+    for view in ("Overview", "Network", "Gradients", "Activations", "Filters", "Metrics",
+                 "Through time"):
         at.session_state["view"] = view
         at.run()
         no_problems(at)
+    heat = next(f for f in figures(at) if "dL/dh_t through time" in f["layout"]["title"]["text"])
+    time_grad = the_run(at).trainer.history.rows[-1]["layers"][0]["time_grad"]
+    assert len(heat["data"][0]["z"]) == len(time_grad)  # one row per time step
+    assert any("gate values over time" in f["layout"]["title"]["text"] for f in figures(at))
 
 
 def test_the_overview_draws_sample_sequences_with_their_predictions():
@@ -905,3 +912,15 @@ def test_the_overview_draws_sample_sequences_with_their_predictions():
     assert after["layout"]["annotations"][0]["text"].endswith(f"predicted {first:.3g}")
     marked = after["data"][1]["x"]  # the adding problem's two marks
     assert len(marked) == 2
+
+
+def test_sequence_data_offers_truncated_bptt():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert "w.training.tbptt" not in [n.key for n in at.number_input]  # 2-D points
+    at.selectbox(key="w.data.name").set_value("adding").run()
+    at.number_input(key="w.training.tbptt").set_value(5).run()
+    no_problems(at)
+    assert spec_of(at).training.tbptt == 5
+    at.number_input(key="w.training.tbptt").set_value(0).run()
+    assert "tbptt" not in spec_of(at).to_dict()["training"]  # written only when on

@@ -251,6 +251,31 @@ def channel_heatmap(layers: list[dict]) -> go.Figure | None:
                   yaxis=dict(autorange="reversed", type="category"))
 
 
+def time_grad_heatmap(rows: list[dict], name: str) -> go.Figure:
+    """A recurrent layer's dL/dh_t over time steps (up) and training steps (across), log10: a
+    gradient that vanishes back through time shows as a colour fading towards step 0."""
+    logged = [(r["step"], lay["time_grad"]) for r in rows for lay in r.get("layers") or ()
+              if lay["name"] == name and lay.get("time_grad")]
+    steps = [s for s, _ in logged]
+    length = max((len(g) for _, g in logged), default=0)
+    z = [[_r(math.log10(g[t])) if t < len(g) and g[t] > 0 else None for _, g in logged]
+         for t in range(length)]
+    trace = dict(type="heatmap", x=steps, y=list(range(length)), z=z, colorscale="Viridis",
+                 colorbar=dict(title=dict(text="log10"), thickness=10),
+                 hovertemplate="training step %{x}, time step %{y}: 10^%{z:.2f}<extra></extra>")
+    return figure([trace], f"{name}: dL/dh_t through time (log10)", f"time_grad:{name}",
+                  height=320, xaxis=dict(title=dict(text="training step")),
+                  yaxis=dict(title=dict(text="time step t")))
+
+
+def gates_figure(gates: dict[str, list[float]], name: str) -> go.Figure:
+    """Each gate's mean value at every time step of the latest logged batch."""
+    traces = [_line(range(len(v)), v, gate) for gate, v in gates.items()]
+    return figure(traces, f"{name}: gate values over time (latest logged batch)",
+                  f"gates:{name}", height=260, xaxis=dict(title=dict(text="time step t")),
+                  yaxis=dict(range=[0, 1]))
+
+
 def activation_histograms(samples: dict, layers: list[dict], bins: int = 40) -> go.Figure:
     """Small multiples: each layer's activation values, titled with dead/saturated shares."""
     names = [lay["name"] for lay in layers if lay["name"] in samples]

@@ -36,7 +36,9 @@ CHOICES = {"model.activation": ACTIVATIONS, "model.init": INITIALIZERS, "loss": 
            "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 SCALARS = ("seed", "device", "data.normalize", "data.val_fraction", "data.test_fraction",
            "model.bias_init", "regularization.l1", "regularization.l2", "training.batch_size",
-           "training.steps", "training.log_every")
+           "training.steps", "training.log_every", "training.tbptt")
+# scalars to_dict leaves out at their default (older configs have none of them)
+UNWRITTEN = {"training.tbptt": 0}
 # Settings with no widget yet: carried through unchanged from the loaded spec, so a config from
 # the CLI or a link keeps them.
 HIDDEN = ("model.output", "training.eval_every", "training.early_stopping.min_delta",
@@ -155,6 +157,9 @@ def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
     """Every widget key for `spec`, and fresh layer ids in stack order."""
     d = spec.to_dict()
     out = {W + path: _get(d, path) for path in SCALARS}
+    for path, default in UNWRITTEN.items():
+        if out[W + path] is None:
+            out[W + path] = default
     out[W + "data.name"] = spec.data.name
     for name, value in spec.data.params.items():
         out[W + "data." + name] = widget_value(value)

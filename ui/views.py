@@ -499,6 +499,27 @@ def activation_charts(run, rows: list[dict]) -> None:
                    "to track.")
 
 
+def time_view(rows: list[dict]) -> None:
+    """Backpropagation through time, seen: each recurrent layer's dL/dh_t heatmap and its
+    gates over the steps of the latest logged batch."""
+    last = next((r for r in reversed(rows) if r.get("layers")), None)
+    recurrent = [lay for lay in (last or {}).get("layers") or () if lay.get("time_grad")]
+    if not recurrent:
+        st.info("This view is for recurrent layers (rnn, lstm, gru) on sequence data: it draws "
+                "dL/dh_t at every time step. " + ("Start training to see it." if not rows else
+                                                  "This model has none."))
+        return
+    for lay in recurrent:
+        live_plot(charts.time_grad_heatmap(rows, lay["name"]), f"time_grad:{lay['name']}")
+        g = lay["time_grad"]
+        if g[-1] > 0 and g[0] > 0:
+            st.caption(f"Latest batch: dL/dh_t is {g[-1]:.2g} at the last step and {g[0]:.2g} "
+                       f"at the first ({g[0] / g[-1]:.2g}x): what the first steps can still "
+                       "learn from the loss.")
+        if lay.get("gates"):
+            live_plot(charts.gates_figure(lay["gates"], lay["name"]), f"gates:{lay['name']}")
+
+
 def page_address(url: str | None) -> str:
     """The page's address without its query, ready for "?cfg=...": a bare host gets its "/"
     (st.context.url gives "http://host:port" for the root page)."""

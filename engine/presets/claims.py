@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-from ..health import grad_ratio
+from ..health import grad_ratio, time_ratios
 from ..model import count_params
 from ..spec import ExperimentSpec
 from . import load_preset
@@ -141,6 +141,12 @@ def _occlusion_on_shape(o, examples: int = 20, margin: int = 1) -> float | None:
     return hits / min(examples, len(data.y_val))
 
 
+def _last_evidence(o):
+    """The last logged rows, as the health check reads them."""
+    from ..health import Evidence
+    return Evidence(row=o.rows[-1], rows=o.rows[:-1], spec=o.trainer.spec)
+
+
 def _receptive_field(o) -> int | None:
     """The receptive field of the last layer that still has positions (before a global pool
     or a dense layer), in input pixels."""
@@ -166,6 +172,7 @@ MEASURES = {
     "macro_f1": lambda o: _report(o)["per_class"]["macro"]["f1"],
     "occlusion_on_shape": _occlusion_on_shape,
     "receptive_field": _receptive_field,
+    "time_grad_ratio": lambda o: next(iter(time_ratios(_last_evidence(o)).values()), None),
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
     "train_loss": lambda o: o.train["loss"],
