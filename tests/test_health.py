@@ -545,3 +545,42 @@ def test_every_choice_the_advice_prescribes_is_registered():
     ExperimentSpec.from_dict({"model": {"layers": H.with_batchnorm(
         ExperimentSpec.from_dict({"model": {"layers": [8, {"type": H.RESIDUAL, "units": 8}]}})
     )["changes"]["model.layers"]}})
+
+
+# ----------------------------------------------------------------------------- through time
+
+RNN_SPEC = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 4},
+                                     "model": {"layers": [{"type": "rnn", "units": 8},
+                                                          {"type": "last_step"}]}})
+
+
+def through_time(first, last, loss, kind="rnn"):
+    """A recurrent layer's row whose dL/dh_t goes from `last` (the last step) to `first`."""
+    facts = net(hidden=["rnn1"], activations=set(), recurrent={"rnn1": (kind, 0)},
+                chance_loss=1 / 6)
+    make = lambda: row(layer("rnn1", time_grad=[first, first * 2, last / 2, last]),  # noqa: E731
+                       train_loss=loss, train_acc=None)
+    return make, facts
+
+
+@pytest.mark.parametrize("first, last, loss, kind, expected", [
+    (1e-6, 1.0, 0.16, "rnn", "vanishing"),   # fades 10^6x while stuck at a guess's error
+    (1e-6, 1.0, 0.01, "rnn", "ok"),          # fades, but the net does well: the past it needs
+    (1e-6, 1.0, 0.16, "lstm", "ok"),         # gated cells often start so, then open their gates
+    (0.02, 1.0, 0.16, "rnn", "ok"),          # a 50x fade is not the cause
+    (1e4, 1.0, 0.16, "rnn", "exploding"),    # grows 10^4x back through time
+    (1e4, 1.0, 0.01, "gru", "exploding"),
+])
+def test_the_verdict_through_time(first, last, loss, kind, expected):
+    make, facts = through_time(first, last, loss, kind)
+    status = "vanishing" if expected == "ok" else expected
+    v = persisted(status, H.PERSIST.get(status, 1), make, spec=RNN_SPEC, facts=facts)
+    assert v["status"] == expected, v
+    if expected == "vanishing":
+        assert "through time" in v["messages"][0]
+        assert [f["label"] for f in v["fixes"]] == ["Switch to an LSTM"]
+        changed = RNN_SPEC.with_changes(v["fixes"][0]["changes"])
+        assert changed.model.layers[0].type == "lstm" and changed.model.layers[0].get("units") == 8
+    if expected == "exploding":
+        assert "through time" in v["messages"][0]
+        assert "Clip gradients at norm 1" in [f["label"] for f in v["fixes"]]
