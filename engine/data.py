@@ -473,6 +473,30 @@ def make_sine(generator, n, length, noise):
     return x[:, :, None], wave[:, length:]
 
 
+SYMBOLS = "ABCDEFGH"  # the copy task's alphabet; class 0 is the blank
+
+
+@DATASETS.register("copy", "Memory: a few random letters, then `delay` blank steps, then a go "
+                   "signal; the net must answer blank until the go signal and then repeat the "
+                   "letters in order (an answer at every step).",
+                   (_n(2000), _length(5, "letters to remember"),
+                    Param("delay", 10, "blank steps between the letters and the go signal",
+                          low=0, high=500)),
+                   task="classification", input="sequence", targets="steps",
+                   classes=len(SYMBOLS) + 1, class_names=("blank", *SYMBOLS))
+def make_copy(generator, n, length, delay):
+    letters = torch.randint(1, len(SYMBOLS) + 1, (n, length), generator=generator)
+    steps = 2 * length + delay
+    y = torch.zeros(n, steps, dtype=torch.long)
+    y[:, length + delay:] = letters  # blank (0) until the recall
+    shown = torch.zeros(n, steps, dtype=torch.long)
+    shown[:, :length] = letters  # the input: the letters, then blanks
+    x = torch.nn.functional.one_hot(shown, len(SYMBOLS) + 1).float()
+    go = torch.zeros(n, steps, 1)
+    go[:, length + delay:] = 1.0  # "repeat now"
+    return torch.cat([x, go], 2), y, {"classes": ("blank", *SYMBOLS)}
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 
@@ -543,6 +567,13 @@ def named_subset(x, y, names: dict, subset):
             {**names, "classes": tuple(all_names[c] for c in subset)})
 
 
+def fit_rows(x: torch.Tensor) -> torch.Tensor:
+    """What input scaling is fitted on: the examples, and for sequences (examples, steps,
+    features) every step of every example, so each feature gets one shift and scale at all
+    steps (a per-step scale would blank a signal that is constant at a step, like a go flag)."""
+    return x.flatten(0, 1) if x.dim() == 3 else x
+
+
 def load_dataset(data, seed: int, scaling=None) -> Dataset:
     """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only, or
     are `scaling` = (shift, scale) when given (a fine-tuned model sees its inputs scaled as
@@ -561,7 +592,7 @@ def load_dataset(data, seed: int, scaling=None) -> Dataset:
         classes = data.classes or classes
     x = features_of(raw_x, data.features) if data.features else raw_x
     train, val, test = split(len(y), data.val_fraction, data.test_fraction, gen)
-    shift, scale = scaling or NORMALIZERS[data.normalize].factory(x[train])
+    shift, scale = scaling or NORMALIZERS[data.normalize].factory(fit_rows(x[train]))
     x = (x - shift) / scale
     points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \
         if data.features else {}

@@ -42,7 +42,7 @@ from .model import StreamRef
 from .registry import (DATASETS, FEATURES, INITIALIZERS, LOSSES, NORMALIZERS, OPTIMIZERS,
                        SCHEDULES)
 from .spec import ExperimentSpec, load_spec
-from .trainer import loss_wrapping, output_dim
+from .trainer import loss_wrapping, output_dim, per_step_targets
 from .transfer import frozen_layers, pretrain_spec, teacher_spec
 
 MAX_LINE = 99
@@ -344,10 +344,12 @@ def _data(spec: ExperimentSpec, script: Script, scaling: str | None = None) -> l
     split = script.call(portable.split_indices, Code("len(y)"), d.val_fraction, d.test_fraction,
                         Code("data_gen"))
     normalizer = NORMALIZERS[d.normalize]
+    sequences = entry.tags.get("input") == "sequence"  # one scale per feature, at every step
     scale_lines = [
         *_comment(f"Normalisation '{d.normalize}': {normalizer.doc} The statistics come from the "
                   "train split only, so nothing leaks from validation or test data."),
-        _assign("shift, scale", script.call(normalizer.exported, Code("x[train_idx]")))]
+        _assign("shift, scale", script.call(normalizer.exported, Code(
+            "x[train_idx].flatten(0, 1)" if sequences else "x[train_idx]")))]
     if scaling is not None:  # fine-tuning: inputs scaled as the pretrained layers saw them
         scale_lines = ["# Inputs scaled with the pretraining data's statistics: the pretrained",
                        "# layers learned on inputs scaled that way.",
@@ -403,12 +405,14 @@ def _optimizer(spec: ExperimentSpec, script: Script, frozen: bool = False) -> li
 def _loss(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
     entry = LOSSES[spec.loss.name]
     criterion = script.entry_call(entry, spec.loss.params)
-    wrapping = {k: v for k, v in loss_wrapping(entry, task == "classification").items() if v}
+    wrapping = {k: v for k, v in loss_wrapping(entry, task == "classification",
+                                               per_step_targets(spec)).items() if v}
     loss = script.call(portable.task_loss, Code(render(criterion)), **wrapping) if wrapping \
         else criterion
     note = {"one_logit": "one logit per example: sigmoid(out) is the probability of class 1",
             "on_classes": "a regression loss on classes: softmax probabilities against one-hot "
-                          "targets"}
+                          "targets",
+            "per_step": "a class at every step of a sequence: each step counts as an example"}
     return [*script.take(), *_comment(f"Loss '{entry.key}': {entry.doc}"),
             *[f"# ({note[k]})" for k in wrapping], _assign("loss_fn", loss)]
 

@@ -76,7 +76,7 @@ def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, ba
         loss_sum, since = loss_sum + loss.item(), since + 1
         if classes:
             correct += (predict_classes(out.detach(), one_logit) == yb).sum().item()
-            seen += len(yb)
+            seen += yb.numel()
         if not (step == 1 or step % log_every == 0 or step == steps):
             continue
         row = {"step": step, "lr": lr, "train_loss": loss_sum / since}

@@ -35,6 +35,7 @@ def _split_inputs(trainer, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise SpecError(f"class metrics need class labels, but this run is a regression: the "
                         f"{split!r} split has continuous targets")
     x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+    y = y.flatten()  # a class at every step of a sequence: each step is scored
     if len(y) == 0:
         hint = f"; set data.{split}_fraction above 0" if split != "train" else ""
         raise SpecError(f"the {split!r} split is empty: there is nothing to score{hint}")
@@ -51,7 +52,8 @@ def class_scores(trainer, split: str) -> torch.Tensor:
     # chunked like Trainer.evaluate, so a large split does not need one huge forward pass
     step = trainer.eval_chunk
     chunks = [trainer.predict(x[i:i + step]) for i in range(0, len(x), step)]
-    return torch.cat(chunks).cpu()
+    probs = torch.cat(chunks).cpu()
+    return probs.flatten(0, 1) if probs.dim() == 3 else probs  # a class at every step
 
 
 @torch.no_grad()
@@ -84,7 +86,7 @@ def _decide(trainer, x: torch.Tensor, scores: torch.Tensor | None, threshold) ->
     # the engine's own rule on the logits (the sign of a single logit, else the largest):
     # sigmoid and softmax can round two different logits to one probability, and then argmax
     # of the probabilities would disagree with the accuracy Trainer.evaluate reports
-    return predict_classes(_outputs(trainer, x), trainer.binary).cpu()
+    return predict_classes(_outputs(trainer, x), trainer.binary).cpu().flatten()
 
 
 def predicted_classes(trainer, split: str, threshold: float | None = None) -> torch.Tensor:

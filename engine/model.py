@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import SpecError
-from .registry import ACTIVATIONS, INITIALIZERS, LAYERS, Param
+from .registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, Param
 from .portable import Concat, Dropout, Residual, generator as make_generator
 if TYPE_CHECKING:  # spec.py reads LAYERS' defaults, so model.py is imported (and its layer
     from .spec import Choice, ExperimentSpec, LayerSpec  # types registered) before spec.py
@@ -222,11 +222,16 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
                       "dies": bool(watched and watched.tags.get("dies")),
                       "bounds": watched.tags.get("bounds") if watched else None,
                       "spec_index": i}
-    if len(shape) > 1:
+    per_step = DATASETS[spec.data.name].tags.get("targets") == "steps"
+    if per_step and len(shape) != 2:
+        raise SpecError(f"{spec.data.name} wants an answer at every step of its sequences, but "
+                        f"the last layer gives shape {list(shape)}: end the stack with a "
+                        "recurrent layer (no last_step, no linear layer after it)")
+    if len(shape) > 1 and not per_step:
         layers["flatten"] = ctx.make(nn.Flatten)
         info["flatten"] = {"type": "flatten", "shown": False}
         shape = (_flat(shape),)
-    layers["out"] = ctx.linear(shape[0], out_dim, None)
+    layers["out"] = ctx.linear(shape[-1], out_dim, None)  # per step: on each step's state
     info["out"] = {"type": "output", "shown": True, "activation": None, "dies": False,
                    "bounds": None, "spec_index": None}
     net = Net(layers, info)

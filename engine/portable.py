@@ -227,20 +227,25 @@ class LastStep(nn.Module):
 # ----------------------------------------------------------------------------- loss and classes
 
 
-def task_loss(criterion, one_logit=False, on_classes=False):
+def task_loss(criterion, one_logit=False, on_classes=False, per_step=False):
     """The loss as training uses it. one_logit: a two-class loss on a single output (sigmoid
     inside, e.g. BCEWithLogitsLoss); on_classes: a regression loss on class labels, comparing
-    softmax probabilities with one-hot targets."""
+    softmax probabilities with one-hot targets; per_step: a class at every step of a sequence,
+    outputs (batch, steps, classes): every step counts as one more example."""
     if one_logit:
-        return lambda out, y: criterion(out[:, 0], y.float())
-    if on_classes:
-        return lambda out, y: criterion(out.softmax(1), nn.functional.one_hot(y, out.shape[1]).float())
-    return criterion
+        loss = lambda out, y: criterion(out[:, 0], y.float())  # noqa: E731
+    elif on_classes:
+        loss = lambda out, y: criterion(out.softmax(1), nn.functional.one_hot(y, out.shape[1]).float())  # noqa: E731,E501
+    else:
+        loss = criterion
+    if per_step:
+        return lambda out, y: loss(out.flatten(0, 1), y.flatten())
+    return loss
 
 
 def predict_classes(out, one_logit=False):
     """Class indices from the outputs: the sign of the one logit, or the largest output."""
-    return (out[:, 0] > 0).long() if one_logit else out.argmax(1)
+    return (out[..., 0] > 0).long() if one_logit else out.argmax(-1)
 
 
 # ----------------------------------------------------------------------------- the update

@@ -26,7 +26,7 @@ from .errors import SpecError
 from .history import History
 from .model import build_model, count_params, describe
 from .portable import Batches, Dropout, augment_images, predict_classes, task_loss
-from .registry import LOSSES, OPTIMIZERS, SCHEDULES
+from .registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
 from .transfer import freeze_layers, input_scaling, phase_callbacks
@@ -52,18 +52,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_loss(choice, task: str):
+def make_loss(choice, task: str, per_step: bool = False):
     """Loss callable (output, target) for the task. Classification targets are class indices;
     bce uses a single logit; a regression loss on classes compares softmax with one-hot."""
     entry = LOSSES[choice.name]
     classification = task == "classification"
-    return task_loss(entry.build(**choice.params), **loss_wrapping(entry, classification))
+    return task_loss(entry.build(**choice.params),
+                     **loss_wrapping(entry, classification, per_step))
 
 
-def loss_wrapping(entry, classification: bool) -> dict:
-    """task_loss's keyword arguments for a loss entry on this task (the exporter writes them)."""
+def loss_wrapping(entry, classification: bool, per_step: bool = False) -> dict:
+    """task_loss's keyword arguments for a loss entry on this task (the exporter writes them);
+    per_step: the dataset has a class at every step of a sequence."""
     return {"one_logit": classification and bool(entry.tags.get("binary")),
-            "on_classes": classification and entry.tags["task"] == "regression"}
+            "on_classes": classification and entry.tags["task"] == "regression",
+            "per_step": classification and per_step}
+
+
+def per_step_targets(spec: ExperimentSpec) -> bool:
+    """The dataset asks for an answer at every step of its sequences (its registry tag)."""
+    return DATASETS[spec.data.name].tags.get("targets") == "steps"
 
 
 def output_dim(spec: ExperimentSpec, data: Dataset) -> int:
@@ -95,7 +103,7 @@ class Trainer:
         self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
         self.frozen = freeze_layers(s, self.model)  # pretrain.freeze: kept as pretrained
         self.params = list(self.model.parameters())  # walking the module tree costs ~20 us
-        self.loss_fn = make_loss(s.loss, self.data.task)
+        self.loss_fn = make_loss(s.loss, self.data.task, per_step_targets(s))
         # what the update minimises: the loss, unless a phase (distillation) adds to it
         self.objective = lambda out, xb, loss: loss
         self.phase: dict | None = None  # a pretraining or teacher phase's summary, once trained
@@ -262,7 +270,7 @@ class Trainer:
             self.scheduler.step()
         self.step_count = step
         self._loss_sum += loss.detach()
-        self._seen += len(yb)
+        self._seen += yb.numel()  # a sequence with a class at every step counts each step
         self._batches_since += 1
         if self.data.task == "classification":
             # argmax/eq/sum/add_ on every step cost ~12 us on CPU; batching them per row (or
@@ -372,7 +380,7 @@ class Trainer:
             if self.data.task == "classification":
                 correct += (predict_classes(out, self.binary) == yb).sum()
         self.model.train(was_training)
-        loss, acc = (torch.stack([loss_sum, correct]) / len(y)).tolist()
+        loss, acc = (torch.stack([loss_sum / len(y), correct / y.numel()])).tolist()
         return {"loss": loss, "acc": acc if self.data.task == "classification" else None}
 
     @torch.no_grad()
@@ -386,9 +394,9 @@ class Trainer:
         if self.data.task != "classification":
             return out
         if self.binary:
-            p = torch.sigmoid(out[:, 0])
-            return torch.stack([1 - p, p], 1)
-        return out.softmax(1)
+            p = torch.sigmoid(out[..., 0])
+            return torch.stack([1 - p, p], -1)
+        return out.softmax(-1)
 
     def _finish(self):
         if getattr(self, "_finished", False):

@@ -924,3 +924,39 @@ def test_sequence_data_offers_truncated_bptt():
     assert spec_of(at).training.tbptt == 5
     at.number_input(key="w.training.tbptt").set_value(0).run()
     assert "tbptt" not in spec_of(at).to_dict()["training"]  # written only when on
+
+
+def test_picking_sequence_data_gives_a_recurrent_stack_and_back():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.selectbox(key="w.data.name").set_value("copy").run()
+    no_problems(at)
+    assert [lay.type for lay in spec_of(at).model.layers] == ["lstm"]  # an answer per step
+    at.selectbox(key="w.data.name").set_value("adding").run()
+    assert [lay.type for lay in spec_of(at).model.layers] == ["lstm"]  # already recurrent
+    at.selectbox(key="w.data.name").set_value("moons").run()
+    assert [lay.type for lay in spec_of(at).model.layers] == ["linear", "linear"]
+    at.selectbox(key="w.data.name").set_value("sine").run()
+    assert [lay.type for lay in spec_of(at).model.layers] == ["lstm", "last_step"]
+    at.selectbox(key="w.data.name").set_value("copy").run()
+    button(at, "Step").click().run()
+    at.session_state["view"] = "Metrics"
+    at.run()
+    no_problems(at)
+
+
+def test_the_overview_spells_out_a_copy_tasks_sequences():
+    spec = ExperimentSpec.from_dict({"data": {"name": "copy", "n": 100, "length": 3, "delay": 2},
+                                     "model": {"layers": [{"type": "gru", "units": 8}]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    button(at, "Step").click().run()
+    no_problems(at)
+    table = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample seq"))
+    read, target, answers = table["data"][0]["cells"]["values"]
+    data = the_run(at).trainer.data
+    letters = [data.class_names[int(c)] for c in data.y_train[0, -3:]]
+    assert read[0].split()[:3] == letters and read[0].split()[-3:] == ["▶"] * 3
+    assert target[0].split() == ["·"] * 5 + letters
+    assert len(answers[0].split()) == 8

@@ -368,6 +368,8 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
         config["data"] = {"name": key, **({"n": 120} if entry.param("n") else {})}
         if entry.tags.get("upload"):
             config["data"] |= {entry.tags["upload"]: csv_path, entry.tags["column"]: "label"}
+        if entry.tags.get("targets") == "steps":  # an answer at every step: a recurrent stack
+            config["model"]["layers"] = [{"type": "rnn", "units": 6}]
     elif kind == "feature":
         config["data"]["features"] = [key]
     elif kind == "normalization":

@@ -182,3 +182,45 @@ def test_lstm_rows_carry_each_gates_mean_per_step():
     assert gates["forget"] == pytest.approx(caught, rel=1e-6)
     assert len(t.history.rows[0]["layers"][0]["time_grad"]) == 5
     assert lstm.watch is None  # no watching outside logged steps
+
+
+# ----------------------------------------------------------------------------- an answer per step
+
+COPY = {"data": {"name": "copy", "n": 120, "length": 3, "delay": 2, "normalize": "none"},
+        "model": {"layers": [{"type": "gru", "units": 8}]},
+        "training": {"steps": 3, "batch_size": 8, "log_every": 1}}
+
+
+def test_the_copy_task_asks_for_blanks_then_the_letters_in_order():
+    data = load_dataset(ExperimentSpec.from_dict(COPY).data, 0)
+    x, y = data.x_train, data.y_train
+    assert x.shape[1:] == (8, 10) and y.shape[1:] == (8,)  # 3 + 2 + 3 steps; 9 symbols + go
+    letters = x[:, :3, :9].argmax(2)
+    assert (letters > 0).all() and torch.equal(y[:, 5:], letters)
+    assert (y[:, :5] == 0).all() and (x[:, 5:, 9] == 1).all() and (x[:, :5, 9] == 0).all()
+    assert data.class_names[0] == "blank" and data.classes == 9
+
+
+def test_every_step_is_scored_as_an_example():
+    """Oracle: cross-entropy and accuracy over all (example, step) pairs, by hand."""
+    t = Trainer(ExperimentSpec.from_dict(COPY)).run()
+    x, y = t.data.x_val, t.data.y_val
+    t.model.eval()
+    with torch.no_grad():
+        out = t.model(x)
+    assert out.shape == (len(y), 8, 9)
+    loss = torch.nn.functional.cross_entropy(out.reshape(-1, 9), y.reshape(-1))
+    acc = (out.argmax(-1) == y).float().mean()
+    val = t.evaluate("val")
+    assert val["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert val["acc"] == pytest.approx(float(acc), rel=1e-6)
+    from engine.metrics import report
+    r = report(t, "val")
+    assert r["examples"] == y.numel() and r["accuracy"] == pytest.approx(val["acc"])
+
+
+def test_an_answer_per_step_needs_the_stack_to_end_on_a_sequence():
+    spec = ExperimentSpec.from_dict({**COPY, "model": {"layers": [{"type": "gru"},
+                                                                  {"type": "last_step"}]}})
+    with pytest.raises(SpecError, match="answer at every step"):
+        Trainer(spec)

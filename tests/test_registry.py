@@ -67,6 +67,9 @@ def config_for(kind, key, tmp_path):
                                          "target": "label"}})
         if key == "digits":
             return merge(BASE, {"data": {"name": "digits", "n": 50}})
+        if ALL["dataset"][key].tags.get("targets") == "steps":  # an answer at every step
+            return merge(BASE, {"data": {"name": key, "n": 60},
+                                "model": {"layers": [{"type": "rnn", "units": 6}]}})
         return merge(BASE, {"data": {"name": key, "n": 60}})
     if kind == "feature":
         return merge(BASE, {"data": {"features": [key]}})

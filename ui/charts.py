@@ -449,6 +449,18 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
                   **layout)
 
 
+def step_answers_figure(inputs: list[str], targets: list[str],
+                        predicted: list[str] | None = None) -> go.Figure:
+    """Sequences with an answer at every step, as text: what the net read, what it should
+    answer at each step, and what it answers."""
+    header = ["read", "should answer"] + (["answers"] if predicted is not None else [])
+    columns = [inputs, targets] + ([predicted] if predicted is not None else [])
+    trace = dict(type="table", header=dict(values=header, align="left"),
+                 cells=dict(values=columns, align="left", font=dict(family="monospace")))
+    return figure([trace], "Sample sequences (one symbol a step; · blank, ▶ go)", "steps",
+                  height=60 + 32 * (len(inputs) + 1))
+
+
 def image_rows_figure(rows: list[tuple[str, list]], title: str, revision: str,
                       diverging: bool = False) -> go.Figure:
     """Small images in rows, one row per layer: rows = [(caption, [2-D arrays])]. Each image has

@@ -150,6 +150,8 @@ def data_figure(data: Dataset, predict=None):
             if data.task != "classification":
                 outputs = outputs[..., 0]
         return charts.boundary_figure(xs, ys, outputs, _split_points(data), data.task)
+    if data.x_train.ndim == 3 and data.y_train.ndim == 2 and data.task == "classification":
+        return _step_answers(data, predict)
     if data.x_train.ndim == 3:  # sequences (n, steps, features)
         x, y = data.x_train[:6], data.y_train[:6]
         predicted = None if predict is None else predict(x).float().cpu().numpy()
@@ -165,6 +167,23 @@ def data_figure(data: Dataset, predict=None):
     names = list(data.input_names or [f"input {i + 1}" for i in range(x.shape[1])])
     return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y, names,
                                data.class_names if data.task == "classification" else None)
+
+
+def _step_answers(data: Dataset, predict, n: int = 6):
+    """A class at every step (the copy task): inputs, targets and answers as symbols. The input
+    channels are the classes one-hot, then a go flag."""
+    names = [("·" if c == 0 else name[:1]) for c, name in enumerate(data.class_names)]
+    x, y = data.x_train[:n], data.y_train[:n]
+    k = len(names)
+
+    def spell(row):
+        return " ".join(names[int(c)] for c in row)
+    read = [" ".join("▶" if step[k:].sum() > 0 and int(step[:k].argmax()) == 0 else
+                     names[int(step[:k].argmax())] for step in seq) for seq in x.cpu()]
+    answers = None
+    if predict is not None:
+        answers = [spell(row) for row in predict(x).argmax(-1).cpu()]
+    return charts.step_answers_figure(read, [spell(row) for row in y.cpu()], answers)
 
 
 def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool,

@@ -122,7 +122,36 @@ def _dataset_changed() -> None:
     st.session_state[W + "pretrain.classes"] = []
     st.session_state[W + "pretrain.freeze"] = []
     st.session_state[W + "distill.teacher"] = json.dumps(S.default_teacher(entry.key))
+    _stack_follows_input(entry)
     _loss_follows_task()
+
+
+def _stack_follows_input(entry) -> None:
+    """Sequence data needs a recurrent layer first: a stack without one becomes an LSTM (with
+    last_step where one answer per sequence is wanted; none where every step wants one); a
+    recurrent stack left on other data becomes the default dense one."""
+    kinds = [st.session_state.get(f"{W}layer.{lid}.type") for lid in st.session_state["layer_ids"]]
+    recurrent = any(LAYERS[k].tags.get("sequence_only") for k in kinds if k in LAYERS)
+    sequence = entry.tags.get("input") == "sequence"
+    if sequence and recurrent and entry.tags.get("targets") == "steps":
+        # an answer at every step: a last_step head would leave one answer per sequence
+        ids = st.session_state["layer_ids"]
+        st.session_state["layer_ids"] = [lid for lid, k in zip(ids, kinds) if k != "last_step"]
+        return
+    if sequence == recurrent:
+        return
+    if sequence:
+        stack = [LayerSpec(type="lstm")] + ([] if entry.tags.get("targets") == "steps" else
+                                            [LayerSpec(type="last_step")])
+    else:
+        stack = [LayerSpec(type="linear", params={"units": 8})] * 2
+    ids = []
+    for layer in stack:
+        lid = S.new_layer_id()
+        for k, v in S.layer_keys(lid, layer).items():
+            st.session_state[k] = v
+        ids.append(lid)
+    st.session_state["layer_ids"] = ids
 
 
 def _loss_follows_task() -> None:
