@@ -17,6 +17,7 @@ import torch
 from .errors import SpecError
 from .inputs import env_int, read_user_file, short, size_text
 from .registry import DATASETS, FEATURES, NORMALIZERS, Param
+from .texts import NETLAB_TEXT
 from .portable import feature_matrix, generator as make_generator, keep_classes, split_indices
 
 
@@ -497,6 +498,25 @@ def make_copy(generator, n, length, delay):
     return torch.cat([x, go], 2), y, {"classes": ("blank", *SYMBOLS)}
 
 
+CHARS = tuple(sorted(set(NETLAB_TEXT)))  # the language model's alphabet, in class order
+CHAR_NAMES = tuple({" ": "␣", "\n": "⏎"}.get(c, c) for c in CHARS)  # as the page shows them
+
+
+@DATASETS.register("chars", "A character-level language model: windows of Netlab's own short "
+                   "text (engine/texts.py); at every step the answer is the next character. "
+                   "The text's end is held out, so validation reads sentences training never "
+                   "saw.", (_length(32, "characters in each window"),
+                            Param("stride", 3, "characters between two windows' starts",
+                                  low=1, high=64)),
+                   task="classification", input="tokens", targets="steps", ordered=True,
+                   classes=len(CHARS), class_names=CHAR_NAMES, vocabulary=len(CHARS))
+def make_chars(generator, length, stride):
+    ids = torch.tensor([CHARS.index(c) for c in NETLAB_TEXT])
+    starts = torch.arange(0, len(ids) - length, stride)
+    windows = ids[starts[:, None] + torch.arange(length + 1)[None, :]]
+    return windows[:, :-1], windows[:, 1:], {"classes": CHAR_NAMES}
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 
@@ -550,11 +570,11 @@ def features_of(points: torch.Tensor, features) -> torch.Tensor:
     return feature_matrix(points, [FEATURES[f].factory for f in features])
 
 
-def split(n: int, val_fraction: float, test_fraction: float, generator):
+def split(n: int, val_fraction: float, test_fraction: float, generator, ordered=False):
     """(train, val, test) indices; refuses fractions that leave nothing to train on."""
     if n - round(n * test_fraction) - round(n * val_fraction) < 1:
         raise SpecError(f"with {n} examples the val/test fractions leave nothing to train on")
-    return split_indices(n, val_fraction, test_fraction, generator)
+    return split_indices(n, val_fraction, test_fraction, generator, ordered)
 
 
 def named_subset(x, y, names: dict, subset):
@@ -591,9 +611,13 @@ def load_dataset(data, seed: int, scaling=None) -> Dataset:
     if task == "classification":
         classes = data.classes or classes
     x = features_of(raw_x, data.features) if data.features else raw_x
-    train, val, test = split(len(y), data.val_fraction, data.test_fraction, gen)
-    shift, scale = scaling or NORMALIZERS[data.normalize].factory(fit_rows(x[train]))
-    x = (x - shift) / scale
+    train, val, test = split(len(y), data.val_fraction, data.test_fraction, gen,
+                             bool(entry.tags.get("ordered")))
+    if entry.tags.get("input") == "tokens":  # ids, not measurements: nothing to scale
+        shift, scale = torch.zeros(()), torch.ones(())
+    else:
+        shift, scale = scaling or NORMALIZERS[data.normalize].factory(fit_rows(x[train]))
+        x = (x - shift) / scale
     points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \
         if data.features else {}
     return Dataset(task, classes, x[train], y[train], x[val], y[val], x[test], y[test],

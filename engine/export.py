@@ -198,6 +198,9 @@ class Script:
             except (OSError, TypeError):  # a builtin, or code with no source file
                 raise ExportError(f"{name!r} has no Python source to copy into a script") from None
             module = sys.modules[obj.__module__].__dict__
+        elif isinstance(obj, str) and len(literal(obj)) > MAX_LINE:  # a text: a line a line
+            lines = [literal(line) for line in obj.splitlines(keepends=True)]
+            source, module = f"{name} = (\n" + "".join(f"    {v}\n" for v in lines) + ")", {}
         else:
             source, module = f"{name} = {literal(obj)}", {}
         for dep in sorted(_referenced_globals(source) - {name}):
@@ -341,8 +344,9 @@ def _data(spec: ExperimentSpec, script: Script, scaling: str | None = None) -> l
         features = Code("[" + ", ".join(script.ref(FEATURES[f].factory) for f in d.features) + "]")
         lines += ["# the input features, computed from each point",
                   _assign("x", script.call(portable.feature_matrix, Code("points"), features))]
+    ordered = {"ordered": True} if entry.tags.get("ordered") else {}  # one text: its end held out
     split = script.call(portable.split_indices, Code("len(y)"), d.val_fraction, d.test_fraction,
-                        Code("data_gen"))
+                        Code("data_gen"), **ordered)
     normalizer = NORMALIZERS[d.normalize]
     sequences = entry.tags.get("input") == "sequence"  # one scale per feature, at every step
     scale_lines = [
@@ -354,10 +358,12 @@ def _data(spec: ExperimentSpec, script: Script, scaling: str | None = None) -> l
         scale_lines = ["# Inputs scaled with the pretraining data's statistics: the pretrained",
                        "# layers learned on inputs scaled that way.",
                        f"shift, scale = {scaling}"]
+    scaled = [*scale_lines, "x = (x - shift) / scale"]
+    if entry.tags.get("input") == "tokens":
+        scaled = ["# token ids, not measurements: nothing to scale"]
     lines += [
         "", _assign("train_idx, val_idx, test_idx", split), "",
-        *scale_lines,
-        "x = (x - shift) / scale",
+        *scaled,
         "splits = {name: (x[idx].to(DEVICE), y[idx].to(DEVICE))",
         '          for name, idx in (("train", train_idx), ("val", val_idx),',
         '                            ("test", test_idx))}',

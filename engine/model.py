@@ -93,7 +93,7 @@ class BuildContext:
                                                    model.output or model.init)
         bias = layer.bias_init if layer and layer.bias_init is not None else (
             model.bias_init if layer else 0.0)
-        bias = None if module.bias is None else float(bias)
+        bias = None if getattr(module, "bias", None) is None else float(bias)  # an embedding: none
         self.inits.append((module, init, bias))
         if self.init:
             with torch.no_grad():
@@ -251,7 +251,8 @@ def describe(spec: ExperimentSpec, in_shape, out_dim: int) -> dict:
     huge model before anything is built for real."""
     with torch.device("meta"):
         net = build_model(spec, in_shape, out_dim, device="meta", init=False).eval()
-        x = torch.zeros((1, *in_shape))
+        tokens = DATASETS[spec.data.name].tags.get("input") == "tokens"  # ids, not values
+        x = torch.zeros((1, *in_shape), dtype=torch.long if tokens else torch.float32)
         field = _Field(in_shape)
         rows = []
         for name, module in net.named_children():

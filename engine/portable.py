@@ -36,10 +36,15 @@ def generator(seed, stream, device="cpu"):
 # ----------------------------------------------------------------------------- data
 
 
-def split_indices(n, val_fraction, test_fraction, generator):
-    """Shuffle once, then cut: test first, validation next, the rest trains."""
-    order = torch.randperm(n, generator=generator)
+def split_indices(n, val_fraction, test_fraction, generator, ordered=False):
+    """Shuffle once, then cut: test first, validation next, the rest trains. ordered: no
+    shuffle, the examples' own order is kept and the end is held out (windows of one text:
+    shuffled, every held-out window would overlap training windows)."""
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if ordered:
+        order = torch.arange(n)
+        return order[:n - n_test - n_val], order[n - n_test - n_val:n - n_test], order[n - n_test:]
+    order = torch.randperm(n, generator=generator)
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 

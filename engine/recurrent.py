@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import SpecError
 from .portable import LastStep, Recurrent
-from .registry import LAYERS, Param
+from .registry import DATASETS, LAYERS, Param
 
 MAX_UNITS = 1024
 
@@ -70,6 +70,20 @@ LAYERS.register("gru", "Gated recurrent unit: update and reset gates blend the o
                 prefix="gru", **_TAGS)(_factory(lambda layer: "gru"))
 
 
+@LAYERS.register("embedding", "Looks up a learned vector of `dim` numbers for each token (a "
+                 "character): tokens used alike end up with similar vectors.",
+                 (Param("dim", 16, "numbers per token", low=1, high=MAX_UNITS, log=True),),
+                 prefix="emb", uses=("init",))
+def _embedding(ctx, layer, in_shape):
+    vocabulary = DATASETS[ctx.spec.data.name].tags.get("vocabulary")
+    if vocabulary is None or len(in_shape) != 1:
+        raise SpecError(f"an embedding reads tokens, one id per step; this input has shape "
+                        f"{list(in_shape)}. Use it first, on token data "
+                        f"({', '.join(DATASETS.where(input='tokens'))})")
+    dim = layer.get("dim")
+    return ctx.weighted(ctx.make(nn.Embedding, vocabulary, dim), layer), (in_shape[0], dim)
+
+
 @LAYERS.register("last_step", "Keeps the sequence's last step only (a many-to-one head): "
                  "(steps, units) -> (units).", prefix="last", sequence_only=True, hidden=True)
 def _last_step(ctx, layer, in_shape):
@@ -79,6 +93,8 @@ def _last_step(ctx, layer, in_shape):
 
 def check_sequence_input(shape) -> None:
     if len(shape) != 2:
+        tokens = ", ".join(DATASETS.where(input="tokens"))
         raise SpecError(f"it needs a sequence (steps, features), but its input has shape "
-                        f"{list(shape)}. Recurrent layers go first, on sequence data (adding, "
-                        "sine), before last_step or any linear layer")
+                        f"{list(shape)}. Recurrent layers go first on sequence data ("
+                        f"{', '.join(DATASETS.where(input='sequence'))}), after an embedding on "
+                        f"token data ({tokens}), before last_step or any linear layer")

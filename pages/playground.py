@@ -613,6 +613,8 @@ def live_panel():
                                   lambda: views.data_figure(shown, run.predict if rows else None),
                                   content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
             live_plot(fig, "data_view", mode_bar=False)
+        if trainer and trainer.spec.data.name == "chars" and trainer.step_count:
+            views.writing_panel(run)
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics
             st.caption(f"Test set: loss {t['loss']:.4g}" +

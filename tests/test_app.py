@@ -938,11 +938,37 @@ def test_picking_sequence_data_gives_a_recurrent_stack_and_back():
     assert [lay.type for lay in spec_of(at).model.layers] == ["linear", "linear"]
     at.selectbox(key="w.data.name").set_value("sine").run()
     assert [lay.type for lay in spec_of(at).model.layers] == ["lstm", "last_step"]
+    at.selectbox(key="w.data.name").set_value("chars").run()
+    assert [lay.type for lay in spec_of(at).model.layers] == ["embedding", "lstm"]
+    at.selectbox(key="w.data.name").set_value("sine").run()
+    assert [lay.type for lay in spec_of(at).model.layers] == ["lstm"]  # no embedding for values
     at.selectbox(key="w.data.name").set_value("copy").run()
     button(at, "Step").click().run()
     at.session_state["view"] = "Metrics"
     at.run()
     no_problems(at)
+
+
+def test_a_character_model_writes_at_four_temperatures_and_maps_its_embeddings():
+    spec = ExperimentSpec.from_dict({"data": {"name": "chars", "length": 16, "stride": 8},
+                                     "model": {"layers": [{"type": "embedding", "dim": 4},
+                                                          {"type": "gru", "units": 16}]},
+                                     "training": {"steps": 5}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    button(at, "Step").click().run()
+    no_problems(at)
+    text = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Validation "))
+    read, following, guesses = text["data"][0]["cells"]["values"]
+    assert read[0][1:] == following[0][:-1] and len(guesses[0]) == 16  # shifted by one
+    emb = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Embeddings"))
+    assert len(emb["data"][0]["text"]) == the_run(at).trainer.data.classes
+    at.text_input(key="write_prompt").set_value("the loss ").run()
+    next(b for b in at.button if b.label == "Write at four temperatures").click().run()
+    no_problems(at)
+    written = [c.value for c in at.code if c.value.startswith("the loss ")]
+    assert len(written) == 4 and all(len(w) == len("the loss ") + 150 for w in written)
 
 
 def test_the_overview_spells_out_a_copy_tasks_sequences():

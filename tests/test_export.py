@@ -370,6 +370,8 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
             config["data"] |= {entry.tags["upload"]: csv_path, entry.tags["column"]: "label"}
         if entry.tags.get("targets") == "steps":  # an answer at every step: a recurrent stack
             config["model"]["layers"] = [{"type": "rnn", "units": 6}]
+        if entry.tags.get("input") == "tokens":  # ids: an embedding first
+            config["model"]["layers"].insert(0, {"type": "embedding", "dim": 4})
     elif kind == "feature":
         config["data"]["features"] = [key]
     elif kind == "normalization":
@@ -380,6 +382,9 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
             config["data"] = {"name": "digits", "n": 120}
         if LAYERS[key].tags.get("sequence_only"):  # a recurrent layer reads sequences
             config["data"] = {"name": "sine", "n": 120, "length": 6}
+        if key == "embedding":  # token ids, an answer for every one
+            config["data"] = {"name": "chars", "length": 8, "stride": 16}
+            config["model"]["layers"] = [{"type": key}, {"type": "gru", "units": 6}]
     elif kind in ("activation", "initializer"):
         config["model"]["activation" if kind == "activation" else "init"] = key
     elif kind == "loss":

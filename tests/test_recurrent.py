@@ -224,3 +224,59 @@ def test_an_answer_per_step_needs_the_stack_to_end_on_a_sequence():
                                                                   {"type": "last_step"}]}})
     with pytest.raises(SpecError, match="answer at every step"):
         Trainer(spec)
+
+
+# ----------------------------------------------------------------------------- a character model
+
+CHARS_SPEC = {"data": {"name": "chars", "length": 12, "stride": 5},
+              "model": {"layers": [{"type": "embedding", "dim": 6},
+                                   {"type": "lstm", "units": 16}]},
+              "training": {"steps": 40, "batch_size": 16, "log_every": 20}}
+
+
+def test_the_character_windows_predict_the_next_character_and_hold_out_the_texts_end():
+    from engine.data import CHARS
+    from engine.texts import NETLAB_TEXT
+    data = load_dataset(ExperimentSpec.from_dict(CHARS_SPEC).data, 0)
+    assert data.x_train.dtype == torch.long and data.x_train.shape[1:] == (12,)
+    assert torch.equal(data.x_train[:, 1:], data.y_train[:, :-1])  # the next character
+    text = "".join(CHARS[int(i)] for i in data.x_train[0]) + CHARS[int(data.y_train[0, -1])]
+    assert text == NETLAB_TEXT[:13]
+    last_train = "".join(CHARS[int(i)] for i in data.x_train[-1])
+    first_val = "".join(CHARS[int(i)] for i in data.x_val[0])
+    assert NETLAB_TEXT.index(first_val) > NETLAB_TEXT.index(last_train)  # the end is held out
+
+
+def test_greedy_writing_takes_the_likeliest_character_each_time():
+    from engine.data import CHARS
+    from engine.decode import generate
+    t = Trainer(ExperimentSpec.from_dict(CHARS_SPEC)).run()
+    text = generate(t, "the ", 30, temperature=0)
+    ids = [CHARS.index(c) for c in "the " + text]
+    t.model.eval()
+    with torch.no_grad():
+        for k in range(4, len(ids)):
+            logits = t.model(torch.tensor([ids[max(0, k - 12):k]]))[0, -1]
+            assert int(logits.argmax()) == ids[k]
+    assert generate(t, "the ", 30, 1.0, seed=3) == generate(t, "the ", 30, 1.0, seed=3)
+    assert generate(t, "the ", 30, 1.0, seed=3) != generate(t, "the ", 30, 1.0, seed=4)
+    assert len(generate(t, "ÄÖ§", 5, 0.5)) == 5  # characters the text never uses: left out
+    with pytest.raises(SpecError, match="temperature"):
+        generate(t, "a", 5, -1)
+
+
+def test_the_embedding_map_is_the_vectors_principal_plane():
+    from sklearn.decomposition import PCA
+    from engine.decode import embedding_map
+    t = Trainer(ExperimentSpec.from_dict(CHARS_SPEC)).run()
+    m = embedding_map(t)
+    w = t.model.emb1.weight.detach().numpy()
+    pca = PCA(2).fit(w)
+    ref = pca.transform(w)
+    for axis in range(2):  # each axis up to its sign
+        mine = torch.tensor([m["x"], m["y"]][axis])
+        theirs = torch.tensor(ref[:, axis], dtype=torch.float32)
+        sign = 1.0 if float((mine * theirs).sum()) >= 0 else -1.0
+        assert torch.allclose(mine, sign * theirs, atol=1e-4)
+    assert m["explained"] == pytest.approx(pca.explained_variance_ratio_.sum(), rel=1e-4)
+    assert len(m["labels"]) == t.data.classes

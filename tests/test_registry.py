@@ -68,8 +68,10 @@ def config_for(kind, key, tmp_path):
         if key == "digits":
             return merge(BASE, {"data": {"name": "digits", "n": 50}})
         if ALL["dataset"][key].tags.get("targets") == "steps":  # an answer at every step
-            return merge(BASE, {"data": {"name": key, "n": 60},
-                                "model": {"layers": [{"type": "rnn", "units": 6}]}})
+            first = [{"type": "embedding"}] if ALL["dataset"][key].tags["input"] == "tokens" else []
+            data = {"name": key} if key == "chars" else {"name": key, "n": 60}
+            return merge(BASE, {"data": data,
+                                "model": {"layers": [*first, {"type": "rnn", "units": 6}]}})
         return merge(BASE, {"data": {"name": key, "n": 60}})
     if kind == "feature":
         return merge(BASE, {"data": {"features": [key]}})
@@ -87,6 +89,9 @@ def config_for(kind, key, tmp_path):
         if ALL["layer"][key].tags.get("sequence_only"):  # recurrent: on sequences, first
             return merge(BASE, {"data": {"name": "sine", "n": 50, "length": 5},
                                 "model": {"layers": [layer, 6]}})
+        if key == "embedding":  # token ids
+            return merge(BASE, {"data": {"name": "chars", "length": 8},
+                                "model": {"layers": [layer, {"type": "gru", "units": 4}]}})
         return merge(BASE, {"model": {"layers": [6, layer]}})
     raise AssertionError(f"no spec builder for registry {kind!r}")
 
@@ -146,6 +151,9 @@ def test_every_layer_type_accepts_image_input_after_a_linear_layer():
         if ALL["layer"][key].tags.get("image_only"):  # after a linear layer there is no image
             with pytest.raises(SpecError, match=rf"model.layers\[1\]: an? {key} layer needs an "
                                r"image \(channels, height, width\), but its input has shape \[6\]"):
+                _one_step(config)
+        elif key == "embedding":  # nor token ids
+            with pytest.raises(SpecError, match=r"an embedding reads tokens"):
                 _one_step(config)
         elif ALL["layer"][key].tags.get("sequence_only"):  # nor a sequence
             with pytest.raises(SpecError, match=rf"model.layers\[1\] \({key}, \w+\): it needs a "

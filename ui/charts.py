@@ -450,15 +450,25 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
 
 
 def step_answers_figure(inputs: list[str], targets: list[str],
-                        predicted: list[str] | None = None) -> go.Figure:
+                        predicted: list[str] | None = None,
+                        title: str = "Sample sequences (one symbol a step; · blank, ▶ go)"
+                        ) -> go.Figure:
     """Sequences with an answer at every step, as text: what the net read, what it should
     answer at each step, and what it answers."""
     header = ["read", "should answer"] + (["answers"] if predicted is not None else [])
     columns = [inputs, targets] + ([predicted] if predicted is not None else [])
     trace = dict(type="table", header=dict(values=header, align="left"),
                  cells=dict(values=columns, align="left", font=dict(family="monospace")))
-    return figure([trace], "Sample sequences (one symbol a step; · blank, ▶ go)", "steps",
-                  height=60 + 32 * (len(inputs) + 1))
+    return figure([trace], title, "steps", height=60 + 32 * (len(inputs) + 1))
+
+
+def embedding_figure(points: dict) -> go.Figure:
+    """Each token's embedding vector on the vectors' two principal axes, labelled."""
+    trace = dict(type="scatter", mode="text", x=[_r(v) for v in points["x"]],
+                 y=[_r(v) for v in points["y"]], text=points["labels"],
+                 textfont=dict(size=14), hoverinfo="text")
+    return figure([trace], f"Embeddings on their two main axes ({points['explained']:.0%} of "
+                  "their spread): characters used alike sit close", "embedding", height=360)
 
 
 def image_rows_figure(rows: list[tuple[str, list]], title: str, revision: str,

@@ -563,6 +563,18 @@ class Run:
             return {**report(self.trainer, split, threshold),
                     "mistakes": mistakes(self.trainer, split, threshold)}
 
+    def write(self, prompt: str, length: int, temperatures) -> dict:
+        """engine.decode.generate at each temperature, read between two steps."""
+        from engine.decode import generate
+
+        with self.lock:
+            return {t: generate(self.trainer, prompt, length, t, seed=0) for t in temperatures}
+
+    def read(self, fn):
+        """fn(trainer) between two steps (a figure's data that reads the model)."""
+        with self.lock:
+            return fn(self.trainer)
+
     def quantization(self, split: str) -> dict:
         """engine.quantize.quantization_report of a split, read between two steps."""
         from engine.quantize import quantization_report

@@ -150,6 +150,8 @@ def data_figure(data: Dataset, predict=None):
             if data.task != "classification":
                 outputs = outputs[..., 0]
         return charts.boundary_figure(xs, ys, outputs, _split_points(data), data.task)
+    if data.x_train.ndim == 2 and not data.x_train.is_floating_point():  # token ids: text
+        return _text_answers(data, predict)
     if data.x_train.ndim == 3 and data.y_train.ndim == 2 and data.task == "classification":
         return _step_answers(data, predict)
     if data.x_train.ndim == 3:  # sequences (n, steps, features)
@@ -167,6 +169,21 @@ def data_figure(data: Dataset, predict=None):
     names = list(data.input_names or [f"input {i + 1}" for i in range(x.shape[1])])
     return charts.table_figure(x, y[:, 0] if y.ndim > 1 else y, names,
                                data.class_names if data.task == "classification" else None)
+
+
+def _text_answers(data: Dataset, predict, n: int = 4):
+    """A language model's windows as text: what it read, the next character at every step,
+    and its guess at every step."""
+    names = ["⏎" if c == "⏎" else (" " if c == "␣" else c) for c in data.class_names]
+    x, y = data.x_val[:n] if len(data.y_val) else data.x_train[:n], \
+        data.y_val[:n] if len(data.y_val) else data.y_train[:n]
+
+    def spell(row):
+        return "".join(names[int(c)] for c in row)
+    guesses = None if predict is None else [spell(r) for r in predict(x).argmax(-1).cpu()]
+    return charts.step_answers_figure([spell(r) for r in x.cpu()], [spell(r) for r in y.cpu()],
+                                      guesses, title="Validation windows: read, next characters"
+                                      " and the net's guess for each")
 
 
 def _step_answers(data: Dataset, predict, n: int = 6):
@@ -516,6 +533,35 @@ def activation_charts(run, rows: list[dict]) -> None:
     if not shares:
         st.caption("No ReLU or squashing layers here, so there are no dead or saturated shares "
                    "to track.")
+
+
+def writing_panel(run) -> None:
+    """A character model writes: one continuation of a prompt per temperature, on demand, and
+    its embedding vectors on their two main axes."""
+    from engine.decode import embedding_map
+
+    trainer = run.trainer
+    c1, c2 = st.columns([3, 1])
+    c1.text_input("Prompt", "the network ", key="write_prompt", max_chars=200)
+    c2.number_input("characters", 20, 500, 150, 10, key="write_length")
+    key = (run.id, trainer.step_count, st.session_state["write_prompt"],
+           st.session_state["write_length"])
+    st.button("Write at four temperatures", key="write", on_click=lambda: st.session_state.update(
+        written=(key, run.write(st.session_state["write_prompt"],
+                                st.session_state["write_length"], WRITE_TEMPERATURES))),
+        help="Temperature 0 always takes the likeliest next character; higher ones draw from "
+        "the net's guess, flattened: more surprise, more mistakes.")
+    held = st.session_state.get("written")
+    if held and held[0] == key:
+        for temperature, text in held[1].items():
+            st.markdown(f"**T = {temperature:g}**")
+            st.code(st.session_state["write_prompt"] + text, language=None, wrap_lines=True)
+    points = run.read(embedding_map)
+    if points is not None:
+        live_plot(charts.embedding_figure(points), "embedding", mode_bar=False)
+
+
+WRITE_TEMPERATURES = (0.0, 0.5, 1.0, 1.5)
 
 
 def time_view(rows: list[dict]) -> None:

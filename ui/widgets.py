@@ -127,31 +127,44 @@ def _dataset_changed() -> None:
 
 
 def _stack_follows_input(entry) -> None:
-    """Sequence data needs a recurrent layer first: a stack without one becomes an LSTM (with
-    last_step where one answer per sequence is wanted; none where every step wants one); a
-    recurrent stack left on other data becomes the default dense one."""
-    kinds = [st.session_state.get(f"{W}layer.{lid}.type") for lid in st.session_state["layer_ids"]]
+    """Sequence data needs a recurrent layer (token data an embedding before it): a stack
+    without one becomes an LSTM, with last_step where one answer per sequence is wanted and none
+    where every step wants one; a recurrent stack left on other data becomes the default dense
+    one."""
+    ids = st.session_state["layer_ids"]
+    kinds = [st.session_state.get(f"{W}layer.{lid}.type") for lid in ids]
     recurrent = any(LAYERS[k].tags.get("sequence_only") for k in kinds if k in LAYERS)
-    sequence = entry.tags.get("input") == "sequence"
-    if sequence and recurrent and entry.tags.get("targets") == "steps":
-        # an answer at every step: a last_step head would leave one answer per sequence
-        ids = st.session_state["layer_ids"]
-        st.session_state["layer_ids"] = [lid for lid, k in zip(ids, kinds) if k != "last_step"]
+    tokens = entry.tags.get("input") == "tokens"
+    sequence = tokens or entry.tags.get("input") == "sequence"
+    per_step = entry.tags.get("targets") == "steps"
+    if not sequence and not recurrent:
         return
-    if sequence == recurrent:
+    if not sequence:
+        _set_stack([LayerSpec(type="linear", params={"units": 8})] * 2)
         return
-    if sequence:
-        stack = [LayerSpec(type="lstm")] + ([] if entry.tags.get("targets") == "steps" else
-                                            [LayerSpec(type="last_step")])
-    else:
-        stack = [LayerSpec(type="linear", params={"units": 8})] * 2
+    if not recurrent:
+        _set_stack([*([LayerSpec(type="embedding")] if tokens else []), LayerSpec(type="lstm"),
+                    *([] if per_step else [LayerSpec(type="last_step")])])
+        return
+    keep = [lid for lid, k in zip(ids, kinds)  # an answer per step: no last_step
+            if not (per_step and k == "last_step") and (tokens or k != "embedding")]
+    if tokens and kinds[0] != "embedding":
+        keep = _new_layers([LayerSpec(type="embedding")]) + keep
+    st.session_state["layer_ids"] = keep
+
+
+def _new_layers(layers) -> list[str]:
     ids = []
-    for layer in stack:
+    for layer in layers:
         lid = S.new_layer_id()
         for k, v in S.layer_keys(lid, layer).items():
             st.session_state[k] = v
         ids.append(lid)
-    st.session_state["layer_ids"] = ids
+    return ids
+
+
+def _set_stack(layers) -> None:
+    st.session_state["layer_ids"] = _new_layers(layers)
 
 
 def _loss_follows_task() -> None:

@@ -147,6 +147,28 @@ def _last_evidence(o):
     return Evidence(row=o.rows[-1], rows=o.rows[:-1], spec=o.trainer.spec)
 
 
+def _unigram_loss(o) -> float | None:
+    """The validation loss of a guess that knows only how often each class occurs in training:
+    the baseline a sequence model must beat to have learned anything about order."""
+    data = o.trainer.data
+    if data.task != "classification":
+        return None
+    counts = torch.bincount(data.y_train.flatten(), minlength=data.classes).float() + 1
+    log_p = (counts / counts.sum()).log()
+    return float(-log_p[data.y_val.flatten()].mean())
+
+
+def _known_words(o, temperature: float, chars: int = 400) -> float | None:
+    """The share of the words a character model writes (after "the ") that occur in its text."""
+    from ..decode import generate
+    from ..texts import NETLAB_TEXT
+    if o.trainer.spec.data.name != "chars":
+        return None
+    known = set(NETLAB_TEXT.split())
+    words = generate(o.trainer, "the ", chars, temperature, seed=0).split()[:-1]  # last: cut
+    return sum(w in known for w in words) / max(len(words), 1)
+
+
 def _receptive_field(o) -> int | None:
     """The receptive field of the last layer that still has positions (before a global pool
     or a dense layer), in input pixels."""
@@ -172,6 +194,9 @@ MEASURES = {
     "macro_f1": lambda o: _report(o)["per_class"]["macro"]["f1"],
     "occlusion_on_shape": _occlusion_on_shape,
     "receptive_field": _receptive_field,
+    "unigram_loss": _unigram_loss,
+    "known_words_cool": lambda o: _known_words(o, 0.5),
+    "known_words_hot": lambda o: _known_words(o, 1.5),
     "time_grad_ratio": lambda o: next(iter(time_ratios(_last_evidence(o)).values()), None),
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),

@@ -1,0 +1,73 @@
+"""Writing with a trained character model: greedy and sampled continuations of a prompt, and
+its embedding vectors projected to two dimensions.
+
+    generate(trainer, "a network ", 120, temperature=0.8, seed=0)
+
+At each step the model reads the last `window` characters (the length it trained on) and gives
+a distribution over the next one: temperature 0 takes the most likely character (greedy),
+otherwise one is drawn from softmax(logits / temperature) with a seeded generator, so the same
+call writes the same text.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import SpecError
+
+MAX_CHARS = 2000
+
+
+def _alphabet(trainer) -> tuple[str, ...]:
+    from .data import CHARS
+    if trainer.spec.data.name != "chars":
+        raise SpecError("writing text needs the character model's data (chars)")
+    return CHARS
+
+
+@torch.no_grad()
+def generate(trainer, prompt: str, length: int, temperature: float = 1.0, seed: int = 0) -> str:
+    """`length` characters after `prompt` (characters the text never uses are left out)."""
+    chars = _alphabet(trainer)
+    if not 0 <= temperature <= 10:
+        raise SpecError(f"temperature={temperature!r} is not allowed: expected 0 (greedy) to 10")
+    if not 1 <= length <= MAX_CHARS:
+        raise SpecError(f"length={length!r} is not allowed: expected 1 to {MAX_CHARS}")
+    ids = [chars.index(c) for c in str(prompt).lower() if c in chars] or [chars.index(" ")]
+    window = trainer.spec.data.params["length"]
+    gen = torch.Generator().manual_seed(seed)
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for _ in range(length):
+            x = torch.tensor([ids[-window:]], device=trainer.device)
+            logits = model(x)[0, -1].float().cpu()
+            if temperature == 0:
+                nxt = int(logits.argmax())
+            else:
+                nxt = int(torch.multinomial(torch.softmax(logits / temperature, 0), 1,
+                                            generator=gen))
+            ids.append(nxt)
+            out.append(chars[nxt])
+    finally:
+        model.train(was_training)
+    return "".join(out)
+
+
+@torch.no_grad()
+def embedding_map(trainer) -> dict | None:
+    """The first embedding layer's vectors on their two principal axes: {"x", "y", "labels",
+    "explained"} (the share of the vectors' variance the two axes keep), or None."""
+    emb = next((m for m in trainer.model.modules() if isinstance(m, torch.nn.Embedding)), None)
+    if emb is None:
+        return None
+    from .data import CHAR_NAMES
+    w = emb.weight.detach().float().cpu()
+    centred = w - w.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    xy = centred @ v[:2].T if v.shape[0] >= 2 else torch.cat([centred @ v[:1].T,
+                                                              torch.zeros(len(w), 1)], 1)
+    var = s.square()
+    return {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "labels": list(CHAR_NAMES),
+            "explained": float(var[:2].sum() / var.sum()) if var.sum() > 0 else 0.0}
