@@ -498,6 +498,18 @@ def make_copy(generator, n, length, delay):
     return torch.cat([x, go], 2), y, {"classes": ("blank", *SYMBOLS)}
 
 
+@DATASETS.register("reverse", "Reversal: a sequence of random letters; at every step the answer is "
+                   "the letter at the mirrored position (the first answer is the last letter), "
+                   "so the first half of the answers depends on letters not yet read.",
+                   (_n(2000), _length(8, "letters in each sequence")),
+                   task="classification", input="sequence", targets="steps",
+                   classes=len(SYMBOLS), class_names=tuple(SYMBOLS))
+def make_reverse(generator, n, length):
+    letters = torch.randint(0, len(SYMBOLS), (n, length), generator=generator)
+    x = torch.nn.functional.one_hot(letters, len(SYMBOLS)).float()
+    return x, letters.flip(1), {"classes": tuple(SYMBOLS)}
+
+
 CHARS = tuple(sorted(set(NETLAB_TEXT)))  # the language model's alphabet, in class order
 CHAR_NAMES = tuple({" ": "␣", "\n": "⏎"}.get(c, c) for c in CHARS)  # as the page shows them
 

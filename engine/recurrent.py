@@ -73,7 +73,7 @@ LAYERS.register("gru", "Gated recurrent unit: update and reset gates blend the o
 @LAYERS.register("embedding", "Looks up a learned vector of `dim` numbers for each token (a "
                  "character): tokens used alike end up with similar vectors.",
                  (Param("dim", 16, "numbers per token", low=1, high=MAX_UNITS, log=True),),
-                 prefix="emb", uses=("init",))
+                 prefix="emb", uses=("init",), tokens_only=True)
 def _embedding(ctx, layer, in_shape):
     vocabulary = DATASETS[ctx.spec.data.name].tags.get("vocabulary")
     if vocabulary is None or len(in_shape) != 1:

@@ -126,10 +126,10 @@ def test_changing_a_parameter_reaches_the_spec(at):
 def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
     while len(at.session_state["layer_ids"]) > 1:  # start from one hidden layer
         at.button(key=f"rm.{at.session_state['layer_ids'][-1]}").click().run()
-    flat = [k for k in LAYERS.keys()
-            if not LAYERS[k].tags.get("image_only") and not LAYERS[k].tags.get("sequence_only")]
+    flat = [k for k in LAYERS.keys() if not any(LAYERS[k].tags.get(t) for t in (
+        "image_only", "sequence_only", "tokens_only"))]
     for kind in flat:  # convolutional ones need images (test_a_cnn_on_shapes...), recurrent
-        # ones sequences (test_a_sequence_set...)
+        # ones sequences (test_a_sequence_set...), an embedding tokens
         button(at, f"+ {kind.replace('_', ' ')}").click().run()
     no_problems(at)
     types = [layer.type for layer in spec_of(at).model.layers]

@@ -68,3 +68,15 @@ def test_cnn_lab_quick_prints_its_figures_as_json():
     assert result["cnn_vs_mlp_shapes"]["param_ratio_mlp64_to_cnn"] == 16708 / 700
     assert result["distill_quantize_digits"][0]["teacher_params"] == 13706
     assert result["transfer_digits"][0]["train_examples"] > 0
+
+
+def test_sequence_lab_quick_prints_its_figures_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sequence_lab.py"),
+                           "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["quick"] is True and len(result["runs"]) == 3
+    assert set(result["val_mse_by_length_and_cell"]["length 10"]) == {"rnn", "lstm", "gru"}
+    assert all(r["steps"] == 20 and r["val_mse"] > 0 for r in result["runs"])

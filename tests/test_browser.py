@@ -805,6 +805,24 @@ def test_a_cnn_preset_trains_and_its_filters_and_feature_maps_render(page, serve
     assert not page.errors, page.errors
 
 
+def test_a_recurrent_preset_trains_and_draws_its_gradient_through_time(page, server):
+    open_app(page, server, "?preset=rnn_adding_vanishes")
+    button(page, "Start").click()
+    view_button(page, "Through time").click()
+    def drawn():
+        return any(t.endswith("dL/dh_t through time (log10)") for t in plot_titles(page))
+    wait_until(drawn, 30, what="the dL/dh_t heatmap")
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 90,
+               what="the preset to finish its 400 steps")
+    page.wait_for_timeout(800)
+    columns = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .flatMap(e => (e.data || []).filter(t => t.type === 'heatmap').map(t => t.x.length))""")
+    assert columns and max(columns) == 400 // 20 + 1, columns  # a column per logged row
+    assert page.get_by_text("Vanishing gradients through time").first.is_visible()
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
+
 def test_a_deep_preset_fits_one_screen(page, server):
     open_app(page, server, "?preset=deep_relu_he")
     top = page.get_by_text("Show every layer").first.bounding_box()

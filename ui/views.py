@@ -187,15 +187,15 @@ def _text_answers(data: Dataset, predict, n: int = 4):
 
 
 def _step_answers(data: Dataset, predict, n: int = 6):
-    """A class at every step (the copy task): inputs, targets and answers as symbols. The input
-    channels are the classes one-hot, then a go flag."""
-    names = [("·" if c == 0 else name[:1]) for c, name in enumerate(data.class_names)]
+    """A class at every step (the copy and reversal tasks): inputs, targets and answers as
+    symbols. The input channels are the classes one-hot, then any go flag."""
+    names = [("·" if name == "blank" else name[:1]) for name in data.class_names]
     x, y = data.x_train[:n], data.y_train[:n]
     k = len(names)
 
     def spell(row):
         return " ".join(names[int(c)] for c in row)
-    read = [" ".join("▶" if step[k:].sum() > 0 and int(step[:k].argmax()) == 0 else
+    read = [" ".join("▶" if step[k:].sum() > 0 and names[int(step[:k].argmax())] == "·" else
                      names[int(step[:k].argmax())] for step in seq) for seq in x.cpu()]
     answers = None
     if predict is not None:
