@@ -280,3 +280,10 @@ def test_the_embedding_map_is_the_vectors_principal_plane():
         assert torch.allclose(mine, sign * theirs, atol=1e-4)
     assert m["explained"] == pytest.approx(pca.explained_variance_ratio_.sum(), rel=1e-4)
     assert len(m["labels"]) == t.data.classes
+
+
+def test_the_reversal_answer_is_the_mirrored_letter():
+    data = load_dataset(ExperimentSpec.from_dict(
+        {"data": {"name": "reverse", "n": 50, "length": 5, "normalize": "none"}}).data, 0)
+    letters = data.x_train.argmax(2)
+    assert torch.equal(data.y_train, letters.flip(1)) and data.classes == 8

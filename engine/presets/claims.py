@@ -169,6 +169,17 @@ def _known_words(o, temperature: float, chars: int = 400) -> float | None:
     return sum(w in known for w in words) / max(len(words), 1)
 
 
+def _first_half_acc(o) -> float | None:
+    """Validation accuracy on the first half of the steps of a task with an answer at every
+    step (reversal: the answers that depend on letters not yet read)."""
+    data = o.trainer.data
+    if data.y_val.dim() != 2 or data.task != "classification":
+        return None
+    probs = o.trainer.predict(data.x_val)
+    half = data.y_val.shape[1] // 2
+    return float((probs.argmax(-1)[:, :half] == data.y_val[:, :half]).float().mean())
+
+
 def _receptive_field(o) -> int | None:
     """The receptive field of the last layer that still has positions (before a global pool
     or a dense layer), in input pixels."""
@@ -195,6 +206,7 @@ MEASURES = {
     "occlusion_on_shape": _occlusion_on_shape,
     "receptive_field": _receptive_field,
     "unigram_loss": _unigram_loss,
+    "first_half_acc": _first_half_acc,
     "known_words_cool": lambda o: _known_words(o, 0.5),
     "known_words_hot": lambda o: _known_words(o, 1.5),
     "time_grad_ratio": lambda o: next(iter(time_ratios(_last_evidence(o)).values()), None),
