@@ -1,5 +1,6 @@
-"""Writing with a trained character model: greedy and sampled continuations of a prompt, and
-its embedding vectors projected to two dimensions.
+"""Reading a trained sequence model: a character model's greedy and sampled continuations of
+a prompt and its embedding vectors in two dimensions, and any recurrent layer's hidden-state
+trajectories.
 
     generate(trainer, "a network ", 120, temperature=0.8, seed=0)
 
@@ -70,4 +71,44 @@ def embedding_map(trainer) -> dict | None:
                                                               torch.zeros(len(w), 1)], 1)
     var = s.square()
     return {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "labels": list(CHAR_NAMES),
+            "explained": float(var[:2].sum() / var.sum()) if var.sum() > 0 else 0.0}
+
+
+@torch.no_grad()
+def hidden_trajectories(trainer, examples: int = 4, split: str = "val") -> dict | None:
+    """The first recurrent layer's hidden state h_t (its last stacked layer, forward direction)
+    at every step of the first `examples` sequences of a split, projected on the two principal
+    axes of all those states: {"layer", "paths": [[[x, y] per step] per example], "explained"}.
+    None without a recurrent layer."""
+    from .portable import Recurrent
+    name, layer = next(((n, m) for n, m in trainer.model.named_children()
+                        if isinstance(m, Recurrent)), (None, None))
+    if layer is None:
+        return None
+    x = getattr(trainer.data, f"x_{split}")[:examples]
+    if len(x) == 0:
+        return None
+    states: dict[int, torch.Tensor] = {}
+    top = layer.layers - 1
+
+    def watch(k, direction, t, h, gates):
+        if k == top and not direction:
+            states[t] = h.detach().float().cpu()
+
+    model, was_training, before = trainer.model, trainer.model.training, layer.watch
+    model.eval()
+    layer.watch = watch
+    try:
+        model(x)
+    finally:
+        layer.watch = before
+        model.train(was_training)
+    h = torch.stack([states[t] for t in sorted(states)], 1)  # (examples, steps, units)
+    flat = h.reshape(-1, h.shape[-1])
+    centred = flat - flat.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    axes = v[:2] if v.shape[0] >= 2 else torch.cat([v[:1], torch.zeros_like(v[:1])])
+    xy = (centred @ axes.T).reshape(h.shape[0], h.shape[1], 2)
+    var = s.square()
+    return {"layer": name, "paths": xy.tolist(),
             "explained": float(var[:2].sum() / var.sum()) if var.sum() > 0 else 0.0}

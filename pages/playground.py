@@ -598,7 +598,7 @@ def live_panel():
     elif view == "Activations":
         views.activation_charts(run, rows)
     elif view == "Through time":
-        views.time_view(rows)
+        views.time_view(run, rows)
     else:
         if trainer:
             views.phase_summary(trainer)

@@ -894,6 +894,8 @@ def test_a_sequence_set_trains_with_every_view_drawn(dataset):
     time_grad = the_run(at).trainer.history.rows[-1]["layers"][0]["time_grad"]
     assert len(heat["data"][0]["z"]) == len(time_grad)  # one row per time step
     assert any("gate values over time" in f["layout"]["title"]["text"] for f in figures(at))
+    paths = next(f for f in figures(at) if "hidden-state paths" in f["layout"]["title"]["text"])
+    assert len(paths["data"]) == 2 * 4  # four validation sequences, each with its start marked
 
 
 def test_the_overview_draws_sample_sequences_with_their_predictions():

@@ -287,3 +287,25 @@ def test_the_reversal_answer_is_the_mirrored_letter():
         {"data": {"name": "reverse", "n": 50, "length": 5, "normalize": "none"}}).data, 0)
     letters = data.x_train.argmax(2)
     assert torch.equal(data.y_train, letters.flip(1)) and data.classes == 8
+
+
+def test_hidden_paths_are_the_states_on_their_principal_plane():
+    """Oracle: the layer's own output sequence (h_t at every step) through scikit-learn's PCA."""
+    from sklearn.decomposition import PCA
+    from engine.decode import hidden_trajectories
+    spec = ExperimentSpec.from_dict({"data": {"name": "adding", "n": 200, "length": 9},
+                                     "model": {"layers": [{"type": "lstm", "units": 6},
+                                                          {"type": "last_step"}]},
+                                     "training": {"steps": 20}})
+    t = Trainer(spec).run()
+    paths = hidden_trajectories(t, examples=3)
+    assert paths["layer"] == "lstm1"
+    xy = torch.tensor(paths["paths"])
+    assert xy.shape == (3, 9, 2)
+    with torch.no_grad():
+        h = t.model.lstm1(t.data.x_val[:3]).reshape(-1, 6).numpy()
+    ref = torch.tensor(PCA(2).fit_transform(h), dtype=torch.float32).reshape(3, 9, 2)
+    for axis in range(2):
+        sign = 1.0 if float((xy[..., axis] * ref[..., axis]).sum()) >= 0 else -1.0
+        assert torch.allclose(xy[..., axis], sign * ref[..., axis], atol=1e-4)
+    assert t.model.lstm1.watch is None  # the watch it borrowed is given back

@@ -268,6 +268,22 @@ def time_grad_heatmap(rows: list[dict], name: str) -> go.Figure:
                   yaxis=dict(title=dict(text="time step t")))
 
 
+def trajectories_figure(t: dict) -> go.Figure:
+    """Each sequence's hidden state moving step by step through the plane of the states' two
+    main directions; a circle marks its first step."""
+    traces = []
+    for k, path in enumerate(t["paths"]):
+        xs, ys = [_r(p[0]) for p in path], [_r(p[1]) for p in path]
+        traces.append(dict(type="scatter", mode="lines+markers", x=xs, y=ys,
+                           name=f"sequence {k + 1}", marker=dict(size=4),
+                           hovertemplate="step %{text}<extra></extra>",
+                           text=list(range(len(path)))))
+        traces.append(dict(type="scatter", mode="markers", x=xs[:1], y=ys[:1], showlegend=False,
+                           marker=dict(size=10, symbol="circle-open"), hoverinfo="skip"))
+    return figure(traces, f"{t['layer']}: hidden-state paths of validation sequences "
+                  f"({t['explained']:.0%} of their spread)", f"paths:{t['layer']}", height=340)
+
+
 def gates_figure(gates: dict[str, list[float]], name: str) -> go.Figure:
     """Each gate's mean value at every time step of the latest logged batch."""
     traces = [_line(range(len(v)), v, gate) for gate, v in gates.items()]

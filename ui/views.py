@@ -564,9 +564,10 @@ def writing_panel(run) -> None:
 WRITE_TEMPERATURES = (0.0, 0.5, 1.0, 1.5)
 
 
-def time_view(rows: list[dict]) -> None:
-    """Backpropagation through time, seen: each recurrent layer's dL/dh_t heatmap and its
-    gates over the steps of the latest logged batch."""
+def time_view(run, rows: list[dict]) -> None:
+    """Backpropagation through time, seen: each recurrent layer's dL/dh_t heatmap, its gates
+    over the steps of the latest logged batch, and the hidden state's path through a few
+    validation sequences."""
     last = next((r for r in reversed(rows) if r.get("layers")), None)
     recurrent = [lay for lay in (last or {}).get("layers") or () if lay.get("time_grad")]
     if not recurrent:
@@ -583,6 +584,10 @@ def time_view(rows: list[dict]) -> None:
                        "learn from the loss.")
         if lay.get("gates"):
             live_plot(charts.gates_figure(lay["gates"], lay["name"]), f"gates:{lay['name']}")
+    from engine.decode import hidden_trajectories
+    paths = throttled("paths", run, REDRAW_EVERY_S, lambda: run.read(hidden_trajectories))
+    if paths is not None:
+        live_plot(charts.trajectories_figure(paths), "paths")
 
 
 def page_address(url: str | None) -> str:
