@@ -510,6 +510,50 @@ def make_reverse(generator, n, length):
     return x, letters.flip(1), {"classes": tuple(SYMBOLS)}
 
 
+REBER = "BTPSXVE"  # the embedded Reber grammar's symbols
+# Reber's grammar: state -> [(symbol, next state)]; 6 is the end
+REBER_GRAPH = ((("T", 1), ("P", 2)), (("S", 1), ("X", 3)), (("T", 2), ("V", 4)),
+               (("X", 2), ("S", 6)), (("P", 3), ("V", 6)))
+
+
+def reber_string(generator) -> str:
+    """One string of Reber's grammar, B ... E, each branch taken with probability 1/2."""
+    out, state = "B", 0
+    while state != 6:
+        symbol, state = REBER_GRAPH[state][int(torch.randint(2, (), generator=generator))]
+        out += symbol
+    return out + "E"
+
+
+@DATASETS.register("reber", "The embedded Reber grammar: B, then T or P, then a string of "
+                   "Reber's grammar, then the same T or P again, then E. Half the strings have "
+                   "the wrong letter at the second-to-last place; the net must say which are "
+                   "grammatical, remembering the second letter across the whole string. Strings "
+                   "differ in length: shorter ones are padded at the end.",
+                   (_n(2000), Param("packed", True, "mark each string's real steps in a last "
+                                    "feature, so recurrent layers keep their state over the "
+                                    "padding (torch's packed sequences); off: they read the "
+                                    "padding as input")),
+                   task="classification", input="sequence", classes=2,
+                   class_names=("wrong", "grammatical"), symbols=REBER)
+def make_reber(generator, n, packed):
+    strings, labels = [], []
+    for _ in range(n):
+        wrap = "TP"[int(torch.randint(2, (), generator=generator))]
+        good = bool(torch.randint(2, (), generator=generator))
+        close = wrap if good else "TP".replace(wrap, "")
+        strings.append("B" + wrap + reber_string(generator) + close + "E")
+        labels.append(int(good))
+    steps = max(len(s) for s in strings)
+    x = torch.zeros(n, steps, len(REBER) + 1)
+    for i, s in enumerate(strings):
+        x[i, torch.arange(len(s)), [REBER.index(c) for c in s]] = 1.0
+        x[i, :len(s), -1] = 1.0  # the real steps
+    if not packed:
+        x = x[..., :-1]
+    return x, torch.tensor(labels), {"classes": ("wrong", "grammatical")}
+
+
 CHARS = tuple(sorted(set(NETLAB_TEXT)))  # the language model's alphabet, in class order
 CHAR_NAMES = tuple({" ": "␣", "\n": "⏎"}.get(c, c) for c in CHARS)  # as the page shows them
 
@@ -550,6 +594,7 @@ class Dataset:
     points: dict[str, torch.Tensor]  # 2-D sets: raw coordinates of each split, for plots
     input_names: tuple[str, ...] | None = None  # a table's input columns, in input order
     class_names: tuple[str, ...] | None = None  # a table's class labels, in class order
+    symbols: str | None = None  # one-hot symbol sequences: the symbol of each input channel
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -633,4 +678,5 @@ def load_dataset(data, seed: int, scaling=None) -> Dataset:
     points = {name: raw_x[idx] for name, idx in (("train", train), ("val", val), ("test", test))} \
         if data.features else {}
     return Dataset(task, classes, x[train], y[train], x[val], y[val], x[test], y[test],
-                   shift, scale, data.features, points, names.get("inputs"), names.get("classes"))
+                   shift, scale, data.features, points, names.get("inputs"), names.get("classes"),
+                   entry.tags.get("symbols"))

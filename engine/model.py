@@ -53,6 +53,7 @@ class BuildContext:
     init: bool  # False: build without initialising (on the meta device: describe, export)
     device: str | torch.device = "cpu"
     inits: list = field(default_factory=list)  # (module, initializer Choice, bias) in order
+    index: int = 0  # the position in model.layers of the layer being built
 
     def __post_init__(self):
         self._streams = {}
@@ -181,6 +182,11 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
                 init: bool = True) -> Net:
     """The network for `spec`, initialised from the run's init generator (same seed, same
     weights). init=False builds parameters without filling them (for describe on 'meta')."""
+    if spec.data.params.get("packed") and not (
+            spec.model.layers and LAYERS[spec.model.layers[0].type].tags.get("recurrent")):
+        raise SpecError(f"{spec.data.name} with packed=true marks each sequence's real steps in "
+                        "its last feature: the first layer must be recurrent (rnn, lstm, gru) "
+                        "to read it; or set packed=false")
     ctx = BuildContext(spec, init, device)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     info: dict[str, dict] = {}
@@ -205,6 +211,7 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         prefix = entry.tags["prefix"]
         counts[prefix] = counts.get(prefix, 0) + 1
         name = f"{prefix}{counts[prefix]}"
+        ctx.index = i
         try:
             if entry.tags.get("sequence_only"):
                 check_sequence_input(shape)

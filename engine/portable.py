@@ -170,26 +170,34 @@ class Recurrent(nn.Module):
     hh_l{k} (+ "_reverse" for the backward direction) to linear maps, like torch's
     weight_ih_l{k} and weight_hh_l{k} with their biases. Input (batch, steps, features), output
     (batch, steps, units x directions). tbptt > 0: the state is detached every tbptt steps
-    (truncated backpropagation through time). `watch`, when set, is called with
-    (layer, direction, t, h, gates) at every step (the diagnostics read it on logged steps)."""
+    (truncated backpropagation through time). masked: the input's last feature is 1 on a
+    sequence's real steps and 0 on the padding after it, and the state stays as it was on
+    padding (what torch's packed sequences compute; the backward direction starts at each
+    sequence's own end). `watch`, when set, is called with (layer, direction, t, h, gates) at
+    every step (the diagnostics read it on logged steps)."""
 
     GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
-    def __init__(self, kind, cells, layers=1, bidirectional=False, tbptt=0):
+    def __init__(self, kind, cells, layers=1, bidirectional=False, tbptt=0, masked=False):
         super().__init__()
         self.kind, self.layers, self.bidirectional, self.tbptt = kind, layers, bidirectional, tbptt
+        self.masked = masked
         self.cells = nn.ModuleDict(cells)
         self.watch = None
 
     def forward(self, x):
+        mask = None
+        if self.masked:
+            x, mask = x[..., :-1], x[..., -1:]
         for layer in range(self.layers):
-            outs = [self._direction(x, layer, 0)]
+            outs = [self._direction(x, layer, 0, mask)]
             if self.bidirectional:
-                outs.append(self._direction(x.flip(1), layer, 1).flip(1))
+                back = None if mask is None else mask.flip(1)
+                outs.append(self._direction(x.flip(1), layer, 1, back).flip(1))
             x = torch.cat(outs, 2) if self.bidirectional else outs[0]
         return x
 
-    def _direction(self, x, layer, direction):
+    def _direction(self, x, layer, direction, mask=None):
         suffix = f"l{layer}" + ("_reverse" if direction else "")
         ih, hh = self.cells[f"ih_{suffix}"], self.cells[f"hh_{suffix}"]
         xs = ih(x)  # the input's share of every step at once
@@ -199,7 +207,12 @@ class Recurrent(nn.Module):
         for t in range(x.shape[1]):
             if self.tbptt and t and t % self.tbptt == 0:
                 h, c = h.detach(), c.detach()
-            h, c, gates = self._step(xs[:, t], hh(h), h, c)
+            new_h, new_c, gates = self._step(xs[:, t], hh(h), h, c)
+            if mask is None:
+                h, c = new_h, new_c
+            else:  # padding: the state stays
+                m = mask[:, t]
+                h, c = m * new_h + (1 - m) * h, m * new_c + (1 - m) * c
             if self.watch is not None:
                 self.watch(layer, direction, t, h, gates)
             out.append(h)

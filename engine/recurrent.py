@@ -34,9 +34,22 @@ def _params(kind_params=()):
                   "states: every step sees its future too"))
 
 
+def packed_input(ctx) -> bool:
+    """The layer reads packed sequences: padded ones whose last feature marks the real steps.
+    Only the first layer sees that mask; the data must start with a recurrent layer."""
+    if not ctx.spec.data.params.get("packed"):
+        return False
+    if ctx.index:
+        return False
+    return True
+
+
 def _factory(kind_of):
     def factory(ctx, layer, in_shape):
         steps, features = _sequence(in_shape)
+        masked = packed_input(ctx)  # the last feature is the mask
+        if masked:
+            features -= 1
         kind = kind_of(layer)
         units, layers = layer.get("units"), layer.get("num_layers")
         directions = 2 if layer.get("bidirectional") else 1
@@ -51,7 +64,8 @@ def _factory(kind_of):
                 cells[f"hh_{suffix}"] = ctx.weighted(ctx.make(nn.Linear, units, gates * units),
                                                      layer)
         module = ctx.make(Recurrent, kind, cells, layers=layers,
-                          bidirectional=directions == 2, tbptt=ctx.spec.training.tbptt)
+                          bidirectional=directions == 2, tbptt=ctx.spec.training.tbptt,
+                          **({"masked": True} if masked else {}))
         return module, (steps, units * directions)
     return factory
 

@@ -876,7 +876,7 @@ def test_the_activations_view_shows_each_conv_channel():
     assert len(heat["data"]) == 1 + any(dead)  # the crosses, where a channel is dead
 
 
-@pytest.mark.parametrize("dataset", ["adding", "sine"])
+@pytest.mark.parametrize("dataset", ["adding", "sine", "reber"])
 def test_a_sequence_set_trains_with_every_view_drawn(dataset):
     spec = ExperimentSpec.from_dict({"data": {"name": dataset, "n": 200}, "model": {"layers": [
         {"type": "lstm", "units": 8}, {"type": "last_step"}]}, "training": {"log_every": 1}})
@@ -988,3 +988,19 @@ def test_the_overview_spells_out_a_copy_tasks_sequences():
     assert read[0].split()[:3] == letters and read[0].split()[-3:] == ["▶"] * 3
     assert target[0].split() == ["·"] * 5 + letters
     assert len(answers[0].split()) == 8
+
+
+def test_the_overview_spells_out_reber_strings():
+    spec = ExperimentSpec.from_dict({"data": {"name": "reber", "n": 100},
+                                     "model": {"layers": [{"type": "gru", "units": 8},
+                                                          {"type": "last_step"}]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    button(at, "Step").click().run()
+    no_problems(at)
+    table = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample str"))
+    strings, classes, answers = table["data"][0]["cells"]["values"]
+    assert all(s.startswith("B") and s.endswith("E") for s in strings)
+    assert all((s[1] == s[-2]) == (c == "grammatical") for s, c in zip(strings, classes))
+    assert set(answers) <= {"wrong", "grammatical"}

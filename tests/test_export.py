@@ -368,6 +368,8 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
         config["data"] = {"name": key, **({"n": 120} if entry.param("n") else {})}
         if entry.tags.get("upload"):
             config["data"] |= {entry.tags["upload"]: csv_path, entry.tags["column"]: "label"}
+        if entry.param("packed"):  # packed sequences: a recurrent layer reads the mask
+            config["model"]["layers"] = [{"type": "rnn", "units": 6}, {"type": "last_step"}]
         if entry.tags.get("targets") == "steps":  # an answer at every step: a recurrent stack
             config["model"]["layers"] = [{"type": "rnn", "units": 6}]
         if entry.tags.get("input") == "tokens":  # ids: an embedding first

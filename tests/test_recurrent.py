@@ -309,3 +309,45 @@ def test_hidden_paths_are_the_states_on_their_principal_plane():
         sign = 1.0 if float((xy[..., axis] * ref[..., axis]).sum()) >= 0 else -1.0
         assert torch.allclose(xy[..., axis], sign * ref[..., axis], atol=1e-4)
     assert t.model.lstm1.watch is None  # the watch it borrowed is given back
+
+
+# ----------------------------------------------------------------------------- packed sequences
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_masked_layer_computes_what_torchs_packed_sequences_compute(kind, bidirectional):
+    """Oracle: torch's own module on pack_padded_sequence; equal on every real step."""
+    layer = ours(kind, layers=2, bidirectional=bidirectional, length=7)
+    layer.masked = True
+    ref = twin(layer, kind, 5, 2, bidirectional)
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.tensor([7, 3, 5, 1])
+    x = torch.randn(4, 7, 1, generator=g)
+    mask = (torch.arange(7)[None, :] < lengths[:, None]).float()[..., None]
+    x = x * mask  # padding after each sequence's end
+    mine = layer(torch.cat([x, mask], 2))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                     enforce_sorted=False)
+    theirs, _ = torch.nn.utils.rnn.pad_packed_sequence(ref(packed)[0], batch_first=True,
+                                                       total_length=7)
+    real = mask.bool().expand_as(mine)
+    assert torch.allclose(mine[real], theirs[real], atol=1e-5)
+    last = mine[torch.arange(4), lengths - 1]  # the forward state stays put after the end
+    assert torch.allclose(mine[:, -1, :5], last[:, :5], atol=1e-6)
+
+
+def test_embedded_reber_strings_wrap_a_reber_string_and_half_are_wrong():
+    from engine.data import REBER
+    data = load_dataset(ExperimentSpec.from_dict(
+        {"data": {"name": "reber", "n": 300, "normalize": "none"}}).data, 0)
+    x, y = data.x_train, data.y_train
+    for i in range(len(y)):
+        length = int(x[i, :, -1].sum())
+        s = "".join(REBER[int(k)] for k in x[i, :length, :-1].argmax(1))
+        assert s[0] == "B" and s[-1] == "E" and s[2] == "B" and s[-3] == "E"
+        assert (s[1] == s[-2]) == bool(y[i])
+        assert (x[i, length:] == 0).all()
+    assert 0.4 < float(y.float().mean()) < 0.6
+    spec = {"data": {"name": "reber", "n": 50}, "model": {"layers": [8, {"type": "gru"}]}}
+    with pytest.raises(SpecError, match="first layer must be recurrent"):
+        Trainer(ExperimentSpec.from_dict(spec))

@@ -72,6 +72,9 @@ def config_for(kind, key, tmp_path):
             data = {"name": key} if key == "chars" else {"name": key, "n": 60}
             return merge(BASE, {"data": data,
                                 "model": {"layers": [*first, {"type": "rnn", "units": 6}]}})
+        if ALL["dataset"][key].param("packed"):  # packed sequences: a recurrent layer first
+            return merge(BASE, {"data": {"name": key, "n": 60}, "model": {"layers": [
+                {"type": "rnn", "units": 6}, {"type": "last_step"}]}})
         return merge(BASE, {"data": {"name": key, "n": 60}})
     if kind == "feature":
         return merge(BASE, {"data": {"features": [key]}})

@@ -150,6 +150,8 @@ def data_figure(data: Dataset, predict=None):
             if data.task != "classification":
                 outputs = outputs[..., 0]
         return charts.boundary_figure(xs, ys, outputs, _split_points(data), data.task)
+    if data.symbols and data.y_train.ndim == 1:  # symbol strings with one answer each
+        return _string_answers(data, predict)
     if data.x_train.ndim == 2 and not data.x_train.is_floating_point():  # token ids: text
         return _text_answers(data, predict)
     if data.x_train.ndim == 3 and data.y_train.ndim == 2 and data.task == "classification":
@@ -184,6 +186,20 @@ def _text_answers(data: Dataset, predict, n: int = 4):
     return charts.step_answers_figure([spell(r) for r in x.cpu()], [spell(r) for r in y.cpu()],
                                       guesses, title="Validation windows: read, next characters"
                                       " and the net's guess for each")
+
+
+def _string_answers(data: Dataset, predict, n: int = 6):
+    """Strings of symbols (one-hot channels; an all-zero step is padding) with their class and,
+    once trained, the net's answer."""
+    k = len(data.symbols)
+    x, y = data.x_train[:n], data.y_train[:n]
+    raw = x.cpu() * data.scale.cpu() + data.shift.cpu()  # back to 0/1 one-hot
+    strings = ["".join(data.symbols[int(step[:k].argmax())] for step in seq if step[:k].max() > 0.5)
+               for seq in raw]
+    names = data.class_names
+    answers = None if predict is None else [names[int(c)] for c in predict(x).argmax(-1).cpu()]
+    return charts.step_answers_figure(strings, [names[int(c)] for c in y.cpu()], answers,
+                                      title="Sample strings, their class and the net's answer")
 
 
 def _step_answers(data: Dataset, predict, n: int = 6):
