@@ -565,6 +565,7 @@ CHAR_NAMES = tuple({" ": "␣", "\n": "⏎"}.get(c, c) for c in CHARS)  # as the
                             Param("stride", 3, "characters between two windows' starts",
                                   low=1, high=64)),
                    task="classification", input="tokens", targets="steps", ordered=True,
+                   causal=True,
                    classes=len(CHARS), class_names=CHAR_NAMES, vocabulary=len(CHARS))
 def make_chars(generator, length, stride):
     ids = torch.tensor([CHARS.index(c) for c in NETLAB_TEXT])

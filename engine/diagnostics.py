@@ -58,6 +58,7 @@ class Diagnostics(Callback):
     # -- hooks live for one logged step only
     def on_step_start(self, trainer):
         self._hooks.remove()
+        self._unwatch()  # a step that failed may have left a watch on
         self.active = trainer.is_log_step(trainer.step_count + 1)
         if not self.active:
             return

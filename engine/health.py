@@ -629,6 +629,8 @@ def check_vanishing_in_time(ev: Evidence):
     loss, chance = ev.row.get("train_loss"), ev.net and ev.net.chance_loss
     if loss is None or not chance or loss < TIME_STUCK * chance:
         return None  # the net does well: whatever it needs of the past reaches it
+    if ev.spec.training.tbptt:
+        return None  # truncation stops the gradient on purpose: its zeros are not fading
     for name, ratio in time_ratios(ev).items():
         kind, index = ev.net.recurrent.get(name, (None, None))
         if kind == "rnn" and ratio < TIME_VANISHING:
@@ -644,6 +646,8 @@ def check_vanishing_in_time(ev: Evidence):
 
 
 def check_exploding_in_time(ev: Evidence):
+    if ev.spec.training.tbptt:
+        return None  # the gradient does not reach the first step at all
     for name, ratio in time_ratios(ev).items():
         if ratio > TIME_EXPLODING:
             g = ev.row_layer(name)["time_grad"]

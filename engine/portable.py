@@ -274,8 +274,9 @@ def distill_loss(student_out, teacher_out, hard_loss, temperature, alpha):
     softened by temperature T, plus (1 - alpha) * the loss on the true labels. The T^2 keeps the
     soft part's gradients the same size whatever T is (they shrink as 1/T^2 otherwise)."""
     t = temperature
-    soft = nn.functional.kl_div(nn.functional.log_softmax(student_out / t, 1),
-                                nn.functional.log_softmax(teacher_out / t, 1),
+    student, teacher = student_out.flatten(0, -2), teacher_out.flatten(0, -2)  # steps: examples
+    soft = nn.functional.kl_div(nn.functional.log_softmax(student / t, -1),
+                                nn.functional.log_softmax(teacher / t, -1),
                                 reduction="batchmean", log_target=True)
     return alpha * t * t * soft + (1 - alpha) * hard_loss
 

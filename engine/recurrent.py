@@ -53,6 +53,10 @@ def _factory(kind_of):
         kind = kind_of(layer)
         units, layers = layer.get("units"), layer.get("num_layers")
         directions = 2 if layer.get("bidirectional") else 1
+        if directions == 2 and DATASETS[ctx.spec.data.name].tags.get("causal"):
+            raise SpecError(f"bidirectional=true would read the answers: in "
+                            f"{ctx.spec.data.name} each step's target is the next input, which "
+                            "the backward direction has already seen. Read forwards only")
         gates = Recurrent.GATES[kind]
         cells = OrderedDict()
         for k in range(layers):

@@ -273,6 +273,9 @@ def _parse_subset(value, entry, params, where) -> tuple[int, ...] | None:
     """data.subset: some of a classification set's classes, by label (null: all of them)."""
     if value is None:
         return None
+    if entry.tags.get("targets") == "steps":
+        raise SpecError(f"{where}.subset keeps some classes, but {entry.key!r} has a class at "
+                        "every step of a sequence: there is no example to leave out")
     if (params.get("task") or entry.tags.get("task")) != "classification":
         raise SpecError(f"{where}.subset keeps some classes, but {entry.key!r} is not a "
                         f"classification set; allowed with: "
@@ -763,9 +766,12 @@ def _check_phases(spec: ExperimentSpec) -> None:
     """pretrain and distill: what they need of the rest of the spec."""
     pre, layers = spec.pretrain, spec.model.layers
     if pre is not None:
-        if spec.data.task_kind != "classification":
+        if spec.data.task_kind != "classification" or spec.data.entry.tags.get("targets"):
             raise SpecError("pretrain trains on some classes and fine-tunes on others, so it "
-                            "needs a classification dataset")
+                            "needs a classification dataset with one class per example")
+        n = spec.data.entry.param("n")
+        if pre.n and n is not None:
+            n.check(pre.n, "pretrain.n")
         total = spec.data.entry.tags.get("classes") or spec.data.params.get("classes")
         if total is not None and max(pre.classes) >= total:
             raise SpecError(f"pretrain.classes={list(pre.classes)}: {spec.data.name!r} has "

@@ -29,7 +29,7 @@ from .portable import Batches, Dropout, augment_images, predict_classes, task_lo
 from .registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
-from .transfer import freeze_layers, input_scaling, phase_callbacks
+from .transfer import freeze_layers, input_scaling, phase_callbacks, teacher_spec
 
 EVAL_CHUNK = 4096
 # At most this many activation values in one evaluation forward pass (~200 MB in float32): a
@@ -95,6 +95,14 @@ class Trainer:
         # counted on the meta device: nothing is allocated yet
         d = describe(s, self.data.in_shape, output_dim(s, self.data))
         self.cost = {k: d[f"total_{k}"] for k in ("params", "macs", "activations")}
+        if s.distill is not None:  # the teacher is built at the first step: check it now
+            try:
+                taught = describe(teacher_spec(s), self.data.in_shape, output_dim(s, self.data))
+            except SpecError as e:
+                raise SpecError(f"distill.teacher: {e}") from None
+            if max_params is not None and taught["total_params"] > max_params:
+                raise SpecError(f"distill.teacher has {taught['total_params']:,} parameters; at "
+                                f"most {max_params:,} are allowed here")
         self.eval_chunk = eval_chunk(self.cost["activations"])
         if max_params is not None and self.cost["params"] > max_params:
             raise SpecError(f"the model has {self.cost['params']:,} parameters; at most "
@@ -230,10 +238,10 @@ class Trainer:
         if self.done:
             return False
         t0 = time.perf_counter()
-        if not self._started:
-            self._started = True
-            self._call("on_fit_start")
         try:
+            if not self._started:  # a pretraining or teacher phase may be cancelled here too
+                self._started = True
+                self._call("on_fit_start")
             self._step()
         except CancelFit:
             self.stop("cancelled")

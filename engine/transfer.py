@@ -22,8 +22,8 @@ from .callbacks import Callback, CancelFit
 from .portable import distill_loss, freeze
 from .spec import ExperimentSpec
 
-PHASE_CHUNK = 50
-PRETRAIN_VAL = 0.2  # steps between checks that the run was not cancelled meanwhile
+PHASE_CHUNK = 50  # steps between checks that the run was not cancelled meanwhile
+PRETRAIN_VAL = 0.2  # the share of the pretraining classes' examples held out to report on
 
 
 def pretrain_spec(spec: ExperimentSpec) -> ExperimentSpec:

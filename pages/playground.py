@@ -421,7 +421,7 @@ with st.sidebar:
                 widgets.param_widget(p, f"{W}training.augment.{name}", col)
             if spec.training.augment is not None:
                 views.augment_preview(spec)
-    if DATASETS[spec.data.name].tags.get("input") == "sequence":
+    if DATASETS[spec.data.name].tags.get("input") in ("sequence", "tokens"):
         widgets.param_widget(TRAINING_PARAMS["tbptt"], W + "training.tbptt", st,
                              "truncate backprop through time after (steps; 0: never)")
     widgets.phases_section(spec)

@@ -1004,3 +1004,36 @@ def test_the_overview_spells_out_reber_strings():
     assert all(s.startswith("B") and s.endswith("E") for s in strings)
     assert all((s[1] == s[-2]) == (c == "grammatical") for s, c in zip(strings, classes))
     assert set(answers) <= {"wrong", "grammatical"}
+
+
+def test_the_conv_calculator_reads_same_padding_and_refuses_what_a_layer_cannot_take():
+    spec = ExperimentSpec.from_dict({"data": {"name": "shapes", "n": 100}, "model": {"layers": [
+        {"type": "conv2d", "filters": 2, "kernel": 11, "padding": "same"}, {"type": "maxpool"},
+        {"type": "globalavgpool"}]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    assert at.number_input(key="calc.padding").value == 5  # 'same' for an 11-pixel kernel
+    assert any("(16 - 11 + 2*5)/1 + 1 = 16" in m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Apply to layer 1").click().run()
+    no_problems(at)
+    assert spec_of(at).model.layers[0].get("padding") == "same"
+    at.selectbox(key="calc.layer").set_value(1).run()  # the pool: 16x16 in
+    at.number_input(key="calc.kernel").set_value(12).run()
+    next(b for b in at.button if b.label == "Apply to layer 2").click().run()
+    assert any("Not applied" in w.value and "kernel" in w.value for w in at.warning)
+    assert spec_of(at).model.layers[1].get("kernel") == 2  # unchanged
+
+
+def test_written_text_stays_while_the_run_trains_on():
+    spec = ExperimentSpec.from_dict({"data": {"name": "chars", "length": 16, "stride": 8},
+                                     "model": {"layers": [{"type": "embedding", "dim": 4},
+                                                          {"type": "gru", "units": 8}]}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    button(at, "Step").click().run()
+    next(b for b in at.button if b.label == "Write at four temperatures").click().run()
+    button(at, "Step").click().run()  # the run moves on: the text it wrote stays, dated
+    assert len([c for c in at.code if c.value.startswith("the network ")]) == 4
+    assert any("as it was at step 1" in c.value for c in at.caption)

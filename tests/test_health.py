@@ -584,3 +584,10 @@ def test_the_verdict_through_time(first, last, loss, kind, expected):
     if expected == "exploding":
         assert "through time" in v["messages"][0]
         assert "Clip gradients at norm 1" in [f["label"] for f in v["fixes"]]
+
+
+def test_truncated_bptt_zeros_are_no_vanishing():
+    make, facts = through_time(0.0, 1.0, 0.16)  # truncation: nothing reaches the first steps
+    truncated = RNN_SPEC.with_changes({"training.tbptt": 2})
+    v = persisted("vanishing", H.PERSIST["vanishing"], make, spec=truncated, facts=facts)
+    assert v["status"] != "vanishing", v

@@ -351,3 +351,10 @@ def test_embedded_reber_strings_wrap_a_reber_string_and_half_are_wrong():
     spec = {"data": {"name": "reber", "n": 50}, "model": {"layers": [8, {"type": "gru"}]}}
     with pytest.raises(SpecError, match="first layer must be recurrent"):
         Trainer(ExperimentSpec.from_dict(spec))
+
+
+def test_a_bidirectional_layer_may_not_read_the_next_character():
+    spec = ExperimentSpec.from_dict({"data": {"name": "chars"}, "model": {"layers": [
+        {"type": "embedding"}, {"type": "gru", "bidirectional": True}]}})
+    with pytest.raises(SpecError, match="would read the answers"):
+        Trainer(spec)

@@ -234,3 +234,53 @@ def test_the_report_scores_both_models_on_the_same_split():
     assert report["float_acc"] == t.evaluate("val")["acc"]
     assert abs(report["int8_acc"] - report["float_acc"]) <= 0.05
     assert 3.5 < report["ratio"] < 4
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+def test_distillation_over_steps_softens_each_steps_classes():
+    """(batch, steps, classes): a per-step shift of the logits changes no softmax, so KL is 0;
+    otherwise each (example, step) is one example of the batch mean."""
+    torch.manual_seed(1)
+    teacher = torch.randn(3, 5, 4)
+    shifted = teacher + torch.randn(3, 5, 1)  # the same distributions
+    assert distill_loss(shifted, teacher, torch.tensor(0.0), 2.0, 1.0).item() == \
+        pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(3, 5, 4)
+    flat = distill_loss(student.reshape(15, 4), teacher.reshape(15, 4), torch.tensor(0.0), 2.0, 1.0)
+    assert distill_loss(student, teacher, torch.tensor(0.0), 2.0, 1.0).item() == \
+        pytest.approx(flat.item(), rel=1e-6)
+
+
+def test_a_teacher_that_cannot_be_built_is_named_before_training():
+    spec = ExperimentSpec.from_dict({"data": {"name": "copy", "n": 100},
+                                     "model": {"layers": [{"type": "gru", "units": 8}]},
+                                     "distill": {"teacher": [16, 16]}})
+    with pytest.raises(SpecError, match=r"^distill.teacher: copy wants an answer at every step"):
+        Trainer(spec)
+    from ui.state import default_teacher
+    for name in ("copy", "chars", "reber", "digits", "moons"):  # the page's defaults train
+        config = {"data": {"name": name} | ({"n": 100} if name not in ("chars",) else {}),
+                  "distill": {"teacher": default_teacher(name), "steps": 2},
+                  "training": {"steps": 2}}
+        if name in ("copy", "chars", "reber"):
+            config["model"] = {"layers": default_teacher(name)}  # a student of the same kind
+        assert Trainer(ExperimentSpec.from_dict(config)).run().phase["steps"] == 2, name
+
+
+@pytest.mark.parametrize("data", [{"name": "copy", "subset": [1, 2]},
+                                  {"name": "chars", "subset": [1, 2]}])
+def test_a_class_subset_needs_one_class_per_example(data):
+    with pytest.raises(SpecError, match="class at every step"):
+        ExperimentSpec.from_dict({"data": data})
+
+
+def test_a_cancel_during_the_teacher_phase_ends_the_run():
+    import threading
+    spec = ExperimentSpec.from_dict({"data": {"name": "digits", "n": 300},
+                                     "distill": {"teacher": [64], "steps": 100_000}})
+    t = Trainer(spec)
+    threading.Timer(0.5, t.cancel).start()
+    t.run()
+    assert t.stopped == "cancelled" and t.step_count == 0 and t.phase is None
+    assert not t.run().step_count  # and it stays stopped: no run without its teacher

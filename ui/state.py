@@ -189,12 +189,17 @@ DEFAULT_TEACHER = {"image": [{"type": "conv2d", "filters": 16, "kernel": 3, "pad
                              {"type": "maxpool", "kernel": 2},
                              {"type": "conv2d", "filters": 32, "kernel": 3, "padding": "same"},
                              {"type": "maxpool", "kernel": 2}, {"type": "linear", "units": 64}],
+                   "sequence": [{"type": "lstm", "units": 64}],
+                   "tokens": [{"type": "embedding", "dim": 16}, {"type": "lstm", "units": 128}],
                    "other": [{"type": "linear", "units": 128}, {"type": "linear", "units": 128}]}
 
 
 def default_teacher(dataset: str) -> list[dict]:
-    kind = "image" if DATASETS[dataset].tags.get("input") == "image" else "other"
-    return DEFAULT_TEACHER[kind]
+    tags = DATASETS[dataset].tags
+    kind = tags.get("input") if tags.get("input") in DEFAULT_TEACHER else "other"
+    head = [{"type": "last_step"}] if kind == "sequence" and tags.get("targets") != "steps" \
+        else []
+    return DEFAULT_TEACHER[kind] + head
 
 
 def phase_values(spec: ExperimentSpec) -> dict:

@@ -486,15 +486,19 @@ def metrics_view(run, data) -> None:
 def quantization_panel(run, split: str) -> None:
     """Post-training int8 weights: the model's size and accuracy before and after, on demand
     (a copy is rounded; the run itself is untouched)."""
-    key = (run.id, run.trainer.step_count, split)
-    st.button("Round the weights to int8", key="quantize",
+    key = (run.id, split)  # a result stays until asked again (the run may train on meanwhile)
+
+    def quantize():
+        step = run.trainer.step_count
+        st.session_state["quantized"] = (key, step, run.quantization(split))
+    st.button("Round the weights to int8", key="quantize", on_click=quantize,
               help="Store every weight as an 8-bit integer with one scale per output channel: "
-              "about 4x smaller. The table shows what that costs in accuracy.",
-              on_click=lambda: st.session_state.update(quantized=(key, run.quantization(split))))
+              "about 4x smaller. The table shows what that costs in accuracy.")
     held = st.session_state.get("quantized")
     if not held or held[0] != key:
         return
-    r = held[1]
+    step, r = held[1], held[2]
+    st.caption(f"The model as it was at step {step:,}:")
     kb = lambda b: f"{b / 1024:,.1f} KB"  # noqa: E731
     st.dataframe([
         {"weights": kind, "size": kb(r[f"{key}_bytes"]),
@@ -515,7 +519,8 @@ def phase_summary(trainer) -> None:
             st.caption("The first step trains the " + ("pretraining run" if trainer.spec.pretrain
                                                        else "teacher") + " first.")
         return
-    acc = f"validation accuracy {p['val_acc']:.1%}" if p["val_acc"] is not None else ""
+    acc = f"validation accuracy {p['val_acc']:.1%}" if p["val_acc"] is not None else \
+        f"validation loss {p['val_loss']:.4g}" if p["val_loss"] is not None else "no validation"
     if p["kind"] == "pretrain":
         frozen = ", ".join(p["frozen"]) or "none (every layer fine-tuned)"
         st.caption(f"Pretrained on classes {', '.join(map(str, p['classes']))} for "
@@ -523,9 +528,11 @@ def phase_summary(trainer) -> None:
                    f"Frozen: {frozen}.")
     else:
         mine = sum(q.numel() for q in trainer.model.parameters())
+        ratio = p["params"] / max(mine, 1)
+        size = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
         st.caption(f"Teacher: {p['params']:,} parameters, {p['steps']:,} steps, {acc}. This "
-                   f"student: {mine:,} parameters ({p['params'] / max(mine, 1):.0f}x fewer), "
-                   f"temperature {p['temperature']:g}, alpha {p['alpha']:g}.")
+                   f"student: {mine:,} parameters ({size}), temperature "
+                   f"{p['temperature']:g}, alpha {p['alpha']:g}.")
 
 
 def activation_charts(run, rows: list[dict]) -> None:
@@ -560,16 +567,20 @@ def writing_panel(run) -> None:
     c1, c2 = st.columns([3, 1])
     c1.text_input("Prompt", "the network ", key="write_prompt", max_chars=200)
     c2.number_input("characters", 20, 500, 150, 10, key="write_length")
-    key = (run.id, trainer.step_count, st.session_state["write_prompt"],
-           st.session_state["write_length"])
-    st.button("Write at four temperatures", key="write", on_click=lambda: st.session_state.update(
-        written=(key, run.write(st.session_state["write_prompt"],
-                                st.session_state["write_length"], WRITE_TEMPERATURES))),
-        help="Temperature 0 always takes the likeliest next character; higher ones draw from "
-        "the net's guess, flattened: more surprise, more mistakes.")
+    key = (run.id, st.session_state["write_prompt"], st.session_state["write_length"])
+
+    def write():  # kept until asked again: the run may train on meanwhile
+        step = trainer.step_count
+        st.session_state["written"] = (key, step, run.write(
+            st.session_state["write_prompt"], st.session_state["write_length"],
+            WRITE_TEMPERATURES))
+    st.button("Write at four temperatures", key="write", on_click=write,
+              help="Temperature 0 always takes the likeliest next character; higher ones draw "
+              "from the net's guess, flattened: more surprise, more mistakes.")
     held = st.session_state.get("written")
     if held and held[0] == key:
-        for temperature, text in held[1].items():
+        st.caption(f"Written by the model as it was at step {held[1]:,}:")
+        for temperature, text in held[2].items():
             st.markdown(f"**T = {temperature:g}**")
             st.code(st.session_state["write_prompt"] + text, language=None, wrap_lines=True)
     points = run.read(embedding_map)

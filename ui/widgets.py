@@ -12,6 +12,7 @@ import json
 import streamlit as st
 
 from engine.conv import PADDINGS, padding_of, window_arithmetic
+from engine.errors import SpecError
 from engine.registry import ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES, Param
 from engine.spec import (DEFAULT_FEATURES, DEFAULT_LOSS, DISTILL_PARAMS, MAX_LAYERS,
                          PRETRAIN_PARAMS, LayerSpec)
@@ -218,38 +219,46 @@ def _keep_known(key: str, allowed) -> None:
     st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
 
 
+def _class_phases(classes, show) -> None:
+    """The class subset and the pretraining on other classes, with its frozen layers."""
+    _keep_known(W + "data.subset", classes)
+    st.multiselect("Train on these classes (none picked: all)", classes, key=W + "data.subset",
+                   format_func=show, help="Keep only some classes, renumbered from 0 in the "
+                   "order picked.")
+    st.checkbox("Pretrain on other classes first", key=W + "pretrain.on",
+                help="Transfer learning: the hidden layers first learn other classes of the "
+                "same data; this run starts from them with a new output layer.")
+    if st.session_state[W + "pretrain.on"]:
+        rest = [c for c in classes if c not in (st.session_state[W + "data.subset"] or [])]
+        _keep_known(W + "pretrain.classes", rest)
+        st.multiselect("Pretrain on", rest, key=W + "pretrain.classes", format_func=show,
+                       help="Classes the run itself never trains on (pick the run's own "
+                       "classes above).")
+        c1, c2 = st.columns(2)
+        param_widget(PRETRAIN_PARAMS["steps"], W + "pretrain.steps", c1, "pretrain steps")
+        param_widget(PRETRAIN_PARAMS["n"], W + "pretrain.n", c2, "pretrain examples")
+        ids = st.session_state.get("layer_ids", [])
+        kinds = [st.session_state.get(f"{W}layer.{lid}.type", "?") for lid in ids]
+        _keep_known(W + "pretrain.freeze", range(len(ids)))
+        st.multiselect("Freeze these layers", list(range(len(ids))), key=W + "pretrain.freeze",
+                       format_func=lambda i: f"{i + 1} · {_label(kinds[i])}",
+                       help="Frozen layers keep their pretrained weights exactly: no "
+                       "gradient, no update, BatchNorm statistics fixed. Freeze the first "
+                       "layers (general features) and train the rest.")
+
+
 def phases_section(spec) -> None:
-    """Some classes only; pretraining on others with layers frozen; distilling from a teacher."""
-    labels = class_labels()
-    if labels is None:
+    """Some classes only; pretraining on others with layers frozen (both for one class per
+    example); distilling from a teacher (any classifier)."""
+    entry = DATASETS[st.session_state[W + "data.name"]]
+    if entry.tags.get("task") != "classification":
         return
-    classes, show = labels
+    labels = None if entry.tags.get("targets") == "steps" else class_labels()
     on = bool(spec.data.subset or spec.pretrain or spec.distill)
-    with st.expander("Classes, transfer learning and distillation", expanded=on):
-        _keep_known(W + "data.subset", classes)
-        st.multiselect("Train on these classes (none picked: all)", classes, key=W + "data.subset",
-                       format_func=show, help="Keep only some classes, renumbered from 0 in the "
-                       "order picked.")
-        st.checkbox("Pretrain on other classes first", key=W + "pretrain.on",
-                    help="Transfer learning: the hidden layers first learn other classes of the "
-                    "same data; this run starts from them with a new output layer.")
-        if st.session_state[W + "pretrain.on"]:
-            rest = [c for c in classes if c not in (st.session_state[W + "data.subset"] or [])]
-            _keep_known(W + "pretrain.classes", rest)
-            st.multiselect("Pretrain on", rest, key=W + "pretrain.classes", format_func=show,
-                           help="Classes the run itself never trains on (pick the run's own "
-                           "classes above).")
-            c1, c2 = st.columns(2)
-            param_widget(PRETRAIN_PARAMS["steps"], W + "pretrain.steps", c1, "pretrain steps")
-            param_widget(PRETRAIN_PARAMS["n"], W + "pretrain.n", c2, "pretrain examples")
-            ids = st.session_state.get("layer_ids", [])
-            kinds = [st.session_state.get(f"{W}layer.{lid}.type", "?") for lid in ids]
-            _keep_known(W + "pretrain.freeze", range(len(ids)))
-            st.multiselect("Freeze these layers", list(range(len(ids))), key=W + "pretrain.freeze",
-                           format_func=lambda i: f"{i + 1} · {_label(kinds[i])}",
-                           help="Frozen layers keep their pretrained weights exactly: no "
-                           "gradient, no update, BatchNorm statistics fixed. Freeze the first "
-                           "layers (general features) and train the rest.")
+    title = "Classes, transfer learning and distillation" if labels else "Distillation"
+    with st.expander(title, expanded=on):
+        if labels:
+            _class_phases(*labels)
         st.checkbox("Distil from a teacher", key=W + "distill.on",
                     help="Knowledge distillation: a larger teacher trains first; this model then "
                     "learns from the teacher's softened outputs as well as the labels.")
@@ -266,9 +275,9 @@ def phases_section(spec) -> None:
 
 WINDOWS = ("conv2d", "maxpool", "avgpool")  # the stack's sliding-window layer types
 CALC = ("size", "kernel", "stride", "padding", "dilation")
-# the largest value each input takes: the conv2d entry's own ranges (padding: its largest number)
-CALC_MAX = {"size": 64, "kernel": 15, "stride": 8, "dilation": 8,
-            "padding": max(p for p in PADDINGS if isinstance(p, int))}
+# the largest value each input takes: the conv2d entry's own ranges (padding: as much as 'same'
+# adds to its widest kernel)
+CALC_MAX = {"size": 64, "kernel": 15, "stride": 8, "dilation": 8, "padding": 8 * 14 // 2}
 
 
 def _calc_load(lid: str, size: int) -> None:
@@ -285,17 +294,38 @@ def _calc_load(lid: str, size: int) -> None:
                              "calc.padding": padding_of(padding, kernel, dilation)})
 
 
+def _as_layer_value(kind: str, name: str, value: int):
+    """A calculator number as the layer's own parameter value (padding 0 is 'valid', the padding
+    that keeps the size is 'same'), or SpecError naming what the layer allows."""
+    param = LAYERS[kind].param(name)
+    if name == "padding":
+        same = padding_of("same", st.session_state["calc.kernel"],
+                          st.session_state["calc.dilation"])
+        if value == 0:
+            return "valid"
+        if value == same and st.session_state["calc.stride"] == 1 and value not in PADDINGS:
+            return "same"
+    return param.check(value, f"{kind} {name}")
+
+
 @guarded_callback
 def _calc_apply(lid: str) -> None:
-    """Write the calculator's kernel, stride, padding and dilation into the layer itself."""
+    """Write the calculator's kernel, stride, padding and dilation into the layer itself, or
+    say which number the layer cannot take (and change nothing)."""
     kind = st.session_state[f"{W}layer.{lid}.type"]
-    for name in CALC[1:]:
-        param = LAYERS[kind].param(name)
-        if param is None:
-            continue
-        value = st.session_state[f"calc.{name}"]
-        if name == "padding" and value == 0:  # the layer's choices say 0 pixels as 'valid'
-            value = "valid"
+    values = {}
+    try:
+        for name in CALC[1:]:
+            if LAYERS[kind].param(name) is not None:
+                values[name] = _as_layer_value(kind, name, st.session_state[f"calc.{name}"])
+            elif name == "padding" and st.session_state["calc.padding"]:
+                raise SpecError(f"a {kind} layer takes no padding")
+            elif name == "dilation" and st.session_state["calc.dilation"] != 1:
+                raise SpecError(f"a {kind} layer has no dilation")
+    except SpecError as e:
+        st.session_state["flash"] = ("warning", f"Not applied: {e}.")
+        return
+    for name, value in values.items():
         st.session_state[f"{W}layer.{lid}.{name}"] = value
 
 
@@ -341,9 +371,6 @@ def conv_calculator(shapes: dict[int, dict], input_shape) -> None:
             else:
                 text += f" → **{r['size']}x{r['size']}**, whole"
             st.markdown(text)
-        if LAYERS[st.session_state[f"{W}layer.{lid}.type"]].param("padding") is None and \
-                st.session_state["calc.padding"]:
-            st.caption("Pooling layers here take no padding: Apply keeps theirs at 0.")
         st.button(f"Apply to layer {i + 1}", on_click=_calc_apply, args=(lid,),
                   disabled=bool(r["error"]), help="Set this layer's kernel, stride, padding "
                   "and dilation to these numbers (the input size comes from the layers "

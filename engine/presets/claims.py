@@ -169,15 +169,15 @@ def _known_words(o, temperature: float, chars: int = 400) -> float | None:
     return sum(w in known for w in words) / max(len(words), 1)
 
 
-def _first_half_acc(o) -> float | None:
-    """Validation accuracy on the first half of the steps of a task with an answer at every
-    step (reversal: the answers that depend on letters not yet read)."""
+def _half_acc(o, second: bool) -> float | None:
+    """Validation accuracy on the first (or second) half of the steps of a task with an answer
+    at every step (reversal: the first half depends on letters not yet read)."""
     data = o.trainer.data
     if data.y_val.dim() != 2 or data.task != "classification":
         return None
-    probs = o.trainer.predict(data.x_val)
+    right = o.trainer.predict(data.x_val).argmax(-1) == data.y_val
     half = data.y_val.shape[1] // 2
-    return float((probs.argmax(-1)[:, :half] == data.y_val[:, :half]).float().mean())
+    return float((right[:, half:] if second else right[:, :half]).float().mean())
 
 
 def _receptive_field(o) -> int | None:
@@ -206,7 +206,8 @@ MEASURES = {
     "occlusion_on_shape": _occlusion_on_shape,
     "receptive_field": _receptive_field,
     "unigram_loss": _unigram_loss,
-    "first_half_acc": _first_half_acc,
+    "first_half_acc": lambda o: _half_acc(o, second=False),
+    "second_half_acc": lambda o: _half_acc(o, second=True),
     "known_words_cool": lambda o: _known_words(o, 0.5),
     "known_words_hot": lambda o: _known_words(o, 1.5),
     "time_grad_ratio": lambda o: next(iter(time_ratios(_last_evidence(o)).values()), None),
