@@ -793,7 +793,13 @@ def test_a_transfer_link_loads_into_its_widgets_trains_and_reports_its_pretraini
     no_problems(at)
     assert spec_of(at) == spec  # widgets -> config -> spec gives the link's spec back
     assert at.multiselect(key="w.data.subset").value == [7, 8, 9]
-    assert at.multiselect(key="w.pretrain.freeze").value == [0]
+    first, second = at.session_state["layer_ids"]
+    assert at.multiselect(key="freeze_pick").value == [first]  # kept by layer id
+    at.button(key=f"up.{second}").click().run()  # move the linear layer first: the stack is
+    frozen = {k: at.session_state[k] for k in ("layer_ids", S.FROZEN)}
+    assert [frozen["layer_ids"].index(lid) for lid in frozen[S.FROZEN]] == [1]
+    at.button(key=f"up.{first}").click().run()  # (refused: no conv after a dense layer) back
+    assert spec_of(at).pretrain.freeze == (0,)
     button(at, "Start").click().run()
     run = wait_done(at, the_run(at), 60)
     no_problems(at)
@@ -809,6 +815,8 @@ def test_the_phase_widgets_edit_the_spec_and_drop_what_no_longer_fits(at):
     at.multiselect(key="w.pretrain.classes").set_value([0, 1]).run()
     no_problems(at)
     assert spec_of(at).data.subset == (2, 3) and spec_of(at).pretrain.classes == (0, 1)
+    at.multiselect(key="freeze_pick").set_value([at.session_state["layer_ids"][1]]).run()
+    assert spec_of(at).pretrain.freeze == (1,)
     assert at.multiselect(key="w.pretrain.classes").options == ["0 · horizontal bar",
                                                                 "1 · vertical bar"]
     at.checkbox(key="w.distill.on").check().run()  # pretrain and distill together: refused

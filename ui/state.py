@@ -181,8 +181,15 @@ def widget_values(spec: ExperimentSpec) -> tuple[dict, list[str]]:
         lid = new_layer_id()
         ids.append(lid)
         out.update(layer_keys(lid, layer))
+    # frozen layers by their ids: moving or removing a layer keeps the right ones frozen
+    frozen = spec.pretrain.freeze if spec.pretrain else ()
+    out[FROZEN] = [ids[i] for i in frozen if i < len(ids)]
     return out, ids
 
+
+# The ids of the layers pretraining freezes (not a widget's own key: a widget whose options
+# change, as a reordered stack's do, starts over; this list outlives it)
+FROZEN = W + "pretrain.frozen_ids"
 
 # The teacher a distillation starts with when it is switched on: a wider net of the same kind.
 DEFAULT_TEACHER = {"image": [{"type": "conv2d", "filters": 16, "kernel": 3, "padding": "same"},
@@ -212,7 +219,7 @@ def phase_values(spec: ExperimentSpec) -> dict:
     dist = dist or DistillSpec()
     return {W + "data.subset": list(spec.data.subset or ()),
             W + "pretrain.on": spec.pretrain is not None,
-            W + "pretrain.classes": list(pre.classes), W + "pretrain.freeze": list(pre.freeze),
+            W + "pretrain.classes": list(pre.classes),
             **{f"{W}pretrain.{k}": getattr(pre, k) for k in PRETRAIN_PARAMS},
             W + "distill.on": spec.distill is not None,
             W + "distill.teacher": json.dumps(teacher),
@@ -225,8 +232,10 @@ def collect_phases(d: dict, state) -> None:
     if subset:
         d["data"]["subset"] = list(subset)
     if state.get(W + "pretrain.on"):
+        ids = list(state.get("layer_ids") or [])
+        frozen = [ids.index(lid) for lid in state.get(FROZEN) or [] if lid in ids]
         d["pretrain"] = {"classes": list(state.get(W + "pretrain.classes") or []),
-                         "freeze": sorted(state.get(W + "pretrain.freeze") or []),
+                         "freeze": sorted(frozen),
                          **{k: state.get(f"{W}pretrain.{k}", p.default)
                             for k, p in PRETRAIN_PARAMS.items()}}
     if state.get(W + "distill.on"):

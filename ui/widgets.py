@@ -121,7 +121,7 @@ def _dataset_changed() -> None:
     st.session_state[W + "data.subset"] = []
     st.session_state[W + "pretrain.on"] = False
     st.session_state[W + "pretrain.classes"] = []
-    st.session_state[W + "pretrain.freeze"] = []
+    st.session_state[S.FROZEN] = []
     st.session_state[W + "distill.teacher"] = json.dumps(S.default_teacher(entry.key))
     _stack_follows_input(entry)
     _loss_follows_task()
@@ -237,11 +237,16 @@ def _class_phases(classes, show) -> None:
         c1, c2 = st.columns(2)
         param_widget(PRETRAIN_PARAMS["steps"], W + "pretrain.steps", c1, "pretrain steps")
         param_widget(PRETRAIN_PARAMS["n"], W + "pretrain.n", c2, "pretrain examples")
-        ids = st.session_state.get("layer_ids", [])
-        kinds = [st.session_state.get(f"{W}layer.{lid}.type", "?") for lid in ids]
-        _keep_known(W + "pretrain.freeze", range(len(ids)))
-        st.multiselect("Freeze these layers", list(range(len(ids))), key=W + "pretrain.freeze",
-                       format_func=lambda i: f"{i + 1} · {_label(kinds[i])}",
+        ids = list(st.session_state.get("layer_ids", []))
+        # by layer id (a moved layer stays frozen), held in S.FROZEN
+        st.session_state["freeze_pick"] = [lid for lid in st.session_state.get(S.FROZEN) or []
+                                           if lid in ids]
+        names = {lid: f"{k + 1} · {_label(st.session_state.get(f'{W}layer.{lid}.type', '?'))}"
+                 for k, lid in enumerate(ids)}
+        st.multiselect("Freeze these layers", ids, key="freeze_pick",
+                       on_change=lambda: st.session_state.update(
+                           {S.FROZEN: list(st.session_state["freeze_pick"])}),
+                       format_func=names.get,
                        help="Frozen layers keep their pretrained weights exactly: no "
                        "gradient, no update, BatchNorm statistics fixed. Freeze the first "
                        "layers (general features) and train the rest.")
