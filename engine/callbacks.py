@@ -3,6 +3,7 @@
 Hooks, in the order the Trainer calls them each step:
     on_fit_start(trainer)           once, before the first step
     on_step_start(trainer)          before the batch is drawn
+    on_batch(trainer, xb, yb)       the training batch, before the forward pass
     on_after_backward(trainer)      gradients exist, the optimizer has not stepped
     on_step_end(trainer)            after the update; trainer.row is a dict on logged steps
     on_log(trainer, row)            a finished metrics row was appended to the history (every
@@ -41,6 +42,7 @@ class Callback:
 
     def on_fit_start(self, trainer): pass
     def on_step_start(self, trainer): pass
+    def on_batch(self, trainer, xb, yb): pass
     def on_after_backward(self, trainer): pass
     def on_step_end(self, trainer): pass
     def on_log(self, trainer, row): self.on_eval(trainer, row)  # callbacks written before on_log
@@ -87,6 +89,18 @@ class Regularization(Callback):
         """The penalty itself, for reporting and for tests against autograd."""
         ws = weight_params(model)
         return sum(l1 * w.abs().sum() + l2 * (w ** 2).sum() for w in ws)
+
+
+class TeacherForcing(Callback):
+    """Hands each training batch's answers to the model's encoder-decoder, which may feed them
+    back instead of its own guesses (portable.Seq2Seq; evaluation never gets them)."""
+    order, name = 15, "teacher_forcing"
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+
+    def on_batch(self, trainer, xb, yb):
+        self.decoder.targets = yb
 
 
 class GradClip(Callback):

@@ -1,6 +1,6 @@
 """Reading a trained sequence model: a character model's greedy and sampled continuations of
-a prompt and its embedding vectors in two dimensions, and any recurrent layer's hidden-state
-trajectories.
+a prompt and its embedding vectors in two dimensions, any recurrent layer's hidden-state
+trajectories, and an encoder-decoder's greedy and beam-search answers and attention.
 
     generate(trainer, "a network ", 120, temperature=0.8, seed=0)
 
@@ -112,3 +112,62 @@ def hidden_trajectories(trainer, examples: int = 4, split: str = "val") -> dict 
     var = s.square()
     return {"layer": name, "paths": xy.tolist(),
             "explained": float(var[:2].sum() / var.sum()) if var.sum() > 0 else 0.0}
+
+
+def _seq2seq(trainer):
+    from .portable import Seq2Seq
+    module = getattr(trainer.model, "out", None)
+    if not isinstance(module, Seq2Seq):
+        raise SpecError("beam search and attention maps need a seq2seq model")
+    return module
+
+
+@torch.no_grad()
+def beam_search(trainer, x: torch.Tensor, width: int = 3) -> list[list[int]]:
+    """Each input's answer sequence by beam search: keep the `width` likeliest partial answers
+    (by summed log-probability) at every step, extend each by every class, keep the best
+    `width` again; width 1 is greedy decoding."""
+    if not 1 <= width <= 16:
+        raise SpecError(f"width={width!r} is not allowed: expected 1 to 16")
+    module = _seq2seq(trainer)
+    was_training = trainer.model.training
+    trainer.model.eval()
+    try:
+        answers = []
+        for example in x.to(trainer.device):
+            memory, h = module.encode(example[None])
+            beams = [(0.0, [], h)]
+            for _ in range(x.shape[1]):
+                grown = []
+                for score, seq, state in beams:
+                    token = torch.tensor([seq[-1] if seq else module.classes],
+                                         device=trainer.device)
+                    logits, new_state, _ = module.step(token, state, memory)
+                    top = torch.log_softmax(logits[0].float(), 0).topk(width)
+                    grown += [(score + lp, seq + [k], new_state)
+                              for lp, k in zip(top.values.tolist(), top.indices.tolist())]
+                beams = sorted(grown, key=lambda b: -b[0])[:width]
+            answers.append(beams[0][1])
+    finally:
+        trainer.model.train(was_training)
+    return answers
+
+
+@torch.no_grad()
+def attention_map(trainer, index: int = 0, split: str = "val") -> dict | None:
+    """Where the decoder looked while answering example `index` of a split: {"weights"
+    (answers x inputs), "inputs", "answers", "targets"} as class indices; None without
+    attention."""
+    module = _seq2seq(trainer)
+    x, y = getattr(trainer.data, f"x_{split}"), getattr(trainer.data, f"y_{split}")
+    if module.attention == "none" or not 0 <= index < len(x):
+        return None
+    was_training = trainer.model.training
+    trainer.model.eval()
+    try:
+        out = trainer.model(x[index:index + 1])
+    finally:
+        trainer.model.train(was_training)
+    return {"weights": module.weights[0].float().cpu().tolist(),
+            "inputs": x[index].argmax(-1).tolist(), "answers": out[0].argmax(-1).tolist(),
+            "targets": y[index].tolist()}

@@ -424,7 +424,7 @@ def _loss(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
 
 
 def _training(spec: ExperimentSpec, task: str, script: Script, phase: str | None = None,
-              objective: bool = False) -> list[str]:
+              objective: bool = False, forcing: bool = False) -> list[str]:
     """phase: the name of a run trained before the main one (its summary is kept under that
     name, nothing is saved); objective: the update minimises `objective` (distillation)."""
     t, reg = spec.training, spec.regularization
@@ -449,11 +449,17 @@ def _training(spec: ExperimentSpec, task: str, script: Script, phase: str | None
                                  f"{literal(t.augment.to_dict())})")
     if objective:
         kwargs["objective"] = Code("objective")
+    lead = []
+    if forcing:  # the decoder may read the true previous answers while it trains
+        kwargs["on_batch"] = Code("teacher_forcing")
+        lead = ["def teacher_forcing(xb, yb):",
+                "    # the decoder may read the batch's true previous answers (teacher forcing)",
+                "    model.out.targets = yb", "", ""]
     run = script.call(export_template.train, Code("model"), Code("optimizer"),
                       Code("scheduler"), Code("loss_fn"), Code("splits"), **kwargs)
     if phase is not None:
-        return [*script.take(), _assign(f"{phase}_summary", run)]
-    return [*script.take(),
+        return [*script.take(), *lead, _assign(f"{phase}_summary", run)]
+    return [*script.take(), *lead,
             "# A row is printed at step 1, every log_every steps and at the last step.",
             _assign("summary", run),
             "if args.save:",
@@ -541,7 +547,9 @@ def _run_sections(spec: ExperimentSpec, script: Script, phase: str | None = None
          *_optimizer(spec, script, frozen=bool(frozen))],
         [_rule(f"loss{title}"), *_loss(spec, data.task, script)],
         [_rule(f"training{title}"),
-         *_training(spec, data.task, script, phase, objective=spec.distill is not None)],
+         *_training(spec, data.task, script, phase, objective=spec.distill is not None,
+                    forcing=any(isinstance(m, portable.Seq2Seq) and m.forcing > 0
+                                for m in net.modules()))],
     ]
 
 

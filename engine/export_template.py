@@ -34,7 +34,8 @@ def show(row):
 
 def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, batch_gen, device,
           log_every, eval_every, classes, one_logit=False, l1=0.0, l2=0.0, clip=None,
-          early_stopping=None, schedule_on_metric=False, augment=None, objective=None):
+          early_stopping=None, schedule_on_metric=False, augment=None, objective=None,
+          on_batch=None):
     """Train for `steps` gradient steps and return the summary: steps, why it stopped, the
     printed rows (history) and the test metrics.
 
@@ -43,7 +44,8 @@ def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, ba
     step; it is validated there too every `eval_every` steps (0: on every row).
     augment: (generator, blank, settings) to change each training batch of images at random.
     objective: what the update minimises, objective(out, xb, loss), when not the loss itself
-    (distillation); the printed train loss stays the loss."""
+    (distillation); the printed train loss stays the loss. on_batch(xb, yb): called with each
+    training batch before the forward pass (teacher forcing hands the answers to the decoder)."""
     x_train, y_train = splits["train"]
     batches = Batches(len(y_train), batch_size, batch_gen, device)
     weights = weight_params(model)
@@ -57,6 +59,8 @@ def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, ba
         if augment is not None:
             augment_gen, blank, settings = augment
             xb = augment_images(xb, augment_gen, blank, **settings)
+        if on_batch is not None:
+            on_batch(xb, yb)
         out = model(xb)
         loss = loss_fn(out, yb)
         optimizer.zero_grad(set_to_none=True)

@@ -208,6 +208,10 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
                             f"height, width), but its input has shape {list(shape)}. "
                             "Convolutional layers go first, on image data (digits, shapes), "
                             "before any linear layer")
+        if any(LAYERS[earlier.type].tags.get("emits_output")
+               for earlier in spec.model.layers[:i]):
+            raise SpecError(f"model.layers[{i}]: a {spec.model.layers[i - 1].type} layer gives "
+                            "the answers itself, so it must be the last layer")
         prefix = entry.tags["prefix"]
         counts[prefix] = counts.get(prefix, 0) + 1
         name = f"{prefix}{counts[prefix]}"
@@ -229,6 +233,14 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
                       "dies": bool(watched and watched.tags.get("dies")),
                       "bounds": watched.tags.get("bounds") if watched else None,
                       "spec_index": i}
+    last = spec.model.layers[-1].entry if spec.model.layers else None
+    if last is not None and last.tags.get("emits_output"):  # it gives the answers itself
+        name = next(reversed(layers))
+        layers["out"] = layers.pop(name)
+        info["out"] = {**info.pop(name), "type": "output", "shown": True}
+        net = Net(layers, info)
+        net.inits = ctx.inits
+        return net.to(device)
     per_step = DATASETS[spec.data.name].tags.get("targets") == "steps"
     if per_step and len(shape) != 2:
         raise SpecError(f"{spec.data.name} wants an answer at every step of its sequences, but "

@@ -20,7 +20,7 @@ from torch import nn
 
 # One random stream per purpose: adding dropout must not reshuffle the data, and a new batch
 # size must not change the initial weights.
-STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3, "augment": 4}
+STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3, "augment": 4, "forcing": 5}
 FIRST_STREAMS = 4  # seed * 4 + index seeds these, as before "augment" came: old runs repeat
 
 
@@ -233,6 +233,65 @@ class Recurrent(nn.Module):
             return (1 - z) * n + z * h, c, {"reset": r, "update": z}
         act = torch.tanh if self.kind == "rnn_tanh" else torch.relu
         return act(xt + ht), c, {}
+
+
+class Seq2Seq(nn.Module):
+    """An encoder-decoder with attention, answering a class at every step. The encoder (a GRU,
+    portable.Recurrent) reads the whole input; the decoder, a GRU cell of the same size, starts
+    from the encoder's last state and at each step reads the previous answer (a start token
+    first), attends over the encoder's states and gives the next answer's logits. attention:
+    "dot" (Luong's general score h_enc . W h_dec), "additive" (Bahdanau's v . tanh(W h_enc +
+    U h_dec)) or "none" (the encoder's last state is the only context). forcing: the chance,
+    while training, that the decoder reads the true previous answer instead of its own guess
+    (teacher forcing; `targets` is set for one training forward, then cleared). `weights` keeps
+    the last forward's attention, (batch, answers, inputs)."""
+
+    def __init__(self, encoder, cells, classes, attention="dot", forcing=0.0, generator=None):
+        super().__init__()
+        self.encoder, self.cells = encoder, nn.ModuleDict(cells)
+        self.classes, self.attention, self.forcing, self.generator = (classes, attention,
+                                                                      forcing, generator)
+        self.targets = None
+        self.weights = None
+
+    def encode(self, x):
+        memory = self.encoder(x)
+        return memory, memory[:, -1]
+
+    def step(self, token, h, memory):
+        """One answer: (logits, the decoder's new state, the attention over the inputs)."""
+        xr, xz, xn = self.cells["ih"](self.cells["embed"](token)).chunk(3, 1)
+        hr, hz, hn = self.cells["hh"](h).chunk(3, 1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        if self.attention == "none":
+            weights, context = None, memory[:, -1]
+        else:
+            if self.attention == "dot":
+                scores = (memory @ self.cells["query"](h)[:, :, None])[:, :, 0]
+            else:
+                keys = self.cells["memory_map"](memory) + self.cells["state_map"](h)[:, None]
+                scores = self.cells["score"](torch.tanh(keys))[:, :, 0]
+            weights = torch.softmax(scores, 1)
+            context = (weights[:, :, None] * memory).sum(1)
+        return self.cells["readout"](torch.cat([h, context], 1)), h, weights
+
+    def forward(self, x):
+        memory, h = self.encode(x)
+        targets, self.targets = self.targets, None  # teacher forcing: this forward only
+        token = torch.full((x.shape[0],), self.classes, dtype=torch.long, device=x.device)
+        outs, seen = [], []
+        for t in range(x.shape[1]):
+            logits, h, weights = self.step(token, h, memory)
+            outs.append(logits)
+            seen.append(weights)
+            token = logits.argmax(1)
+            if targets is not None and self.forcing > 0:
+                use = torch.rand(x.shape[0], generator=self.generator,
+                                 device=x.device) < self.forcing
+                token = torch.where(use, targets[:, t], token)
+        self.weights = None if seen[0] is None else torch.stack(seen, 1).detach()
+        return torch.stack(outs, 1)
 
 
 class LastStep(nn.Module):

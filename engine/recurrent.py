@@ -14,7 +14,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .errors import SpecError
-from .portable import LastStep, Recurrent
+from .portable import LastStep, Recurrent, Seq2Seq
 from .registry import DATASETS, LAYERS, Param
 
 MAX_UNITS = 1024
@@ -100,6 +100,48 @@ def _embedding(ctx, layer, in_shape):
                         f"({', '.join(DATASETS.where(input='tokens'))})")
     dim = layer.get("dim")
     return ctx.weighted(ctx.make(nn.Embedding, vocabulary, dim), layer), (in_shape[0], dim)
+
+
+@LAYERS.register("seq2seq", "An encoder-decoder: a GRU encoder reads the whole sequence, a GRU "
+                 "decoder writes one answer a step, feeding back its previous answer and "
+                 "attending over the encoder's states. The last layer: it gives the answers.",
+                 (Param("units", 64, "size of the encoder's and decoder's states", low=1,
+                        high=MAX_UNITS, log=True),
+                  Param("attention", "dot", "how the decoder looks at the inputs: dot "
+                        "(Luong), additive (Bahdanau) or none (only the encoder's last state)",
+                        choices=("dot", "additive", "none")),
+                  Param("embed", 16, "numbers per previous answer fed back", low=1,
+                        high=MAX_UNITS, log=True),
+                  Param("teacher_forcing", 0.5, "while training, the chance the decoder reads "
+                        "the true previous answer instead of its own", low=0.0, high=1.0)),
+                 prefix="s2s", sequence_only=True, emits_output=True,
+                 uses=("init", "bias_init"))
+def _seq2seq(ctx, layer, in_shape):
+    steps, features = _sequence(in_shape)
+    entry = DATASETS[ctx.spec.data.name]
+    classes = entry.tags.get("classes")
+    if entry.tags.get("targets") != "steps" or not classes:
+        raise SpecError(f"seq2seq writes a class at every step; use it on "
+                        f"{', '.join(DATASETS.where(targets='steps', input='sequence'))}")
+    units, embed = layer.get("units"), layer.get("embed")
+
+    def linear(fan_in, fan_out, bias=True):
+        return ctx.weighted(ctx.make(nn.Linear, fan_in, fan_out, bias=bias), layer)
+    encoder = ctx.make(Recurrent, "gru", OrderedDict(ih_l0=linear(features, 3 * units),
+                                                     hh_l0=linear(units, 3 * units)))
+    cells = OrderedDict(embed=ctx.weighted(ctx.make(nn.Embedding, classes + 1, embed), layer),
+                        ih=linear(embed, 3 * units), hh=linear(units, 3 * units))
+    attention = layer.get("attention")
+    if attention == "dot":
+        cells["query"] = linear(units, units, bias=False)
+    elif attention == "additive":
+        cells.update(memory_map=linear(units, units),
+                     state_map=linear(units, units, bias=False),
+                     score=linear(units, 1, bias=False))
+    cells["readout"] = linear(2 * units, classes)
+    module = ctx.make(Seq2Seq, encoder, cells, classes, attention=attention,
+                      forcing=layer.get("teacher_forcing"), generator=ctx.stream("forcing"))
+    return module, (steps, classes)
 
 
 @LAYERS.register("last_step", "Keeps the sequence's last step only (a many-to-one head): "

@@ -18,14 +18,15 @@ import time
 
 import torch
 
-from .callbacks import CancelFit, Callback, EarlyStopping, GradClip, Regularization
+from .callbacks import (CancelFit, Callback, EarlyStopping, GradClip, Regularization,
+                        TeacherForcing)
 from .data import Dataset, load_dataset
 from .diagnostics import Diagnostics
 from .health import HealthCheck
 from .errors import SpecError
 from .history import History
 from .model import build_model, count_params, describe
-from .portable import Batches, Dropout, augment_images, predict_classes, task_loss
+from .portable import Batches, Dropout, Seq2Seq, augment_images, predict_classes, task_loss
 from .registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
@@ -155,6 +156,8 @@ class Trainer:
     def _default_callbacks(self) -> list[Callback]:
         s = self.spec
         cbs: list[Callback] = phase_callbacks(s)  # first: they set up the model and objective
+        cbs += [TeacherForcing(m) for m in self.model.modules()
+                if isinstance(m, Seq2Seq) and m.forcing > 0]
         if s.regularization.l1 or s.regularization.l2:
             cbs.append(Regularization(s.regularization.l1, s.regularization.l2))
         cbs.append(self.diagnostics)  # measures gradients before clipping changes them
@@ -260,6 +263,7 @@ class Trainer:
         if self._augment is not None:
             gen, blank, settings = self._augment
             xb = augment_images(xb, gen, blank, **settings)
+        self._call("on_batch", xb, yb)
         if not self.model.training:  # evaluate()/predict() restore the mode; walking the
             self.model.train()        # module tree every step costs ~20 us
         out = self.model(xb)

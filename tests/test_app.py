@@ -1045,3 +1045,20 @@ def test_written_text_stays_while_the_run_trains_on():
     button(at, "Step").click().run()  # the run moves on: the text it wrote stays, dated
     assert len([c for c in at.code if c.value.startswith("the network ")]) == 4
     assert any("as it was at step 1" in c.value for c in at.caption)
+
+
+def test_an_encoder_decoder_shows_its_attention_and_beam_answers():
+    spec = ExperimentSpec.from_dict({"data": {"name": "reverse", "n": 200, "length": 5},
+                                     "model": {"layers": [{"type": "seq2seq", "units": 8}]},
+                                     "training": {"steps": 5}})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params[S.CFG] = S.encode(spec)
+    at.run()
+    button(at, "Step").click().run()
+    at.session_state["view"] = "Through time"
+    at.run()
+    no_problems(at)
+    att = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Attention"))
+    assert len(att["data"][0]["z"]) == 5 and len(att["data"][0]["z"][0]) == 5
+    beams = next(f for f in figures(at) if "beam search" in f["layout"]["title"]["text"])
+    assert all("|   beam: " in a for a in beams["data"][0]["cells"]["values"][2])

@@ -384,6 +384,9 @@ def _with_entry(kind: str, key: str, csv_path: str) -> dict:
             config["data"] = {"name": "digits", "n": 120}
         if LAYERS[key].tags.get("sequence_only"):  # a recurrent layer reads sequences
             config["data"] = {"name": "sine", "n": 120, "length": 6}
+        if LAYERS[key].tags.get("emits_output"):  # an encoder-decoder answers every step
+            config["data"] = {"name": "reverse", "n": 120, "length": 4}
+            config["model"]["layers"] = [{"type": key, "units": 6}]
         if key == "embedding":  # token ids, an answer for every one
             config["data"] = {"name": "chars", "length": 8, "stride": 16}
             config["model"]["layers"] = [{"type": key}, {"type": "gru", "units": 6}]

@@ -358,3 +358,96 @@ def test_a_bidirectional_layer_may_not_read_the_next_character():
         {"type": "embedding"}, {"type": "gru", "bidirectional": True}]}})
     with pytest.raises(SpecError, match="would read the answers"):
         Trainer(spec)
+
+
+# ----------------------------------------------------------------------------- encoder-decoder
+
+def s2s_trainer(attention="dot", forcing=0.5, steps=30, **data):
+    return Trainer(ExperimentSpec.from_dict({
+        "data": {"name": "reverse", "n": 200, "length": 5, **data},
+        "model": {"layers": [{"type": "seq2seq", "units": 8, "embed": 4,
+                              "attention": attention, "teacher_forcing": forcing}]},
+        "training": {"steps": steps, "batch_size": 16}})).run()
+
+
+@pytest.mark.parametrize("attention", ["dot", "additive", "none"])
+def test_a_decoder_step_is_a_gru_cell_and_its_attention_by_hand(attention):
+    t = s2s_trainer(attention, steps=3)
+    m = t.model.out
+    memory = torch.randn(2, 5, 8)
+    h = torch.randn(2, 8)
+    token = torch.tensor([3, 8])  # 8: the start token
+    cell = torch.nn.GRUCell(4, 8)
+    with torch.no_grad():
+        cell.weight_ih.copy_(m.cells["ih"].weight)
+        cell.bias_ih.copy_(m.cells["ih"].bias)
+        cell.weight_hh.copy_(m.cells["hh"].weight)
+        cell.bias_hh.copy_(m.cells["hh"].bias)
+        new_h = cell(m.cells["embed"].weight[token], h)
+        if attention == "dot":
+            scores = torch.einsum("btu,bu->bt", memory, new_h @ m.cells["query"].weight.T)
+        elif attention == "additive":
+            mixed = torch.tanh(memory @ m.cells["memory_map"].weight.T + m.cells["memory_map"].bias
+                               + (new_h @ m.cells["state_map"].weight.T)[:, None])
+            scores = (mixed @ m.cells["score"].weight.T)[:, :, 0]
+        context = memory[:, -1] if attention == "none" else \
+            torch.einsum("bt,btu->bu", torch.softmax(scores, 1), memory)
+        expected = torch.cat([new_h, context], 1) @ m.cells["readout"].weight.T + \
+            m.cells["readout"].bias
+        logits, state, weights = m.step(token, h, memory)
+    assert torch.allclose(state, new_h, atol=1e-6) and torch.allclose(logits, expected, atol=1e-5)
+    assert (weights is None) == (attention == "none")
+
+
+def test_teacher_forcing_feeds_the_true_answers_while_training_only():
+    t = s2s_trainer(forcing=1.0, steps=3)
+    m = t.model.out
+    x, y = t.data.x_val[:4], t.data.y_val[:4]
+    m.eval()
+    with torch.no_grad():
+        m.targets = y
+        forced = m(x)
+        assert m.targets is None  # one forward only
+        memory, h = m.encode(x)
+        token, by_hand = torch.full((4,), m.classes), []
+        for step in range(5):
+            logits, h, _ = m.step(token, h, memory)
+            by_hand.append(logits)
+            token = y[:, step]  # always the true answer
+        free = m(x)
+    assert torch.allclose(forced, torch.stack(by_hand, 1), atol=1e-6)
+    assert not torch.allclose(forced, free)
+
+
+def test_beam_search_of_width_one_is_greedy_and_wider_beams_score_no_worse():
+    from engine.decode import attention_map, beam_search
+    t = s2s_trainer(steps=40)
+    x = t.data.x_val[:6]
+    t.model.eval()
+    with torch.no_grad():
+        greedy = t.model(x).argmax(-1).tolist()
+    assert beam_search(t, x, 1) == greedy
+
+    def score(example, answer):  # the summed log-probability of an answer, fed back
+        m = t.model.out
+        with torch.no_grad():
+            memory, h = m.encode(example[None])
+            token, total = torch.tensor([m.classes]), 0.0
+            for k in answer:
+                logits, h, _ = m.step(token, h, memory)
+                total += float(torch.log_softmax(logits[0], 0)[k])
+                token = torch.tensor([k])
+        return total
+    for example, narrow, wide in zip(x, greedy, beam_search(t, x, 4)):
+        assert score(example, wide) >= score(example, narrow) - 1e-5
+    att = attention_map(t, 0)
+    assert len(att["weights"]) == 5 and all(abs(sum(r) - 1) < 1e-5 for r in att["weights"])
+
+
+def test_an_encoder_decoder_is_the_last_layer_on_a_task_with_an_answer_per_step():
+    with pytest.raises(SpecError, match="must be the last layer"):
+        Trainer(ExperimentSpec.from_dict({"data": {"name": "reverse", "n": 50},
+                                          "model": {"layers": [{"type": "seq2seq"}, 8]}}))
+    with pytest.raises(SpecError, match="writes a class at every step"):
+        Trainer(ExperimentSpec.from_dict({"data": {"name": "adding", "n": 50},
+                                          "model": {"layers": [{"type": "seq2seq"}]}}))

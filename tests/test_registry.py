@@ -89,6 +89,9 @@ def config_for(kind, key, tmp_path):
         if ALL["layer"][key].tags.get("image_only"):  # convolutional: on images, first
             return merge(BASE, {"data": {"name": "digits", "n": 50},
                                 "model": {"layers": [layer, 6]}})
+        if ALL["layer"][key].tags.get("emits_output"):  # an encoder-decoder: the answers
+            return merge(BASE, {"data": {"name": "reverse", "n": 50, "length": 4},
+                                "model": {"layers": [layer]}})
         if ALL["layer"][key].tags.get("sequence_only"):  # recurrent: on sequences, first
             return merge(BASE, {"data": {"name": "sine", "n": 50, "length": 5},
                                 "model": {"layers": [layer, 6]}})

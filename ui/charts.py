@@ -284,6 +284,21 @@ def trajectories_figure(t: dict) -> go.Figure:
                   f"({t['explained']:.0%} of their spread)", f"paths:{t['layer']}", height=340)
 
 
+def attention_figure(att: dict, names: list[str]) -> go.Figure:
+    """The decoder's attention: one row per answer, one column per input, each row summing to
+    1; reversal shows as the anti-diagonal."""
+    trace = dict(type="heatmap", z=[[_r(v) for v in row] for row in att["weights"]],
+                 x=[f"{k}:{names[i]}" for k, i in enumerate(att["inputs"])],
+                 y=[f"{k}:{names[i]}" for k, i in enumerate(att["answers"])],
+                 colorscale="Blues", zmin=0, zmax=1,
+                 hovertemplate="answer %{y} looked at input %{x}: %{z:.2f}<extra></extra>")
+    return figure([trace], "Attention while answering validation sequence 1 (rows: answers, "
+                  "columns: inputs)", "attention", height=360,
+                  xaxis=dict(title=dict(text="input step"), type="category"),
+                  yaxis=dict(title=dict(text="answer step"), type="category",
+                             autorange="reversed"))
+
+
 def gates_figure(gates: dict[str, list[float]], name: str) -> go.Figure:
     """Each gate's mean value at every time step of the latest logged batch."""
     traces = [_line(range(len(v)), v, gate) for gate, v in gates.items()]

@@ -591,10 +591,37 @@ def writing_panel(run) -> None:
 WRITE_TEMPERATURES = (0.0, 0.5, 1.0, 1.5)
 
 
+def seq2seq_panel(run) -> None:
+    """An encoder-decoder at work: where it looked for each answer, and greedy decoding beside
+    beam search on the first validation sequences."""
+    from engine.decode import attention_map, beam_search
+
+    trainer = run.trainer
+    names = [n[:1] for n in trainer.data.class_names]
+    att = throttled("attention", run, REDRAW_EVERY_S, lambda: run.read(attention_map))
+    if att is not None:
+        live_plot(charts.attention_figure(att, names), "attention")
+    x = trainer.data.x_val[:4]
+
+    def both():
+        def spell(seq):
+            return " ".join(names[int(k)] for k in seq)
+        greedy, beam = run.read(lambda t: (beam_search(t, x, 1), beam_search(t, x, 3)))
+        return charts.step_answers_figure(
+            [spell(r) for r in x.argmax(-1).cpu()], [spell(r) for r in trainer.data.y_val[:4]],
+            [f"{spell(g)}   |   beam: {spell(b)}" for g, b in zip(greedy, beam)],
+            title="Validation sequences: greedy answers | beam search (3 beams)")
+    live_plot(throttled("beams", run, REDRAW_EVERY_S, both), "beams")
+
+
 def time_view(run, rows: list[dict]) -> None:
     """Backpropagation through time, seen: each recurrent layer's dL/dh_t heatmap, its gates
     over the steps of the latest logged batch, and the hidden state's path through a few
     validation sequences."""
+    from engine.portable import Seq2Seq
+    if run is not None and isinstance(getattr(run.trainer.model, "out", None), Seq2Seq):
+        seq2seq_panel(run)
+        return
     last = next((r for r in reversed(rows) if r.get("layers")), None)
     recurrent = [lay for lay in (last or {}).get("layers") or () if lay.get("time_grad")]
     if not recurrent:

@@ -180,6 +180,18 @@ def _half_acc(o, second: bool) -> float | None:
     return float((right[:, half:] if second else right[:, :half]).float().mean())
 
 
+def _attention_on_mirror(o, examples: int = 20) -> float | None:
+    """The mean attention an encoder-decoder pays, answering step t, to input step T-1-t (the
+    letter a reversal needs), over the first validation sequences."""
+    from ..decode import attention_map
+    maps = [attention_map(o.trainer, i) for i in range(min(examples, len(o.trainer.data.y_val)))]
+    if not maps or maps[0] is None:
+        return None
+    steps = len(maps[0]["weights"])
+    return sum(m["weights"][t][steps - 1 - t] for m in maps for t in range(steps)) / (
+        len(maps) * steps)
+
+
 def _receptive_field(o) -> int | None:
     """The receptive field of the last layer that still has positions (before a global pool
     or a dense layer), in input pixels."""
@@ -206,6 +218,7 @@ MEASURES = {
     "occlusion_on_shape": _occlusion_on_shape,
     "receptive_field": _receptive_field,
     "unigram_loss": _unigram_loss,
+    "attention_on_mirror": _attention_on_mirror,
     "first_half_acc": lambda o: _half_acc(o, second=False),
     "second_half_acc": lambda o: _half_acc(o, second=True),
     "known_words_cool": lambda o: _known_words(o, 0.5),
