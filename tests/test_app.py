@@ -51,6 +51,14 @@ def at():
     return app
 
 
+def app_with(spec: ExperimentSpec) -> AppTest:
+    """The page opened on a link to `spec`, drawn once."""
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.query_params[S.CFG] = S.encode(spec)
+    app.run()
+    return app
+
+
 def button(at, label):
     return next(b for b in at.button if b.label == label)
 
@@ -261,9 +269,7 @@ def test_a_broken_url_spec_shows_an_error_and_falls_back():
 def test_a_url_spec_opens_the_same_experiment():
     st.cache_resource.clear()
     spec = ExperimentSpec.from_dict(load_preset("xor_tanh")["config"])
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     no_problems(at)
     assert spec_of(at) == spec.canonical()
 
@@ -408,9 +414,7 @@ def test_the_data_preview_follows_the_dataset_before_any_run(at):
 def test_a_link_naming_a_server_file_is_not_read():
     spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": "/etc/passwd",
                                               "target": "x"}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     assert not at.exception
     page = " ".join([e.value for e in at.error] + [m.value for m in at.markdown] +
                     [c.value for c in at.caption])
@@ -423,9 +427,7 @@ def test_settings_without_widgets_survive_the_page():
                                      "training": {"eval_every": 50, "early_stopping": {
                                          "patience": 3, "min_delta": 0.01,
                                          "restore_best": False}}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     no_problems(at)
     assert spec_of(at) == spec.canonical()
 
@@ -458,9 +460,7 @@ def test_early_stopping_shows_the_restored_step_and_marks_the_best_one(at):
 
 def test_a_link_with_a_choice_the_pickers_do_not_offer_keeps_it():
     spec = ExperimentSpec.from_dict({"model": {"activation": "softmax", "layers": [8]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     no_problems(at)
     assert at.selectbox(key="w.model.activation").value == "softmax"
     assert spec_of(at).model.activation.name == "softmax"
@@ -666,9 +666,7 @@ def test_the_tfp_notes_leave_with_the_tfp_experiment(at):
 def test_the_metrics_view_reports_a_classifier_and_moves_with_the_threshold():
     spec = ExperimentSpec.from_dict({"data": {"name": "circle"}, "loss": "bce",
                                      "training": {"steps": 300}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     at.session_state["view"] = "Metrics"
     at.run()
     assert any("read a trained model" in i.value for i in at.info)
@@ -742,9 +740,7 @@ def test_the_pictures_of_an_untrained_net_respect_the_server_limits(monkeypatch)
     monkeypatch.setenv("NETLAB_MAX_PARAMS", "100")
     spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
         {"type": "conv2d", "filters": 16}, {"type": "globalavgpool"}]}})  # 16 x 10 + 170 > 100
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     for view in ("Filters", "Network"):
         at.session_state["view"] = view
         at.run()
@@ -787,9 +783,7 @@ TRANSFER = {"data": {"name": "digits", "n": 500, "subset": [7, 8, 9]},
 
 def test_a_transfer_link_loads_into_its_widgets_trains_and_reports_its_pretraining():
     spec = ExperimentSpec.from_dict(TRANSFER).canonical()
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     no_problems(at)
     assert spec_of(at) == spec  # widgets -> config -> spec gives the link's spec back
     assert at.multiselect(key="w.data.subset").value == [7, 8, 9]
@@ -847,9 +841,7 @@ def test_the_metrics_view_rounds_the_weights_to_int8_on_demand(at):
 def test_the_conv_calculator_works_out_a_real_layer_and_applies_its_numbers():
     spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
         {"type": "conv2d", "filters": 4}, {"type": "maxpool"}, 16]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     assert at.selectbox(key="calc.layer").options == ["1 · conv2d (8x8 in)", "2 · maxpool (6x6 in)"]
     assert at.number_input(key="calc.kernel").value == 3
     assert any("(8 - 3 + 2*0)/1 + 1 = 6" in m.value for m in at.markdown)
@@ -870,9 +862,7 @@ def test_the_conv_calculator_works_out_a_real_layer_and_applies_its_numbers():
 def test_the_activations_view_shows_each_conv_channel():
     spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
         {"type": "conv2d", "filters": 6, "bias_init": -3.0}, 16]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     button(at, "Step").click().run()
     at.session_state["view"] = "Activations"
     at.run()
@@ -888,9 +878,7 @@ def test_the_activations_view_shows_each_conv_channel():
 def test_a_sequence_set_trains_with_every_view_drawn(dataset):
     spec = ExperimentSpec.from_dict({"data": {"name": dataset, "n": 200}, "model": {"layers": [
         {"type": "lstm", "units": 8}, {"type": "last_step"}]}, "training": {"log_every": 1}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     no_problems(at)
     button(at, "Step").click().run()
     for view in ("Overview", "Network", "Gradients", "Activations", "Filters", "Metrics",
@@ -910,9 +898,7 @@ def test_the_overview_draws_sample_sequences_with_their_predictions():
     spec = ExperimentSpec.from_dict({"data": {"name": "adding", "n": 200, "normalize": "none"},
                                      "model": {"layers": [{"type": "gru", "units": 8},
                                                           {"type": "last_step"}]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     before = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample seq"))
     assert "predicted" not in before["layout"]["annotations"][0]["text"]
     button(at, "Step").click().run()
@@ -964,9 +950,7 @@ def test_a_character_model_writes_at_four_temperatures_and_maps_its_embeddings()
                                      "model": {"layers": [{"type": "embedding", "dim": 4},
                                                           {"type": "gru", "units": 16}]},
                                      "training": {"steps": 5}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     button(at, "Step").click().run()
     no_problems(at)
     text = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Validation "))
@@ -984,9 +968,7 @@ def test_a_character_model_writes_at_four_temperatures_and_maps_its_embeddings()
 def test_the_overview_spells_out_a_copy_tasks_sequences():
     spec = ExperimentSpec.from_dict({"data": {"name": "copy", "n": 100, "length": 3, "delay": 2},
                                      "model": {"layers": [{"type": "gru", "units": 8}]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     button(at, "Step").click().run()
     no_problems(at)
     table = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample seq"))
@@ -1002,9 +984,7 @@ def test_the_overview_spells_out_reber_strings():
     spec = ExperimentSpec.from_dict({"data": {"name": "reber", "n": 100},
                                      "model": {"layers": [{"type": "gru", "units": 8},
                                                           {"type": "last_step"}]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     button(at, "Step").click().run()
     no_problems(at)
     table = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Sample str"))
@@ -1018,9 +998,7 @@ def test_the_conv_calculator_reads_same_padding_and_refuses_what_a_layer_cannot_
     spec = ExperimentSpec.from_dict({"data": {"name": "shapes", "n": 100}, "model": {"layers": [
         {"type": "conv2d", "filters": 2, "kernel": 11, "padding": "same"}, {"type": "maxpool"},
         {"type": "globalavgpool"}]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     assert at.number_input(key="calc.padding").value == 5  # 'same' for an 11-pixel kernel
     assert any("(16 - 11 + 2*5)/1 + 1 = 16" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Apply to layer 1").click().run()
@@ -1037,9 +1015,7 @@ def test_written_text_stays_while_the_run_trains_on():
     spec = ExperimentSpec.from_dict({"data": {"name": "chars", "length": 16, "stride": 8},
                                      "model": {"layers": [{"type": "embedding", "dim": 4},
                                                           {"type": "gru", "units": 8}]}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     button(at, "Step").click().run()
     next(b for b in at.button if b.label == "Write at four temperatures").click().run()
     button(at, "Step").click().run()  # the run moves on: the text it wrote stays, dated
@@ -1051,9 +1027,7 @@ def test_an_encoder_decoder_shows_its_attention_and_beam_answers():
     spec = ExperimentSpec.from_dict({"data": {"name": "reverse", "n": 200, "length": 5},
                                      "model": {"layers": [{"type": "seq2seq", "units": 8}]},
                                      "training": {"steps": 5}})
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(spec)
-    at.run()
+    at = app_with(spec)
     button(at, "Step").click().run()
     at.session_state["view"] = "Through time"
     at.run()
