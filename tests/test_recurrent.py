@@ -332,6 +332,10 @@ def test_a_masked_layer_computes_what_torchs_packed_sequences_compute(kind, bidi
                                                        total_length=7)
     real = mask.bool().expand_as(mine)
     assert torch.allclose(mine[real], theirs[real], atol=1e-5)
+    if not bidirectional:  # padding at the end: the padded path agrees on every real step
+        layer.masked = False
+        padded = layer(x)
+        assert torch.allclose(mine[real], padded[real], atol=1e-6)
     last = mine[torch.arange(4), lengths - 1]  # the forward state stays put after the end
     assert torch.allclose(mine[:, -1, :5], last[:, :5], atol=1e-6)
 
