@@ -525,6 +525,8 @@ def choose(page, label: str, option: str):
 
 def step_once(page, timeout: float = 30):
     """Press Step and wait for step 1 in the status line; on failure, show the page's text."""
+    # mid-rerun Streamlit may briefly show the old button row beside the new one
+    wait_until(lambda: button(page, "Step").count() == 1, 10, what="one Step button")
     button(page, "Step").click()
     deadline = time.monotonic() + timeout
     while not (lambda s: s and s[1] == 1)(status(page)):
