@@ -178,6 +178,13 @@ def button(page, name: str):
     return page.get_by_role("button", name=name, exact=True)
 
 
+def press(page, name: str) -> None:
+    """Click the button; mid-rerun Streamlit may briefly show the old button row beside the
+    new one, so wait until there is one."""
+    wait_until(lambda: button(page, name).count() == 1, 10, what=f"one {name!r} button")
+    button(page, name).click()
+
+
 def wait_until(fn, timeout: float, interval: float = 0.2, what: str = "condition"):
     """Poll fn() until it returns something truthy; return it, or fail after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -356,7 +363,7 @@ def test_start_draws_live_loss_chart(page, server):
     # has nothing left to grow by
     open_app(page, server, long_run_query())
     assert loss_points(page) <= 0
-    button(page, "Start").click()
+    press(page, "Start")
     first = wait_until(lambda: loss_points(page) > 0 and loss_points(page), 10,
                        what="the loss chart's first points")
     wait_until(lambda: loss_points(page) >= first + 3, 10,
@@ -376,7 +383,7 @@ def test_start_draws_live_loss_chart(page, server):
 
 def test_preset_vanishing_fix_changes_verdict(page, server):
     open_app(page, server, "?preset=vanishing_sigmoid")
-    button(page, "Start").click()  # a finding needs three logged rows: steps 1, 10 and 20
+    press(page, "Start")  # a finding needs three logged rows: steps 1, 10 and 20
     wait_until(lambda: "vanishing" in verdicts(page), 20, what="Health: vanishing")
     fix = page.get_by_role("button", name="Switch to ReLU + He init")
     fix.click()
@@ -391,7 +398,7 @@ def test_preset_vanishing_fix_changes_verdict(page, server):
 def start_long_run(page, server, who: str = "the run") -> tuple:
     """Open a long run's experiment, press Start and wait until it trains; its status."""
     open_app(page, server, long_run_query())
-    button(page, "Start").click()
+    press(page, "Start")
     return wait_until(lambda: (lambda s: s and s[0] == "running" and s[1] > 0 and s)(status(page)),
                       15, what=f"{who} to train")
 
@@ -463,7 +470,7 @@ def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
         assert not button(guest, "Pause").is_enabled()
         wait_until(lambda: loss_points(guest) > 0, 15, what="the guest's loss chart")
         before = status(owner)[1]
-        button(guest, "Reset").click()
+        press(guest, "Reset")
         wait_until(lambda: run_id(guest) not in (None, rid), 20,
                    what="the guest's own run id after Reset")
         wait_until(lambda: "You are watching" not in body_text(guest), 10,
@@ -525,9 +532,7 @@ def choose(page, label: str, option: str):
 
 def step_once(page, timeout: float = 30):
     """Press Step and wait for step 1 in the status line; on failure, show the page's text."""
-    # mid-rerun Streamlit may briefly show the old button row beside the new one
-    wait_until(lambda: button(page, "Step").count() == 1, 10, what="one Step button")
-    button(page, "Step").click()
+    press(page, "Step")
     deadline = time.monotonic() + timeout
     while not (lambda s: s and s[1] == 1)(status(page)):
         if time.monotonic() > deadline:
@@ -717,7 +722,7 @@ def test_the_network_view_draws_the_net_and_animates_while_training(page, server
                         what="the network view of the untrained net")
     open_app(page, server, long_run_query())
     view_button(page, "Network").click()
-    button(page, "Start").click()
+    press(page, "Start")
     wait_until(lambda: (lambda s: s and s[0] == "running")(status(page)), 15,
                what="the run to train")
     frames, last, deadline = set(), None, time.monotonic() + 4
@@ -730,7 +735,7 @@ def test_the_network_view_draws_the_net_and_animates_while_training(page, server
     assert len(frames) >= 4, f"{len(frames)} network frames in 4 s while training"
     assert before not in frames
     assert_no_exception(page)
-    button(page, "Pause").click()
+    press(page, "Pause")
 
 
 LOSS_ZOOM_JS = """() => {
@@ -747,7 +752,7 @@ def test_a_zoomed_chart_keeps_its_zoom_while_training(page, server):
     """A drag-zoom on the loss chart survives the live refreshes: the same chart is redrawn in
     place with the new points, inside the range the user chose."""
     open_app(page, server, long_run_query())
-    button(page, "Start").click()
+    press(page, "Start")
     wait_until(lambda: loss_last_step(page) > 200, 20, what="the loss chart to grow")
     drag = page.locator(".js-plotly-plot").filter(has_text="Loss").locator(".nsewdrag").first
     box = drag.bounding_box()
@@ -790,7 +795,7 @@ def test_chart_titles_follow_the_page_theme(page, server):
 
 def test_a_cnn_preset_trains_and_its_filters_and_feature_maps_render(page, server):
     open_app(page, server, "?preset=cnn_digits")
-    button(page, "Start").click()
+    press(page, "Start")
     wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
                what="the CNN preset to finish its 600 steps")
     view_button(page, "Filters").click()
@@ -809,7 +814,7 @@ def test_a_cnn_preset_trains_and_its_filters_and_feature_maps_render(page, serve
 
 def test_a_recurrent_preset_trains_and_draws_its_gradient_through_time(page, server):
     open_app(page, server, "?preset=rnn_adding_vanishes")
-    button(page, "Start").click()
+    press(page, "Start")
     view_button(page, "Through time").click()
     def drawn():
         return any(t.endswith("dL/dh_t through time (log10)") for t in plot_titles(page))
