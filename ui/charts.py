@@ -482,15 +482,21 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
 
 def step_answers_figure(inputs: list[str], targets: list[str],
                         predicted: list[str] | None = None,
-                        title: str = "Sample sequences (one symbol a step; · blank, ▶ go)"
-                        ) -> go.Figure:
+                        title: str = "Sample sequences (one symbol a step; · blank, ▶ go)",
+                        more: dict[str, list[str]] | None = None) -> go.Figure:
     """Sequences with an answer at every step, as text: what the net read, what it should
-    answer at each step, and what it answers."""
+    answer at each step, what it answers, and any `more` columns (header -> cells)."""
     header = ["read", "should answer"] + (["answers"] if predicted is not None else [])
     columns = [inputs, targets] + ([predicted] if predicted is not None else [])
+    for name, cells in (more or {}).items():
+        header.append(name)
+        columns.append(cells)
     trace = dict(type="table", header=dict(values=header, align="left"),
                  cells=dict(values=columns, align="left", font=dict(family="monospace")))
-    return figure([trace], title, "steps", height=60 + 32 * (len(inputs) + 1))
+    per_line = 110 // len(columns)  # characters a column fits on one line, about
+    lines = sum(max(math.ceil(len(col[k]) / per_line) for col in columns) or 1
+                for k in range(len(inputs)))
+    return figure([trace], title, "steps", height=90 + 32 + 22 * lines + 12 * len(inputs))
 
 
 def embedding_figure(points: dict) -> go.Figure:

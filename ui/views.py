@@ -609,8 +609,8 @@ def seq2seq_panel(run) -> None:
         greedy, beam = run.read(lambda t: (beam_search(t, x, 1), beam_search(t, x, 3)))
         return charts.step_answers_figure(
             [spell(r) for r in x.argmax(-1).cpu()], [spell(r) for r in trainer.data.y_val[:4]],
-            [f"{spell(g)}   |   beam: {spell(b)}" for g, b in zip(greedy, beam)],
-            title="Validation sequences: greedy answers | beam search (3 beams)")
+            [spell(g) for g in greedy], more={"beam search (3 beams)": [spell(b) for b in beam]},
+            title="Validation sequences: greedy answers and beam search")
     live_plot(throttled("beams", run, REDRAW_EVERY_S, both), "beams")
 
 
