@@ -44,3 +44,32 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(SpecError, match="no CUDA GPU"):
         Trainer(ExperimentSpec.from_dict({**SPEC, "device": "cuda"}))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", [
+    {"data": {"name": "adding", "n": 400, "length": 12},
+     "model": {"layers": [{"type": "lstm", "units": 16, "bidirectional": True},
+                          {"type": "last_step"}]}},
+    {"data": {"name": "reber", "n": 300}, "model": {"layers": [{"type": "gru", "units": 16},
+                                                               {"type": "last_step"}]}},
+    {"data": {"name": "reverse", "n": 300, "length": 5},
+     "model": {"layers": [{"type": "seq2seq", "units": 16}]}},
+    {"data": {"name": "chars", "length": 16, "stride": 8},
+     "model": {"layers": [{"type": "embedding", "dim": 8}, {"type": "gru", "units": 16}]}},
+    {"data": {"name": "digits", "n": 300, "subset": [7, 8, 9]},
+     "model": {"layers": [{"type": "conv2d", "filters": 4}, 16]},
+     "pretrain": {"classes": [0, 1, 2], "steps": 10, "freeze": [0]}},
+])
+def test_sequence_and_transfer_runs_on_cuda_match_the_cpu(config):
+    """The sequence lab's layers (unrolled step by step, masked, an encoder-decoder with teacher
+    forcing) and pretraining give the CPU's first rows on the GPU, with per-step statistics."""
+    spec = {**config, "training": {"steps": 10, "log_every": 5}}
+    gpu = Trainer(ExperimentSpec.from_dict({**spec, "device": "cuda"})).run()
+    cpu = Trainer(ExperimentSpec.from_dict({**spec, "device": "cpu"})).run()
+    assert next(gpu.model.parameters()).is_cuda and gpu.stopped == "completed"
+    assert gpu.history.rows[0]["train_loss"] == pytest.approx(cpu.history.rows[0]["train_loss"],
+                                                              rel=1e-3)
+    for mine, theirs in zip(gpu.history.rows[0]["layers"], cpu.history.rows[0]["layers"]):
+        if theirs.get("time_grad"):
+            assert mine["time_grad"] == pytest.approx(theirs["time_grad"], rel=1e-2, abs=1e-6)
