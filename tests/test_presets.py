@@ -31,14 +31,8 @@ def test_there_are_enough_presets_with_valid_metadata_and_claims():
             assert set(claim) <= {"measure", "set", "factor"} | set(OPS), (p["name"], claim)
 
 
-def grouped(names):
-    """One xdist group per preset: its claims and its fixes run in one worker, which trains
-    each (preset, seed, variant) once (claims.outcome caches them)."""
-    return [pytest.param(n, marks=pytest.mark.xdist_group(n)) for n in names]
-
-
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("name", grouped(preset_names()))
+@pytest.mark.parametrize("name", preset_names())
 def test_preset_keeps_its_word(name, seed):
     failed = [(r["claim"], r["value"], r["bound"]) for r in check(name, seed) if not r["holds"]]
     assert not failed, (name, seed, failed)
@@ -60,7 +54,7 @@ def run(spec: ExperimentSpec):
     return t, t.evaluate("train"), t.evaluate("val")
 
 
-@pytest.mark.parametrize("name", grouped(preset_names()))
+@pytest.mark.parametrize("name", preset_names())
 def test_every_fix_offered_on_a_preset_helps_and_is_not_undone(name):
     spec = ExperimentSpec.from_dict(load_preset(name)["config"])
     base = outcome(name, 0)
