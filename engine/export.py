@@ -42,7 +42,7 @@ from .model import StreamRef
 from .registry import (DATASETS, FEATURES, INITIALIZERS, LOSSES, NORMALIZERS, OPTIMIZERS,
                        SCHEDULES)
 from .spec import ExperimentSpec, load_spec
-from .trainer import loss_wrapping, output_dim, per_step_targets
+from .trainer import loss_wrapping, output_dim
 from .transfer import frozen_layers, pretrain_spec, teacher_spec
 
 MAX_LINE = 99
@@ -412,7 +412,7 @@ def _loss(spec: ExperimentSpec, task: str, script: Script) -> list[str]:
     entry = LOSSES[spec.loss.name]
     criterion = script.entry_call(entry, spec.loss.params)
     wrapping = {k: v for k, v in loss_wrapping(entry, task == "classification",
-                                               per_step_targets(spec)).items() if v}
+                                               spec.data.per_step).items() if v}
     loss = script.call(portable.task_loss, Code(render(criterion)), **wrapping) if wrapping \
         else criterion
     note = {"one_logit": "one logit per example: sigmoid(out) is the probability of class 1",

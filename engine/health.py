@@ -27,6 +27,7 @@ import torch
 
 from .callbacks import Callback, Hooks, weight_params
 from .errors import SpecError
+from .recurrent import with_cell
 from .registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, NORMALIZERS, OPTIMIZERS
 
 # The choices the advice prescribes by name (its texts name them as well); tests/test_health.py
@@ -607,8 +608,13 @@ def check_unscaled(ev: Evidence):
 def time_ratios(ev: Evidence) -> dict[str, float]:
     """{recurrent layer: the median over the last TIME_ROWS logged rows of dL/dh_t at the first
     time step / at the last}: how much of the loss's gradient reaches a sequence's start."""
+    return time_ratios_of([*ev.rows[-(TIME_ROWS - 1):], ev.row])
+
+
+def time_ratios_of(rows: list[dict]) -> dict[str, float]:
+    """time_ratios over the last TIME_ROWS of a run's logged rows."""
     ratios: dict[str, list[float]] = {}
-    for r in [*ev.rows[-(TIME_ROWS - 1):], ev.row]:
+    for r in rows[-TIME_ROWS:]:
         for lay in r.get("layers") or ():
             g = lay.get("time_grad")
             if g and len(g) > 1 and g[-1] > 0:
@@ -618,8 +624,7 @@ def time_ratios(ev: Evidence) -> dict[str, float]:
 
 def _to_lstm(spec, index: int) -> dict:
     """The fix that swaps a plain recurrent layer for an LSTM of the same size."""
-    layer = {k: v for k, v in spec.model.layers[index].to_dict().items() if k != "nonlinearity"}
-    return fix("Switch to an LSTM", {f"model.layers.{index}": {**layer, "type": "lstm"}})
+    return fix("Switch to an LSTM", {f"model.layers.{index}": with_cell(spec, index, "lstm")})
 
 
 def check_vanishing_in_time(ev: Evidence):

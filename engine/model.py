@@ -241,7 +241,7 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         net = Net(layers, info)
         net.inits = ctx.inits
         return net.to(device)
-    per_step = DATASETS[spec.data.name].tags.get("targets") == "steps"
+    per_step = spec.data.per_step
     if per_step and len(shape) != 2:
         raise SpecError(f"{spec.data.name} wants an answer at every step of its sequences, but "
                         f"the last layer gives shape {list(shape)}: end the stack with a "

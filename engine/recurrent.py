@@ -158,3 +158,13 @@ def check_sequence_input(shape) -> None:
                         f"{list(shape)}. Recurrent layers go first on sequence data ("
                         f"{', '.join(DATASETS.where(input='sequence'))}), after an embedding on "
                         f"token data ({tokens}), before last_step or any linear layer")
+
+
+CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # the recurrent layer types, as labelled
+
+
+def with_cell(spec, index: int, kind: str) -> dict:
+    """Layer `index` of `spec` as the recurrent cell `kind`, same size and options (a plain
+    RNN's nonlinearity has no meaning in a gated cell): a config layer dict for with_changes."""
+    layer = {k: v for k, v in spec.model.layers[index].to_dict().items() if k != "nonlinearity"}
+    return {**layer, "type": kind}

@@ -232,6 +232,11 @@ class DataSpec:
     def task_kind(self) -> str:
         return self.params.get("task") or self.entry.tags["task"]
 
+    @property
+    def per_step(self) -> bool:
+        """The dataset asks for an answer at every step of its sequences (its registry tag)."""
+        return self.entry.tags.get("targets") == "steps"
+
     @classmethod
     def from_dict(cls, value, where: str = "data") -> "DataSpec":
         value = _require_mapping(value, where)

@@ -27,7 +27,7 @@ from .errors import SpecError
 from .history import History
 from .model import build_model, count_params, describe
 from .portable import Batches, Dropout, Seq2Seq, augment_images, predict_classes, task_loss
-from .registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULES
+from .registry import LOSSES, OPTIMIZERS, SCHEDULES
 from .seeding import generator as make_generator
 from .spec import ExperimentSpec, load_spec
 from .transfer import freeze_layers, input_scaling, phase_callbacks, teacher_spec
@@ -70,11 +70,6 @@ def loss_wrapping(entry, classification: bool, per_step: bool = False) -> dict:
             "per_step": classification and per_step}
 
 
-def per_step_targets(spec: ExperimentSpec) -> bool:
-    """The dataset asks for an answer at every step of its sequences (its registry tag)."""
-    return DATASETS[spec.data.name].tags.get("targets") == "steps"
-
-
 def output_dim(spec: ExperimentSpec, data: Dataset) -> int:
     return 1 if LOSSES[spec.loss.name].tags.get("binary") else data.out_dim
 
@@ -112,7 +107,7 @@ class Trainer:
         self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
         self.frozen = freeze_layers(s, self.model)  # pretrain.freeze: kept as pretrained
         self.params = list(self.model.parameters())  # walking the module tree costs ~20 us
-        self.loss_fn = make_loss(s.loss, self.data.task, per_step_targets(s))
+        self.loss_fn = make_loss(s.loss, self.data.task, s.data.per_step)
         # what the update minimises: the loss, unless a phase (distillation) adds to it
         self.objective = lambda out, xb, loss: loss
         self.phase: dict | None = None  # a pretraining or teacher phase's summary, once trained

@@ -8,6 +8,7 @@ import streamlit as st
 import torch
 
 from engine import ExperimentSpec, SpecError
+from engine.compare import COMPARISONS, offered, variants
 from engine.data import csv_preview
 from engine.export import ExportError, export_script
 from engine.tfp import from_tfp
@@ -88,6 +89,7 @@ if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, 
     try:
         preset = load_preset(st.query_params["preset"])
         S.load(ExperimentSpec.from_dict(preset["config"]))
+        st.session_state["compare"] = preset.get("compare")
         st.session_state["run_id"] = None
         st.session_state["preset_pick"] = st.query_params["preset"]
         st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
@@ -121,13 +123,30 @@ def new_run(spec: ExperimentSpec) -> Run | None:
         # file this browser did not upload (another browser's table, a server file)
         flash("warning", NEED_CSV)
         return None
+    twins, label = side_by_side_variants(spec)
     try:
-        run = runs.create(spec, st.session_state.get("run_id"), owner=me)
+        run = runs.create(spec, st.session_state.get("run_id"), owner=me, twins=twins,
+                          label=label)
     except (SpecError, CapError) as e:
         flash("error", f"Cannot build this network: {e}")
         return None
     st.session_state["run_id"] = run.id
     return run
+
+
+def side_by_side_variants(spec: ExperimentSpec) -> tuple[list, str | None]:
+    """The variants the page's side-by-side choice trains beside `spec`, and the run's label;
+    none when the choice is off or does not apply to `spec` (then it is switched off)."""
+    name = st.session_state.get("compare")
+    if not name:
+        return [], None
+    try:
+        found = variants(spec, name, views.spec_dataset(spec).in_shape)
+    except SpecError as e:
+        st.session_state["compare"] = None
+        flash("warning", f"Side by side ({COMPARISONS[name].tags['title']}) is off: {e}.")
+        return [], None
+    return found[1:], found[0][0]
 
 
 def start_run(run: Run | None) -> None:
@@ -197,6 +216,21 @@ def on_step():
 
 
 @guarded_callback
+def on_compare():
+    """Picking a comparison starts this experiment afresh with its variants beside it;
+    switching it off starts afresh without them (Start trains it)."""
+    spec = edited_or_flash()
+    if spec is None:
+        return
+    run = current_run()
+    if in_control(run):
+        run.pause()
+    run = new_run(spec)
+    if run is not None and run.twins:
+        start_run(run)
+
+
+@guarded_callback
 def on_reset():
     spec = edited_or_flash()
     if spec is None:
@@ -246,6 +280,7 @@ def open_experiment(spec: ExperimentSpec) -> None:
 @guarded_callback
 def on_preset():
     preset = load_preset(st.session_state["preset_pick"])
+    st.session_state["compare"] = preset.get("compare")  # what it trains side by side, if any
     open_experiment(ExperimentSpec.from_dict(preset["config"]))
     flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
 
@@ -357,6 +392,23 @@ def csv_upload(container, entry) -> bool:
     return True
 
 
+def side_by_side_picker(spec: ExperimentSpec) -> None:
+    """Side by side: the comparisons that apply to this experiment."""
+    try:
+        names = offered(spec, views.spec_dataset(spec).in_shape)
+    except SpecError:  # data that cannot load says so in the main column
+        names = []
+    if st.session_state.get("compare") not in names:
+        st.session_state["compare"] = None
+    if not names:
+        return
+    st.selectbox("Side by side", [None, *names], key="compare", on_change=on_compare,
+                 format_func=lambda k: "off" if k is None else COMPARISONS[k].tags["title"],
+                 help="Train variants of this experiment beside it, in step, on the same data "
+                 "and seed: " + " ".join(f"{COMPARISONS[k].tags['title']}: {COMPARISONS[k].doc}"
+                                         for k in names) + " Picking one starts afresh.")
+
+
 # Widget values are already in session state when the script starts, so the spec they describe
 # is known before anything is drawn (and the sidebar can preview its schedule).
 spec, _ = S.edited_spec()
@@ -424,6 +476,7 @@ with st.sidebar:
     if DATASETS[spec.data.name].tags.get("input") in ("sequence", "tokens"):
         widgets.param_widget(TRAINING_PARAMS["tbptt"], W + "training.tbptt", st,
                              "truncate backprop through time after (steps; 0: never)")
+    side_by_side_picker(spec)
     widgets.phases_section(spec)
     c1, c2, c3 = st.columns(3)
     widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
@@ -566,6 +619,8 @@ def live_panel():
             parts.append(f"weights restored from step {trainer.restored_step} (lowest "
                          "validation loss)")
         parts.append(f"device {trainer.device}")
+        if run.twins:
+            parts.append("beside it: " + ", ".join(label for label, _ in run.twins))
         st.markdown(" · ".join(parts))
         if in_control(run) and run.spec == spec and run.can_continue:
             st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
@@ -604,6 +659,8 @@ def live_panel():
             views.phase_summary(trainer)
         if rows:
             st.toggle("log-scale loss", key="log_loss")
+            if run.twins:
+                views.side_by_side(run, st.session_state.get("log_loss", False))
             views.training_charts(rows, st.session_state.get("log_loss", False),
                                   trainer.data.task != "classification",
                                   not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"), best_step(trainer))

@@ -1039,3 +1039,37 @@ def test_an_encoder_decoder_shows_its_attention_and_beam_answers():
     assert table["header"]["values"] == ["read", "should answer", "answers",
                                          "beam search (3 beams)"]
     assert all(len(a.split()) == 5 for a in table["cells"]["values"][3])
+
+
+def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
+    spec = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n": 200},
+                                     "model": {"layers": [{"type": "rnn", "units": 6},
+                                                          {"type": "last_step"}]},
+                                     "training": {"steps": 30, "log_every": 5}})
+    at = app_with(spec)
+    picker = at.selectbox(key="compare")
+    assert picker.options == ["off", "RNN vs LSTM vs GRU", "with and without clipping",
+                              "truncation lengths"]
+    picker.set_value("cells").run()
+    run = runs(at).get(at.session_state["run_id"])
+    assert [label for label, _ in run.trainers()] == ["RNN (this run)", "LSTM", "GRU"]
+    deadline = time.time() + 30
+    while run.state != "done" and time.time() < deadline:
+        time.sleep(0.05)
+    at.run()
+    no_problems(at)
+    assert [t.step_count for _, t in run.trainers()] == [30, 30, 30]
+    loss = next(f for f in figures(at) if f["layout"]["title"]["text"] == "Loss, side by side")
+    assert [t["name"] for t in loss["data"] if t.get("showlegend")] == \
+        ["RNN (this run)", "LSTM", "GRU"]
+    table = next(d for d in at.dataframe if "variant" in d.value.columns).value
+    assert list(table["variant"]) == ["RNN (this run)", "LSTM", "GRU"]
+    assert list(table["step"]) == [30, 30, 30]
+    at.session_state["view"] = "Through time"
+    at.run()
+    no_problems(at)
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert [t.split(",")[0] for t in titles if "dL/dh_t" in t] == \
+        ["RNN (this run)", "LSTM", "GRU"]
+    at.selectbox(key="compare").set_value(None).run()  # off: a fresh run on its own
+    assert runs(at).get(at.session_state["run_id"]).twins == []

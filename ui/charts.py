@@ -130,6 +130,25 @@ def metric_figure(rows: list[dict], keys: tuple[str, ...], title: str, log: bool
     return figure(traces, title, revision or title, xaxis=_step_axis(), yaxis=yaxis, **layout)
 
 
+def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, title: str,
+                        log: bool = False, **layout) -> go.Figure:
+    """One colour per variant (the run first): its training batches' `metric` solid and its
+    validation's dashed, against the same steps."""
+    traces = []
+    for k, (label, rows) in enumerate(variants):
+        color = PALETTE[k % len(PALETTE)]
+        for key, dash in ((f"train_{metric}", "solid"), (f"val_{metric}", "dash")):
+            x, y = _series(thin(rows), key)
+            if x:
+                traces.append(_line(x, y, label if dash == "solid" else f"{label}, validation",
+                                    line=dict(dash=dash, color=color),
+                                    legendgroup=label, showlegend=dash == "solid"))
+    yaxis = layout.pop("yaxis", {})
+    if log:
+        yaxis["type"] = "log"
+    return figure(traces, title, f"side:{metric}", xaxis=_step_axis(), yaxis=yaxis, **layout)
+
+
 def loss_figure(rows, log=False, best_step=None):
     return metric_figure(rows, ("train_loss", "val_loss", "train_eval_loss"), "Loss", log,
                          "loss", best_step=best_step)
@@ -251,9 +270,10 @@ def channel_heatmap(layers: list[dict]) -> go.Figure | None:
                   yaxis=dict(autorange="reversed", type="category"))
 
 
-def time_grad_heatmap(rows: list[dict], name: str) -> go.Figure:
+def time_grad_heatmap(rows: list[dict], name: str, label: str | None = None) -> go.Figure:
     """A recurrent layer's dL/dh_t over time steps (up) and training steps (across), log10: a
-    gradient that vanishes back through time shows as a colour fading towards step 0."""
+    gradient that vanishes back through time shows as a colour fading towards step 0. `label`
+    names the variant it belongs to, side by side."""
     logged = [(r["step"], lay["time_grad"]) for r in rows for lay in r.get("layers") or ()
               if lay["name"] == name and lay.get("time_grad")]
     steps = [s for s, _ in logged]
@@ -263,7 +283,8 @@ def time_grad_heatmap(rows: list[dict], name: str) -> go.Figure:
     trace = dict(type="heatmap", x=steps, y=list(range(length)), z=z, colorscale="Viridis",
                  colorbar=dict(title=dict(text="log10"), thickness=10),
                  hovertemplate="training step %{x}, time step %{y}: 10^%{z:.2f}<extra></extra>")
-    return figure([trace], f"{name}: dL/dh_t through time (log10)", f"time_grad:{name}",
+    title = f"{name}: dL/dh_t through time (log10)"
+    return figure([trace], f"{label}, {title}" if label else title, f"time_grad:{label}:{name}",
                   height=320, xaxis=dict(title=dict(text="training step")),
                   yaxis=dict(title=dict(text="time step t")))
 

@@ -99,6 +99,9 @@ class Caps:
     max_runs: int = field(default_factory=lambda: _env("NETLAB_MAX_RUNS", 64, int))
     max_runs_per_owner: int = field(
         default_factory=lambda: _env("NETLAB_MAX_RUNS_PER_USER", 3, int))
+    # variants trained beside a run, in step with it (side by side: RNN vs LSTM vs GRU); they
+    # share the run's turn in the training slot, so they slow the run, not the others
+    max_twins: int = field(default_factory=lambda: _env("NETLAB_MAX_TWINS", 3, int))
     # slot time a run may use per turn before the next run's turn (0: one step a turn); a
     # steps/s cap (max_steps_per_s) always paces single steps
     quantum_s: float = field(default_factory=lambda: _env("NETLAB_TRAIN_QUANTUM_S", 0.01))
@@ -303,7 +306,7 @@ class Run:
     _serials = itertools.count(1)
 
     def __init__(self, run_id: str, spec: ExperimentSpec, registry: "RunRegistry",
-                 owner: str | None = None):
+                 owner: str | None = None, twins=(), label: str | None = None):
         self.id = run_id
         self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
         self.registry = registry
@@ -316,6 +319,17 @@ class Run:
         self._control_lock = threading.Lock()  # not self.lock: a step may hold that 0.1 s
         self.trainer = Trainer(spec, max_params=registry.caps.max_params)
         registry.caps.check_step_work(self.trainer)
+        # side by side: (label, Trainer) of each variant, stepped right after the run's own
+        # step, so every chart compares them at the same step; `label` names the run itself
+        if len(twins) > registry.caps.max_twins:
+            raise CapError(f"This server trains at most {registry.caps.max_twins} variants "
+                           "beside a run.")
+        self.label = label
+        self.twins: list[tuple[str, Trainer]] = []
+        for twin_label, twin_spec in twins:
+            twin = Trainer(twin_spec, max_params=registry.caps.max_params)
+            registry.caps.check_step_work(twin)
+            self.twins.append((twin_label, twin))
         self.state = self.READY
         self.error: str | None = None
         self.last_seen = time.monotonic()
@@ -389,7 +403,11 @@ class Run:
         step cap; False when it did not complete or the cap is reached."""
         room = self._room()
         if room:
-            self.trainer.extend(min(self.spec.training.steps, room))
+            more = min(self.spec.training.steps, room)
+            self.trainer.extend(more)
+            for _, twin in self.twins:  # variants that completed go on too, in step
+                if twin.stopped == "completed" and twin.restored_step is None:
+                    twin.extend(more)
         return room > 0
 
     def start(self) -> None:
@@ -404,7 +422,7 @@ class Run:
                 # Start draws a chart at once instead of on its next refresh
                 if not self._step_in_slot():
                     return
-                if self.trainer.done:
+                if self.done:
                     self.state = self.DONE
                     return
             self.state = self.RUNNING
@@ -430,10 +448,26 @@ class Run:
             if self.state in (self.DONE, self.ERROR, self.DROPPED):
                 return
             self._step_in_slot()
-            if self.trainer.done:
+            if self.done:
                 self.state = self.DONE
             elif self.state == self.READY:
                 self.state = self.PAUSED
+
+    def _step(self) -> None:
+        """One step of the run and of each variant beside it that is still going (a variant
+        that diverged stops; the others go on)."""
+        self.trainer.step()
+        for _, twin in self.twins:
+            twin.step()
+
+    @property
+    def done(self) -> bool:
+        """The run and every variant beside it have stopped."""
+        return self.trainer.done and all(t.done for _, t in self.twins)
+
+    def trainers(self) -> list[tuple[str | None, Trainer]]:
+        """(label, Trainer) of the run and each variant, the run first."""
+        return [(self.label, self.trainer), *self.twins]
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -491,7 +525,7 @@ class Run:
             with self.lock:
                 if halt.is_set():
                     return True
-                if not self._guarded(self.trainer.step) or self.trainer.done:
+                if not self._guarded(self._step) or self.done:
                     if self.endless and self.state == self.RUNNING and self._plan_more():
                         continue  # "until paused": the run goes on, up to the step cap
                     if self.state == self.RUNNING:
@@ -516,7 +550,7 @@ class Run:
             slot.acquire(key)
             t0 = time.perf_counter()
             try:
-                return self._guarded(self.trainer.step)
+                return self._guarded(self._step)
             finally:
                 slot.release(key, time.perf_counter() - t0)
         finally:
@@ -591,9 +625,12 @@ class Run:
             if isinstance(trainer, ForgottenTrainer):
                 return
             self.trainer = ForgottenTrainer(trainer)
+            twins, self.twins = self.twins, []
             self.state = self.DROPPED
             self.steps_per_s = 0.0
             _release(trainer)
+            for _, twin in twins:
+                _release(twin)
         self._thread = None
 
 
@@ -616,11 +653,14 @@ class RunRegistry:
         self._reaper.start()
 
     def create(self, spec: ExperimentSpec, run_id: str | None = None,
-               owner: str | None = None) -> Run:
+               owner: str | None = None, twins=(), label: str | None = None) -> Run:
         """A new run (not started), or a fresh one under an existing id (Reset: it keeps the
         old run's owner and controllers). Raises SpecError for a spec this server will not
-        train, CapError when `owner` may not replace that run or a run cap is hit."""
+        train, CapError when `owner` may not replace that run or a run cap is hit. `twins`:
+        (label, spec) of variants trained beside it, in step (`label` names the run)."""
         self.caps.check_spec(spec)
+        for _, twin_spec in twins:
+            self.caps.check_spec(twin_spec)
         old = self.get(run_id)
         if old is not None and owner is not None and not old.can_control(owner):
             raise CapError("This run belongs to another browser: you can watch it, but not "
@@ -628,7 +668,7 @@ class RunRegistry:
         if old is None:
             with self._lock:  # refuse before building a model that would be thrown away
                 self._make_room(owner, run_id, apply=False)
-        run = Run(run_id or uuid.uuid4().hex, spec, self, owner=owner)
+        run = Run(run_id or uuid.uuid4().hex, spec, self, owner=owner, twins=twins, label=label)
         if old is not None:
             run.owner, run.controllers = old.owner, set(old.controllers)
             run._control_token = old._control_token

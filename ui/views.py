@@ -614,6 +614,38 @@ def seq2seq_panel(run) -> None:
     live_plot(throttled("beams", run, REDRAW_EVERY_S, both), "beams")
 
 
+def side_by_side(run, log: bool) -> None:
+    """The run and the variants trained beside it: loss (and accuracy) overlaid step for step,
+    and each one's numbers in a table."""
+    from engine.compare import summary
+    variants = [(label, t.history.rows) for label, t in run.trainers()]
+    c1, c2 = st.columns(2)
+    with c1:
+        live_plot(charts.side_by_side_figure(variants, "loss", "Loss, side by side", log),
+                  "side_loss", mode_bar=False)
+    if run.trainer.data.task == "classification":
+        with c2:
+            live_plot(charts.side_by_side_figure(variants, "acc", "Accuracy, side by side",
+                                                 yaxis=dict(range=[0, 1.02])),
+                      "side_acc", mode_bar=False)
+    table = []
+    for label, t in run.trainers():
+        s = summary(t)
+        table.append({"variant": label, "step": s["step"],
+                      "train loss": _num(s["train_loss"]), "val loss": _num(s["val_loss"]),
+                      **({"val accuracy": f"{s['val_acc']:.1%}"} if s["val_acc"] is not None
+                         else {}),
+                      "verdict": (s["stopped"] if s["stopped"] not in (None, "completed")
+                                  else s["health"]) or "",
+                      **({"dL/dh first / last step": _num(s["time_ratio"])}
+                         if s["time_ratio"] is not None else {})})
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.3g}"
+
+
 def time_view(run, rows: list[dict]) -> None:
     """Backpropagation through time, seen: each recurrent layer's dL/dh_t heatmap, its gates
     over the steps of the latest logged batch, and the hidden state's path through a few
@@ -629,8 +661,11 @@ def time_view(run, rows: list[dict]) -> None:
                 "dL/dh_t at every time step. " + ("Start training to see it." if not rows else
                                                   "This model has none."))
         return
-    for lay in recurrent:
-        live_plot(charts.time_grad_heatmap(rows, lay["name"]), f"time_grad:{lay['name']}")
+    if run.twins:  # every variant's first layer in columns; the run's own details below
+        side_by_side_heatmaps(run)
+    for k, lay in enumerate(recurrent):
+        if k or not run.twins:
+            live_plot(charts.time_grad_heatmap(rows, lay["name"]), f"time_grad:{lay['name']}")
         g = lay["time_grad"]
         if g[-1] > 0 and g[0] > 0:
             st.caption(f"Latest batch: dL/dh_t is {g[-1]:.2g} at the last step and {g[0]:.2g} "
@@ -642,6 +677,23 @@ def time_view(run, rows: list[dict]) -> None:
     paths = throttled("paths", run, REDRAW_EVERY_S, lambda: run.read(hidden_trajectories))
     if paths is not None:
         live_plot(charts.trajectories_figure(paths), "paths")
+
+
+def side_by_side_heatmaps(run) -> None:
+    """The first recurrent layer's dL/dh_t heatmap of the run and of each variant beside it,
+    in columns: the same task, data and seed."""
+    trainers = run.trainers()
+    for col, (label, t) in zip(st.columns(len(trainers)), trainers):
+        rows = t.history.rows
+        last = next((r for r in reversed(rows) if r.get("layers")), None)
+        layer = next((lay["name"] for lay in (last or {}).get("layers") or ()
+                      if lay.get("time_grad")), None)
+        with col:
+            if layer is None:
+                st.caption(f"{label}: no gradient through time logged yet.")
+            else:
+                live_plot(charts.time_grad_heatmap(rows, layer, label),
+                          f"time_grad:{label}:{layer}")
 
 
 def page_address(url: str | None) -> str:

@@ -1,0 +1,110 @@
+"""Side by side: one experiment and its variants along one axis (RNN vs LSTM vs GRU, with and
+without clipping, several truncation lengths), trained in step on the same data and seed.
+
+A comparison is one entry of COMPARISONS; its factory(spec, in_shape) returns the variants as
+(label, changes) pairs, the experiment itself first with no changes. `changes` are dotted keys
+for ExperimentSpec.with_changes, so a variant is always a valid spec of its own: the page trains
+each as a Trainer beside the run (ui/runner.py), and `summary` reads the same numbers from each.
+"""
+from __future__ import annotations
+
+from .errors import SpecError
+from .health import time_ratios_of
+from .recurrent import CELLS, with_cell
+from .registry import Registry
+from .spec import ExperimentSpec
+
+COMPARISONS = Registry("comparison")
+CLIP_TRIED = 1.0  # the limit a run without clipping is compared with (the clipping preset's)
+MAX_VARIANTS = 4  # the experiment and at most three others
+
+
+def _recurrent_layers(spec: ExperimentSpec) -> list[int]:
+    return [i for i, layer in enumerate(spec.model.layers) if layer.type in CELLS]
+
+
+@COMPARISONS.register("cells", "The same network with each recurrent cell: a plain RNN, an "
+                      "LSTM and a GRU of the same width.", title="RNN vs LSTM vs GRU")
+def _cells(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+    layers = _recurrent_layers(spec)
+    if not layers:
+        raise SpecError("there is no rnn, lstm or gru layer to swap")
+    kinds = [spec.model.layers[i].type for i in layers]
+    mine = kinds[0] if len(set(kinds)) == 1 else None
+    out = [(_mine(CELLS[mine] if mine else "mixed cells"), {})]
+    for kind, label in CELLS.items():
+        if kind != mine:
+            out.append((label, {f"model.layers.{i}": with_cell(spec, i, kind) for i in layers}))
+    return out
+
+
+@COMPARISONS.register("clipping", "The same run with and without gradient clipping (by norm, "
+                      f"at {CLIP_TRIED:g} where this run has none).",
+                      title="with and without clipping")
+def _clipping(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+    clip = spec.training.grad_clip
+    if clip is None:
+        return [(_mine("no clipping"), {}),
+                (f"clip norm at {CLIP_TRIED:g}", {"training.grad_clip": CLIP_TRIED})]
+    return [(_mine(f"clip {clip.mode} at {clip.max:g}"), {}),
+            ("no clipping", {"training.grad_clip": None})]
+
+
+@COMPARISONS.register("tbptt", "The same run with backpropagation through the whole sequence "
+                      "and truncated after fewer steps.", title="truncation lengths")
+def _tbptt(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+    if not _recurrent_layers(spec):
+        raise SpecError("truncation acts on rnn, lstm and gru layers; this model has none")
+    steps = in_shape[0] if in_shape and len(in_shape) >= 1 else 0
+    if steps < 3:
+        raise SpecError("the sequences are too short to truncate")
+    mine = spec.training.tbptt if 0 < spec.training.tbptt < steps else 0
+    lengths = [mine] + [k for k in (0, steps // 2, max(1, steps // 5)) if k != mine]
+
+    def label(k):
+        return f"full ({steps} steps)" if k == 0 else f"truncated after {k}"
+    return [(_mine(label(mine)), {})] + [(label(k), {"training.tbptt": k})
+                                         for k in dict.fromkeys(lengths[1:])][:MAX_VARIANTS - 1]
+
+
+def _mine(label: str) -> str:
+    return f"{label} (this run)"
+
+
+def offered(spec: ExperimentSpec, in_shape) -> list[str]:
+    """The comparisons that apply to `spec` (a sequence net gets all three; any net gets
+    clipping)."""
+    keys = []
+    for entry in COMPARISONS:
+        try:
+            if len(variants(spec, entry.key, in_shape)) > 1:
+                keys.append(entry.key)
+        except SpecError:
+            continue
+    return keys
+
+
+def variants(spec: ExperimentSpec, name: str, in_shape) -> list[tuple[str, ExperimentSpec]]:
+    """(label, spec) of each variant, `spec` itself first. SpecError names why a comparison
+    does not apply, or which variant cannot be built."""
+    entry = COMPARISONS[name]
+    out = []
+    for label, changes in entry.factory(spec, in_shape)[:MAX_VARIANTS]:
+        try:
+            out.append((label, spec.with_changes(changes) if changes else spec))
+        except SpecError as e:
+            raise SpecError(f"{label} cannot be built here: {e}") from None
+    return out
+
+
+def summary(trainer) -> dict:
+    """A variant's numbers for the side-by-side table, read from its logged rows."""
+    rows = trainer.history.rows
+    last = rows[-1] if rows else {}
+    val = next((r for r in reversed(rows) if r.get("val_loss") is not None), {})
+    ratios = time_ratios_of(rows)
+    return {"step": trainer.step_count, "stopped": trainer.stopped,
+            "train_loss": last.get("train_loss"), "val_loss": val.get("val_loss"),
+            "val_acc": val.get("val_acc"),
+            "health": ((last.get("health") or {}).get("status")),
+            "time_ratio": min(ratios.values()) if ratios else None}

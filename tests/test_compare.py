@@ -1,0 +1,124 @@
+"""Side by side: the variants of a comparison are the experiment with one thing changed, and a
+variant trained beside a run, in step, gives exactly the numbers it gives trained alone."""
+import pytest
+
+from engine import ExperimentSpec, SpecError, Trainer
+from engine.compare import COMPARISONS, offered, summary, variants
+from engine.presets import list_presets
+from ui.runner import Caps, CapError, Run, RunRegistry
+
+RNN = ExperimentSpec.from_dict({
+    "data": {"name": "adding", "length": 10, "n": 200, "normalize": "none"},
+    "model": {"layers": [{"type": "rnn", "units": 6, "nonlinearity": "relu",
+                          "num_layers": 2, "bidirectional": True}, {"type": "last_step"}]},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "training": {"steps": 12, "batch_size": 16, "log_every": 3}})
+SEQ = (10, 2)
+
+
+def test_cells_swap_every_recurrent_layer_and_keep_its_size():
+    found = variants(RNN, "cells", SEQ)
+    assert [label for label, _ in found] == ["RNN (this run)", "LSTM", "GRU"]
+    assert found[0][1] is RNN
+    for (_, spec), kind in zip(found, ["rnn", "lstm", "gru"]):
+        layer = spec.model.layers[0].to_dict()
+        assert layer["type"] == kind and layer["units"] == 6
+        assert layer["num_layers"] == 2 and layer["bidirectional"] is True
+        assert ("nonlinearity" in layer) == (kind == "rnn")  # a gated cell has none
+        assert spec.model.layers[1].type == "last_step"
+        assert spec.to_dict()["training"] == RNN.to_dict()["training"]
+
+
+def test_clipping_toggles_and_tbptt_lists_distinct_lengths_the_run_first():
+    on = variants(RNN, "clipping", SEQ)
+    assert on[0][1].training.grad_clip is None and on[1][1].training.grad_clip.max == 1.0
+    clipped = RNN.with_changes({"training.grad_clip": {"value": 0.5}})
+    off = variants(clipped, "clipping", SEQ)
+    assert off[0][0] == "clip value at 0.5 (this run)" and off[1][1].training.grad_clip is None
+    lengths = [s.training.tbptt for _, s in variants(RNN, "tbptt", SEQ)]
+    assert lengths == [0, 5, 2]
+    mine = RNN.with_changes({"training.tbptt": 5})
+    assert [s.training.tbptt for _, s in variants(mine, "tbptt", SEQ)] == [5, 0, 2]
+
+
+def test_only_the_comparisons_that_apply_are_offered():
+    dense = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]}})
+    assert offered(dense, (2,)) == ["clipping"]
+    assert offered(RNN, SEQ) == list(COMPARISONS.keys())
+    with pytest.raises(SpecError, match="no rnn, lstm or gru"):
+        variants(dense, "cells", (2,))
+    with pytest.raises(SpecError, match="too short"):
+        variants(RNN, "tbptt", (2, 2))
+
+
+def rows_of(trainer):
+    return [(r["step"], r["train_loss"], r["val_loss"]) for r in trainer.history.rows]
+
+
+@pytest.fixture
+def registry():
+    reg = RunRegistry(Caps(max_trainers=2, max_params=100_000, max_steps=1_000,
+                           max_steps_per_s=0, grace_s=60, drop_after_s=600, max_twins=2))
+    yield reg
+    reg.shutdown()
+
+
+def test_a_variant_trained_beside_the_run_matches_it_trained_alone(registry):
+    found = variants(RNN, "cells", SEQ)
+    run = registry.create(RNN, twins=found[1:], label=found[0][0])
+    while not run.done:
+        run.step_once()
+    assert run.state == Run.DONE
+    for (label, twin), (_, spec) in zip(run.twins, found[1:]):
+        alone = Trainer(spec).run()
+        assert rows_of(twin) == rows_of(alone), label
+        assert summary(twin)["val_loss"] == alone.history.rows[-1]["val_loss"]
+    assert rows_of(run.trainer) == rows_of(Trainer(RNN).run())
+    assert [label for label, _ in run.trainers()] == ["RNN (this run)", "LSTM", "GRU"]
+
+
+def test_a_variant_that_diverges_stops_and_the_others_go_on(registry):
+    wild = ExperimentSpec.from_dict({"data": {"name": "spiral"}, "model": {
+        "layers": [64, 64, 64], "init": {"name": "normal", "std": 1.0}},
+        "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9}, "training": {"steps": 60}})
+    found = variants(wild, "clipping", (2,))
+    run = registry.create(wild, twins=found[1:], label=found[0][0])
+    while not run.done:
+        run.step_once()
+    assert run.trainer.stopped == "diverged"  # the gradient_clipping preset's net, unclipped
+    twin = run.twins[0][1]
+    assert twin.stopped == "completed" and twin.step_count == 60
+    assert run.state == Run.DONE and summary(run.trainer)["stopped"] == "diverged"
+
+
+def test_variants_go_on_with_the_run_and_are_capped(registry):
+    found = variants(RNN, "cells", SEQ)
+    run = registry.create(RNN, twins=found[1:], label=found[0][0])
+    while not run.done:
+        run.step_once()
+    assert run.go_on()
+    run.step_once()
+    assert [t.step_count for _, t in run.trainers()] == [13, 13, 13]
+    three = found[1:] + found[1:2]
+    with pytest.raises(CapError, match="at most 2 variants"):
+        registry.create(RNN, twins=three)
+    big = RNN.with_changes({"model.layers.0.units": 400})
+    with pytest.raises(SpecError, match="parameters"):
+        registry.create(RNN, twins=[("big", big)])
+
+
+def test_a_forgotten_run_lets_its_variants_go(registry):
+    found = variants(RNN, "cells", SEQ)
+    run = registry.create(RNN, twins=found[1:], label=found[0][0])
+    run.step_once()
+    twin = run.twins[0][1]
+    registry.drop(run.id)
+    assert run.twins == [] and twin.model is None and run.trainers()[0][0] == "RNN (this run)"
+
+
+@pytest.mark.parametrize("preset", [p for p in list_presets() if p.get("compare")],
+                         ids=lambda p: p["name"])
+def test_a_presets_side_by_side_choice_applies_to_it(preset):
+    spec = ExperimentSpec.from_dict(preset["config"])
+    shape = Trainer(spec).data.in_shape
+    assert preset["compare"] in offered(spec, shape)
