@@ -238,9 +238,16 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         name = next(reversed(layers))
         layers["out"] = layers.pop(name)
         info["out"] = {**info.pop(name), "type": "output", "shown": True}
-        net = Net(layers, info)
-        net.inits = ctx.inits
-        return net.to(device)
+    else:
+        _add_output(ctx, spec, shape, out_dim, layers, info)
+    net = Net(layers, info)
+    net.inits = ctx.inits  # the order weights are initialised in (the exporter repeats it)
+    return net.to(device)
+
+
+def _add_output(ctx, spec, shape, out_dim: int, layers: dict, info: dict) -> None:
+    """The linear output layer (after a flatten where the stack ends with a map or a whole
+    sequence; on each step's state where every step answers)."""
     per_step = spec.data.per_step
     if per_step and len(shape) != 2:
         raise SpecError(f"{spec.data.name} wants an answer at every step of its sequences, but "
@@ -250,12 +257,9 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
         layers["flatten"] = ctx.make(nn.Flatten)
         info["flatten"] = {"type": "flatten", "shown": False}
         shape = (_flat(shape),)
-    layers["out"] = ctx.linear(shape[-1], out_dim, None)  # per step: on each step's state
+    layers["out"] = ctx.linear(shape[-1], out_dim, None)
     info["out"] = {"type": "output", "shown": True, "activation": None, "dies": False,
                    "bounds": None, "spec_index": None}
-    net = Net(layers, info)
-    net.inits = ctx.inits  # the order weights are initialised in (the exporter repeats it)
-    return net.to(device)
 
 
 def count_params(module: nn.Module) -> int:
