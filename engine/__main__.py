@@ -6,6 +6,7 @@
     python -m engine presets
     python -m engine export CONFIG.json > train.py
     python -m engine from-tfp 'https://playground.tensorflow.org/#activation=tanh&...'
+    python -m engine surface rosenbrock --optimizer sgd --lr 0.001 --momentum 0.9 --steps 2000 --start -1.5,2
 
 Exit codes: 0 the run finished (whatever `stopped` says), 2 a bad config or argument, with a
 one-line message on stderr, 1 an internal error (a bug: still one line, never a traceback).
@@ -189,6 +190,57 @@ def cmd_from_tfp(args) -> int:
     return 0
 
 
+def _start(text: str) -> list[float]:
+    """argparse type for --start X,Y."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{short(text, 40)} is not two numbers X,Y (e.g. "
+                                         "1,1 or -1.5,2)") from None
+
+
+def _surface_options() -> dict[str, list[str]]:
+    """--NAME options of the surface command: each parameter of a surface, optimizer or
+    schedule, with the registries that have it."""
+    from .registry import OPTIMIZERS, SCHEDULES
+    from .surfaces import SURFACES
+
+    found: dict[str, list[str]] = {}
+    for kind, registry in (("surface", SURFACES), ("optimizer", OPTIMIZERS),
+                           ("schedule", SCHEDULES)):
+        for entry in registry:
+            for param in entry.params:
+                if kind not in found.setdefault(param.name, []):
+                    found[param.name].append(kind)
+    return found
+
+
+def cmd_surface(args) -> int:
+    """A walk on a 2-D surface as JSON: the trajectory [[x, y, f], ...] and what theory says."""
+    from .registry import OPTIMIZERS, SCHEDULES
+    from .surfaces import SURFACES, closed_form, walk
+
+    given = {k: _value(k, v) for k, v in (args.param or [])}
+    surface, optimizer = SURFACES[args.name], OPTIMIZERS[args.optimizer]
+    schedule = SCHEDULES[args.schedule]
+    params = {k: v for k, v in given.items() if surface.param(k) is not None}
+    opt = {k: v for k, v in given.items() if OPTIMIZERS.known_param(optimizer, k) is not None}
+    sched = {k: v for k, v in given.items() if schedule.param(k) is not None}
+    unused = set(given) - set(params) - set(opt) - set(sched)
+    if unused:
+        raise UsageError(f"--{sorted(unused)[0]} is not a parameter of {args.name}, "
+                         f"{args.optimizer} or {args.schedule}")
+    opt = {k: v for k, v in opt.items() if optimizer.param(k) is not None}  # a sibling's: unused
+    result = walk(args.name, {"name": optimizer.key, **opt}, args.steps, args.start, params,
+                  {"name": schedule.key, **sched}, args.seed)
+    result["closed_form"] = closed_form(args.name, params, result["optimizer"])
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog="python -m engine", description="Netlab engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -216,6 +268,25 @@ def main(argv=None) -> int:
                          "stdout, what differs on stderr)")
     tfp.add_argument("url", help="the link, or only its part after '#' (quote it: it holds &)")
     tfp.set_defaults(fn=cmd_from_tfp)
+    surface = sub.add_parser("surface", help="walk an optimizer on a 2-D test surface (JSON "
+                             "with the trajectory)")
+    surface.add_argument("name", help="quadratic, rosenbrock, beale, saddle, himmelblau or "
+                         "noisy_bowl")
+    surface.add_argument("--optimizer", default="sgd")
+    surface.add_argument("--schedule", default="constant")
+    surface.add_argument("--steps", type=_integer, default=200)
+    surface.add_argument("--start", type=_start, help="X,Y (default: the surface's own)")
+    surface.add_argument("--seed", type=_integer, default=0, help="seeds the gradient noise")
+    for name, kinds in _surface_options().items():  # --lr, --momentum, --kappa, --gamma, ...
+        surface.add_argument(f"--{name}", dest="param", action="append", metavar="VALUE",
+                             type=lambda text, name=name: (name, text),
+                             help=f"a parameter of the {' or '.join(kinds)}")
+    surface.set_defaults(fn=cmd_surface)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for k, arg in enumerate(argv[:-1]):  # "--start -1.5,2": argparse would read an option
+        if arg == "--start" and argv[k + 1].startswith("-"):
+            argv[k:k + 2] = [f"--start={argv[k + 1]}"]
+            break
     try:
         args = parser.parse_args(argv)
         return args.fn(args)

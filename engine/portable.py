@@ -20,7 +20,8 @@ from torch import nn
 
 # One random stream per purpose: adding dropout must not reshuffle the data, and a new batch
 # size must not change the initial weights.
-STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3, "augment": 4, "forcing": 5}
+STREAMS = {"data": 0, "init": 1, "batches": 2, "dropout": 3, "augment": 4, "forcing": 5,
+           "noise": 6}  # noise: a surface's gradient noise (engine/surfaces.py)
 FIRST_STREAMS = 4  # seed * 4 + index seeds these, as before "augment" came: old runs repeat
 
 
