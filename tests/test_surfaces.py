@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine import SpecError
-from engine.surfaces import SURFACES, closed_form, gd_limits, steps_to, surface_values, walk
+from engine.surfaces import SURFACES, closed_form, gd_limits, surface_values, walk
 from tests.conftest import ROOT
 
 
