@@ -640,11 +640,14 @@ def check_vanishing_in_time(ev: Evidence):
         kind, index = ev.net.recurrent.get(name, (None, None))
         if kind == "rnn" and ratio < TIME_VANISHING:
             g = ev.row_layer(name)["time_grad"]
+            seen = (f"only {_fmt(g[0])} at the first ({_fmt(ratio)}x over the last rows), so "
+                    "what happened early in a sequence barely reaches the loss" if g[0] > 0 else
+                    "exactly 0 at the first, so nothing that happened early in a sequence "
+                    "reaches the loss (saturated units pass no gradient)")
             return (f"Vanishing gradients through time: in {name}, dL/dh_t is {_fmt(g[-1])} at "
-                    f"the last step but only {_fmt(g[0])} at the first ({_fmt(ratio)}x over the "
-                    "last rows), so what happened early in a sequence barely reaches the loss. "
-                    "A plain RNN multiplies the gradient by its recurrent weights and its tanh "
-                    "slopes once per step, and the steps compound it. An LSTM carries its cell "
+                    f"the last step but {seen}. "
+                    "A plain RNN multiplies the gradient by its recurrent weights and its "
+                    "activation's slopes once per step, and the steps compound it. An LSTM carries its cell "
                     "state forward by additions, with a forget gate that learns to keep it.",
                     [_to_lstm(ev.spec, index)])
     return None

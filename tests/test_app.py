@@ -1068,8 +1068,13 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     at.session_state["view"] = "Through time"
     at.run()
     no_problems(at)
-    titles = [f["layout"]["title"]["text"] for f in figures(at)]
-    assert [t.split(",")[0] for t in titles if "dL/dh_t" in t] == \
-        ["RNN (this run)", "LSTM", "GRU"]
+    maps = [f for f in figures(at) if f["data"] and f["data"][0]["type"] == "heatmap"]
+    assert [f["layout"]["title"]["text"] for f in maps] == \
+        ["RNN (this run) · rnn1", "LSTM · lstm1", "GRU · gru1"]
+    scales = {(f["data"][0]["zmin"], f["data"][0]["zmax"]) for f in maps}
+    assert len(scales) == 1  # one colour scale for the three
+    lowest, highest = scales.pop()
+    values = [v for f in maps for row in f["data"][0]["z"] for v in row if v is not None]
+    assert lowest == min(values) and highest == max(values)
     at.selectbox(key="compare").set_value(None).run()  # off: a fresh run on its own
     assert runs(at).get(at.session_state["run_id"]).twins == []

@@ -813,19 +813,42 @@ def test_a_cnn_preset_trains_and_its_filters_and_feature_maps_render(page, serve
 
 
 def test_a_recurrent_preset_trains_and_draws_its_gradient_through_time(page, server):
-    open_app(page, server, "?preset=rnn_adding_vanishes")
+    open_app(page, server, "?preset=rnn_sine_forecast")
     press(page, "Start")
     view_button(page, "Through time").click()
+
     def drawn():
         return any(t.endswith("dL/dh_t through time (log10)") for t in plot_titles(page))
     wait_until(drawn, 30, what="the dL/dh_t heatmap")
-    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 90,
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
                what="the preset to finish its 400 steps")
     page.wait_for_timeout(800)
     columns = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
         .flatMap(e => (e.data || []).filter(t => t.type === 'heatmap').map(t => t.x.length))""")
     assert columns and max(columns) == 400 // 20 + 1, columns  # a column per logged row
-    assert page.get_by_text("Vanishing gradients through time").first.is_visible()
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
+
+def test_a_preset_trains_its_variants_side_by_side(page, server):
+    """rnn_exploding_clipped trains the same RNN with and without clipping, in step: both
+    curves on one chart, both heatmaps in columns."""
+    open_app(page, server, "?preset=rnn_exploding_clipped")
+    press(page, "Start")
+    wait_until(lambda: "Loss, side by side" in plot_titles(page), 30,
+               what="the side-by-side loss chart")
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
+               what="both runs to finish their 300 steps")
+    page.wait_for_timeout(800)
+    names = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(e => e.layout?.title?.text === 'Loss, side by side')
+        .flatMap(e => e.data.filter(t => t.showlegend !== false).map(t => t.name))""")
+    assert names == ["no clipping (this run)", "clip norm at 1"], names
+    view_button(page, "Through time").click()
+    wait_until(lambda: sum(" · rnn1" in t for t in plot_titles(page)) == 2, 20,
+               what="the two heatmaps")
+    titles = [t for t in plot_titles(page) if " · rnn1" in t]
+    assert titles == ["no clipping (this run) · rnn1", "clip norm at 1 · rnn1"]
     assert_no_exception(page)
     assert not page.errors, page.errors
 

@@ -122,3 +122,16 @@ def test_a_zoom_is_not_kept_across_a_change_of_axis_type():
     rows = [{"step": i, "train_loss": 1 / (i + 1), "val_loss": None} for i in range(50)]
     linear, log = loss_figure(rows, False).layout.uirevision, loss_figure(rows, True).layout.uirevision
     assert linear != log and linear == loss_figure(rows[:10], False).layout.uirevision
+
+
+def test_a_gradient_through_time_of_exactly_zero_is_drawn_at_the_floor_not_left_blank():
+    rows = [{"step": s, "layers": [{"name": "rnn1", "time_grad": g}]}
+            for s, g in ((1, [0.001, 0.1, 1.0]), (2, [0.0, 0.01, 10.0]))]
+    trace = charts.time_grad_heatmap(rows, "rnn1").to_dict()["data"][0]
+    assert trace["z"] == [[-3.0, -3.0], [-1.0, -2.0], [0.0, 1.0]]  # time step x training step
+    assert trace["text"][0][1].endswith("it is exactly 0)") and trace["text"][0][0] == ""
+    shared = charts.time_grad_range([(rows, "rnn1")])
+    assert shared == (-3.0, 1.0)
+    side = charts.time_grad_heatmap(rows, "rnn1", "LSTM", (-5.0, 2.0)).to_dict()
+    assert side["data"][0]["zmin"] == -5.0 and side["data"][0]["z"][0][1] == -5.0
+    assert side["layout"]["title"]["text"] == "LSTM · rnn1"

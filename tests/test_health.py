@@ -586,6 +586,13 @@ def test_the_verdict_through_time(first, last, loss, kind, expected):
         assert "Clip gradients at norm 1" in [f["label"] for f in v["fixes"]]
 
 
+def test_a_gradient_that_reaches_the_first_step_as_exactly_zero_is_said_so():
+    make, facts = through_time(0.0, 1.0, 0.16)  # saturated units: nothing gets through
+    v = persisted("vanishing", H.PERSIST["vanishing"], make, spec=RNN_SPEC, facts=facts)
+    assert v["status"] == "vanishing"
+    assert "exactly 0 at the first" in v["messages"][0] and "0x" not in v["messages"][0]
+
+
 def test_truncated_bptt_zeros_are_no_vanishing():
     make, facts = through_time(0.0, 1.0, 0.16)  # truncation: nothing reaches the first steps
     truncated = RNN_SPEC.with_changes({"training.tbptt": 2})

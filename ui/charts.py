@@ -270,12 +270,26 @@ def channel_heatmap(layers: list[dict]) -> go.Figure | None:
                   yaxis=dict(autorange="reversed", type="category"))
 
 
-def time_grad_heatmap(rows: list[dict], name: str, label: str | None = None) -> go.Figure:
+def _time_grads(rows: list[dict], name: str) -> list[tuple[int, list[float]]]:
+    return [(r["step"], lay["time_grad"]) for r in rows for lay in r.get("layers") or ()
+            if lay["name"] == name and lay.get("time_grad")]
+
+
+def time_grad_range(runs: list[tuple[list[dict], str]]) -> tuple[float, float] | None:
+    """(lowest, highest) log10 dL/dh_t over several runs' layers: side by side, one colour
+    means one size in every heatmap."""
+    logs = [math.log10(v) for rows, name in runs for _, g in _time_grads(rows, name)
+            for v in g if v > 0 and math.isfinite(v)]
+    return (_r(min(logs)), _r(max(logs))) if logs else None
+
+
+def time_grad_heatmap(rows: list[dict], name: str, label: str | None = None,
+                      zrange: tuple[float, float] | None = None) -> go.Figure:
     """A recurrent layer's dL/dh_t over time steps (up) and training steps (across), log10: a
-    gradient that vanishes back through time shows as a colour fading towards step 0. `label`
-    names the variant it belongs to, side by side."""
-    logged = [(r["step"], lay["time_grad"]) for r in rows for lay in r.get("layers") or ()
-              if lay["name"] == name and lay.get("time_grad")]
+    gradient that vanishes back through time shows as a colour fading towards step 0. Side by
+    side, `label` names the variant (the title is only its name and the layer's) and `zrange`
+    is the colour scale all variants share."""
+    logged = _time_grads(rows, name)
     steps = [s for s, _ in logged]
     length = max((len(g) for _, g in logged), default=0)
     z = [[_r(math.log10(g[t])) if t < len(g) and g[t] > 0 else None for _, g in logged]
@@ -283,8 +297,19 @@ def time_grad_heatmap(rows: list[dict], name: str, label: str | None = None) -> 
     trace = dict(type="heatmap", x=steps, y=list(range(length)), z=z, colorscale="Viridis",
                  colorbar=dict(title=dict(text="log10"), thickness=10),
                  hovertemplate="training step %{x}, time step %{y}: 10^%{z:.2f}<extra></extra>")
-    title = f"{name}: dL/dh_t through time (log10)"
-    return figure([trace], f"{label}, {title}" if label else title, f"time_grad:{label}:{name}",
+    if zrange is not None:
+        trace.update(zmin=zrange[0], zmax=zrange[1])
+    zeros = [(i, j) for j, (_, g) in enumerate(logged) for i in range(len(g)) if g[i] == 0]
+    if zeros:  # no gradient at all (saturated units): the lowest colour, not a blank cell
+        floor = zrange[0] if zrange else min((v for row in z for v in row if v is not None),
+                                             default=0.0)
+        text = [["" for _ in logged] for _ in range(length)]
+        for i, j in zeros:
+            z[i][j], text[i][j] = floor, " (drawn at the floor: it is exactly 0)"
+        trace.update(text=text, hovertemplate="training step %{x}, time step %{y}: "
+                     "10^%{z:.2f}%{text}<extra></extra>")
+    title = f"{label} · {name}" if label else f"{name}: dL/dh_t through time (log10)"
+    return figure([trace], title, f"time_grad:{label}:{name}",
                   height=320, xaxis=dict(title=dict(text="training step")),
                   yaxis=dict(title=dict(text="time step t")))
 

@@ -619,11 +619,12 @@ def side_by_side(run, log: bool) -> None:
     and each one's numbers in a table."""
     from engine.compare import summary
     variants = [(label, t.history.rows) for label, t in run.trainers()]
-    c1, c2 = st.columns(2)
+    classification = run.trainer.data.task == "classification"
+    c1, c2 = st.columns(2) if classification else (st.container(), None)
     with c1:
         live_plot(charts.side_by_side_figure(variants, "loss", "Loss, side by side", log),
                   "side_loss", mode_bar=False)
-    if run.trainer.data.task == "classification":
+    if classification:
         with c2:
             live_plot(charts.side_by_side_figure(variants, "acc", "Accuracy, side by side",
                                                  yaxis=dict(range=[0, 1.02])),
@@ -681,18 +682,23 @@ def time_view(run, rows: list[dict]) -> None:
 
 def side_by_side_heatmaps(run) -> None:
     """The first recurrent layer's dL/dh_t heatmap of the run and of each variant beside it,
-    in columns: the same task, data and seed."""
-    trainers = run.trainers()
-    for col, (label, t) in zip(st.columns(len(trainers)), trainers):
+    in columns, on one colour scale: the same task, data and seed."""
+    found = []
+    for label, t in run.trainers():
         rows = t.history.rows
         last = next((r for r in reversed(rows) if r.get("layers")), None)
         layer = next((lay["name"] for lay in (last or {}).get("layers") or ()
                       if lay.get("time_grad")), None)
+        found.append((label, rows, layer))
+    st.caption("**dL/dh_t through time (log10)**, side by side: each variant's first recurrent "
+               "layer, one colour scale for all.")
+    zrange = charts.time_grad_range([(rows, layer) for _, rows, layer in found if layer])
+    for col, (label, rows, layer) in zip(st.columns(len(found)), found):
         with col:
             if layer is None:
                 st.caption(f"{label}: no gradient through time logged yet.")
             else:
-                live_plot(charts.time_grad_heatmap(rows, layer, label),
+                live_plot(charts.time_grad_heatmap(rows, layer, label, zrange),
                           f"time_grad:{label}:{layer}")
 
 
