@@ -12,8 +12,10 @@ from tests.conftest import ROOT
 
 def test_overhead_quick_prints_json():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # digits_wide (a 1.9M-parameter net) takes 3/4 of the time and checks nothing more
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick",
-                           "--device", "cpu", "--threads", "1"],
+                           "--device", "cpu", "--threads", "1", "--cases",
+                           "digits_mlp,spiral_small"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # exactly one JSON object on stdout
@@ -29,7 +31,7 @@ def test_overhead_quick_prints_json():
     assert set(result["meets_targets"]) == set(result["targets"])
     assert all(isinstance(v, bool) for v in result["meets_targets"].values())
 
-    assert set(result["cases"]) == {"digits_mlp", "digits_wide", "spiral_small"}
+    assert set(result["cases"]) == {"digits_mlp", "spiral_small"}
     assert result["main_case"] == "digits_mlp"
     assert result["ratios"] == result["cases"]["digits_mlp"]["ratios"]
     for name, case in result["cases"].items():
