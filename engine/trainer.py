@@ -140,6 +140,7 @@ class Trainer:
         self.divergence: dict | None = None
         self.restored_step: int | None = None
         self.row: dict | None = None  # the metrics row being built during a logged step
+        self.batch_loss: torch.Tensor | None = None
         self.seconds = 0.0
         self.test_metrics: dict | None = None
         self._started = False
@@ -263,6 +264,7 @@ class Trainer:
             self.model.train()        # module tree every step costs ~20 us
         out = self.model(xb)
         loss = self.loss_fn(out, yb)
+        self.batch_loss = loss.detach()  # this step's batch loss, for callbacks (lr range test)
         self.optimizer.zero_grad(set_to_none=True)
         self.objective(out, xb, loss).backward()
         self._call("on_after_backward")
