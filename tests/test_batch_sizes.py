@@ -1,0 +1,40 @@
+"""Full-batch, mini-batch and single-example updates at matched epochs (concept D1)."""
+import math
+
+import pytest
+
+from engine import ExperimentSpec, SpecError
+from engine.batch_sizes import batch_size_experiment, loss_noise, variants
+from engine.presets import load_preset
+
+CIRCLE = ExperimentSpec.from_dict(load_preset("tfp_circle")["config"])
+
+
+def test_the_three_batch_sizes_and_no_duplicates():
+    assert variants(320, 10) == [("full batch", 320), ("mini-batch", 10), ("single example", 1)]
+    assert variants(320, 1000) == [("full batch", 320), ("single example", 1)]
+    assert variants(320, 1) == [("full batch", 320), ("single example", 1)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matched_epochs_and_the_noise_grows_as_the_batch_shrinks(seed):
+    rows = batch_size_experiment(CIRCLE.with_changes({"seed": seed}), epochs=3)
+    n = rows[0]["batch"]  # the full batch is the training set
+    for r in rows:
+        assert r["steps_per_epoch"] == math.ceil(n / r["batch"])
+        assert r["steps"] == math.ceil(3 * n / r["batch"]) and r["stopped"] == "completed"
+    full, mini, single = (r["loss_noise"] for r in rows)
+    assert full < mini < single
+    assert rows[2]["steps"] == 3 * n and rows[0]["steps"] == 3
+
+
+def test_loss_noise_is_the_relative_spread_of_the_last_steps():
+    assert loss_noise([5.0] * 8 + [1.0, 3.0]) == pytest.approx(0.5)  # last fifth: 1 and 3
+    assert loss_noise([1.0]) is None
+
+
+def test_too_many_steps_are_refused():
+    with pytest.raises(SpecError, match="fewer epochs"):
+        batch_size_experiment(CIRCLE, epochs=1000)
+    with pytest.raises(SpecError, match="epochs"):
+        batch_size_experiment(CIRCLE, epochs=0)
