@@ -16,7 +16,7 @@ import sys
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine.health import Evidence, time_ratios
+from engine.health import time_ratios_of
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -29,7 +29,7 @@ def run(cell: str, length: int, seed: int, steps: int) -> dict:
         "training": {"steps": steps, "batch_size": 64, "log_every": 20}})
     t = Trainer(spec).run()
     rows = t.history.rows
-    ratio = next(iter(time_ratios(Evidence(row=rows[-1], rows=rows[:-1], spec=spec)).values()))
+    ratio = next(iter(time_ratios_of(rows).values()))
     return {"cell": cell, "length": length, "seed": seed, "steps": t.step_count,
             "val_mse": t.evaluate("val")["loss"], "time_grad_ratio": ratio,
             "status": rows[-1]["health"]["status"], "train_seconds": round(t.seconds, 2)}

@@ -114,11 +114,11 @@ def surface_values(name: str, params: dict, xs, ys) -> torch.Tensor:
 
 
 def walk(name: str, optimizer: dict, steps: int, start=None, params: dict | None = None,
-         schedule: dict | None = None, seed: int = 0) -> dict:
+         schedule: dict | None = None, seed: int = 0, until: float | None = None) -> dict:
     """Run `optimizer` ({"name", **its parameters}) with `schedule` from `start` for `steps`
-    steps on surface `name`; stop early where it diverges. Returns the trajectory as
-    [x, y, f] per point (the start first), the learning rate and step length of each step, and
-    why it stopped ("completed" or "diverged")."""
+    steps on surface `name`; stop early where it diverges (or, with `until`, once f is below
+    it). Returns the trajectory as [x, y, f] per point (the start first), the learning rate
+    and step length of each step, and why it stopped ("completed", "diverged", "reached")."""
     entry = SURFACES[name]
     p = _check_params(entry, params or {}, name)
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
@@ -145,30 +145,35 @@ def walk(name: str, optimizer: dict, steps: int, start=None, params: dict | None
     noise = (p["noise"] / math.sqrt(p["batch"])) if entry.tags.get("noisy") else 0.0
     gen = make_generator(seed, "noise")
 
-    def f_at(point):
-        return float(entry.factory(point, **p))
+    def f_of(point):  # f with its graph: the next step's backward reuses it
+        return entry.factory(point, **p)
 
-    path, lrs, lengths = [[*map(float, xy.detach()), f_at(xy.detach())]], [], []
+    loss = f_of(xy)
+    path, lrs, lengths = [[*xy.detach().tolist(), loss.item()]], [], []
     stopped = "completed"
     for step in range(steps):
+        if until is not None and path[-1][2] < until:
+            stopped = "reached"
+            break
         opt.zero_grad(set_to_none=True)
-        entry.factory(xy, **p).backward()
+        loss.backward()
         if noise:  # a mini-batch's gradient: the true one plus zero-mean noise
             xy.grad.add_(torch.randn(2, generator=gen, dtype=torch.float64) * noise)
         lr = opt.param_groups[0]["lr"]
-        before = xy.detach().clone()
+        before = path[-1]
         opt.step()
         if step < steps - 1:
             scheduler.step()
-        point = xy.detach()
-        f = f_at(point)
-        if not (math.isfinite(f) and bool(torch.isfinite(point).all())
-                and float(point.abs().max()) <= FAR):
+        loss = f_of(xy)
+        x, y = xy.detach().tolist()
+        f = loss.item()
+        if not (math.isfinite(f) and math.isfinite(x) and math.isfinite(y)
+                and max(abs(x), abs(y)) <= FAR):
             stopped = "diverged"
             break
-        path.append([float(point[0]), float(point[1]), f])
+        path.append([x, y, f])
         lrs.append(lr)
-        lengths.append(float((point - before).norm()))
+        lengths.append(math.hypot(x - before[0], y - before[1]))
     return {"surface": name, "params": p, "optimizer": {"name": opt_entry.key, **opt_params},
             "schedule": {"name": sched_entry.key, **sched_params}, "start": list(start),
             "trajectory": path, "lr": lrs, "step_length": lengths, "stopped": stopped,

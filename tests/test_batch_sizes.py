@@ -16,16 +16,16 @@ def test_the_three_batch_sizes_and_no_duplicates():
     assert variants(320, 1) == [("full batch", 320), ("single example", 1)]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_matched_epochs_and_the_noise_grows_as_the_batch_shrinks(seed):
-    rows = batch_size_experiment(CIRCLE.with_changes({"seed": seed}), epochs=3)
+    rows = batch_size_experiment(CIRCLE.with_changes({"seed": seed}), epochs=2)
     n = rows[0]["batch"]  # the full batch is the training set
     for r in rows:
         assert r["steps_per_epoch"] == math.ceil(n / r["batch"])
-        assert r["steps"] == math.ceil(3 * n / r["batch"]) and r["stopped"] == "completed"
+        assert r["steps"] == math.ceil(2 * n / r["batch"]) and r["stopped"] == "completed"
     full, mini, single = (r["loss_noise"] for r in rows)
     assert full < mini < single
-    assert rows[2]["steps"] == 3 * n and rows[0]["steps"] == 3
+    assert rows[2]["steps"] == 2 * n and rows[0]["steps"] == 2
 
 
 def test_loss_noise_is_the_relative_spread_of_the_last_steps():

@@ -82,3 +82,17 @@ def test_sequence_lab_quick_prints_its_figures_as_json():
     assert result["quick"] is True and len(result["runs"]) == 3
     assert set(result["val_mse_by_length_and_cell"]["length 10"]) == {"rnn", "lstm", "gru"}
     assert all(r["steps"] == 20 and r["val_mse"] > 0 for r in result["runs"])
+
+
+def test_optimizer_lab_quick_prints_its_figures_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "optimizer_lab.py"),
+                           "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["rosenbrock"]) >= {"sgd", "momentum", "adam", "start", "target"}
+    assert [r["lr"] for r in result["quadratic"]["runs"]][:2] == [0.005, 0.01]
+    assert [r["label"] for r in result["batch_sizes"]["runs"]] == \
+        ["full batch", "mini-batch", "single example"]
+    assert set(result["lr_range"]) == {"sgd", "adam"}
