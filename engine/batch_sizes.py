@@ -50,24 +50,26 @@ def variants(n_train: int, batch_size: int) -> list[tuple[str, int]]:
     return out
 
 
-def batch_size_experiment(spec, epochs: float = 5.0) -> list[dict]:
+def batch_size_experiment(spec, epochs: float = 5.0, max_steps: int = MAX_STEPS,
+                          max_params: int | None = None) -> list[dict]:
     """Train `spec` once per batch size of `variants` for `epochs` epochs each; one dict per
     variant: label, batch, steps_per_epoch, steps, seconds (training time), train_loss,
-    val_loss, val_acc, loss_noise, stopped."""
+    val_loss, val_acc, loss_noise, stopped, and `curve`: (epoch, train loss) at each logged
+    row. SpecError where a variant would take more than `max_steps` steps."""
     from .trainer import Trainer
 
     spec = load_spec(spec)
     if not (isinstance(epochs, (int, float)) and 0 < epochs <= 1000):
         raise SpecError(f"epochs={epochs!r} is not allowed: expected a number above 0 and at "
                         "most 1,000")
-    probe = Trainer(spec)
+    probe = Trainer(spec, max_params=max_params)
     n = len(probe.data.y_train)
     out = []
     for label, batch in variants(n, spec.training.batch_size):
         steps = max(1, math.ceil(epochs * n / batch))
-        if steps > MAX_STEPS:
+        if steps > max_steps:
             raise SpecError(f"{label} updates would take {steps:,} steps for {epochs:g} epochs "
-                            f"of {n:,} examples; use fewer epochs (at most {MAX_STEPS:,} steps)")
+                            f"of {n:,} examples; use fewer epochs (at most {max_steps:,} steps)")
         variant = spec.with_changes({"training.batch_size": batch, "training.steps": steps,
                                      "training.early_stopping": None,
                                      "training.log_every": max(1, steps // 50),
@@ -78,5 +80,7 @@ def batch_size_experiment(spec, epochs: float = 5.0) -> list[dict]:
         out.append({"label": label, "batch": batch, "steps_per_epoch": math.ceil(n / batch),
                     "steps": t.step_count, "seconds": t.seconds, "train_loss": train["loss"],
                     "val_loss": val["loss"], "val_acc": val["acc"],
-                    "loss_noise": loss_noise(cb.losses), "stopped": t.stopped})
+                    "loss_noise": loss_noise(cb.losses), "stopped": t.stopped,
+                    "curve": [(r["epoch"], r["train_loss"]) for r in t.history.rows
+                              if r.get("train_loss") is not None]})
     return out

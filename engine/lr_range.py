@@ -1,7 +1,13 @@
 """The learning-rate range test (Leslie Smith, 2015; fastai's lr_find): train the experiment with
 a rate that grows exponentially every step, record each batch's loss, and stop once the loss has
 blown up. The loss against the rate shows three regions: too small (flat), good (falling), too
-large (rising); a rate a little below where the fall is steepest is a sound choice.
+large (rising). The suggestion is a tenth of the rate at the lowest (smoothed) loss: measured
+on the bundled presets it moved least with the test's length, while the rate of the steepest
+fall (also given) jumped by 10x between 100 and 300 steps. Over 500 steps (the default) it
+lands within a factor of 3 of the rates the presets were tuned to (the circle net's SGD
+0.1-0.2, Adam on spiral 0.02-0.04, the digits CNN 0.003, the sine RNN 0.01). Where the loss
+barely fell (by less than a fifth), nothing is suggested: the test was too short to show this
+net's good rates.
 
 It runs as a callback on the ordinary Trainer (the same model, data, optimizer and random
 streams as a real run of the spec), with the schedule set to constant so the callback alone
@@ -18,6 +24,7 @@ from .spec import ExperimentSpec, load_spec
 SMOOTHING = 0.9     # exponential moving average of the loss, bias-corrected
 STOP_FACTOR = 4.0   # stop once the smoothed loss is this many times its lowest
 SKIP = 0.1          # the first tenth of the points is too noisy to judge a slope from
+MIN_DROP = 0.8      # suggest a rate only where the smoothed loss fell below this share of its start
 
 
 class LrRange(Callback):
@@ -71,9 +78,10 @@ def suggest(lrs: list[float], smoothed: list[float]) -> dict:
             "min_over_10": lrs[lowest] / 10 if lowest > 0 else None}
 
 
-def lr_range_test(spec, low: float = 1e-6, high: float = 10.0, steps: int = 100) -> dict:
-    """The range test of `spec`: {"lr", "loss", "smoothed", "suggested", "min_over_10",
-    "stopped_at", "optimizer"}. `suggested` is the steepest-fall rate."""
+def lr_range_test(spec, low: float = 1e-5, high: float = 10.0, steps: int = 500) -> dict:
+    """The range test of `spec`: {"lr", "loss", "smoothed", "suggested" (min_over_10, or None
+    where the loss fell by less than a fifth), "steepest", "min_over_10", "drop" (lowest
+    smoothed loss / first), "stopped_at", "optimizer"}."""
     spec = load_spec(spec)
     if not (0 < low < high) or not math.isfinite(high):
         raise SpecError(f"the rates must satisfy 0 < low < high; got low={low:g}, high={high:g}")
@@ -89,7 +97,11 @@ def lr_range_test(spec, low: float = 1e-6, high: float = 10.0, steps: int = 100)
     trainer = Trainer(probe, callbacks=[cb])
     trainer.run()
     found = suggest(cb.lrs, cb.smoothed)
+    finite = [v for v in cb.smoothed if math.isfinite(v)]
+    drop = min(finite) / finite[0] if finite and finite[0] > 0 else None
     return {"lr": cb.lrs, "loss": cb.losses, "smoothed": cb.smoothed,
-            "suggested": found["steepest"], "min_over_10": found["min_over_10"],
+            "suggested": found["min_over_10"] if drop is not None and drop < MIN_DROP
+            else None, "steepest": found["steepest"], "min_over_10": found["min_over_10"],
+            "drop": drop,
             "stopped_at": cb.lrs[-1] if trainer.stopped != "completed" else None,
             "optimizer": spec.optimizer.name}

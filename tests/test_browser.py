@@ -326,6 +326,7 @@ def test_every_page_url_is_served_by_the_router(page):
         (f"?cfg={cfg}", "Start", "/"),
         (f"playground?cfg={cfg}", "Start", "/"),
         ("concepts", "Concepts", "/concepts"),
+        ("optimizers", "Optimizer lab", "/optimizers"),
     ]
     with serve() as srv:
         for path, content, lands_on in visits:
@@ -339,7 +340,8 @@ def test_every_page_url_is_served_by_the_router(page):
             where = f"/{path}: {body_text(page)[:1500]}"
             assert page.title() == "Netlab", where
             assert page.locator('[data-testid="stSidebarNav"]').count() == 1, where
-            assert page.evaluate(NAV_LABELS_JS) == ["Playground", "Concepts"], where
+            assert page.evaluate(NAV_LABELS_JS) == ["Playground", "Concepts", "Optimizer lab"], \
+                where
             icon = page.locator('link[rel~="icon"]').first.get_attribute("href") or ""
             assert not icon.endswith("/favicon.png"), f"Streamlit's own icon: {where}"
             # drawn in the page: an icon fetched from a font server fails offline
@@ -875,3 +877,27 @@ def test_the_decision_boundary_is_above_the_fold_on_a_laptop_screen(page, server
     start = button(page, "Start").bounding_box()
     assert start["y"] + start["height"] <= 800 and box["y"] >= 0
     assert box["y"] + box["height"] <= 800, f"the boundary ends at {box['y'] + box['height']:.0f} px"
+
+
+PATH_LENGTHS_JS = """() => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')]
+        .find(e => (e.layout?.title?.text || '').includes('press Play'));
+    return gd ? gd.data.slice(2).map(t => t.x.length) : null;
+}"""
+
+
+def test_the_optimizer_lab_animates_its_trajectories(page, server):
+    page.goto(server.url + "optimizers")
+    wait_until(lambda: page.evaluate(PATH_LENGTHS_JS) == [201, 201, 201], 30,
+               what="three full 200-step paths on the bowl")
+    page.locator(".updatemenu-button").filter(has_text="Play").first.click()
+    seen = set()
+
+    def growing():
+        lengths = page.evaluate(PATH_LENGTHS_JS)
+        seen.add(lengths[0])
+        return lengths == [201, 201, 201] and len(seen) > 3
+    wait_until(growing, 20, what="the paths to grow step by step back to 200 steps")
+    assert min(seen) < 50, seen  # it started over from the start point
+    assert_no_exception(page)
+    assert not page.errors, page.errors

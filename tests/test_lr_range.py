@@ -13,6 +13,15 @@ LINEAR = ExperimentSpec.from_dict({"data": {"name": "plane"}, "model": {"layers"
                                    "training": {"batch_size": 100_000}})
 
 
+def test_the_suggestion_is_a_tenth_of_the_lowest_loss_rate_once_the_loss_fell_enough():
+    r = lr_range_test(LINEAR, 1e-3, 100.0, 100)
+    assert r["drop"] < 0.1 and r["suggested"] == r["min_over_10"]
+    lowest = min(range(len(r["smoothed"])), key=r["smoothed"].__getitem__)
+    assert r["suggested"] == pytest.approx(r["lr"][lowest] / 10)
+    flat = lr_range_test(LINEAR, 1e-7, 1e-6, 20)  # rates far too small to move the loss
+    assert flat["drop"] > 0.8 and flat["suggested"] is None
+
+
 def test_each_step_trains_at_the_exponential_rate():
     r = lr_range_test(LINEAR, 1e-4, 1e-1, 40)
     assert len(r["lr"]) == 40 and r["stopped_at"] is None  # 0.1 is below 2/L = 1: no blow-up

@@ -46,16 +46,16 @@ FEW_POINTS = 30  # up to this many points a line also marks each one: a single r
 
 
 def figure(traces: list[dict], title: str, revision: str, height: int = 300,
-           **layout) -> go.Figure:
-    """A figure from plain trace dicts, wrapped without plotly's (slow) validation. The
-    uirevision names the axis types too: a zoom kept from a linear axis, read on a log one,
-    would show a range of powers of ten and an empty chart."""
+           frames: list[dict] | None = None, **layout) -> go.Figure:
+    """A figure from plain trace dicts (and animation frames), wrapped without plotly's (slow)
+    validation. The uirevision names the axis types too: a zoom kept from a linear axis, read
+    on a log one, would show a range of powers of ten and an empty chart."""
     base = dict(title=dict(text=title, font=dict(size=14)), height=height, margin=MARGIN,
                 legend=dict(orientation="h", y=-0.3))
     base.update(layout)
     axes = [(base.get(k) or {}).get("type", "linear") for k in ("xaxis", "yaxis")]
     base["uirevision"] = f"{revision}:{':'.join(axes)}"
-    return go.Figure(dict(data=traces, layout=base), _validate=False)
+    return go.Figure(dict(data=traces, layout=base, frames=frames or []), _validate=False)
 
 
 def _line(x, y, name, **kw) -> dict:

@@ -35,6 +35,7 @@ def pages() -> list[st.Page]:
 
     return [playground,
             st.Page("pages/concepts.py", title="Concepts", icon=":material/school:"),
+            st.Page("pages/optimizers.py", title="Optimizer lab", icon=":material/insights:"),
             st.Page(to_playground, title="Playground", url_path="playground",
                     visibility="hidden")]
 
