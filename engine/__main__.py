@@ -227,13 +227,12 @@ def cmd_surface(args) -> int:
     surface, optimizer = SURFACES[args.name], OPTIMIZERS[args.optimizer]
     schedule = SCHEDULES[args.schedule]
     params = {k: v for k, v in given.items() if surface.param(k) is not None}
-    opt = {k: v for k, v in given.items() if OPTIMIZERS.known_param(optimizer, k) is not None}
+    opt = {k: v for k, v in given.items() if optimizer.param(k) is not None}
     sched = {k: v for k, v in given.items() if schedule.param(k) is not None}
     unused = set(given) - set(params) - set(opt) - set(sched)
-    if unused:
+    if unused:  # --momentum with adam would be ignored silently: say so instead
         raise UsageError(f"--{sorted(unused)[0]} is not a parameter of {args.name}, "
-                         f"{args.optimizer} or {args.schedule}")
-    opt = {k: v for k, v in opt.items() if optimizer.param(k) is not None}  # a sibling's: unused
+                         f"{optimizer.key} or {schedule.key}")
     result = walk(args.name, {"name": optimizer.key, **opt}, args.steps, args.start, params,
                   {"name": schedule.key, **sched}, args.seed)
     result["closed_form"] = closed_form(args.name, params, result["optimizer"])

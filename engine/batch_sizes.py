@@ -14,7 +14,7 @@ from .callbacks import Callback
 from .errors import SpecError
 from .spec import load_spec
 
-TAIL = 0.2  # the loss noise is measured over the last fifth of each run's steps (at least 2)
+TAIL = 0.2  # the loss noise is measured over the last fifth of each run's steps (at least 3)
 MAX_STEPS = 200_000
 
 
@@ -31,13 +31,15 @@ class BatchLosses(Callback):
 
 
 def loss_noise(losses: list[float]) -> float | None:
-    """Spread of the batch losses over the run's last steps, relative to their mean: how much
-    one step's loss says about the next."""
-    tail = losses[-max(2, int(len(losses) * TAIL)):]
-    if len(tail) < 2:
+    """How much one step's batch loss jumps from the last, over the run's last steps: the
+    spread of successive differences / sqrt(2) (the spread of the losses themselves would count
+    the progress too), relative to their mean. None with fewer than 3 losses."""
+    tail = losses[-max(3, int(len(losses) * TAIL)):]
+    if len(tail) < 3:
         return None
     mean = statistics.fmean(tail)
-    return statistics.pstdev(tail) / mean if mean > 0 else None
+    diffs = [b - a for a, b in zip(tail, tail[1:])]
+    return statistics.pstdev(diffs) / math.sqrt(2) / mean if mean > 0 else None
 
 
 def variants(n_train: int, batch_size: int) -> list[tuple[str, int]]:

@@ -219,5 +219,8 @@ def closed_form(name: str, params: dict | None, optimizer: dict) -> dict | None:
              "best_gd_lr": 2 / (L + mu), "best_gd_rate": (L - mu) / (L + mu)}
     opt = dict(optimizer)
     if opt.get("name", OPTIMIZERS.default()) == "sgd":
-        facts.update(gd_limits(L, opt.get("momentum", 0.0), bool(opt.get("nesterov", False))))
+        # weight decay adds wd x to the gradient: every curvature grows by wd
+        curvature = L + float(opt.get("weight_decay", 0.0) or 0.0)
+        facts.update(gd_limits(curvature, opt.get("momentum", 0.0),
+                               bool(opt.get("nesterov", False))))
     return facts

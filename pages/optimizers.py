@@ -3,7 +3,6 @@ every schedule, and batch sizes at matched epochs."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import streamlit as st
@@ -23,9 +22,10 @@ from ui.widgets import param_widget
 
 ensure_routed()
 
-MAX_WALK_STEPS = 5000   # per walker on the page (4 walkers: ~1 s of CPU at most)
-MAX_RUN_STEPS = 2000    # per training run the page starts (the rate and schedule comparisons)
-MAX_BATCH_STEPS = 20_000
+MAX_WALK_STEPS = 2000   # per walker (measured ~0.35 ms a step: 4 walkers ~3 s at most, cached)
+MAX_WALKERS = 4
+MAX_RUN_STEPS = 1000    # per training run the page starts (the rate and schedule comparisons)
+MAX_BATCH_STEPS = 5000  # per batch-size run (the single-example one is the longest)
 REACHED = 1e-6          # "reached the minimum": f - f_min below this
 FALLBACK = "tfp_circle"  # the experiment used when the Playground has none yet
 CAPS = Caps()
@@ -106,12 +106,27 @@ def default_walkers(surface: str) -> list[dict]:
 
 
 def experiment() -> tuple[ExperimentSpec, str]:
-    """The Playground's experiment if this session has one, else the default; and where from."""
+    """The Playground's experiment if this session has one it can train here, else the default;
+    and where it came from. A CSV experiment stays in the Playground, which checks that the
+    file is this browser's upload (a link can name any path)."""
+    fallback = ExperimentSpec.from_dict(load_preset(FALLBACK)["config"])
     spec = st.session_state.get("spec")
-    if isinstance(spec, ExperimentSpec):
-        return spec, "the Playground's current experiment"
-    return (ExperimentSpec.from_dict(load_preset(FALLBACK)["config"]),
-            "TensorFlow Playground's circle net (open the Playground to use your own)")
+    if not isinstance(spec, ExperimentSpec):
+        return fallback, "TensorFlow Playground's circle net (open the Playground to use your own)"
+    if spec.data.upload:
+        return fallback, ("TensorFlow Playground's circle net (experiments on your own CSV "
+                          "train in the Playground only)")
+    try:  # what one step may cost on this server (the Playground's limits)
+        CAPS.check_step_work(Trainer(spec, max_params=CAPS.max_params))
+    except SpecError as e:
+        return fallback, ("TensorFlow Playground's circle net (the Playground's experiment is "
+                          f"too large to train here: {e})")
+    return spec, "the Playground's current experiment"
+
+
+def rate_of(spec: ExperimentSpec) -> float:
+    """The learning rate the spec trains with (its optimizer's default when none is written)."""
+    return OPTIMIZERS[spec.optimizer.name].resolve(spec.optimizer.params)["lr"]
 
 
 def capped(spec: ExperimentSpec) -> ExperimentSpec:
@@ -120,10 +135,10 @@ def capped(spec: ExperimentSpec) -> ExperimentSpec:
 
 
 def describe_spec(spec: ExperimentSpec, source: str) -> None:
-    layers = ", ".join(str(layer.get("units") or layer.type) for layer in spec.model.layers)
+    layers = ", ".join(str(layer.params.get("units") or layer.type)
+                       for layer in spec.model.layers)
     st.caption(f"On {source}: {spec.data.name}, layers [{layers}], {spec.optimizer.name} at "
-               f"lr {spec.optimizer.params.get('lr', 0):g}, batch {spec.training.batch_size}, "
-               f"seed {spec.seed}.")
+               f"lr {rate_of(spec):g}, batch {spec.training.batch_size}, seed {spec.seed}.")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -162,7 +177,10 @@ def surfaces_section() -> None:
                                                 format="%g", required=True),
             "momentum": st.column_config.NumberColumn("momentum", min_value=0.0,
                                                       max_value=0.999, format="%g")})
-    rows = [dict(r) for r in walkers if r.get("optimizer") and r.get("lr")][:6]
+    rows = [dict(r) for r in walkers if r.get("optimizer") and r.get("lr")]
+    if len(rows) > MAX_WALKERS:
+        st.caption(f"The first {MAX_WALKERS} walkers are drawn.")
+        rows = rows[:MAX_WALKERS]
     if not rows:
         st.info("Add a walker: an optimizer and its learning rate.")
         return
@@ -188,11 +206,11 @@ def surfaces_section() -> None:
                     width="stretch", key="opt_surface_chart")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(oc.loss_by_step_figure(walks, f_min or 0.0), width="stretch",
+        st.plotly_chart(oc.loss_by_step_figure(walks, f_min), width="stretch",
                         key="opt_f_chart")
     with right:
         outcome_table(walks, f_min)
-    facts(surface, params, rows)
+    facts(surface, params, rows, schedule)
 
 
 def outcome_table(walks, f_min) -> None:
@@ -209,14 +227,17 @@ def outcome_table(walks, f_min) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
 
 
-def facts(surface: str, params: dict, rows: list[dict]) -> None:
-    """What theory says, next to what the walkers did."""
+def facts(surface: str, params: dict, rows: list[dict], schedule: str) -> None:
+    """What theory says, next to what the walkers did. A verdict per walker only at a constant
+    rate: the limit holds for each step's rate, and a schedule changes it."""
+    general = closed_form(surface, params, {"name": "sgd"})
+    if general is None:
+        return
+    steady = bool(SCHEDULES[schedule].tags.get("steady"))
     notes = []
-    for row in rows:
+    for row in rows if steady else []:
         opt = {"name": row["optimizer"], "lr": row["lr"], "momentum": row.get("momentum") or 0.0}
         found = closed_form(surface, params, opt)
-        if found is None:
-            break
         if "stable" not in found:
             notes.append(f"- **{_walker_label(row)}**: an adaptive optimizer divides each "
                          "coordinate's step by its own recent gradient size, so no single "
@@ -231,16 +252,17 @@ def facts(surface: str, params: dict, rows: list[dict]) -> None:
                      f"{found['oscillates']:.4g})" if lr > found["oscillates"] else
                      f"; it never overshoots (lr below 1/L = {found['oscillates']:.4g})")
         notes.append(line + ".")
-    if notes:
-        found = closed_form(surface, params, {"name": "sgd"})
-        mu, L = found["hessian_eigenvalues"]
-        st.markdown(
-            f"**Closed form.** The Hessian's eigenvalues are {mu:g} and {L:g} (condition number "
-            f"{found['condition_number']:g}). Gradient descent multiplies the distance along "
+    mu, L = general["hessian_eigenvalues"]
+    text = (f"**Closed form.** The Hessian's eigenvalues are {mu:g} and {L:g} (condition number "
+            f"{general['condition_number']:g}). Gradient descent multiplies the distance along "
             f"each direction by 1 − lr·λ per step, so it converges only for lr < 2/L = "
-            f"{2 / L:.4g}; the best single rate is 2/(L + μ) = {found['best_gd_lr']:.4g}, which "
-            f"still shrinks the error only by {found['best_gd_rate']:.4f} per step. Heavy-ball "
-            "momentum m stretches the limit to 2(1 + m)/L.\n" + "\n".join(notes))
+            f"{2 / L:.4g}; the best single rate is 2/(L + μ) = {general['best_gd_lr']:.4g}, "
+            f"which still shrinks the error only by {general['best_gd_rate']:.4f} per step. "
+            "Heavy-ball momentum m stretches the limit to 2(1 + m)/L.")
+    if not steady:
+        text += (" With a schedule the limit holds for each step's rate: a walk that starts "
+                 "above it can still settle once its rate has fallen below it.")
+    st.markdown("\n".join([text, *notes]))
 
 
 def rates_section() -> None:
@@ -252,11 +274,15 @@ def rates_section() -> None:
         st.error(f"This experiment cannot be tested here: {e}")
         return
     sharp, rng = found["sharpness"], found["range"]
-    own = spec.optimizer.params.get("lr")
+    own = rate_of(spec)
     marks = {"suggested": rng["suggested"], "2/L at the start": sharp["stable_lr"],
              "this run's rate": own}
     st.plotly_chart(oc.lr_range_figure(rng, marks), width="stretch", key="opt_range_chart")
     two_over_l = sharp["stable_lr"]
+    if len(rng["lr"]) < 2:
+        st.warning("The loss was not a number from the first step of the range test: this "
+                   "experiment diverges at any rate (see its verdict in the Playground).")
+        return
     text = (f"The range test trained {len(rng['lr'])} steps with the rate growing from "
             f"{rng['lr'][0]:.0e}, ×{rng['lr'][1] / rng['lr'][0]:.3f} a step")
     if rng["stopped_at"]:
@@ -353,8 +379,8 @@ def batches_section() -> None:
                    "train loss": f"{r['train_loss']:.3g}", "val loss": f"{r['val_loss']:.3g}",
                    **({"val accuracy": f"{r['val_acc']:.1%}"} if r["val_acc"] is not None
                       else {})} for r in rows], hide_index=True, width="stretch")
-    st.caption("Loss noise: the spread of the batch losses over each run's last fifth of "
-               "steps, relative to their mean. Same rate for all three: a full batch takes "
+    st.caption("Loss noise: how much the batch loss jumps from one step to the next over "
+               "each run's last fifth of steps, relative to the loss. Same rate for all three: a full batch takes "
                "one precise step an epoch, one example a step takes many cheap, noisy ones.")
 
 

@@ -130,8 +130,14 @@ def new_run(spec: ExperimentSpec) -> Run | None:
     except (SpecError, CapError) as e:
         flash("error", f"Cannot build this network: {e}")
         return None
+    run.compare = st.session_state.get("compare") if twins else None
     st.session_state["run_id"] = run.id
     return run
+
+
+def same_setup(run: Run, spec: ExperimentSpec) -> bool:
+    """The run trains `spec` with the page's side-by-side choice."""
+    return run.spec == spec and run.compare == st.session_state.get("compare")
 
 
 def side_by_side_variants(spec: ExperimentSpec) -> tuple[list, str | None]:
@@ -178,10 +184,10 @@ def run_for(spec: ExperimentSpec) -> Run | None:
     the settings are unchanged; with changed settings, or after a divergence or early stop, a
     new run starts."""
     run = current_run()
-    if in_control(run) and run.spec == spec and run.go_on():
+    if in_control(run) and same_setup(run, spec) and run.go_on():
         return run
     if not in_control(run) or run.state in (Run.DONE, Run.ERROR, Run.DROPPED) or (
-            run.trainer.step_count == 0 and run.spec != spec):
+            run.trainer.step_count == 0 and not same_setup(run, spec)):
         return new_run(spec)
     return run
 
@@ -217,17 +223,15 @@ def on_step():
 
 @guarded_callback
 def on_compare():
-    """Picking a comparison starts this experiment afresh with its variants beside it;
-    switching it off starts afresh without them (Start trains it)."""
+    """The side-by-side choice is a setting like the others: a run that has not stepped (or
+    has ended) takes it at once; one in progress keeps training as it is until Reset (the
+    page says so), so picking never throws away a run's progress."""
     spec = edited_or_flash()
-    if spec is None:
-        return
     run = current_run()
-    if in_control(run):
-        run.pause()
-    run = new_run(spec)
-    if run is not None and run.twins:
-        start_run(run)
+    if spec is None or (in_control(run) and run.trainer.step_count > 0
+                        and run.state not in (Run.DONE, Run.ERROR, Run.DROPPED)):
+        return
+    new_run(spec)
 
 
 @guarded_callback
@@ -406,7 +410,8 @@ def side_by_side_picker(spec: ExperimentSpec) -> None:
                  format_func=lambda k: "off" if k is None else COMPARISONS[k].tags["title"],
                  help="Train variants of this experiment beside it, in step, on the same data "
                  "and seed: " + " ".join(f"{COMPARISONS[k].tags['title']}: {COMPARISONS[k].doc}"
-                                         for k in names) + " Picking one starts afresh.")
+                                         for k in names) + " A run in progress takes the "
+                 "choice at Reset, like any setting.")
 
 
 # Widget values are already in session state when the script starts, so the spec they describe
@@ -523,7 +528,7 @@ buttons[4].toggle("Train until paused", key="endless", on_change=on_endless,
                   help="Like TensorFlow Playground: the run goes on past its planned steps until "
                   f"you press Pause (this server stops a run at {runs.caps.max_steps:,} steps). "
                   "The schedule's last rate holds after the planned steps.")
-if mine and run is not None and run.spec != spec:
+if mine and run is not None and not same_setup(run, spec):
     if run.state == Run.DONE:
         st.warning("You changed settings since this run finished: **Start** or **Reset** begins "
                    "a new run with them.")
@@ -622,7 +627,7 @@ def live_panel():
         if run.twins:
             parts.append("beside it: " + ", ".join(label for label, _ in run.twins))
         st.markdown(" · ".join(parts))
-        if in_control(run) and run.spec == spec and run.can_continue:
+        if in_control(run) and same_setup(run, spec) and run.can_continue:
             st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
                        "steps (the schedule's last rate holds); **Reset** starts over.")
         if run.error:

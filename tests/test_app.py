@@ -1053,6 +1053,8 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     picker.set_value("cells").run()
     run = runs(at).get(at.session_state["run_id"])
     assert [label for label, _ in run.trainers()] == ["RNN (this run)", "LSTM", "GRU"]
+    assert run.state == "ready"  # a setting like any other: Start trains
+    button(at, "Start").click().run()
     deadline = time.time() + 30
     while run.state != "done" and time.time() < deadline:
         time.sleep(0.05)
@@ -1078,3 +1080,23 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     assert lowest == min(values) and highest == max(values)
     at.selectbox(key="compare").set_value(None).run()  # off: a fresh run on its own
     assert runs(at).get(at.session_state["run_id"]).twins == []
+
+
+def test_a_run_in_progress_keeps_its_variants_until_reset():
+    spec = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n": 200},
+                                     "model": {"layers": [{"type": "rnn", "units": 6},
+                                                          {"type": "last_step"}]},
+                                     "training": {"steps": 30, "log_every": 5}})
+    at = app_with(spec)
+    button(at, "Step").click().run()
+    run = runs(at).get(at.session_state["run_id"])
+    at.selectbox(key="compare").set_value("clipping").run()
+    no_problems(at)
+    assert runs(at).get(at.session_state["run_id"]) is run and run.twins == []
+    assert run.trainer.step_count == 1  # its progress is kept
+    assert any("Reset** applies them" in w.value for w in at.warning)
+    button(at, "Reset").click().run()
+    fresh = runs(at).get(at.session_state["run_id"])
+    assert [label for label, _ in fresh.trainers()] == ["no clipping (this run)",
+                                                        "clip norm at 1"]
+    assert not any("Reset** applies them" in w.value for w in at.warning)

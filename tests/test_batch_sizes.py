@@ -24,13 +24,17 @@ def test_matched_epochs_and_the_noise_grows_as_the_batch_shrinks(seed):
         assert r["steps_per_epoch"] == math.ceil(n / r["batch"])
         assert r["steps"] == math.ceil(2 * n / r["batch"]) and r["stopped"] == "completed"
     full, mini, single = (r["loss_noise"] for r in rows)
-    assert full < mini < single
+    assert full is None  # two steps: no jump to measure
+    assert mini < single
     assert rows[2]["steps"] == 2 * n and rows[0]["steps"] == 2
 
 
-def test_loss_noise_is_the_relative_spread_of_the_last_steps():
-    assert loss_noise([5.0] * 8 + [1.0, 3.0]) == pytest.approx(0.5)  # last fifth: 1 and 3
-    assert loss_noise([1.0]) is None
+def test_loss_noise_is_the_jump_from_step_to_step_not_the_progress():
+    falling = [10.0 - k for k in range(10)]  # steady progress, no noise
+    assert loss_noise(falling) == pytest.approx(0.0)
+    # last three: 1, 3, 1 -> jumps +2, -2 (spread 2), / sqrt(2), / mean 5/3
+    assert loss_noise([5.0] * 7 + [1.0, 3.0, 1.0]) == pytest.approx(2 / math.sqrt(2) / (5 / 3))
+    assert loss_noise([1.0, 2.0]) is None
 
 
 def test_too_many_steps_are_refused():

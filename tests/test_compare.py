@@ -122,3 +122,34 @@ def test_a_presets_side_by_side_choice_applies_to_it(preset):
     spec = ExperimentSpec.from_dict(preset["config"])
     shape = Trainer(spec).data.in_shape
     assert preset["compare"] in offered(spec, shape)
+
+
+def test_variants_count_against_the_servers_limits():
+    caps = Caps(max_trainers=2, max_params=100_000, max_steps=1_000, max_steps_per_s=0,
+                grace_s=60, drop_after_s=600, max_twins=3)
+    reg = RunRegistry(caps)
+    try:
+        found = variants(RNN, "cells", SEQ)
+        run = reg.create(RNN, twins=found[1:], label=found[0][0])
+        assert run.size == 3
+        with pytest.raises(CapError, match="would add 3: its limit is 2"):
+            run.start()
+        alone = reg.create(RNN)
+        alone.start()
+        assert reg.running_count() in (0, 1)  # 1 while it trains (it may finish at once)
+        alone.pause()
+        # each of the three fits alone (work = 16 x multiply-adds: 50k, 200k, 150k), not all
+        heavy = Caps(max_step_work=300_000, max_twins=3)
+        with pytest.raises(SpecError, match="variants beside it would train"):
+            Run("x", RNN, RunRegistry(heavy), twins=found[1:], label=found[0][0])
+    finally:
+        reg.shutdown()
+
+
+def test_a_variant_that_fails_is_named_in_the_runs_error(registry, monkeypatch):
+    found = variants(RNN, "cells", SEQ)
+    run = registry.create(RNN, twins=found[1:], label=found[0][0])
+    twin = run.twins[1][1]
+    monkeypatch.setattr(twin, "step", lambda: (_ for _ in ()).throw(ValueError("boom")))
+    run.step_once()
+    assert run.state == Run.ERROR and "GRU, beside the run: ValueError: boom" in run.error

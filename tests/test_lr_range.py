@@ -1,5 +1,6 @@
 """The learning-rate range test: the rates it tries are the exponential it promises, it reads a
-quadratic's stability limit where theory puts it, and its suggestion is the steepest fall."""
+quadratic's stability limit where theory puts it, and it suggests a tenth of the lowest-loss rate
+(the steepest fall is given too)."""
 import math
 
 import pytest
@@ -41,7 +42,7 @@ def test_full_batch_gd_on_a_quadratic_falls_until_2_over_L_then_blows_up():
     assert r["stopped_at"] is not None and limit < r["stopped_at"] < 8 * limit
 
 
-def test_the_suggestion_is_the_steepest_fall_before_the_lowest_point():
+def test_suggest_finds_the_steepest_fall_and_the_lowest_point():
     lrs = [10 ** (-6 + 7 * k / 199) for k in range(200)]
     # falls fastest at 1e-2 (tanh's steepest point), lowest near 3e-1, then rises
     loss = [1 - math.tanh(math.log10(lr) + 2) + max(0.0, math.log10(lr) + 0.5) ** 2 * 4

@@ -45,7 +45,7 @@ def test_the_bowl_shows_three_walkers_animated_and_the_closed_form(lab):
     frames = surface["frames"]
     assert 2 <= len(frames) <= 61 and frames[-1]["name"] == "200"
     assert [len(t["x"]) for t in frames[0]["data"]] == [1, 1, 1]  # the start only
-    assert len(frames[-1]["data"][0]["x"]) == 201
+    assert len(frames[-1]["data"][0]["x"]) == 201  # under the thinning limit: every point
     text = markdown(lab)
     assert "2/L = 0.02" in text and "sgd lr 0.019**: converges" in text
     assert "overshoots along the steep direction" in text  # 0.019 > 1/L = 0.01
@@ -55,6 +55,18 @@ def test_the_bowl_shows_three_walkers_animated_and_the_closed_form(lab):
     # plain GD crawls along the flat x direction (1 - 0.019 a step); momentum gets there
     assert table["end"][0].startswith("f = 0.000233 at step 200")
     assert table["end"][1].startswith("f − f_min < 1e-6 at step")
+
+
+def test_long_walks_are_thinned_and_keep_their_last_point(lab):
+    from ui.optimizer_charts import MAX_POINTS
+    lab.session_state["opt_steps"] = 2000
+    lab.run()
+    no_problems(lab)
+    surface = charts(lab)[0]
+    paths = surface["data"][2:]
+    assert all(len(p["x"]) <= MAX_POINTS for p in paths)
+    assert all(len(t["x"]) <= MAX_POINTS for f in surface["frames"] for t in f["data"])
+    assert len(json.dumps(surface)) < 3e6
 
 
 def test_a_rate_above_2_over_L_diverges_and_kappa_moves_the_limit(lab):

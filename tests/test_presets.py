@@ -13,7 +13,7 @@ CONCEPT_IDS = {f"{g}{i}" for g, n in zip("ABCDEFGHI", (4, 3, 2, 4, 5, 8, 8, 6, 1
                for i in range(1, n + 1)}
 SEEDS = (0, 1, 2, 3, 4)
 ROW_MEASURES = ("train_loss", "val_loss", "train_acc", "val_acc", "clip_frac", "saturated_min",
-                "dead_max", "grad_ratio")
+                "dead_max", "grad_ratio", "time_grad_ratio")
 
 
 def test_there_are_enough_presets_with_valid_metadata_and_claims():

@@ -15,6 +15,7 @@ from ui.charts import PALETTE, _r, figure
 
 GRID = 121          # contour resolution per axis
 MAX_FRAMES = 60     # animation frames, spread over the longest walk
+MAX_POINTS = 250    # points per path in a frame: 4 walks x 60 frames stay ~1.5 MB of JSON
 FLOOR = 1e-3        # added before the log so the minimum itself has a colour
 
 
@@ -27,7 +28,12 @@ def _frame_steps(longest: int) -> list[int]:
 
 
 def _path_trace(walk: dict, label: str, color: str, upto: int | None = None) -> dict:
+    """The walk's path up to step `upto`, thinned to MAX_POINTS evenly spaced points (the
+    first and the last kept)."""
     points = walk["trajectory"][: None if upto is None else upto + 1]
+    if len(points) > MAX_POINTS:
+        stride = math.ceil((len(points) - 1) / (MAX_POINTS - 1))
+        points = points[:-1:stride] + points[-1:]
     return dict(type="scatter", mode="lines+markers", x=[_r(p[0]) for p in points],
                 y=[_r(p[1]) for p in points], name=label, line=dict(color=color, width=2),
                 marker=dict(size=4, color=color), legendgroup=label)
@@ -77,14 +83,18 @@ def surface_figure(xs, ys, z, walks: list[tuple[str, dict]], minima, title: str)
     return fig
 
 
-def loss_by_step_figure(walks: list[tuple[str, dict]], floor: float = 0.0) -> go.Figure:
-    """f - floor against the step on a log axis (f itself where the surface has no minimum)."""
+def loss_by_step_figure(walks: list[tuple[str, dict]], floor: float | None) -> go.Figure:
+    """f - floor against the step on a log axis; f itself on a linear one where the surface
+    has no minimum (floor None: a saddle's f falls without bound)."""
     traces = []
     for k, (label, w) in enumerate(walks):
-        ys = [max(p[2] - floor, 1e-300) for p in w["trajectory"]]
+        ys = [p[2] if floor is None else max(p[2] - floor, 1e-300) for p in w["trajectory"]]
         traces.append(dict(type="scatter", mode="lines", x=list(range(len(ys))),
                            y=[_r(v) for v in ys], name=label,
                            line=dict(color=PALETTE[k % len(PALETTE)])))
+    if floor is None:
+        return figure(traces, "f by step", "surface_f_linear", height=320,
+                      xaxis=dict(title=dict(text="step")))
     return figure(traces, "f − f_min by step (log scale)", "surface_f", height=320,
                   xaxis=dict(title=dict(text="step")),
                   yaxis=dict(type="log", exponentformat="power"))

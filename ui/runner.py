@@ -120,10 +120,18 @@ class Caps:
             raise SpecError(f"training.steps={spec.training.steps:,} is more than this server "
                             f"allows ({self.max_steps:,}); lower it")
 
-    def check_step_work(self, trainer: Trainer) -> None:
+    def check_step_work(self, trainer: Trainer, beside: list[Trainer] = ()) -> None:
         """One step's compute (batch x the larger of parameters and multiply-adds per example:
         a convolution reuses each weight at every position) and memory (batch x activation
-        values per example) within the server's limits."""
+        values per example) within the server's limits. `beside`: variants stepped in the same
+        turn (side by side), whose work counts too."""
+        total = sum(t.batches.size * max(t.cost["params"], t.cost["macs"])
+                    for t in [trainer, *beside])
+        if beside and total > self.max_step_work:
+            raise SpecError(f"this run and the {len(beside)} variants beside it would train "
+                            f"{total:.2g} example x weights in one turn, more than this server "
+                            f"allows ({self.max_step_work:.0e}); turn side by side off, or use "
+                            "a smaller model or batch")
         params, macs = trainer.cost["params"], trainer.cost["macs"]
         batch, work = trainer.batches.size, max(params, macs)
         if batch * work > self.max_step_work:
@@ -325,11 +333,14 @@ class Run:
             raise CapError(f"This server trains at most {registry.caps.max_twins} variants "
                            "beside a run.")
         self.label = label
+        self.compare: str | None = None  # the comparison the twins come from (the page's)
         self.twins: list[tuple[str, Trainer]] = []
         for twin_label, twin_spec in twins:
             twin = Trainer(twin_spec, max_params=registry.caps.max_params)
             registry.caps.check_step_work(twin)
             self.twins.append((twin_label, twin))
+        if self.twins:  # one turn steps them all: their work adds up
+            registry.caps.check_step_work(self.trainer, [t for _, t in self.twins])
         self.state = self.READY
         self.error: str | None = None
         self.last_seen = time.monotonic()
@@ -414,9 +425,11 @@ class Run:
         with self.lock:
             if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
                 return
-            if self.registry.running_count() >= self.registry.caps.max_trainers:
-                raise CapError(f"The server is training {self.registry.caps.max_trainers} "
-                               "networks at once, its limit. Try again in a minute, or use Step.")
+            if self.registry.running_count() + self.size > self.registry.caps.max_trainers:
+                raise CapError(f"The server is training {self.registry.running_count()} "
+                               f"networks at once, and this run would add {self.size}: its "
+                               f"limit is {self.registry.caps.max_trainers}. Try again in a "
+                               "minute, or use Step.")
             if self.trainer.step_count == 0:
                 # the first step (a logged row) before Start returns, so the page that pressed
                 # Start draws a chart at once instead of on its next refresh
@@ -453,12 +466,20 @@ class Run:
             elif self.state == self.READY:
                 self.state = self.PAUSED
 
+    @property
+    def size(self) -> int:
+        """Networks this run trains: itself and its variants."""
+        return 1 + len(self.twins)
+
     def _step(self) -> None:
         """One step of the run and of each variant beside it that is still going (a variant
-        that diverged stops; the others go on)."""
+        that diverged stops; the others go on). A variant's failure names the variant."""
         self.trainer.step()
-        for _, twin in self.twins:
-            twin.step()
+        for label, twin in self.twins:
+            try:
+                twin.step()
+            except Exception as e:  # noqa: BLE001 - re-raised with the variant's name
+                raise RuntimeError(f"{label}, beside the run: {type(e).__name__}: {e}") from e
 
     @property
     def done(self) -> bool:
@@ -726,8 +747,9 @@ class RunRegistry:
             return list(self._runs.values())
 
     def running_count(self) -> int:
+        """Networks training now (a run with variants beside it counts each)."""
         with self._lock:
-            return sum(r.active for r in self._runs.values())
+            return sum(r.size for r in self._runs.values() if r.active)
 
     def __len__(self) -> int:
         return len(self._runs)

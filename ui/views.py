@@ -618,8 +618,12 @@ def side_by_side(run, log: bool) -> None:
     """The run and the variants trained beside it: loss (and accuracy) overlaid step for step,
     and each one's numbers in a table."""
     from engine.compare import summary
-    variants = [(label, t.history.rows) for label, t in run.trainers()]
-    classification = run.trainer.data.task == "classification"
+    trainers = run.trainers()  # once: a Reset elsewhere may replace the run's trainers
+    data = trainers[0][1].data
+    if data is None:  # forgotten between two reads
+        return
+    variants = [(label, t.history.rows) for label, t in trainers]
+    classification = data.task == "classification"
     c1, c2 = st.columns(2) if classification else (st.container(), None)
     with c1:
         live_plot(charts.side_by_side_figure(variants, "loss", "Loss, side by side", log),
@@ -630,7 +634,7 @@ def side_by_side(run, log: bool) -> None:
                                                  yaxis=dict(range=[0, 1.02])),
                       "side_acc", mode_bar=False)
     table = []
-    for label, t in run.trainers():
+    for label, t in trainers:
         s = summary(t)
         table.append({"variant": label, "step": s["step"],
                       "train loss": _num(s["train_loss"]), "val loss": _num(s["val_loss"]),

@@ -4,7 +4,9 @@ a finished run, compared with a bound or with the same number on a twin run.
     {"measure": "val_acc", "above": 0.85}
     {"measure": "train_loss", "below": {"twin": {"model.init": "xavier_uniform"}}}
     {"measure": "train_loss@50", "above": {"twin": {...}}}      # a logged row's train loss
+    {"measure": "time_grad_ratio@1", "above": 100}              # that row's dL/dh_t ratio
     {"measure": "statuses", "includes": "saturated"}            # some row's verdict
+    {"measure": "fixes", "includes": "Switch to an LSTM"}       # a fix some row offers
     {"measure": "gap_loss", "below": {"preset": "overfitting_small_data"}}
     {"measure": "val_acc", "above": 0.9, "set": {"optimizer.lr": 0.1}}  # measured on a variant
     {"measure": "update_median", "below": {"twin": {...}}, "factor": 0.1}  # 10x below the twin's
@@ -65,6 +67,8 @@ class Outcome:
                                       "dead_frac", min if key == "saturated_min" else max)
             if key == "grad_ratio":
                 return _ratio(row)
+            if key == "time_grad_ratio":  # that row's dL/dh_t, first time step / last
+                return next(iter(time_ratios_of([row]).values()), None)
             return row.get(key)
         return MEASURES[name](self)
 
@@ -219,6 +223,7 @@ MEASURES = {
     "time_grad_ratio": lambda o: next(iter(time_ratios_of(o.rows).values()), None),
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
+    "fixes": lambda o: sorted({f["label"] for r in o.rows for f in r["health"]["fixes"]}),
     "train_loss": lambda o: o.train["loss"],
     "train_acc": lambda o: o.train["acc"],
     "val_loss": lambda o: o.val["loss"],
