@@ -11,7 +11,7 @@ from __future__ import annotations
 from .errors import SpecError
 from .health import time_ratios_of
 from .recurrent import CELLS, with_cell
-from .registry import Registry
+from .registry import OPTIMIZERS, Registry
 from .spec import ExperimentSpec
 
 COMPARISONS = Registry("comparison")
@@ -65,6 +65,18 @@ def _tbptt(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
         return f"full ({steps} steps)" if k == 0 else f"truncated after {k}"
     return [(_mine(label(mine)), {})] + [(label(k), {"training.tbptt": k})
                                          for k in dict.fromkeys(lengths[1:])][:MAX_VARIANTS - 1]
+
+
+@COMPARISONS.register("rates", "The same run at a tenth, three times and ten times its "
+                      "learning rate.", title="learning rates")
+def _rates(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+    entry = OPTIMIZERS[spec.optimizer.name]
+    lr, high = entry.resolve(spec.optimizer.params)["lr"], entry.param("lr").high
+    out = [(_mine(f"lr {lr:.3g}"), {})]
+    for factor in (0.1, 3, 10):
+        if lr * factor <= high:
+            out.append((f"lr {lr * factor:.3g}", {"optimizer.lr": float(f"{lr * factor:.6g}")}))
+    return out
 
 
 def _mine(label: str) -> str:

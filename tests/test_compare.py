@@ -41,9 +41,19 @@ def test_clipping_toggles_and_tbptt_lists_distinct_lengths_the_run_first():
     assert [s.training.tbptt for _, s in variants(mine, "tbptt", SEQ)] == [5, 0, 2]
 
 
+def test_rates_are_a_tenth_three_and_ten_times_within_the_optimizers_bounds():
+    found = variants(RNN, "rates", SEQ)
+    assert [label for label, _ in found] == ["lr 0.01 (this run)", "lr 0.001", "lr 0.03",
+                                             "lr 0.1"]
+    assert [s.optimizer.params["lr"] for _, s in found[1:]] == [0.001, 0.03, 0.1]
+    high = RNN.with_changes({"optimizer.lr": 2.0})  # x10 would pass adam's limit of 10
+    assert [label for label, _ in variants(high, "rates", SEQ)] == \
+        ["lr 2 (this run)", "lr 0.2", "lr 6"]
+
+
 def test_only_the_comparisons_that_apply_are_offered():
     dense = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]}})
-    assert offered(dense, (2,)) == ["clipping"]
+    assert offered(dense, (2,)) == ["clipping", "rates"]
     assert offered(RNN, SEQ) == list(COMPARISONS.keys())
     with pytest.raises(SpecError, match="no rnn, lstm or gru"):
         variants(dense, "cells", (2,))

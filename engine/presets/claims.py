@@ -73,6 +73,13 @@ class Outcome:
         return MEASURES[name](self)
 
 
+def _sharpness(o) -> dict:
+    """engine.curvature.sharpness of the finished run: 2/L, the largest rate at which plain
+    gradient descent is stable on a quadratic that curved (exact for a linear model)."""
+    from ..curvature import sharpness
+    return sharpness(o.trainer)
+
+
 def _median_update(o) -> float | None:
     ratios = sorted(lay["update_ratio"] for r in o.rows for lay in r.get("layers") or ()
                     if lay["name"] != "out" and lay.get("update_ratio") is not None)
@@ -224,6 +231,7 @@ MEASURES = {
     "status": lambda o: o.rows[-1]["health"]["status"],
     "statuses": lambda o: sorted({r["health"]["status"] for r in o.rows}),
     "fixes": lambda o: sorted({f["label"] for r in o.rows for f in r["health"]["fixes"]}),
+    "stable_lr": lambda o: _sharpness(o)["stable_lr"],
     "train_loss": lambda o: o.train["loss"],
     "train_acc": lambda o: o.train["acc"],
     "val_loss": lambda o: o.val["loss"],
