@@ -1041,12 +1041,14 @@ def test_an_encoder_decoder_shows_its_attention_and_beam_answers():
     assert all(len(a.split()) == 5 for a in table["cells"]["values"][3])
 
 
-def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
-    spec = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n": 200},
+SMALL_RNN = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n": 200},
                                      "model": {"layers": [{"type": "rnn", "units": 6},
                                                           {"type": "last_step"}]},
                                      "training": {"steps": 30, "log_every": 5}})
-    at = app_with(spec)
+
+
+def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
+    at = app_with(SMALL_RNN)
     picker = at.selectbox(key="compare")
     assert picker.options == ["off", "RNN vs LSTM vs GRU", "with and without clipping",
                               "truncation lengths", "learning rates"]
@@ -1083,11 +1085,7 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
 
 
 def test_a_run_in_progress_keeps_its_variants_until_reset():
-    spec = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n": 200},
-                                     "model": {"layers": [{"type": "rnn", "units": 6},
-                                                          {"type": "last_step"}]},
-                                     "training": {"steps": 30, "log_every": 5}})
-    at = app_with(spec)
+    at = app_with(SMALL_RNN)
     button(at, "Step").click().run()
     run = runs(at).get(at.session_state["run_id"])
     at.selectbox(key="compare").set_value("clipping").run()

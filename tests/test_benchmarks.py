@@ -73,26 +73,25 @@ def test_cnn_lab_quick_prints_its_figures_as_json():
 
 
 def test_sequence_lab_quick_prints_its_figures_as_json():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sequence_lab.py"),
-                           "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = quick_json("sequence_lab.py")
     assert result["quick"] is True and len(result["runs"]) == 3
     assert set(result["val_mse_by_length_and_cell"]["length 10"]) == {"rnn", "lstm", "gru"}
     assert all(r["steps"] == 20 and r["val_mse"] > 0 for r in result["runs"])
 
 
 def test_optimizer_lab_quick_prints_its_figures_as_json():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "optimizer_lab.py"),
-                           "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = quick_json("optimizer_lab.py")
     assert set(result["rosenbrock"]) >= {"sgd", "momentum", "adam", "start", "target"}
     assert [r["lr"] for r in result["quadratic"]["runs"]][:2] == [0.005, 0.01]
     assert [r["label"] for r in result["batch_sizes"]["runs"]] == \
         ["full batch", "mini-batch", "single example"]
     assert set(result["lr_range"]) == {"sgd", "adam"}
+
+
+def quick_json(script: str, *args: str) -> dict:
+    """Run benchmarks/<script> --quick (a smoke test) and return its one JSON object."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # exactly one JSON object on stdout
