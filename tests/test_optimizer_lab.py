@@ -126,3 +126,25 @@ def test_batch_sizes_train_at_matched_epochs(lab):
     table = next(d.value for d in lab.dataframe if "updates" in d.value.columns)
     assert list(table["updates"]) == ["full batch", "mini-batch", "single example"]
     assert list(table["steps"]) == [2 * 320 // b for b in table["batch"]]
+
+
+def test_the_playgrounds_recurrent_experiment_is_read_and_a_csv_one_is_not(monkeypatch):
+    from engine import ExperimentSpec
+    monkeypatch.setenv("NETLAB_TEST_PAGE", "optimizers.py")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["spec"] = ExperimentSpec.from_dict({
+        "data": {"name": "sine", "n": 200, "length": 8},
+        "model": {"layers": [{"type": "lstm", "units": 8}, {"type": "last_step"}]},
+        "optimizer": {"name": "adam"}, "training": {"steps": 50}})  # its default rate
+    at.session_state["opt_section"] = "Schedules"
+    at.run()
+    no_problems(at)
+    caption = next(c.value for c in at.caption if c.value.startswith("On "))
+    assert "the Playground's current experiment: sine, layers [8, last_step], adam at lr " \
+           "0.01" in caption
+    at.session_state["spec"] = ExperimentSpec.from_dict({
+        "data": {"name": "csv", "path": "/etc/passwd", "target": "x"}})
+    at.run()
+    no_problems(at)
+    caption = next(c.value for c in at.caption if c.value.startswith("On "))
+    assert "circle" in caption and "your own CSV train in the Playground only" in caption
