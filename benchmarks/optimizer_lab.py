@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                         "runs": batch_size_experiment(circle, epochs)},
         "lr_range": {opt: {k: v for k, v in lr_range_test(
             circle.with_changes({"optimizer": {"name": opt, "lr": 0.01}}),
-            steps=20 if args.quick else 100).items() if k in ("suggested", "min_over_10",
+            steps=20 if args.quick else 500).items() if k in ("suggested", "min_over_10",
                                                                "stopped_at")}
             for opt in ("sgd", "adam")},
     }
