@@ -79,6 +79,41 @@ def _rates(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
     return out
 
 
+OPTIMIZERS_TRIED = (("sgd", {"name": "sgd", "lr": 0.1}),
+                    ("momentum", {"name": "sgd", "lr": 0.01, "momentum": 0.9}),
+                    ("adam", {"name": "adam", "lr": 0.01}))
+
+
+@COMPARISONS.register("optimizers", "The same net trained by plain SGD (lr 0.1), SGD with "
+                      "momentum 0.9 (lr 0.01: momentum takes about ten times bigger steps) and "
+                      "Adam (lr 0.01), each at its usual starting rate.", title="optimizers")
+def _optimizers(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+    mine = spec.canonical().optimizer
+    out = [(_mine(_optimizer_label(mine.name, mine.params)), {})]
+    for _, choice in OPTIMIZERS_TRIED:
+        other = ExperimentSpec.from_dict({**spec.to_dict(), "optimizer": choice}).canonical()
+        if other.optimizer != mine:
+            out.append((_optimizer_label(choice["name"], choice), {"optimizer": dict(choice)}))
+    return out
+
+
+def _optimizer_label(name: str, params) -> str:
+    p = OPTIMIZERS[name].resolve(params)
+    momentum = p.get("momentum") or 0
+    return f"{name}{f' + momentum {momentum:g}' if momentum else ''} lr {p['lr']:g}"
+
+
+SCHEDULES_TRIED = ("constant", "cosine", "warmup_cosine", "one_cycle", "step")
+
+
+@COMPARISONS.register("schedules", "The same run with other learning-rate schedules (each "
+                      "with its default settings, from the run's rate).", title="schedules")
+def _schedules(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+    mine = spec.schedule.name
+    return [(_mine(mine), {})] + [(name, {"schedule": name}) for name in SCHEDULES_TRIED
+                                  if name != mine][:MAX_VARIANTS - 1]
+
+
 def _mine(label: str) -> str:
     return f"{label} (this run)"
 

@@ -1051,7 +1051,8 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     at = app_with(SMALL_RNN)
     picker = at.selectbox(key="compare")
     assert picker.options == ["off", "RNN vs LSTM vs GRU", "with and without clipping",
-                              "truncation lengths", "learning rates"]
+                              "truncation lengths", "learning rates", "optimizers",
+                              "schedules"]
     picker.set_value("cells").run()
     run = runs(at).get(at.session_state["run_id"])
     assert [label for label, _ in run.trainers()] == ["RNN (this run)", "LSTM", "GRU"]

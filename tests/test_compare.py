@@ -51,9 +51,21 @@ def test_rates_are_a_tenth_three_and_ten_times_within_the_optimizers_bounds():
         ["lr 2 (this run)", "lr 0.2", "lr 6"]
 
 
+def test_optimizers_and_schedules_leave_out_the_runs_own():
+    adam = RNN  # adam at lr 0.01, as one of the tried optimizers
+    found = variants(adam, "optimizers", SEQ)
+    assert [label for label, _ in found] == ["adam lr 0.01 (this run)", "sgd lr 0.1",
+                                             "sgd + momentum 0.9 lr 0.01"]
+    assert found[2][1].optimizer.params == {"lr": 0.01, "momentum": 0.9}
+    assert found[2][1].model == RNN.model and found[2][1].data == RNN.data
+    cosine = RNN.with_changes({"schedule": "cosine"})
+    assert [label for label, _ in variants(cosine, "schedules", SEQ)] == \
+        ["cosine (this run)", "constant", "warmup_cosine", "one_cycle"]
+
+
 def test_only_the_comparisons_that_apply_are_offered():
     dense = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]}})
-    assert offered(dense, (2,)) == ["clipping", "rates"]
+    assert offered(dense, (2,)) == ["clipping", "rates", "optimizers", "schedules"]
     assert offered(RNN, SEQ) == list(COMPARISONS.keys())
     with pytest.raises(SpecError, match="no rnn, lstm or gru"):
         variants(dense, "cells", (2,))
