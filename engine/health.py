@@ -105,6 +105,8 @@ GUESS = 0.9              # a loss at 90% of a constant guess's or above has lear
 GUESS_AFTER = 20         # ... once this many steps have been taken
 
 # logged rows a sign must hold on in a row before it is reported
+SCHEDULED_LOW = 0.5     # too_slow stays quiet where a schedule has the rate below this share
+                        # of the spec's (measured: cosine runs were called too slow at their end)
 TIME_VANISHING = 1e-2   # dL/dh_t at a sequence's first step / at its last step, below this
 TIME_EXPLODING = 1e2    # ... above this (the median over the last TIME_ROWS logged rows)
 TIME_ROWS = 5
@@ -800,6 +802,11 @@ def check_too_slow(ev: Evidence):
     if ev.net and ev.net.adaptive and _lr(ev.spec) >= ADAPTIVE_SLOW_LR:
         # Adam's step is about lr per weight whatever the gradient; its updates shrink near a
         # minimum because the gradient's sign turns noisy, not because lr is small
+        return None
+    current = ev.row.get("lr")
+    if current is not None and current < SCHEDULED_LOW * _lr(ev.spec):
+        # a schedule has lowered the rate on purpose (annealing at the end, warming up at the
+        # start): small steps are its plan, and raising the base rate would not change them
         return None
     held = ev.seen("too_slow") > 0
     # hysteresis: it takes evidence to switch the finding on, and counter-evidence (fast

@@ -217,6 +217,21 @@ def test_too_slow_needs_tiny_steps_and_a_loss_still_falling_slowly():
     assert judged(slow(0.95, 0.0), FLAT)["status"] == "ok"                # nothing moves at all
     converged = judged(slow(0.4998, H.SLOW_UPDATE / 10, 0.5))  # flat, no earlier evidence
     assert "too_slow" not in converged["signs"]
+    annealed = slow(0.95, H.SLOW_UPDATE / 10)
+    for r in annealed:
+        r["lr"] = SPEC.optimizer.params["lr"] * 0.1  # a schedule took the rate down
+    assert judged(annealed, FLAT)["status"] == "ok"
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine", "one_cycle"])
+def test_an_annealing_schedule_is_not_called_too_slow(schedule):
+    """Measured before the fix: spiral, SGD with momentum 0.1, 1000 steps: the cosine and
+    one-cycle runs ended 'too_slow' with the fix 'Raise LR' (seeds 0, 1, 4)."""
+    config = {"data": {"name": "spiral"}, "schedule": schedule,
+              "model": {"layers": [16, 16], "activation": "tanh"},
+              "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+              "training": {"steps": 1000}}
+    assert "too_slow" not in statuses(train(config))
 
 
 def test_a_regression_at_its_noise_floor_is_healthy():
