@@ -1099,3 +1099,12 @@ def test_a_run_in_progress_keeps_its_variants_until_reset():
     assert [label for label, _ in fresh.trainers()] == ["no clipping (this run)",
                                                         "clip norm at 1"]
     assert not any("Reset** applies them" in w.value for w in at.warning)
+
+
+def test_a_stack_without_hidden_layers_names_the_model_it_is():
+    regression = app_with(ExperimentSpec.from_dict({"data": {"name": "plane"},
+                                                    "model": {"layers": []}}))
+    assert any("(linear regression)" in c.value for c in regression.caption)
+    classes = app_with(ExperimentSpec.from_dict({"data": {"name": "circle"},
+                                                 "model": {"layers": []}}))
+    assert any("(logistic regression;" in c.value for c in classes.caption)

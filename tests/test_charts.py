@@ -135,3 +135,15 @@ def test_a_gradient_through_time_of_exactly_zero_is_drawn_at_the_floor_not_left_
     side = charts.time_grad_heatmap(rows, "rnn1", "LSTM", (-5.0, 2.0)).to_dict()
     assert side["data"][0]["zmin"] == -5.0 and side["data"][0]["z"][0][1] == -5.0
     assert side["layout"]["title"]["text"] == "LSTM · rnn1"
+
+
+def test_a_diverged_variant_does_not_flatten_the_others_side_by_side():
+    calm = [{"step": s, "train_loss": v} for s, v in ((1, 0.4), (2, 0.2), (3, 0.1))]
+    wild = [{"step": s, "train_loss": v} for s, v in ((1, 0.5), (2, 50.0), (3, 1e36))]
+    fig = charts.side_by_side_figure([("calm", calm), ("wild", wild)], "loss", "Loss").to_dict()
+    assert list(fig["layout"]["yaxis"]["range"]) == [0, 0.75]  # 1.5 x the highest first loss
+    both_calm = charts.side_by_side_figure([("a", calm), ("b", calm)], "loss", "L").to_dict()
+    assert "range" not in both_calm["layout"]["yaxis"]
+    logged = charts.side_by_side_figure([("calm", calm), ("wild", wild)], "loss", "L",
+                                        log=True).to_dict()
+    assert logged["layout"]["yaxis"]["type"] == "log" and "range" not in logged["layout"]["yaxis"]

@@ -146,6 +146,11 @@ def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, tit
     yaxis = layout.pop("yaxis", {})
     if log:
         yaxis["type"] = "log"
+    elif metric == "loss":  # a diverged variant (1e36) would flatten the others to a line at 0
+        firsts = [t["y"][0] for t in traces if t["y"] and t["y"][0] is not None]
+        values = [v for t in traces for v in t["y"] if v is not None]
+        if firsts and values and max(values) > 10 * max(firsts):
+            yaxis["range"] = [0, 1.5 * max(firsts)]
     return figure(traces, title, f"side:{metric}", xaxis=_step_axis(), yaxis=yaxis, **layout)
 
 

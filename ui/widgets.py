@@ -505,7 +505,12 @@ def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
     every layer)."""
     ids = st.session_state["layer_ids"]
     if not ids:
-        st.caption("No hidden layers: the model is a single linear map (logistic regression).")
+        task = DATASETS[st.session_state[W + "data.name"]].tags.get("task")
+        kind = {"regression": "linear regression",
+                "classification": "logistic regression; softmax regression for more than "
+                "two classes"}.get(task, "linear regression for a number, logistic regression "
+                                        "for classes")
+        st.caption(f"No hidden layers: the model is a single linear map ({kind}).")
     if len(ids) > COMPACT_AFTER:
         st.toggle("Show every layer", key="stack_expanded",
                   help="Long stacks are shown as blocks of identical layers; switch this on to "
