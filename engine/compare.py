@@ -1,12 +1,15 @@
 """Side by side: one experiment and its variants along one axis (RNN vs LSTM vs GRU, with and
 without clipping, several truncation lengths), trained in step on the same data and seed.
 
-A comparison is one entry of COMPARISONS; its factory(spec, in_shape) returns the variants as
+A comparison is one entry of COMPARISONS; its factory(spec, shape) returns the variants as
 (label, changes) pairs, the experiment itself first with no changes. `changes` are dotted keys
 for ExperimentSpec.with_changes, so a variant is always a valid spec of its own: the page trains
 each as a Trainer beside the run (ui/runner.py), and `summary` reads the same numbers from each.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 from .errors import SpecError
 from .health import time_ratios_of
@@ -14,7 +17,30 @@ from .recurrent import CELLS, with_cell
 from .registry import OPTIMIZERS, Registry
 from .spec import ExperimentSpec
 
-COMPARISONS = Registry("comparison")
+COMPARISONS = Registry("comparison")  # tag x: what the page draws their curves against
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a comparison may need to know of the data: one example's shape and how many
+    training examples there are (0: not known)."""
+    in_shape: tuple
+    n_train: int = 0
+
+    def __getitem__(self, k):  # reads like the in_shape tuple it wraps
+        return self.in_shape[k]
+
+    def __len__(self):
+        return len(self.in_shape)
+
+    @classmethod
+    def of(cls, data) -> "Shape":
+        """From a Dataset, a Shape or a bare in_shape tuple."""
+        if isinstance(data, Shape):
+            return data
+        if hasattr(data, "y_train"):
+            return cls(tuple(data.in_shape), len(data.y_train))
+        return cls(tuple(data))
 CLIP_TRIED = 1.0  # the limit a run without clipping is compared with (the clipping preset's)
 MAX_VARIANTS = 4  # the experiment and at most three others
 
@@ -25,7 +51,7 @@ def _recurrent_layers(spec: ExperimentSpec) -> list[int]:
 
 @COMPARISONS.register("cells", "The same network with each recurrent cell: a plain RNN, an "
                       "LSTM and a GRU of the same width.", title="RNN vs LSTM vs GRU")
-def _cells(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+def _cells(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     layers = _recurrent_layers(spec)
     if not layers:
         raise SpecError("there is no rnn, lstm or gru layer to swap")
@@ -41,7 +67,7 @@ def _cells(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
 @COMPARISONS.register("clipping", "The same run with and without gradient clipping (by norm, "
                       f"at {CLIP_TRIED:g} where this run has none).",
                       title="with and without clipping")
-def _clipping(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+def _clipping(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     clip = spec.training.grad_clip
     if clip is None:
         return [(_mine("no clipping"), {}),
@@ -52,10 +78,10 @@ def _clipping(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
 
 @COMPARISONS.register("tbptt", "The same run with backpropagation through the whole sequence "
                       "and truncated after fewer steps.", title="truncation lengths")
-def _tbptt(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+def _tbptt(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     if not _recurrent_layers(spec):
         raise SpecError("truncation acts on rnn, lstm and gru layers; this model has none")
-    steps = in_shape[0] if in_shape and len(in_shape) >= 1 else 0
+    steps = shape[0] if len(shape) >= 1 else 0
     if steps < 3:
         raise SpecError("the sequences are too short to truncate")
     mine = spec.training.tbptt if 0 < spec.training.tbptt < steps else 0
@@ -69,7 +95,7 @@ def _tbptt(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
 
 @COMPARISONS.register("rates", "The same run at a tenth, three times and ten times its "
                       "learning rate.", title="learning rates")
-def _rates(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+def _rates(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     entry = OPTIMIZERS[spec.optimizer.name]
     lr, high = entry.resolve(spec.optimizer.params)["lr"], entry.param("lr").high
     out = [(_mine(f"lr {lr:.3g}"), {})]
@@ -87,7 +113,7 @@ OPTIMIZERS_TRIED = (("sgd", {"name": "sgd", "lr": 0.1}),
 @COMPARISONS.register("optimizers", "The same net trained by plain SGD (lr 0.1), SGD with "
                       "momentum 0.9 (lr 0.01: momentum takes about ten times bigger steps) and "
                       "Adam (lr 0.01), each at its usual starting rate.", title="optimizers")
-def _optimizers(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+def _optimizers(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     mine = spec.canonical().optimizer
     out = [(_mine(_optimizer_label(mine.name, mine.params)), {})]
     for _, choice in OPTIMIZERS_TRIED:
@@ -108,35 +134,56 @@ SCHEDULES_TRIED = ("constant", "cosine", "warmup_cosine", "one_cycle", "step")
 
 @COMPARISONS.register("schedules", "The same run with other learning-rate schedules (each "
                       "with its default settings, from the run's rate).", title="schedules")
-def _schedules(spec: ExperimentSpec, in_shape) -> list[tuple[str, dict]]:
+def _schedules(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     mine = spec.schedule.name
     return [(_mine(mine), {})] + [(name, {"schedule": name}) for name in SCHEDULES_TRIED
                                   if name != mine][:MAX_VARIANTS - 1]
+
+
+MAX_BATCH_STEPS = 100_000  # a single-example variant of a long run would take epochs x n steps
+
+
+@COMPARISONS.register("batch_sizes", "The same run with the whole training set, and one "
+                      "example, per step, for the same number of epochs (so each sees every "
+                      "example as often): drawn against epochs.", title="batch sizes", x="epoch")
+def _batch_sizes(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
+    n = Shape.of(shape).n_train
+    if n < 2:
+        raise SpecError("the number of training examples is not known here")
+    batch = min(spec.training.batch_size, n)
+    epochs = spec.training.steps * batch / n
+    out = [(_mine(f"batch {batch}: {spec.training.steps:,} steps"), {})]
+    for label, b in (("full batch", n), ("one example", 1)):
+        steps = max(1, math.ceil(epochs * n / b))
+        if b != batch and steps <= MAX_BATCH_STEPS:
+            out.append((f"{label} ({b}): {steps:,} steps",
+                        {"training.batch_size": b, "training.steps": steps}))
+    return out
 
 
 def _mine(label: str) -> str:
     return f"{label} (this run)"
 
 
-def offered(spec: ExperimentSpec, in_shape) -> list[str]:
+def offered(spec: ExperimentSpec, shape) -> list[str]:
     """The comparisons that apply to `spec` (a sequence net gets all three; any net gets
     clipping)."""
     keys = []
     for entry in COMPARISONS:
         try:
-            if len(variants(spec, entry.key, in_shape)) > 1:
+            if len(variants(spec, entry.key, shape)) > 1:
                 keys.append(entry.key)
         except SpecError:
             continue
     return keys
 
 
-def variants(spec: ExperimentSpec, name: str, in_shape) -> list[tuple[str, ExperimentSpec]]:
+def variants(spec: ExperimentSpec, name: str, shape) -> list[tuple[str, ExperimentSpec]]:
     """(label, spec) of each variant, `spec` itself first. SpecError names why a comparison
     does not apply, or which variant cannot be built."""
     entry = COMPARISONS[name]
     out = []
-    for label, changes in entry.factory(spec, in_shape)[:MAX_VARIANTS]:
+    for label, changes in entry.factory(spec, Shape.of(shape))[:MAX_VARIANTS]:
         try:
             out.append((label, spec.with_changes(changes) if changes else spec))
         except SpecError as e:

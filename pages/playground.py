@@ -147,7 +147,7 @@ def side_by_side_variants(spec: ExperimentSpec) -> tuple[list, str | None]:
     if not name:
         return [], None
     try:
-        found = variants(spec, name, views.spec_dataset(spec).in_shape)
+        found = variants(spec, name, views.spec_dataset(spec))
     except SpecError as e:
         st.session_state["compare"] = None
         flash("warning", f"Side by side ({COMPARISONS[name].tags['title']}) is off: {e}.")
@@ -399,7 +399,7 @@ def csv_upload(container, entry) -> bool:
 def side_by_side_picker(spec: ExperimentSpec) -> None:
     """Side by side: the comparisons that apply to this experiment."""
     try:
-        names = offered(spec, views.spec_dataset(spec).in_shape)
+        names = offered(spec, views.spec_dataset(spec))
     except SpecError:  # data that cannot load says so in the main column
         names = []
     if st.session_state.get("compare") not in names:

@@ -1052,7 +1052,7 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     picker = at.selectbox(key="compare")
     assert picker.options == ["off", "RNN vs LSTM vs GRU", "with and without clipping",
                               "truncation lengths", "learning rates", "optimizers",
-                              "schedules"]
+                              "schedules", "batch sizes"]
     picker.set_value("cells").run()
     run = runs(at).get(at.session_state["run_id"])
     assert [label for label, _ in run.trainers()] == ["RNN (this run)", "LSTM", "GRU"]
@@ -1108,3 +1108,21 @@ def test_a_stack_without_hidden_layers_names_the_model_it_is():
     classes = app_with(ExperimentSpec.from_dict({"data": {"name": "circle"},
                                                  "model": {"layers": []}}))
     assert any("(logistic regression;" in c.value for c in classes.caption)
+
+
+def test_batch_sizes_side_by_side_are_drawn_against_epochs():
+    at = app_with(ExperimentSpec.from_dict({"data": {"name": "circle", "n": 100},
+                                            "model": {"layers": [4]},
+                                            "training": {"steps": 20, "batch_size": 8}}))
+    at.selectbox(key="compare").set_value("batch_sizes").run()
+    button(at, "Start").click().run()
+    run = runs(at).get(at.session_state["run_id"])
+    deadline = time.time() + 30
+    while run.state != "done" and time.time() < deadline:
+        time.sleep(0.05)
+    at.run()
+    no_problems(at)
+    loss = next(f for f in figures(at) if f["layout"]["title"]["text"] == "Loss, side by side")
+    assert loss["layout"]["xaxis"]["title"]["text"] == "epoch"
+    ends = [max(t["x"]) for t in loss["data"] if t.get("showlegend")]
+    assert max(ends) - min(ends) < 0.2 * max(ends)  # the same epochs, whatever the steps

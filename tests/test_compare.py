@@ -1,5 +1,7 @@
 """Side by side: the variants of a comparison are the experiment with one thing changed, and a
 variant trained beside a run, in step, gives exactly the numbers it gives trained alone."""
+import math
+
 import pytest
 
 from engine import ExperimentSpec, SpecError, Trainer
@@ -63,10 +65,27 @@ def test_optimizers_and_schedules_leave_out_the_runs_own():
         ["cosine (this run)", "constant", "warmup_cosine", "one_cycle"]
 
 
+def test_batch_sizes_match_the_runs_epochs_and_are_drawn_against_epochs():
+    data = Trainer(RNN).data  # 200 sequences: 140 to train on
+    n = len(data.y_train)
+    found = variants(RNN, "batch_sizes", data)
+    epochs = RNN.training.steps * RNN.training.batch_size / n
+    assert [label for label, _ in found] == [
+        "batch 16: 12 steps (this run)", f"full batch ({n}): {math.ceil(epochs)} steps",
+        f"one example (1): {math.ceil(epochs * n)} steps"]
+    for _, spec in found:  # every variant sees each example about as often
+        seen = spec.training.steps * spec.training.batch_size / n
+        assert epochs <= seen < epochs + spec.training.batch_size / n
+    assert COMPARISONS["batch_sizes"].tags["x"] == "epoch"
+    with pytest.raises(SpecError, match="not known"):
+        variants(RNN, "batch_sizes", SEQ)
+
+
 def test_only_the_comparisons_that_apply_are_offered():
     dense = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]}})
     assert offered(dense, (2,)) == ["clipping", "rates", "optimizers", "schedules"]
-    assert offered(RNN, SEQ) == list(COMPARISONS.keys())
+    assert offered(RNN, SEQ) == [k for k in COMPARISONS.keys() if k != "batch_sizes"]
+    assert offered(RNN, Trainer(RNN).data) == list(COMPARISONS.keys())  # it knows n_train
     with pytest.raises(SpecError, match="no rnn, lstm or gru"):
         variants(dense, "cells", (2,))
     with pytest.raises(SpecError, match="too short"):

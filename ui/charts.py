@@ -131,14 +131,16 @@ def metric_figure(rows: list[dict], keys: tuple[str, ...], title: str, log: bool
 
 
 def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, title: str,
-                        log: bool = False, **layout) -> go.Figure:
+                        log: bool = False, x_key: str = "step", **layout) -> go.Figure:
     """One colour per variant (the run first): its training batches' `metric` solid and its
-    validation's dashed, against the same steps."""
+    validation's dashed, against the same steps (or epochs: x_key)."""
     traces = []
     for k, (label, rows) in enumerate(variants):
         color = PALETTE[k % len(PALETTE)]
         for key, dash in ((f"train_{metric}", "solid"), (f"val_{metric}", "dash")):
-            x, y = _series(thin(rows), key)
+            pts = [(r[x_key], r[key]) for r in thin(rows)
+                   if r.get(key) is not None and r.get(x_key) is not None]
+            x, y = [p[0] for p in pts], [p[1] for p in pts]
             if x:
                 traces.append(_line(x, y, label if dash == "solid" else f"{label}, validation",
                                     line=dict(dash=dash, color=color),
@@ -151,7 +153,8 @@ def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, tit
         values = [v for t in traces for v in t["y"] if v is not None]
         if firsts and values and max(values) > 10 * max(firsts):
             yaxis["range"] = [0, 1.5 * max(firsts)]
-    return figure(traces, title, f"side:{metric}", xaxis=_step_axis(), yaxis=yaxis, **layout)
+    return figure(traces, title, f"side:{metric}:{x_key}",
+                  xaxis=dict(title=dict(text=x_key)), yaxis=yaxis, **layout)
 
 
 def loss_figure(rows, log=False, best_step=None):

@@ -617,21 +617,22 @@ def seq2seq_panel(run) -> None:
 def side_by_side(run, log: bool) -> None:
     """The run and the variants trained beside it: loss (and accuracy) overlaid step for step,
     and each one's numbers in a table."""
-    from engine.compare import summary
+    from engine.compare import COMPARISONS, summary
     trainers = run.trainers()  # once: a Reset elsewhere may replace the run's trainers
     data = trainers[0][1].data
     if data is None:  # forgotten between two reads
         return
     variants = [(label, t.history.rows) for label, t in trainers]
     classification = data.task == "classification"
+    x_key = COMPARISONS[run.compare].tags.get("x", "step") if run.compare else "step"
     c1, c2 = st.columns(2) if classification else (st.container(), None)
     with c1:
-        live_plot(charts.side_by_side_figure(variants, "loss", "Loss, side by side", log),
-                  "side_loss", mode_bar=False)
+        live_plot(charts.side_by_side_figure(variants, "loss", "Loss, side by side", log,
+                                             x_key=x_key), "side_loss", mode_bar=False)
     if classification:
         with c2:
             live_plot(charts.side_by_side_figure(variants, "acc", "Accuracy, side by side",
-                                                 yaxis=dict(range=[0, 1.02])),
+                                                 x_key=x_key, yaxis=dict(range=[0, 1.02])),
                       "side_acc", mode_bar=False)
     table = []
     for label, t in trainers:
