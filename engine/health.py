@@ -105,6 +105,8 @@ GUESS = 0.9              # a loss at 90% of a constant guess's or above has lear
 GUESS_AFTER = 20         # ... once this many steps have been taken
 
 # logged rows a sign must hold on in a row before it is reported
+STABILITY_MAX_PARAMS = 100_000  # the diverging verdict measures 2/L only on nets this small
+STABILITY_ITERS = 30
 SCHEDULED_LOW = 0.5     # too_slow stays quiet where a schedule has the rate below this share
                         # of the spec's (measured: cosine runs were called too slow at their end)
 TIME_VANISHING = 1e-2   # dL/dh_t at a sequence's first step / at its last step, below this
@@ -995,6 +997,7 @@ class HealthCheck(Callback):
         self._probe_idx = None
         self._symmetric_possible = True
         self._evals: list[dict] = []  # the last evaluated rows (overfitting reads them)
+        self._limit_note: str | None = None  # why a diverging run diverges, measured once
 
     def on_fit_start(self, trainer):
         self.net = net_facts(trainer.spec, trainer.model, trainer.data)
@@ -1019,8 +1022,37 @@ class HealthCheck(Callback):
         if row.get("layers") and not trainer.divergence:
             self._measure(trainer, ev)
         row["health"] = assess(ev)
+        if row["health"]["status"] == "diverging" and row["health"]["messages"]:
+            note = self._stability_note(trainer)
+            if note:
+                row["health"]["messages"][0] += " " + note
         if row.get("val_loss") is not None:
             self._evals = (self._evals + [row])[-OVERFIT_EVALS:]
+
+    def _stability_note(self, trainer) -> str:
+        """For gradient descent (SGD, with or without momentum) on a small net: the largest
+        stable rate 2(1 + m)/L of a bowl as curved as the loss is now (L: the top eigenvalue of
+        its Hessian, by power iteration), said only when the run's rate is above it. Measured
+        once per run, at the first diverging verdict (a few dozen Hessian-vector products)."""
+        if self._limit_note is None:
+            self._limit_note = ""
+            spec = trainer.spec
+            opt = spec.optimizer.resolved(OPTIMIZERS)
+            if spec.optimizer.name == "sgd" and trainer.cost["params"] <= STABILITY_MAX_PARAMS:
+                from .curvature import sharpness
+                from .surfaces import gd_limits
+                found = sharpness(trainer, iters=STABILITY_ITERS)
+                if found["sharpness"] and found["sharpness"] > 0:
+                    limit = gd_limits(found["sharpness"], opt.get("momentum", 0.0),
+                                      bool(opt.get("nesterov")))["stable"]
+                    if opt["lr"] > limit:
+                        self._limit_note = (
+                            f"Measured now, the loss curves with sharpness L = "
+                            f"{found['sharpness']:.4g} (the top eigenvalue of its Hessian): "
+                            "gradient descent on a bowl that curved is stable only for rates "
+                            f"below {'2(1 + momentum)/L' if opt.get('momentum') else '2/L'} = "
+                            f"{limit:.4g}, and this run's rate is {opt['lr']:.4g}.")
+        return self._limit_note
 
     def _measure(self, trainer, ev: Evidence):
         layers = ev.hidden()

@@ -2,6 +2,7 @@
 real runs (healthy nets end ok, each sick case the issue names gets its status, over seeds),
 with closed forms as the oracle where one exists (the stability limit of gradient descent)."""
 import math
+import re
 
 import pytest
 import torch
@@ -613,3 +614,26 @@ def test_truncated_bptt_zeros_are_no_vanishing():
     truncated = RNN_SPEC.with_changes({"training.tbptt": 2})
     v = persisted("vanishing", H.PERSIST["vanishing"], make, spec=truncated, facts=facts)
     assert v["status"] != "vanishing", v
+
+
+def test_gd_just_past_2_over_L_is_told_why_it_diverges():
+    """Full-batch gradient descent on linear regression (a quadratic) at 1.01x its stability
+    limit 2/L, measured independently at the start: the loss grows a little every step, the
+    verdict is diverging, and it names 2/L (constant for a quadratic) and the run's rate."""
+    from engine.curvature import sharpness
+    base = ExperimentSpec.from_dict({"data": {"name": "plane"}, "model": {"layers": []},
+                                     "optimizer": {"name": "sgd", "lr": 0.3},
+                                     "training": {"batch_size": 100_000, "steps": 400}})
+    limit = sharpness(Trainer(base))["stable_lr"]
+    lr = round(1.01 * limit, 4)
+    t = Trainer(base.with_changes({"optimizer.lr": lr})).run()
+    health = t.history.rows[-1]["health"]
+    assert health["status"] == "diverging"
+    text = health["messages"][0]
+    said = re.search(r"2/L = ([0-9.]+), and this run.s rate is ([0-9]+\.?[0-9]*)", text)
+    assert said and float(said.group(2)) == pytest.approx(lr, rel=1e-3)
+    assert float(said.group(1)) == pytest.approx(limit, rel=0.005)  # constant on a quadratic
+    below = Trainer(base.with_changes({"optimizer.lr": round(0.99 * limit, 4)})).run()
+    assert "diverging" not in statuses(below)
+    adam = Trainer(base.with_changes({"optimizer": {"name": "adam", "lr": 5.0}})).run()
+    assert not any("2/L" in m for r in adam.history.rows for m in r["health"]["messages"])
