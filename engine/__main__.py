@@ -6,6 +6,7 @@
     python -m engine presets
     python -m engine export CONFIG.json > train.py
     python -m engine from-tfp 'https://playground.tensorflow.org/#activation=tanh&...'
+    python -m engine runs [--json]             # the runs the store holds (NETLAB_HOME)
     python -m engine surface rosenbrock --optimizer sgd --lr 0.001 --momentum 0.9 --steps 2000 --start -1.5,2
 
 Exit codes: 0 the run finished (whatever `stopped` says), 2 a bad config or argument, with a
@@ -132,9 +133,13 @@ def cmd_train(args) -> int:
     _prepare_out(args.out)
     try:
         _write_json(os.path.join(args.out, "config.json"), spec.to_dict())
-        trainer = Trainer(spec, max_params=max_params,
-                          callbacks=[JsonlWriter(os.path.join(args.out, "metrics.jsonl")),
-                                     Checkpoint(os.path.join(args.out, "model.pt"))])
+        callbacks = [JsonlWriter(os.path.join(args.out, "metrics.jsonl")),
+                     Checkpoint(os.path.join(args.out, "model.pt"))]
+        if not args.no_store:  # the run store too (engine/store.py): `runs` lists it
+            from .store import RunStore, StoreWriter
+            callbacks.append(StoreWriter(RunStore(), name=args.name or args.preset or
+                                         os.path.basename(os.path.normpath(args.out))))
+        trainer = Trainer(spec, max_params=max_params, callbacks=callbacks)
         try:
             trainer.run()
         except KeyboardInterrupt:
@@ -150,6 +155,24 @@ def cmd_train(args) -> int:
     print(f"{summary['stopped']} after {summary['steps']} steps in {summary['seconds']:.1f}s: "
           f"train_loss={final.get('train_loss')} val_loss={final.get('val_loss')} "
           f"health={summary['health']['status'] if summary['health'] else 'n/a'} -> {args.out}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    """The runs in the store: JSON (--json) or one line each."""
+    from .store import RunStore
+
+    store = RunStore()
+    found = store.runs()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    for r in found:
+        final = r["final"]
+        print(f"{r['id'][:8]}  {r['status']:<8}  {r['name'][:40]:<40}  step {final['step']}  "
+              f"val_loss={final['val_loss']}")
+    if not found:
+        print(f"no runs in {store.path}")
     return 0
 
 
@@ -254,7 +277,15 @@ def main(argv=None) -> int:
     train.add_argument("--max-params", type=_integer, metavar="N",
                        help=f"refuse models with more parameters (default: NETLAB_MAX_PARAMS, "
                             f"else {DEFAULT_MAX_PARAMS:,})")
+    train.add_argument("--name", help="the run's name in the store (default: --out's folder)")
+    train.add_argument("--no-store", action="store_true",
+                       help="do not record the run in the store (NETLAB_HOME/runs.sqlite)")
     train.set_defaults(fn=cmd_train)
+    runs = sub.add_parser("runs", help="the runs the store holds (NETLAB_HOME, default "
+                          "~/.netlab)")
+    runs.add_argument("--json", action="store_true", help="as JSON: id, name, spec, status, "
+                      "summary and final metrics of each")
+    runs.set_defaults(fn=cmd_runs)
     for name, fn, helptext in (("describe", cmd_describe, "layer shapes and parameter counts"),
                                ("export", cmd_export, "a standalone PyTorch script on stdout")):
         p = sub.add_parser(name, help=helptext)

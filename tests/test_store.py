@@ -1,0 +1,111 @@
+"""The run store: a run's spec, rows and summary survive its process; a killed process leaves
+every row it committed; several processes write at once; the CLI records and lists runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import ExperimentSpec, SpecError, Trainer
+from engine.__main__ import main
+from engine.store import FINISHED, RUNNING, RunStore, StoreWriter
+from tests.conftest import ROOT
+
+SPEC = ExperimentSpec.from_dict({"data": {"name": "xor", "n": 200}, "model": {"layers": [4]},
+                                 "training": {"steps": 60, "log_every": 10}})
+
+
+def test_a_recorded_run_reads_back_as_it_was_logged(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    t = Trainer(SPEC, callbacks=[StoreWriter(store, name="xor")]).run()
+    (run,) = store.runs()
+    assert run["name"] == "xor" and run["status"] == FINISHED
+    assert ExperimentSpec.from_dict(run["spec"]) == SPEC
+    assert store.rows(run["id"]) == json.loads(json.dumps(t.history.rows))  # every row, in order
+    assert run["final"]["step"] == 60 and run["summary"]["steps"] == 60
+    store.append(run["id"], {**t.history.rows[0], "train_loss": 123.0})  # append-only
+    assert store.rows(run["id"])[0]["train_loss"] == t.history.rows[0]["train_loss"]
+    store.rename(run["id"], "renamed")
+    assert store.runs()[0]["name"] == "renamed"
+    assert store.delete(run["id"]) and store.runs() == [] and store.rows(run["id"]) == []
+
+
+WRITER = """
+import sys, time
+from engine import ExperimentSpec, Trainer
+from engine.callbacks import Callback
+from engine.store import RunStore, StoreWriter
+
+class Slow(Callback):  # a logged row every ~20 ms, so the kill lands mid-run
+    def on_log(self, trainer, row):
+        time.sleep(0.02)
+
+spec = ExperimentSpec.from_dict({"data": {"name": "xor", "n": 200}, "model": {"layers": [4]},
+                                 "training": {"steps": int(sys.argv[2]), "log_every": 1}})
+Trainer(spec, callbacks=[StoreWriter(RunStore(sys.argv[1]), name=sys.argv[3]), Slow()]).run()
+"""
+
+
+def writer(path, steps, name):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(steps), name],
+                            cwd=ROOT, env=env)
+
+
+def test_a_killed_process_leaves_every_row_it_committed(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    proc = writer(path, 100_000, "killed")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if path.exists() and any(r["final"]["step"] and r["final"]["step"] >= 20
+                                     for r in RunStore(path).runs()):
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    store = RunStore(path)  # opens after the kill
+    (run,) = store.runs()
+    rows = store.rows(run["id"])
+    assert run["status"] == RUNNING and run["summary"] is None  # it never finished
+    assert len(rows) >= 20 and [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+
+
+def test_several_processes_write_their_runs_at_once(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    procs = [writer(path, 40, f"writer {k}") for k in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    store = RunStore(path)
+    runs = store.runs()
+    assert sorted(r["name"] for r in runs) == ["writer 0", "writer 1", "writer 2"]
+    for r in runs:
+        assert r["status"] == FINISHED
+        assert [row["step"] for row in store.rows(r["id"])] == list(range(1, 41))
+
+
+def test_the_cli_records_its_runs_and_lists_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NETLAB_HOME", str(tmp_path / "home"))
+    assert main(["train", "--preset", "xor_tanh", "--steps", "30", "--out",
+                 str(tmp_path / "a")]) == 0
+    assert main(["train", "--preset", "xor_tanh", "--steps", "30", "--out", str(tmp_path / "b"),
+                 "--no-store"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert run["name"] == "xor_tanh" and run["status"] == FINISHED
+    assert run["final"]["step"] == 30 and run["spec"]["data"]["name"] == "xor"
+    assert main(["runs"]) == 0 and "xor_tanh" in capsys.readouterr().out
+
+
+def test_a_store_that_cannot_be_opened_says_where(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SpecError, match="cannot be opened"):
+        RunStore(blocker / "runs.sqlite")
+    monkeypatch.setenv("NETLAB_HOME", str(blocker))
+    assert main(["runs"]) == 2
+    assert "cannot be opened" in capsys.readouterr().err
