@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS rows (
     row TEXT NOT NULL, PRIMARY KEY (run_id, step)
 );
 """
+MAX_TAGS = 20
+CSV_COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "train_acc", "val_acc",
+               "grad_norm", "clip_frac")
 RUNNING, FINISHED = "running", "finished"  # a run still "running" whose process died: see status
 
 
@@ -88,6 +91,16 @@ class RunStore:
         with self._connect() as db:
             db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
 
+    def tag(self, run_id: str, tags: list[str]) -> None:
+        """Set a run's tags (each a non-empty string of at most 64 characters, at most 20)."""
+        if not isinstance(tags, (list, tuple)) or len(tags) > MAX_TAGS or not all(
+                isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
+            raise SpecError(f"tags must be a list of at most {MAX_TAGS} non-empty names of at "
+                            "most 64 characters")
+        with self._connect() as db:
+            db.execute("UPDATE runs SET tags = ? WHERE id = ?",
+                       (json.dumps(sorted(set(tags))), run_id))
+
     def delete(self, run_id: str) -> bool:
         with self._connect() as db:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
@@ -115,6 +128,22 @@ class RunStore:
         with self._connect() as db:
             return [json.loads(r) for (r,) in db.execute(
                 "SELECT row FROM rows WHERE run_id = ? ORDER BY step", (run_id,))]
+
+    def metrics_csv(self, run_id: str) -> str:
+        """The run's metrics rows as CSV: one line per logged step, the run-wide numbers
+        (per-layer statistics and the verdict's details stay in the rows' JSON)."""
+        import csv
+        import io
+
+        rows = self.rows(run_id)
+        columns = [k for k in CSV_COLUMNS if any(k in r for r in rows)]
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(columns + ["health"])
+        for r in rows:
+            w.writerow([r.get(k) if r.get(k) is not None else "" for k in columns]
+                       + [(r.get("health") or {}).get("status", "")])
+        return out.getvalue()
 
 
 class StoreWriter(Callback):

@@ -28,6 +28,16 @@ def test_a_recorded_run_reads_back_as_it_was_logged(tmp_path):
     assert run["final"]["step"] == 60 and run["summary"]["steps"] == 60
     store.append(run["id"], {**t.history.rows[0], "train_loss": 123.0})  # append-only
     assert store.rows(run["id"])[0]["train_loss"] == t.history.rows[0]["train_loss"]
+    csv_lines = store.metrics_csv(run["id"]).splitlines()
+    assert csv_lines[0].split(",")[:4] == ["step", "epoch", "lr", "train_loss"]
+    assert csv_lines[0].endswith(",health") and len(csv_lines) == 1 + len(t.history.rows)
+    first = dict(zip(csv_lines[0].split(","), csv_lines[1].split(",")))
+    assert float(first["train_loss"]) == t.history.rows[0]["train_loss"]
+    assert first["health"] == t.history.rows[0]["health"]["status"]
+    store.tag(run["id"], ["baseline", "xor", "xor"])
+    assert store.runs()[0]["tags"] == ["baseline", "xor"]
+    with pytest.raises(SpecError, match="tags"):
+        store.tag(run["id"], [""])
     store.rename(run["id"], "renamed")
     assert store.runs()[0]["name"] == "renamed"
     assert store.delete(run["id"]) and store.runs() == [] and store.rows(run["id"]) == []
