@@ -15,6 +15,7 @@ from engine.presets import load_preset
 from engine.registry import OPTIMIZERS, SCHEDULES
 from engine.surfaces import SURFACES, closed_form, steps_to, surface_values, walk
 from engine.trainer import Trainer, lr_preview
+from ui import charts
 from ui import optimizer_charts as oc
 from ui.page import ensure_routed
 from ui.runner import Caps
@@ -84,6 +85,18 @@ def train_variants(spec_json: str, changes_json: str) -> list[dict]:
     return out
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def too_large(spec_json: str) -> str | None:
+    """Why one step of the experiment is more than this server allows (the Playground's
+    limits), or None. Cached: it builds the data and the model, and every rerun asks."""
+    try:
+        CAPS.check_step_work(Trainer(ExperimentSpec.from_json(spec_json),
+                                     max_params=CAPS.max_params))
+    except SpecError as e:
+        return str(e)
+    return None
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def batch_runs(spec_json: str, epochs: float) -> list[dict]:
     return batch_size_experiment(ExperimentSpec.from_json(spec_json), epochs,
@@ -116,17 +129,16 @@ def experiment() -> tuple[ExperimentSpec, str]:
     if spec.data.upload:
         return fallback, ("TensorFlow Playground's circle net (experiments on your own CSV "
                           "train in the Playground only)")
-    try:  # what one step may cost on this server (the Playground's limits)
-        CAPS.check_step_work(Trainer(spec, max_params=CAPS.max_params))
-    except SpecError as e:
+    why = too_large(spec.to_json())
+    if why:
         return fallback, ("TensorFlow Playground's circle net (the Playground's experiment is "
-                          f"too large to train here: {e})")
+                          f"too large to train here: {why})")
     return spec, "the Playground's current experiment"
 
 
 def rate_of(spec: ExperimentSpec) -> float:
     """The learning rate the spec trains with (its optimizer's default when none is written)."""
-    return OPTIMIZERS[spec.optimizer.name].resolve(spec.optimizer.params)["lr"]
+    return spec.optimizer.resolved(OPTIMIZERS)["lr"]
 
 
 def capped(spec: ExperimentSpec) -> ExperimentSpec:
@@ -216,8 +228,7 @@ def surfaces_section() -> None:
 def outcome_table(walks, f_min) -> None:
     table = []
     for label, w in walks:
-        gap = None if f_min is None else [[x, y, f - f_min] for x, y, f in w["trajectory"]]
-        reached = steps_to({"trajectory": gap}, REACHED) if gap else None
+        reached = None if f_min is None else steps_to(w, f_min + REACHED)
         end = w["trajectory"][-1]
         table.append({"walker": label,
                       "end": "diverged" if w["stopped"] == "diverged" else
@@ -317,10 +328,16 @@ def rates_section() -> None:
     show_runs(runs, "Training loss at four rates")
 
 
+def loss_curves(runs: list[tuple[str, list[dict]]], title: str, x_key: str):
+    """The runs' training losses, one colour each, on a log axis (the Playground's side-by-side
+    chart)."""
+    return charts.side_by_side_figure(runs, "loss", title, log=True, x_key=x_key,
+                                      yaxis=dict(exponentformat="power"))
+
+
 def show_runs(runs: list[dict], title: str, x_key: str = "step") -> None:
-    st.plotly_chart(oc.curves_figure([(r["label"], r["rows"]) for r in runs], "train_loss",
-                                     title, x_key=x_key), width="stretch",
-                    key=f"opt_runs:{title}")
+    st.plotly_chart(loss_curves([(r["label"], r["rows"]) for r in runs], title, x_key),
+                    width="stretch", key=f"opt_runs:{title}")
     st.dataframe([{"run": r["label"], "steps": r["steps"],
                    "ended": r["stopped"] if r["stopped"] != "completed" else "",
                    "verdict": r["status"] or "",
@@ -370,8 +387,8 @@ def batches_section() -> None:
         st.error(str(e))
         return
     curves = [(r["label"], [{"epoch": e, "train_loss": v} for e, v in r["curve"]]) for r in rows]
-    st.plotly_chart(oc.curves_figure(curves, "train_loss", "Training loss by epoch",
-                                     x_key="epoch"), width="stretch", key="opt_batch_chart")
+    st.plotly_chart(loss_curves(curves, "Training loss by epoch", "epoch"), width="stretch",
+                    key="opt_batch_chart")
     st.dataframe([{"updates": r["label"], "batch": r["batch"],
                    "steps per epoch": r["steps_per_epoch"], "steps": r["steps"],
                    "seconds": f"{r['seconds']:.2f}",
@@ -380,8 +397,9 @@ def batches_section() -> None:
                    **({"val accuracy": f"{r['val_acc']:.1%}"} if r["val_acc"] is not None
                       else {})} for r in rows], hide_index=True, width="stretch")
     st.caption("Loss noise: how much the batch loss jumps from one step to the next over "
-               "each run's last fifth of steps, relative to the loss. Same rate for all three: a full batch takes "
-               "one precise step an epoch, one example a step takes many cheap, noisy ones.")
+               "each run's last fifth of steps, relative to the loss. Same rate for all three: "
+               "a full batch takes one precise step an epoch, one example a step takes many "
+               "cheap, noisy ones.")
 
 
 SECTIONS = {"Surfaces": surfaces_section, "Learning rates": rates_section,

@@ -87,8 +87,8 @@ def _log_axis(series) -> dict:
     return dict(tickformat=".3~g")
 
 
-def _series(rows, key):
-    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+def _series(rows, key, x="step"):
+    pts = [(r[x], r[key]) for r in rows if r.get(key) is not None and r.get(x) is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -138,9 +138,7 @@ def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, tit
     for k, (label, rows) in enumerate(variants):
         color = PALETTE[k % len(PALETTE)]
         for key, dash in ((f"train_{metric}", "solid"), (f"val_{metric}", "dash")):
-            pts = [(r[x_key], r[key]) for r in thin(rows)
-                   if r.get(key) is not None and r.get(x_key) is not None]
-            x, y = [p[0] for p in pts], [p[1] for p in pts]
+            x, y = _series(thin(rows), key, x_key)
             if x:
                 traces.append(_line(x, y, label if dash == "solid" else f"{label}, validation",
                                     line=dict(dash=dash, color=color),

@@ -109,21 +109,6 @@ def schedules_figure(curves: list[tuple[str, list[int], list[float]]]) -> go.Fig
                   xaxis=dict(title=dict(text="step")), yaxis=dict(exponentformat="power"))
 
 
-def curves_figure(runs: list[tuple[str, list[dict]]], key: str, title: str, log: bool = True,
-                  x_key: str = "step") -> go.Figure:
-    """One row metric of several runs, one line each (x: the step, or the epoch)."""
-    traces = []
-    for k, (label, rows) in enumerate(runs):
-        pts = [(r[x_key], r[key]) for r in rows if r.get(key) is not None
-               and r.get(x_key) is not None]
-        traces.append(dict(type="scatter", mode="lines", x=[p[0] for p in pts],
-                           y=[_r(p[1]) for p in pts], name=label,
-                           line=dict(color=PALETTE[k % len(PALETTE)])))
-    return figure(traces, title, f"curves:{title}", height=320,
-                  xaxis=dict(title=dict(text=x_key)),
-                  yaxis=dict(type="log", exponentformat="power") if log else {})
-
-
 def lr_range_figure(result: dict, marks: dict[str, float | None]) -> go.Figure:
     """The range test's batch losses and their smoothed curve against the rate (log axis), with
     vertical lines at the marked rates (the suggestion, 2/L, the run's own)."""
