@@ -123,14 +123,13 @@ def new_run(spec: ExperimentSpec) -> Run | None:
         # file this browser did not upload (another browser's table, a server file)
         flash("warning", NEED_CSV)
         return None
-    twins, label = side_by_side_variants(spec)
+    compare, label, twins = side_by_side_variants(spec)
     try:
         run = runs.create(spec, st.session_state.get("run_id"), owner=me, twins=twins,
-                          label=label)
+                          label=label, compare=compare)
     except (SpecError, CapError) as e:
         flash("error", f"Cannot build this network: {e}")
         return None
-    run.compare = st.session_state.get("compare") if twins else None
     st.session_state["run_id"] = run.id
     return run
 
@@ -140,19 +139,20 @@ def same_setup(run: Run, spec: ExperimentSpec) -> bool:
     return run.spec == spec and run.compare == st.session_state.get("compare")
 
 
-def side_by_side_variants(spec: ExperimentSpec) -> tuple[list, str | None]:
-    """The variants the page's side-by-side choice trains beside `spec`, and the run's label;
-    none when the choice is off or does not apply to `spec` (then it is switched off)."""
+def side_by_side_variants(spec: ExperimentSpec) -> tuple[str | None, str | None, list]:
+    """The page's side-by-side choice for `spec`: (the comparison, the run's label, the variants
+    beside it); (None, None, []) when it is off or does not apply to `spec` (then it is
+    switched off)."""
     name = st.session_state.get("compare")
     if not name:
-        return [], None
+        return None, None, []
     try:
         found = variants(spec, name, views.spec_dataset(spec))
     except SpecError as e:
         st.session_state["compare"] = None
         flash("warning", f"Side by side ({COMPARISONS[name].tags['title']}) is off: {e}.")
-        return [], None
-    return found[1:], found[0][0]
+        return None, None, []
+    return name, found[0][0], found[1:]
 
 
 def start_run(run: Run | None) -> None:

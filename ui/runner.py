@@ -314,7 +314,8 @@ class Run:
     _serials = itertools.count(1)
 
     def __init__(self, run_id: str, spec: ExperimentSpec, registry: "RunRegistry",
-                 owner: str | None = None, twins=(), label: str | None = None):
+                 owner: str | None = None, twins=(), label: str | None = None,
+                 compare: str | None = None):
         self.id = run_id
         self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
         self.registry = registry
@@ -333,7 +334,7 @@ class Run:
             raise CapError(f"This server trains at most {registry.caps.max_twins} variants "
                            "beside a run.")
         self.label = label
-        self.compare: str | None = None  # the comparison the twins come from (the page's)
+        self.compare = compare if twins else None  # the comparison the twins come from
         self.twins: list[tuple[str, Trainer]] = []
         for twin_label, twin_spec in twins:
             twin = Trainer(twin_spec, max_params=registry.caps.max_params)
@@ -674,11 +675,13 @@ class RunRegistry:
         self._reaper.start()
 
     def create(self, spec: ExperimentSpec, run_id: str | None = None,
-               owner: str | None = None, twins=(), label: str | None = None) -> Run:
+               owner: str | None = None, twins=(), label: str | None = None,
+               compare: str | None = None) -> Run:
         """A new run (not started), or a fresh one under an existing id (Reset: it keeps the
         old run's owner and controllers). Raises SpecError for a spec this server will not
         train, CapError when `owner` may not replace that run or a run cap is hit. `twins`:
-        (label, spec) of variants trained beside it, in step (`label` names the run)."""
+        (label, spec) of variants trained beside it, in step (`label` names the run, `compare`
+        the comparison they come from)."""
         self.caps.check_spec(spec)
         for _, twin_spec in twins:
             self.caps.check_spec(twin_spec)
@@ -689,7 +692,8 @@ class RunRegistry:
         if old is None:
             with self._lock:  # refuse before building a model that would be thrown away
                 self._make_room(owner, run_id, apply=False)
-        run = Run(run_id or uuid.uuid4().hex, spec, self, owner=owner, twins=twins, label=label)
+        run = Run(run_id or uuid.uuid4().hex, spec, self, owner=owner, twins=twins, label=label,
+                  compare=compare)
         if old is not None:
             run.owner, run.controllers = old.owner, set(old.controllers)
             run._control_token = old._control_token
