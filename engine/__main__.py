@@ -7,7 +7,8 @@
     python -m engine export CONFIG.json > train.py
     python -m engine from-tfp 'https://playground.tensorflow.org/#activation=tanh&...'
     python -m engine runs [--json]             # the runs the store holds (NETLAB_HOME)
-    python -m engine surface rosenbrock --optimizer sgd --lr 0.001 --momentum 0.9 --steps 2000 --start -1.5,2
+    python -m engine surface rosenbrock --optimizer sgd --lr 0.001 --momentum 0.9 \
+        --steps 2000 --start -1.5,2
 
 Exit codes: 0 the run finished (whatever `stopped` says), 2 a bad config or argument, with a
 one-line message on stderr, 1 an internal error (a bug: still one line, never a traceback).

@@ -41,6 +41,8 @@ class Shape:
         if hasattr(data, "y_train"):
             return cls(tuple(data.in_shape), len(data.y_train))
         return cls(tuple(data))
+
+
 CLIP_TRIED = 1.0  # the limit a run without clipping is compared with (the clipping preset's)
 MAX_VARIANTS = 4  # the experiment and at most three others
 
@@ -96,8 +98,8 @@ def _tbptt(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
 @COMPARISONS.register("rates", "The same run at a tenth, three times and ten times its "
                       "learning rate.", title="learning rates")
 def _rates(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
-    entry = OPTIMIZERS[spec.optimizer.name]
-    lr, high = entry.resolve(spec.optimizer.params)["lr"], entry.param("lr").high
+    lr = spec.optimizer.resolved(OPTIMIZERS)["lr"]
+    high = OPTIMIZERS[spec.optimizer.name].param("lr").high
     out = [(_mine(f"lr {lr:.3g}"), {})]
     for factor in (0.1, 3, 10):
         if lr * factor <= high:
@@ -105,9 +107,8 @@ def _rates(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     return out
 
 
-OPTIMIZERS_TRIED = (("sgd", {"name": "sgd", "lr": 0.1}),
-                    ("momentum", {"name": "sgd", "lr": 0.01, "momentum": 0.9}),
-                    ("adam", {"name": "adam", "lr": 0.01}))
+OPTIMIZERS_TRIED = ({"name": "sgd", "lr": 0.1}, {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+                    {"name": "adam", "lr": 0.01})
 
 
 @COMPARISONS.register("optimizers", "The same net trained by plain SGD (lr 0.1), SGD with "
@@ -116,7 +117,7 @@ OPTIMIZERS_TRIED = (("sgd", {"name": "sgd", "lr": 0.1}),
 def _optimizers(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     mine = spec.canonical().optimizer
     out = [(_mine(_optimizer_label(mine.name, mine.params)), {})]
-    for _, choice in OPTIMIZERS_TRIED:
+    for choice in OPTIMIZERS_TRIED:
         other = ExperimentSpec.from_dict({**spec.to_dict(), "optimizer": choice}).canonical()
         if other.optimizer != mine:
             out.append((_optimizer_label(choice["name"], choice), {"optimizer": dict(choice)}))

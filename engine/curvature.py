@@ -48,10 +48,10 @@ def top_eigenvalue(product, params, iters: int = 50, tol: float = 1e-4,
 def sharpness(trainer, n: int = MAX_EXAMPLES, iters: int = 50, tol: float = 1e-4) -> dict:
     """The sharpness L of the trainer's training loss (the loss alone, no penalty) on its first
     `n` training examples: the Hessian's eigenvalue of largest magnitude (the top one near a
-    minimum; where a negative one is larger, as at a saddle, `stable_lr` is None), in eval mode (dropout off, BatchNorm on its running statistics, so
-    every product sees the same function), with 2/L: the largest stable rate of plain gradient
-    descent on a quadratic that curved. The model's weights, gradients and mode are left as
-    they were."""
+    minimum; where a negative one is larger, as at a saddle, `stable_lr` is None), in eval
+    mode (dropout off, BatchNorm on its running statistics, so every product sees the same
+    function), with 2/L: the largest stable rate of plain gradient descent on a quadratic that
+    curved. The model's weights, gradients and mode are left as they were."""
     model, data = trainer.model, trainer.data
     params = [p for p in model.parameters() if p.requires_grad]
     x, y = data.x_train[:n], data.y_train[:n]

@@ -651,8 +651,9 @@ def check_vanishing_in_time(ev: Evidence):
             return (f"Vanishing gradients through time: in {name}, dL/dh_t is {_fmt(g[-1])} at "
                     f"the last step but {seen}. "
                     "A plain RNN multiplies the gradient by its recurrent weights and its "
-                    "activation's slopes once per step, and the steps compound it. An LSTM carries its cell "
-                    "state forward by additions, with a forget gate that learns to keep it.",
+                    "activation's slopes once per step, and the steps compound it. An LSTM "
+                    "carries its cell state forward by additions, with a forget gate that "
+                    "learns to keep it.",
                     [_to_lstm(ev.spec, index)])
     return None
 

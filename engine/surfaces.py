@@ -37,7 +37,8 @@ def _xy(xy):
                    (Param("kappa", 100.0, "how much steeper the bowl is along y (the condition "
                           "number when kappa >= 1)", low=0.01, high=1e4, log=True),),
                    minima=lambda p: [(0.0, 0.0)], start=(1.0, 1.0),
-                   window=((-1.5, 1.5), (-1.5, 1.5)), rates={"sgd": 0.019, "momentum": 0.005, "adam": 0.05})
+                   window=((-1.5, 1.5), (-1.5, 1.5)),
+                   rates={"sgd": 0.019, "momentum": 0.005, "adam": 0.05})
 def quadratic(xy, kappa):
     x, y = _xy(xy)
     return 0.5 * (x ** 2 + kappa * y ** 2)
@@ -46,7 +47,8 @@ def quadratic(xy, kappa):
 @SURFACES.register("rosenbrock", "(1 - x)^2 + 100 (y - x^2)^2: a long, curved, flat-bottomed "
                    "valley; finding it is easy, following it to (1, 1) is slow.",
                    minima=lambda p: [(1.0, 1.0)], start=(-1.5, 2.0),
-                   window=((-2.0, 2.0), (-1.0, 3.0)), rates={"sgd": 0.001, "momentum": 0.0005, "adam": 0.05})
+                   window=((-2.0, 2.0), (-1.0, 3.0)),
+                   rates={"sgd": 0.001, "momentum": 0.0005, "adam": 0.05})
 def rosenbrock(xy):
     x, y = _xy(xy)
     return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
@@ -55,7 +57,8 @@ def rosenbrock(xy):
 @SURFACES.register("beale", "(1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2: "
                    "flat plateaus and sharp ridges around one minimum at (3, 0.5).",
                    minima=lambda p: [(3.0, 0.5)], start=(1.0, 1.5),
-                   window=((-4.5, 4.5), (-4.5, 4.5)), rates={"sgd": 0.005, "momentum": 0.001, "adam": 0.05})
+                   window=((-4.5, 4.5), (-4.5, 4.5)),
+                   rates={"sgd": 0.005, "momentum": 0.001, "adam": 0.05})
 def beale(xy):
     x, y = _xy(xy)
     return ((1.5 - x + x * y) ** 2 + (2.25 - x + x * y ** 2) ** 2
@@ -65,7 +68,8 @@ def beale(xy):
 @SURFACES.register("saddle", "x^2 - y^2: down along y, up along x. The gradient at (0, 0) is "
                    "zero, yet it is no minimum: gradient descent started exactly on y = 0 "
                    "walks into it and stays.",
-                   minima=lambda p: [], start=(1.0, 0.0), window=((-1.5, 1.5), (-1.5, 1.5)), rates={"sgd": 0.05, "momentum": 0.02, "adam": 0.05})
+                   minima=lambda p: [], start=(1.0, 0.0), window=((-1.5, 1.5), (-1.5, 1.5)),
+                   rates={"sgd": 0.05, "momentum": 0.02, "adam": 0.05})
 def saddle(xy):
     x, y = _xy(xy)
     return x ** 2 - y ** 2
@@ -76,7 +80,8 @@ def saddle(xy):
                    "moves.",
                    minima=lambda p: [(3.0, 2.0), (-2.805118, 3.131312), (-3.779310, -3.283186),
                                      (3.584428, -1.848127)], start=(0.0, 0.0),
-                   window=((-5.0, 5.0), (-5.0, 5.0)), rates={"sgd": 0.005, "momentum": 0.002, "adam": 0.1})
+                   window=((-5.0, 5.0), (-5.0, 5.0)),
+                   rates={"sgd": 0.005, "momentum": 0.002, "adam": 0.1})
 def himmelblau(xy):
     x, y = _xy(xy)
     return (x ** 2 + y - 11) ** 2 + (x + y ** 2 - 7) ** 2
@@ -90,7 +95,8 @@ def himmelblau(xy):
                     Param("batch", 1, "examples per step: the noise's spread is noise / "
                           "sqrt(batch)", low=1, high=10**6, log=True)),
                    minima=lambda p: [(0.0, 0.0)], start=(1.0, 1.0),
-                   window=((-1.5, 1.5), (-1.5, 1.5)), noisy=True, rates={"sgd": 0.1, "momentum": 0.02, "adam": 0.05})
+                   window=((-1.5, 1.5), (-1.5, 1.5)), noisy=True,
+                   rates={"sgd": 0.1, "momentum": 0.02, "adam": 0.05})
 def noisy_bowl(xy, noise, batch):
     x, y = _xy(xy)
     return 0.5 * (x ** 2 + y ** 2)
