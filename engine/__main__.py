@@ -25,6 +25,7 @@ from .callbacks import Checkpoint, JsonlWriter
 from .errors import SpecError
 from .inputs import NotJSON, env_int, parse_json, short
 from .spec import ExperimentSpec, load_spec, set_path
+from .store import CHECKPOINT_EVERY_S
 
 # The same cap as the web server (ui/runner.py): a 200 x 8192 stack is 13.4 billion parameters,
 # which the OS would kill for memory instead of answering.
@@ -139,7 +140,8 @@ def cmd_train(args) -> int:
         if not args.no_store:  # the run store too (engine/store.py): `runs` lists it
             from .store import RunStore, StoreWriter
             callbacks.append(StoreWriter(RunStore(), name=args.name or args.preset or
-                                         os.path.basename(os.path.normpath(args.out))))
+                                         os.path.basename(os.path.normpath(args.out)),
+                                         checkpoint_every=args.checkpoint_every))
         trainer = Trainer(spec, max_params=max_params, callbacks=callbacks)
         try:
             trainer.run()
@@ -174,6 +176,41 @@ def cmd_runs(args) -> int:
               f"val_loss={final['val_loss']}")
     if not found:
         print(f"no runs in {store.path}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    """Go on with a stored run from its last checkpoint, to its planned end (or --steps more
+    once it has ended), recording into the same run."""
+    import torch
+
+    from .store import RunStore, resume
+
+    torch.set_num_threads(_threads(args))
+    store = RunStore()
+    matches = [r["id"] for r in store.runs() if r["id"].startswith(args.run)]
+    if len(matches) != 1:
+        raise UsageError(f"run {args.run!r}: {'no stored run' if not matches else 'several runs'}"
+                         " has that id; `python -m engine runs` lists them")
+    trainer = resume(store, matches[0], max_params=_max_params(args))
+    start = trainer.step_count
+    if trainer.done:
+        if not args.steps:
+            raise UsageError(f"run {matches[0][:8]} has ended ({trainer.stopped}); give --steps N "
+                             "to train it N steps further")
+        try:
+            trainer.extend(args.steps)
+        except ValueError as e:
+            raise UsageError(f"run {matches[0][:8]} cannot go on: {e}") from None
+    try:
+        trainer.run(args.steps)  # after extend(steps), the same as running to the new end
+    except KeyboardInterrupt:
+        trainer.cancel()
+        trainer.stop("cancelled")
+        trainer.run(0)
+    summary = trainer.summary()
+    print(f"{summary['stopped']}: steps {start} -> {summary['steps']}, val_loss="
+          f"{summary['final'].get('val_loss')} (run {matches[0][:8]} in {store.path})")
     return 0
 
 
@@ -281,12 +318,22 @@ def main(argv=None) -> int:
     train.add_argument("--name", help="the run's name in the store (default: --out's folder)")
     train.add_argument("--no-store", action="store_true",
                        help="do not record the run in the store (NETLAB_HOME/runs.sqlite)")
+    train.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S,
+                       metavar="SECONDS", help="checkpoint the stored run at most this often "
+                       f"(default {CHECKPOINT_EVERY_S:g}; always at the end)")
     train.set_defaults(fn=cmd_train)
     runs = sub.add_parser("runs", help="the runs the store holds (NETLAB_HOME, default "
                           "~/.netlab)")
     runs.add_argument("--json", action="store_true", help="as JSON: id, name, spec, status, "
                       "summary and final metrics of each")
     runs.set_defaults(fn=cmd_runs)
+    go_on = sub.add_parser("resume", help="continue a stored run from its last checkpoint")
+    go_on.add_argument("run", help="the run's id, or its first characters (`runs` lists them)")
+    go_on.add_argument("--steps", type=_integer, help="train only this many steps (a run that "
+                       "has ended: this many more)")
+    go_on.add_argument("--threads", type=_integer, metavar="N")
+    go_on.add_argument("--max-params", type=_integer, metavar="N")
+    go_on.set_defaults(fn=cmd_resume)
     for name, fn, helptext in (("describe", cmd_describe, "layer shapes and parameter counts"),
                                ("export", cmd_export, "a standalone PyTorch script on stdout")):
         p = sub.add_parser(name, help=helptext)

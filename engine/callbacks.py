@@ -10,6 +10,9 @@ Hooks, in the order the Trainer calls them each step:
                                     logged row, evaluated or not; `on_eval` is its old name and
                                     still works)
     on_fit_end(trainer)             once, when the run stops for any reason
+    on_step_done(trainer)           the step is over: its counters, a stop and the fit's end
+                                    are settled, so trainer.state_dict() is whole here (the
+                                    store's checkpoints are taken from this hook)
 A callback raises CancelFit (or calls trainer.stop(reason)) to end the run after this step.
 
 Within each hook, callbacks run by `order` (lowest first; equal orders keep the order given). The
@@ -21,6 +24,10 @@ built-in ones and why they sit where they do:
     50 EarlyStopping    reads the logged validation loss; restores weights at fit end
    100 (default)        a user's callbacks: they see finished rows and restored weights
 Each has a `name` (trainer.callback(name) finds it).
+
+A callback that keeps counts or memories across steps names them in `state`: a checkpoint saves
+those attributes, and a resumed run gets them back (trainer.state_dict / load_state_dict). What
+on_fit_start derives (facts about the net, a phase's teacher) is derived again on resume.
 """
 from __future__ import annotations
 
@@ -39,6 +46,15 @@ class CancelFit(Exception):
 class Callback:
     order = 100
     name = "callback"
+    state: tuple[str, ...] = ()  # the attributes a resumed run needs back (see above)
+
+    def state_dict(self) -> dict:
+        return {key: getattr(self, key) for key in self.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in self.state:
+            if key in state:
+                setattr(self, key, state[key])
 
     def on_fit_start(self, trainer): pass
     def on_step_start(self, trainer): pass
@@ -48,6 +64,7 @@ class Callback:
     def on_log(self, trainer, row): self.on_eval(trainer, row)  # callbacks written before on_log
     def on_eval(self, trainer, row): pass
     def on_fit_end(self, trainer): pass
+    def on_step_done(self, trainer): pass
 
 
 class Hooks:
@@ -107,6 +124,7 @@ class GradClip(Callback):
     """Clips gradients by global norm or by value, and counts how often it had to (telemetry in
     each row as clip_frac: the share of steps since the last row that were clipped)."""
     order, name = 30, "grad_clip"
+    state = ("_clipped", "_steps")
 
     def __init__(self, mode: str, limit: float):
         self.mode, self.limit = mode, limit
@@ -130,6 +148,7 @@ class EarlyStopping(EarlyStop, Callback):
     and (restore_best) puts back the weights of the best evaluation when the run ends. The rule
     is portable.EarlyStop, which the exported script runs too."""
     order, name = 50, "early_stopping"
+    state = ("best_loss", "best_step", "best_state", "waited")
 
     def on_log(self, trainer, row):
         loss = row.get("val_loss")

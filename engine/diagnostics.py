@@ -40,6 +40,7 @@ MAX_CHANNELS = 64        # an image layer's channels with their own statistics i
 
 class Diagnostics(Callback):
     order, name = 20, "diagnostics"
+    state = ("samples",)  # the last logged step's activations, which the page draws
 
     def __init__(self):
         self._hooks = Hooks()

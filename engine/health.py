@@ -992,6 +992,7 @@ class HealthCheck(Callback):
     """Writes the verdict into every logged row, after Diagnostics filled in the layers. Runs
     the data-wide probe only when a batch shows the sign it confirms."""
     order, name = 40, "health"
+    state = ("_symmetric_possible", "_evals", "_limit_note")
 
     def __init__(self):
         self.net: Net | None = None

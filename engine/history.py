@@ -186,6 +186,30 @@ class History:
                 self._entries -= size[s]
         self._detailed = deque(kept + detailed[len(old):])
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """All of the History as plain values: a loaded copy keeps thinning as this one would."""
+        with self._lock:
+            return {"rows": [[seq, row] for seq, row in self._rows.items()],
+                    "detailed": list(self._detailed), "entries": self._entries,
+                    "row_stride": self._row_stride, "detail_stride": self._detail_stride,
+                    "first": self._first, "best": list(self._best) if self._best else None,
+                    "changes": list(self._changes), "last_status": self._last_status,
+                    "appended": self.appended}
+
+    def load_state_dict(self, state: dict) -> None:
+        with self._lock:
+            self._rows = {seq: row for seq, row in state["rows"]}
+            self._detailed, self._changes = deque(state["detailed"]), deque(state["changes"])
+            self._entries, self._first = state["entries"], state["first"]
+            self._row_stride, self._detail_stride = state["row_stride"], state["detail_stride"]
+            best = state["best"]
+            # the best row is the kept row itself where it is still held
+            self._best = None if best is None else (best[0], best[1],
+                                                    self._rows.get(best[1], best[2]))
+            self._last_status, self.appended = state["last_status"], state["appended"]
+            self._seq = itertools.count(self.appended)
+
     # ------------------------------------------------------------------ reading
     @property
     def rows(self) -> list[dict]:

@@ -31,6 +31,7 @@ class LrRange(Callback):
     """Sets the rate of step k to low * (high / low)^(k / (steps - 1)) before the step, records
     (rate, batch loss) after it, and ends the run once the smoothed loss has blown up."""
     order, name = 5, "lr_range"
+    state = ("lrs", "losses", "smoothed", "_avg")
 
     def __init__(self, low: float, high: float, steps: int):
         self.low, self.high, self.steps = low, high, steps

@@ -1,6 +1,11 @@
 """The run store: every run's spec, metrics rows and summary in one SQLite file, written as the
 run goes, so a run outlives the process that trained it (issue "Runs that last").
 
+A run's checkpoint (Trainer.state_dict: weights, optimizer, schedule, every random stream,
+counters, history and callback state) is written as the run goes, at most once per
+`checkpoint_every` seconds on a logged step and always when it ends; `resume` continues a stored
+run from it with the numbers an uninterrupted run would have given.
+
 The file lives in NETLAB_HOME (default ~/.netlab) as runs.sqlite, in WAL mode: readers never
 block the writer, several processes may write their own runs at once, and a row is on disk once
 its transaction commits (each logged row is its own transaction; a process killed mid-run leaves
@@ -11,15 +16,20 @@ are updated in place.
     trainer = Trainer(spec, callbacks=[StoreWriter(store, name="my run")])
     store.runs()                             # [{"id", "name", "spec", "status", "final", ...}]
     store.rows(run_id)                       # the logged rows, oldest first
+    trainer = resume(store, run_id).run()    # go on from its last checkpoint
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import socket
 import sqlite3
 import time
 import uuid
 from pathlib import Path
+
+import torch
 
 from .callbacks import Callback
 from .errors import SpecError
@@ -33,11 +43,36 @@ CREATE TABLE IF NOT EXISTS rows (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
     row TEXT NOT NULL, PRIMARY KEY (run_id, step)
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    state BLOB NOT NULL, saved REAL NOT NULL
+);
 """
+CHECKPOINT_EVERY_S = 30.0  # a run's checkpoint at most this often (and always at its end)
 MAX_TAGS = 20
 CSV_COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "train_acc", "val_acc",
                "grad_norm", "clip_frac")
-RUNNING, FINISHED = "running", "finished"  # a run still "running" whose process died: see status
+# A run is "running" while a live process trains it (or holds it paused); one whose process
+# died before it ended reads as "interrupted" (its owner's pid is gone from this host).
+RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str | None) -> bool:
+    """Whether the process that wrote `owner` may still run (unknown hosts count as alive)."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def home() -> Path:
@@ -56,6 +91,9 @@ class RunStore:
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                columns = {c[1] for c in db.execute("PRAGMA table_info(runs)")}
+                if "owner" not in columns:  # a store written before runs had owners
+                    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
         except (OSError, sqlite3.Error) as e:
             raise SpecError(f"the run store {self.path} cannot be opened: {e}") from None
 
@@ -70,10 +108,38 @@ class RunStore:
         run_id = run_id or uuid.uuid4().hex
         now = time.time()
         with self._connect() as db:
-            db.execute("INSERT INTO runs (id, name, spec, status, created, updated) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (run_id, name or f"run {run_id[:8]}", spec_json, RUNNING, now, now))
+            db.execute("INSERT INTO runs (id, name, spec, status, created, updated, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (run_id, name or f"run {run_id[:8]}", spec_json, RUNNING, now, now,
+                        this_process()))
         return run_id
+
+    def reopen(self, run_id: str, after_step: int) -> None:
+        """A stored run goes on in this process from its checkpoint at `after_step`: rows logged
+        after it are dropped (the resumed run logs them again) and it is running again."""
+        with self._connect() as db:
+            db.execute("DELETE FROM rows WHERE run_id = ? AND step > ?", (run_id, after_step))
+            db.execute("UPDATE runs SET status = ?, summary = NULL, owner = ?, updated = ? "
+                       "WHERE id = ?", (RUNNING, this_process(), time.time(), run_id))
+
+    def save_checkpoint(self, run_id: str, state: dict) -> int:
+        """Replace the run's checkpoint with `state` (Trainer.state_dict()); returns its bytes."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        blob = buf.getvalue()
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO checkpoints (run_id, step, state, saved) "
+                       "VALUES (?, ?, ?, ?)", (run_id, int(state["step_count"]), blob, time.time()))
+        return len(blob)
+
+    def checkpoint(self, run_id: str, device="cpu") -> dict | None:
+        """The run's last checkpoint (None if it has none yet)."""
+        from .trainer import load_checkpoint
+
+        with self._connect() as db:
+            found = db.execute("SELECT state FROM checkpoints WHERE run_id = ?",
+                               (run_id,)).fetchone()
+        return load_checkpoint(found[0], device) if found else None
 
     def append(self, run_id: str, row: dict) -> None:
         """One logged row (append-only: a step already stored is kept as it was)."""
@@ -106,23 +172,36 @@ class RunStore:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
     # -- reading
-    def runs(self) -> list[dict]:
-        """Every run, newest first: id, name, spec (a dict), status, created, updated, tags,
-        summary (None until it finished) and final (its last row's metrics)."""
+    def runs(self, run_id: str | None = None) -> list[dict]:
+        """Every run (or the one `run_id`), newest first: id, name, spec (a dict), status
+        (running, finished or interrupted), created, updated, tags, summary (None until it
+        finished), final (its last row's metrics) and checkpoint (the step of its last
+        checkpoint, or None)."""
+        where, args = ("WHERE r.id = ?", (run_id,)) if run_id is not None else ("", ())
         with self._connect() as db:
-            found = db.execute("SELECT id, name, spec, status, created, updated, summary, tags "
-                               "FROM runs ORDER BY created DESC").fetchall()
+            found = db.execute(
+                "SELECT r.id, r.name, r.spec, r.status, r.created, r.updated, r.summary, "
+                "r.tags, r.owner, c.step FROM runs r LEFT JOIN checkpoints c ON c.run_id = r.id "
+                f"{where} ORDER BY r.created DESC", args).fetchall()
             out = []
-            for rid, name, spec, status, created, updated, summary, tags in found:
+            for rid, name, spec, status, created, updated, summary, tags, owner, ck in found:
                 last = db.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY step DESC "
                                   "LIMIT 1", (rid,)).fetchone()
                 final = json.loads(last[0]) if last else {}
+                if status == RUNNING and not _alive(owner):
+                    status = INTERRUPTED
                 out.append({"id": rid, "name": name, "spec": json.loads(spec), "status": status,
                             "created": created, "updated": updated, "tags": json.loads(tags),
                             "summary": json.loads(summary) if summary else None,
                             "final": {k: final.get(k) for k in ("step", "train_loss", "val_loss",
-                                                                "train_acc", "val_acc")}})
+                                                                "train_acc", "val_acc")},
+                            "checkpoint": ck})
             return out
+
+    def run(self, run_id: str) -> dict | None:
+        """One run as runs() lists it, or None."""
+        found = self.runs(run_id)
+        return found[0] if found else None
 
     def rows(self, run_id: str) -> list[dict]:
         with self._connect() as db:
@@ -147,16 +226,21 @@ class RunStore:
 
 
 class StoreWriter(Callback):
-    """Records a run into a RunStore as it trains: created at the first step, every logged row
-    appended as it is logged, the summary written when the run ends."""
+    """Records a run into a RunStore as it trains: created at the first step (or, given
+    `run_id`, an existing run going on), every logged row appended as it is logged, a
+    checkpoint on a logged step at most every `checkpoint_every` seconds and when the run ends,
+    and the summary at the end."""
     name = "store"
 
-    def __init__(self, store: RunStore, name: str | None = None):
-        self.store, self.run_name = store, name
-        self.run_id: str | None = None
+    def __init__(self, store: RunStore, name: str | None = None, run_id: str | None = None,
+                 checkpoint_every: float = CHECKPOINT_EVERY_S):
+        self.store, self.run_name, self.run_id = store, name, run_id
+        self.every = checkpoint_every
+        self._saved_at = time.monotonic()
 
     def on_fit_start(self, trainer):
-        self.run_id = self.store.create(trainer.spec.to_json(), self.run_name)
+        if self.run_id is None:
+            self.run_id = self.store.create(trainer.spec.to_json(), self.run_name)
 
     def on_log(self, trainer, row):
         if self.run_id is not None:
@@ -165,3 +249,38 @@ class StoreWriter(Callback):
     def on_fit_end(self, trainer):
         if self.run_id is not None:
             self.store.finish(self.run_id, trainer.summary())
+
+    def on_step_done(self, trainer):
+        if self.run_id is None:
+            return
+        due = trainer.is_log_step(trainer.step_count) and \
+            time.monotonic() - self._saved_at >= self.every
+        if trainer.done or due:
+            self.save(trainer)
+        if trainer.done:  # the test metrics are in the summary now
+            self.store.finish(self.run_id, trainer.summary())
+
+    def save(self, trainer) -> None:
+        self.store.save_checkpoint(self.run_id, trainer.state_dict())
+        self._saved_at = time.monotonic()
+
+
+def resume(store: RunStore, run_id: str, callbacks=(),
+           checkpoint_every: float = CHECKPOINT_EVERY_S, **trainer_kw):
+    """A Trainer going on with stored run `run_id` from its last checkpoint (from the start if
+    it has none), recording into the same run. Rows logged after the checkpoint are dropped and
+    logged again as training repeats them. A run that had ended comes back ended (its charts,
+    weights and summary; `extend` trains it further)."""
+    from .trainer import Trainer
+
+    found = store.run(run_id)
+    if found is None:
+        raise SpecError(f"no stored run {run_id!r}; `python -m engine runs` lists them")
+    state = store.checkpoint(run_id)
+    writer = StoreWriter(store, run_id=run_id, checkpoint_every=checkpoint_every)
+    trainer = Trainer(found["spec"], callbacks=[writer, *callbacks], **trainer_kw)
+    if state is not None:
+        trainer.load_state_dict(state)
+    if not trainer.done:
+        store.reopen(run_id, trainer.step_count)
+    return trainer

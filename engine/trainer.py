@@ -4,6 +4,8 @@
     trainer.run(200)                 # resumable: run(200) again continues from step 200
     trainer.step()                   # a single step (the UI's Step button)
     trainer.history.rows             # metrics rows (DESIGN.md §2.2)
+    state = trainer.state_dict()     # a checkpoint, between steps; a fresh Trainer of the same
+    Trainer(spec).load_state_dict(state)  # spec goes on from it with identical numbers
 
 The hot path never waits for the GPU: losses and accuracies accumulate as tensors and reach the
 host once per logged row. Divergence is checked before each update: the loss every step on the
@@ -41,6 +43,7 @@ EVAL_ACTIVATIONS = 50_000_000
 def eval_chunk(activations_per_example: int) -> int:
     """Examples per evaluation forward pass for a model leaving this many values per example."""
     return max(1, min(EVAL_CHUNK, EVAL_ACTIVATIONS // max(activations_per_example, 1)))
+CHECKPOINT_FORMAT = 1
 FOLD = 64  # training steps whose predictions are scored together for train_acc
 TRAIN_EVAL_SIZE = 2048  # training examples scored in eval mode on rows of mode-dependent models
 
@@ -145,6 +148,9 @@ class Trainer:
         self.test_metrics: dict | None = None
         self._started = False
         self._cancel = threading.Event()
+        # only the callbacks that use on_step_done are called there: the hot path pays nothing
+        self._done_hooks = [cb for cb in self.callbacks
+                            if type(cb).on_step_done is not Callback.on_step_done]
         self._check_every = 1 if self.device.type == "cpu" else s.training.log_every
         self._last_good = None
         self._reset_accumulators()
@@ -249,6 +255,8 @@ class Trainer:
             self.stop("completed")
         if self.done:
             self._finish()
+        for cb in self._done_hooks:
+            cb.on_step_done(self)
         return True
 
     def _step(self):
@@ -415,6 +423,96 @@ class Trainer:
         if self.stopped != "diverged" and len(self.data.y_test):
             self.test_metrics = self.evaluate("test")
 
+    # ------------------------------------------------------------------ checkpoints
+    def random_streams(self) -> list[torch.Generator]:
+        """Every generator training still draws from: batches, augmentation, and the model's own
+        (dropout masks, teacher forcing), each once, in a fixed order. The data and the initial
+        weights were drawn when the Trainer was built."""
+        found = [self.batches.gen] + ([self._augment[0]] if self._augment else [])
+        for module in self.model.modules():
+            for value in vars(module).values():
+                if isinstance(value, torch.Generator) and all(value is not g for g in found):
+                    found.append(value)
+        return found
+
+    def state_dict(self) -> dict:
+        """Everything this run needs to go on exactly where it stands, taken between two steps
+        (or in on_step_done): weights, optimizer and schedule state, every random stream, the
+        batch order, the counters, the partly summed row, the history and the callbacks' state.
+        Only tensors and plain containers, so torch.load(..., weights_only=True) reads it."""
+        b = self.batches
+        return {
+            "format": CHECKPOINT_FORMAT, "spec": self.spec.to_json(),
+            "step_count": self.step_count, "extra_steps": self._extra_steps,
+            "started": self._started, "finished": getattr(self, "_finished", False),
+            "stopped": self.stopped, "divergence": self.divergence,
+            "restored_step": self.restored_step, "seconds": self.seconds,
+            "test_metrics": self.test_metrics,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "random": [g.get_state() for g in self.random_streams()],
+            "batches": {"order": b._order, "pos": b._pos},
+            "sums": {"loss": self._loss_sum, "correct": self._correct, "seen": self._seen,
+                     "batches": self._batches_since, "outs": list(self._outs),
+                     "ys": list(self._ys)},
+            "last_good": self._last_good,
+            "history": self.history.state_dict(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.state},
+        }
+
+    def load_state_dict(self, state: dict) -> "Trainer":
+        """Go on from a checkpoint of this experiment (a fresh Trainer only). The callbacks'
+        on_fit_start runs first, as it did for the original run: what they derive (the net's
+        facts, a pretraining phase, a distillation teacher) comes out the same, and the
+        checkpoint's weights then replace whatever a phase put in the model."""
+        if self._started or self.step_count:
+            raise ValueError("a checkpoint loads into a Trainer that has not trained yet")
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise SpecError(f"not a Netlab checkpoint of format {CHECKPOINT_FORMAT}")
+        if state["spec"] != self.spec.to_json():
+            raise SpecError("the checkpoint is of another experiment: its spec differs from "
+                            "this run's")
+        if state["started"]:
+            self._started = True
+            self._call("on_fit_start")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        streams = self.random_streams()
+        if len(streams) != len(state["random"]):
+            raise SpecError("the checkpoint's random streams do not match this run's")
+        for g, saved in zip(streams, state["random"]):
+            g.set_state(saved)
+        order = state["batches"]["order"]
+        self.batches._order = None if order is None else order.to(self.device)
+        self.batches._pos = state["batches"]["pos"]
+        sums = state["sums"]
+        self._loss_sum, self._correct = sums["loss"], sums["correct"]
+        self._seen, self._batches_since = sums["seen"], sums["batches"]
+        self._outs, self._ys = list(sums["outs"]), list(sums["ys"])
+        self._last_good = state["last_good"]
+        self.history.load_state_dict(state["history"])
+        for cb in self.callbacks:
+            if cb.state and cb.name in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.name])
+        self.step_count, self._extra_steps = state["step_count"], state["extra_steps"]
+        self.stopped, self.divergence = state["stopped"], state["divergence"]
+        self.restored_step, self.seconds = state["restored_step"], state["seconds"]
+        self.test_metrics, self._finished = state["test_metrics"], state["finished"]
+        return self
+
+    def save(self, path) -> None:
+        """The checkpoint to a file (torch.save of state_dict())."""
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def resume(cls, path_or_state, callbacks: list[Callback] = (), **kw) -> "Trainer":
+        """A Trainer going on from a checkpoint file (or a state_dict)."""
+        state = load_checkpoint(path_or_state) if not isinstance(path_or_state, dict) \
+            else path_or_state
+        return cls(state["spec"], callbacks=callbacks, **kw).load_state_dict(state)
+
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict:
         last = self.history.last
@@ -426,6 +524,19 @@ class Trainer:
                 "test": self.test_metrics, "health": last.get("health") if last else None,
                 "params": count_params(self.model), "device": str(self.device),
                 "seconds": round(self.seconds, 3)}
+
+
+def load_checkpoint(source, device: str | torch.device = "cpu") -> dict:
+    """A checkpoint from a path, bytes or a file object. weights_only: it holds tensors and plain
+    values, and nothing in it can run code."""
+    import io
+
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        return torch.load(source, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise SpecError(f"the checkpoint cannot be read: {str(e).splitlines()[0][:200]}") from None
 
 
 def lr_preview(spec: ExperimentSpec, points: int = 300) -> tuple[list[int], list[float]]:

@@ -1,5 +1,6 @@
 """The run store: a run's spec, rows and summary survive its process; a killed process leaves
-every row it committed; several processes write at once; the CLI records and lists runs."""
+every row it committed and goes on from its checkpoint with the numbers it would have given;
+several processes write at once; the CLI records, lists and resumes runs."""
 import json
 import os
 import signal
@@ -8,10 +9,11 @@ import sys
 import time
 
 import pytest
+import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.__main__ import main
-from engine.store import FINISHED, RUNNING, RunStore, StoreWriter
+from engine.store import FINISHED, INTERRUPTED, RunStore, StoreWriter, resume
 from tests.conftest import ROOT
 
 SPEC = ExperimentSpec.from_dict({"data": {"name": "xor", "n": 200}, "model": {"layers": [4]},
@@ -81,7 +83,8 @@ def test_a_killed_process_leaves_every_row_it_committed(tmp_path):
     store = RunStore(path)  # opens after the kill
     (run,) = store.runs()
     rows = store.rows(run["id"])
-    assert run["status"] == RUNNING and run["summary"] is None  # it never finished
+    # it never finished, and the process that wrote it is gone
+    assert run["status"] == INTERRUPTED and run["summary"] is None
     assert len(rows) >= 20 and [r["step"] for r in rows] == list(range(1, len(rows) + 1))
 
 
@@ -119,3 +122,69 @@ def test_a_store_that_cannot_be_opened_says_where(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("NETLAB_HOME", str(blocker))
     assert main(["runs"]) == 2
     assert "cannot be opened" in capsys.readouterr().err
+
+
+def test_a_killed_cli_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path, capsys,
+                                                                          monkeypatch):
+    """`train` killed mid-run (SIGKILL: no cleanup), then `resume`: the stored rows and the
+    weights equal those of the same run trained without a stop."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("NETLAB_HOME", str(home))
+    steps = 3000
+    config = tmp_path / "config.json"
+    spec = ExperimentSpec.from_dict({"data": {"name": "spiral", "n": 300},
+                                     "model": {"layers": [16, {"type": "dropout", "p": 0.1},
+                                                          16]},
+                                     "training": {"steps": steps, "log_every": 10,
+                                                  "batch_size": 16}})
+    config.write_text(spec.to_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NETLAB_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "train", str(config), "--out",
+                             str(tmp_path / "out"), "--checkpoint-every", "0"], cwd=ROOT, env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            runs = RunStore().runs() if (home / "runs.sqlite").exists() else []
+            if runs and (runs[0]["checkpoint"] or 0) >= 100:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    (run,) = RunStore().runs()
+    assert run["status"] == INTERRUPTED and 100 <= run["checkpoint"] < steps, run["checkpoint"]
+    assert main(["resume", run["id"][:8]]) == 0
+    assert "completed" in capsys.readouterr().out
+    (run,) = RunStore().runs()
+    assert run["status"] == FINISHED and run["checkpoint"] == steps
+    alone = Trainer(spec).run()
+    assert RunStore().rows(run["id"]) == json.loads(json.dumps(alone.history.rows))
+    resumed = resume(RunStore(), run["id"])  # a finished run comes back finished
+    assert resumed.done and resumed.step_count == steps
+    for a, b in zip(alone.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert main(["resume", run["id"]]) == 2  # ended: it needs --steps to go further
+    assert "--steps" in capsys.readouterr().err
+    assert main(["resume", run["id"], "--steps", "20"]) == 0
+    assert RunStore().runs()[0]["final"]["step"] == steps + 20
+    assert main(["resume", "zz"]) == 2 and "no stored run" in capsys.readouterr().err
+
+
+def test_a_checkpoint_is_of_its_own_experiment_and_loads_without_running_code(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    Trainer(SPEC, callbacks=[StoreWriter(store, checkpoint_every=0)]).run(30)
+    (run,) = store.runs()
+    assert run["checkpoint"] == 30 and run["status"] != FINISHED
+    state = store.checkpoint(run["id"])
+    other = ExperimentSpec.from_dict({**SPEC.to_dict(), "seed": 1})
+    with pytest.raises(SpecError, match="another experiment"):
+        Trainer(other).load_state_dict(state)
+    with pytest.raises(ValueError, match="not trained yet"):
+        Trainer(SPEC).run(1).load_state_dict(state)
+    with pytest.raises(SpecError, match="cannot be read"):
+        Trainer.resume(b"not a checkpoint")
+    evil = tmp_path / "evil.pt"  # a pickle that would run code is refused, not run
+    torch.save({"format": 1, "x": os.system}, evil)
+    with pytest.raises(SpecError, match="cannot be read"):
+        Trainer.resume(str(evil))
+    assert store.delete(run["id"]) and store.checkpoint(run["id"]) is None
