@@ -214,6 +214,61 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """Train every variant of a grid or random search (batched where they share a shape) and
+    write results.json: one row per variant (changes, seed, final metrics, health, run id)."""
+    import torch
+
+    from . import sweep
+
+    torch.set_num_threads(_threads(args))
+    base = _spec(args)
+    grid = sweep.parse_grid(args.grid)
+    ranges = dict(sweep.parse_range(r) for r in args.range or ())
+    seeds = sweep.parse_seeds(args.seeds) if args.seeds else None
+    if not grid and not ranges and not seeds and not args.folds:
+        raise UsageError("nothing to sweep: give --grid KEY=V1,V2,..., --seeds, --folds or "
+                         "--random N with --range")
+    variants = sweep.plan(base, grid, seeds, args.random or 0, ranges, args.search_seed,
+                          args.folds or 0)
+    _prepare_out(args.out)
+    max_params = _max_params(args)
+    if args.backend == "ray":
+        from .ray_backend import run_on_ray
+        result = run_on_ray(variants, max_params=max_params, asha=args.asha)
+    else:
+        store = None
+        if not args.no_store:
+            from .store import RunStore
+            store = RunStore()
+        result = sweep.run(variants, batched=not args.one_by_one, store=store,
+                           name=args.name or os.path.basename(os.path.normpath(args.out)),
+                           max_params=max_params,
+                           progress=lambda done, total: print(f"{done}/{total} variants trained",
+                                                              file=sys.stderr))
+    result = {"base": base.to_dict(), "grid": grid, "ranges": {k: list(r) for k, r in
+                                                               ranges.items()},
+              "seeds": seeds or [base.seed], "folds": args.folds or 0, **result}
+    try:
+        _write_json(os.path.join(args.out, "results.json"), result)
+    except OSError as e:
+        raise UsageError(f"--out: cannot write to {short(args.out)}: {e.strerror or e}") from None
+    key = "val_loss" if any(r["final"]["val_loss"] is not None for r in result["variants"]) \
+        else "train_loss"
+    for r in result["variants"]:
+        mark = "*" if r["index"] == result["best"] else " "
+        print(f"{mark} {r['label'][:60]:<60} {key}={_fmt(r['final'][key])} "
+              f"{r['health'] or r['stopped']}")
+    batched = sum(g["size"] for g in result["groups"] if g["batched"])
+    print(f"{len(result['variants'])} variants ({batched} batched) in {result['seconds']:.1f}s "
+          f"-> {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def cmd_describe(args) -> int:
     from .data import load_dataset
     from .model import describe
@@ -327,6 +382,34 @@ def main(argv=None) -> int:
     runs.add_argument("--json", action="store_true", help="as JSON: id, name, spec, status, "
                       "summary and final metrics of each")
     runs.set_defaults(fn=cmd_runs)
+    sweep = sub.add_parser("sweep", help="train a grid or random search of variants at once; "
+                           "writes results.json")
+    sweep.add_argument("config", nargs="?")
+    sweep.add_argument("--preset")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="change the base")
+    sweep.add_argument("--steps", type=_integer)
+    sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                       help="values of one setting (any dotted key); several --grid multiply")
+    sweep.add_argument("--seeds", help="each setting once per seed: 0-4 or 0,3,7 (the data "
+                       "stays the base run's)")
+    sweep.add_argument("--random", type=_integer, metavar="N", help="N random draws from the "
+                       "--grid values and --range intervals instead of every combination")
+    sweep.add_argument("--range", action="append", metavar="KEY=[log:]LOW..HIGH")
+    sweep.add_argument("--search-seed", type=_integer, default=0)
+    sweep.add_argument("--folds", type=_integer, metavar="K", help="k-fold cross-validation")
+    sweep.add_argument("--out", required=True)
+    sweep.add_argument("--name", help="the runs' name in the store (default: --out's folder)")
+    sweep.add_argument("--no-store", action="store_true")
+    sweep.add_argument("--one-by-one", action="store_true", help="train each variant alone "
+                       "(slower; the reference the batched path matches)")
+    sweep.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="ray: one trial per variant on a Ray cluster (RAY_ADDRESS; a local "
+                       "Ray otherwise), needs `pip install -r requirements-ray.txt`")
+    sweep.add_argument("--asha", action="store_true", help="with --backend ray: stop bad "
+                       "trials early (ASHA)")
+    sweep.add_argument("--threads", type=_integer, metavar="N")
+    sweep.add_argument("--max-params", type=_integer, metavar="N")
+    sweep.set_defaults(fn=cmd_sweep)
     go_on = sub.add_parser("resume", help="continue a stored run from its last checkpoint")
     go_on.add_argument("run", help="the run's id, or its first characters (`runs` lists them)")
     go_on.add_argument("--steps", type=_integer, help="train only this many steps (a run that "

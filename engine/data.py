@@ -635,6 +635,18 @@ def split(n: int, val_fraction: float, test_fraction: float, generator, ordered=
     return split_indices(n, val_fraction, test_fraction, generator, ordered)
 
 
+def fold_split(train, val, i: int, k: int):
+    """k-fold cross-validation over the examples that train and validation share (the test
+    split stays apart): their shuffled indices cut into k nearly equal folds, fold i validates
+    and the other k - 1 train. Across i = 0..k-1 the folds are disjoint and cover them all."""
+    pool = torch.cat([train, val])
+    if not 2 <= k <= len(pool) or not 0 <= i < k:
+        raise SpecError(f"fold {i} of {k}: k must be between 2 and the {len(pool)} examples "
+                        "that train and validation share")
+    folds = pool.tensor_split(k)
+    return torch.cat([f for j, f in enumerate(folds) if j != i]), folds[i]
+
+
 def named_subset(x, y, names: dict, subset):
     """portable.keep_classes, with the class names following (a set without names is named by
     its labels: digits' "7")."""
@@ -652,11 +664,12 @@ def fit_rows(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(0, 1) if x.dim() == 3 else x
 
 
-def load_dataset(data, seed: int, scaling=None) -> Dataset:
+def load_dataset(data, seed: int, scaling=None, fold: tuple[int, int] | None = None) -> Dataset:
     """DataSpec + seed -> Dataset. Normalisation statistics come from the train split only, or
     are `scaling` = (shift, scale) when given (a fine-tuned model sees its inputs scaled as
-    they were while it pretrained)."""
-    gen = make_generator(seed, "data")
+    they were while it pretrained). `data.seed`, when set, draws the data instead of `seed`.
+    fold = (i, k): k-fold cross-validation's fold i is the validation split (see fold_split)."""
+    gen = make_generator(seed if data.seed is None else data.seed, "data")
     entry = DATASETS[data.name]
     raw_x, y, *more = entry.factory(gen, **data.params)
     names = more[0] if more else {}  # a table's column and class names
@@ -671,6 +684,12 @@ def load_dataset(data, seed: int, scaling=None) -> Dataset:
     x = features_of(raw_x, data.features) if data.features else raw_x
     train, val, test = split(len(y), data.val_fraction, data.test_fraction, gen,
                              bool(entry.tags.get("ordered")))
+    if fold is not None:
+        if entry.tags.get("ordered"):
+            raise SpecError(f"k-fold cross-validation needs examples that stand alone; "
+                            f"{data.name!r} cuts overlapping windows from one sequence, so "
+                            "every fold would share them with the others")
+        train, val = fold_split(train, val, *fold)
     if entry.tags.get("input") == "tokens":  # ids, not measurements: nothing to scale
         shift, scale = torch.zeros(()), torch.ones(())
     else:

@@ -333,7 +333,8 @@ def _data(spec: ExperimentSpec, script: Script, scaling: str | None = None) -> l
     if spec.data.upload:  # a user's file: --data names it on the machine that runs the script
         params[spec.data.upload] = Code("args.data")
     make = script.call(entry.exported, Code("data_gen"), **params)
-    lines = ['data_gen = generator(SEED, "data")']
+    # the data's own seed when it has one (a sweep's variants share their data)
+    lines = [f'data_gen = generator({"SEED" if d.seed is None else d.seed}, "data")']
     raw = "points" if d.features else "x"
     lines.append(_assign(f"{raw}, y, *_", make))  # *_: a set's class names, if it has them
     if d.subset is not None:

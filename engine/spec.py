@@ -177,6 +177,10 @@ DATA_PARAMS = _params(
 )
 
 
+DATA_SEED = Param("seed", 0, "the data's own seed (default: the run's)", low=0,
+                  high=2**31 - 1)
+
+
 def _dataset_param_names() -> set[str]:
     return {p.name for e in DATASETS for p in e.params}
 
@@ -194,6 +198,9 @@ class DataSpec:
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     subset: tuple[int, ...] | None = None  # the class labels kept (renumbered 0, 1, ...)
+    # The data's own seed; None: the run's seed draws the data as it draws everything else. A
+    # sweep over seeds sets it, so that every variant trains and is scored on the same data.
+    seed: int | None = None
 
     def __getattr__(self, name: str):
         """data.n, data.path, ...: a dataset parameter by name; None where this dataset has no
@@ -219,7 +226,7 @@ class DataSpec:
         d = {"name": self.name, **_plain(self.params),
              **{f.name: _plain(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("name", "params")}}
-        for key in ("features", "subset"):  # written only when set
+        for key in ("features", "subset", "seed"):  # written only when set
             if d[key] is None:
                 del d[key]
         return d
@@ -246,7 +253,7 @@ class DataSpec:
         except SpecError as e:
             raise SpecError(f"{where}.name: {e}") from None
         own = {p.name: p for p in entry.params}
-        allowed = ["name", *own, "features", "subset", *DATA_PARAMS]
+        allowed = ["name", *own, "features", "subset", "seed", *DATA_PARAMS]
         for key in value:
             if key in allowed:
                 continue
@@ -268,6 +275,8 @@ class DataSpec:
                               **_scalars(DATA_PARAMS, value, where)}
         kw["features"] = _parse_features(value.get("features"), entry, where)
         kw["subset"] = _parse_subset(value.get("subset"), entry, params, where)
+        if value.get("seed") is not None:
+            kw["seed"] = int(DATA_SEED.check(value["seed"], f"{where}.seed"))
         if kw.get("val_fraction", cls.val_fraction) + kw.get("test_fraction", cls.test_fraction) > 0.9:
             raise SpecError(f"{where}.val_fraction + {where}.test_fraction must be at most 0.9 "
                             "so that some data is left to train on")

@@ -341,6 +341,9 @@ def _sweep(csv_path):
             "model": {"layers": [{"type": "conv2d", "filters": 4, "stride": 2},
                                  {"type": "flatten"}, {"type": "dropout", "p": 0.1}]},
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
+        "data-seed": {  # the data drawn by its own seed, the run's seed for the rest
+            "seed": 3, "data": {"name": "spiral", "n": 120, "seed": 11},
+            "model": {"layers": [8]}, "optimizer": {"name": "sgd", "lr": 0.1}},
         "digits-linear": {
             "data": {"name": "digits", "n": 200, "noise": 0.1}, "model": {"layers": []},
             "optimizer": {"name": "sgd", "lr": 0.01}, "schedule": {"name": "step",
