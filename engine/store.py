@@ -49,12 +49,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 CHECKPOINT_EVERY_S = 30.0  # a run's checkpoint at most this often (and always at its end)
+# Logged rows are written together at most this often (and before every checkpoint and at the
+# end): a transaction per row was up to 170 a second for one fast run, and a class of them
+# would queue on SQLite's one writer. A process killed loses at most this much of its log.
+FLUSH_EVERY_S = 0.5
 MAX_TAGS = 20
 CSV_COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "train_acc", "val_acc",
                "grad_norm", "clip_frac")
-# A run is "running" while a live process trains it (or holds it paused); one whose process
-# died before it ended reads as "interrupted" (its owner's pid is gone from this host).
-RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+# A run is "running" while a live process trains it (or holds it paused); "paused" once that
+# process let go of it before its end (the app forgot an unwatched run); "finished" when it
+# ended. One whose process died while it ran reads as "interrupted" (its owner's pid is gone
+# from this host). Paused and interrupted runs go on from their checkpoint.
+RUNNING, PAUSED, FINISHED, INTERRUPTED = "running", "paused", "finished", "interrupted"
 
 
 def this_process() -> str:
@@ -92,8 +98,9 @@ class RunStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
                 columns = {c[1] for c in db.execute("PRAGMA table_info(runs)")}
-                if "owner" not in columns:  # a store written before runs had owners
-                    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+                for column in ("owner", "browser"):  # a store written before they came
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
         except (OSError, sqlite3.Error) as e:
             raise SpecError(f"the run store {self.path} cannot be opened: {e}") from None
 
@@ -104,15 +111,39 @@ class RunStore:
         return db
 
     # -- writing
-    def create(self, spec_json: str, name: str | None = None, run_id: str | None = None) -> str:
+    def create(self, spec_json: str, name: str | None = None, run_id: str | None = None,
+               browser: str | None = None, tags: list[str] = ()) -> str:
+        """A new run. browser: the app's browser id of whoever trains it (None: the CLI or a
+        script); the Runs page shows a browser its own runs and those without one."""
         run_id = run_id or uuid.uuid4().hex
         now = time.time()
         with self._connect() as db:
-            db.execute("INSERT INTO runs (id, name, spec, status, created, updated, owner) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO runs (id, name, spec, status, created, updated, owner, "
+                       "browser, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (run_id, name or f"run {run_id[:8]}", spec_json, RUNNING, now, now,
-                        this_process()))
+                        this_process(), browser, json.dumps(sorted(set(tags)))))
         return run_id
+
+    def exists(self, run_id: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+    def rekey(self, run_id: str, new_id: str) -> None:
+        """The run goes on under another id, with its rows and checkpoint (the app's Reset
+        keeps the page's run id for the new run; the old one stays in the store)."""
+        with self._connect() as db:
+            db.execute("INSERT INTO runs (id, name, spec, status, created, updated, summary, "
+                       "tags, owner, browser) SELECT ?, name, spec, status, created, updated, "
+                       "summary, tags, owner, browser FROM runs WHERE id = ?", (new_id, run_id))
+            for table in ("rows", "checkpoints"):
+                db.execute(f"UPDATE {table} SET run_id = ? WHERE run_id = ?", (new_id, run_id))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    def pause(self, run_id: str) -> None:
+        """The process let go of the run before its end: it waits for someone to go on."""
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = ?, updated = ? WHERE id = ? AND status = ?",
+                       (PAUSED, time.time(), run_id, RUNNING))
 
     def reopen(self, run_id: str, after_step: int) -> None:
         """A stored run goes on in this process from its checkpoint at `after_step`: rows logged
@@ -141,11 +172,12 @@ class RunStore:
                                (run_id,)).fetchone()
         return load_checkpoint(found[0], device) if found else None
 
-    def append(self, run_id: str, row: dict) -> None:
-        """One logged row (append-only: a step already stored is kept as it was)."""
+    def append(self, run_id: str, *rows: dict) -> None:
+        """Logged rows, in one transaction (append-only: a step already stored is kept as it
+        was)."""
         with self._connect() as db:
-            db.execute("INSERT OR IGNORE INTO rows (run_id, step, row) VALUES (?, ?, ?)",
-                       (run_id, int(row["step"]), json.dumps(row)))
+            db.executemany("INSERT OR IGNORE INTO rows (run_id, step, row) VALUES (?, ?, ?)",
+                           [(run_id, int(row["step"]), json.dumps(row)) for row in rows])
             db.execute("UPDATE runs SET updated = ? WHERE id = ?", (time.time(), run_id))
 
     def finish(self, run_id: str, summary: dict) -> None:
@@ -172,19 +204,25 @@ class RunStore:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
     # -- reading
-    def runs(self, run_id: str | None = None) -> list[dict]:
-        """Every run (or the one `run_id`), newest first: id, name, spec (a dict), status
-        (running, finished or interrupted), created, updated, tags, summary (None until it
+    def runs(self, run_id: str | None = None, browser: str | None = None) -> list[dict]:
+        """Every run (or the one `run_id`; or, given `browser`, that browser's runs and those
+        of no browser), newest first: id, name, spec (a dict), status (running, paused,
+        finished or interrupted), created, updated, tags, browser, summary (None until it
         finished), final (its last row's metrics) and checkpoint (the step of its last
         checkpoint, or None)."""
-        where, args = ("WHERE r.id = ?", (run_id,)) if run_id is not None else ("", ())
+        where, args = "", ()
+        if run_id is not None:
+            where, args = "WHERE r.id = ?", (run_id,)
+        elif browser is not None:
+            where, args = "WHERE r.browser = ? OR r.browser IS NULL", (browser,)
         with self._connect() as db:
             found = db.execute(
                 "SELECT r.id, r.name, r.spec, r.status, r.created, r.updated, r.summary, "
-                "r.tags, r.owner, c.step FROM runs r LEFT JOIN checkpoints c ON c.run_id = r.id "
-                f"{where} ORDER BY r.created DESC", args).fetchall()
+                "r.tags, r.owner, c.step, r.browser FROM runs r LEFT JOIN checkpoints c "
+                f"ON c.run_id = r.id {where} ORDER BY r.created DESC", args).fetchall()
             out = []
-            for rid, name, spec, status, created, updated, summary, tags, owner, ck in found:
+            for rid, name, spec, status, created, updated, summary, tags, owner, ck, browser_id \
+                    in found:
                 last = db.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY step DESC "
                                   "LIMIT 1", (rid,)).fetchone()
                 final = json.loads(last[0]) if last else {}
@@ -195,7 +233,7 @@ class RunStore:
                             "summary": json.loads(summary) if summary else None,
                             "final": {k: final.get(k) for k in ("step", "train_loss", "val_loss",
                                                                 "train_acc", "val_acc")},
-                            "checkpoint": ck})
+                            "checkpoint": ck, "browser": browser_id})
             return out
 
     def run(self, run_id: str) -> dict | None:
@@ -225,6 +263,16 @@ class RunStore:
         return out.getvalue()
 
 
+def describe(spec) -> str:
+    """A run's default name: its data, hidden layers and optimizer, e.g.
+    "spiral · 8-8 tanh · adam 0.01"."""
+    layers = "-".join(str(layer.params.get("units", layer.type)) for layer in spec.model.layers)
+    rate = spec.optimizer.params.get("lr")
+    return " · ".join(part for part in (
+        spec.data.name, f"{layers or 'linear'} {spec.model.activation.name}",
+        f"{spec.optimizer.name}{f' {rate:g}' if rate else ''}") if part)
+
+
 class StoreWriter(Callback):
     """Records a run into a RunStore as it trains: created at the first step (or, given
     `run_id`, an existing run going on), every logged row appended as it is logged, a
@@ -233,21 +281,37 @@ class StoreWriter(Callback):
     name = "store"
 
     def __init__(self, store: RunStore, name: str | None = None, run_id: str | None = None,
-                 checkpoint_every: float = CHECKPOINT_EVERY_S):
-        self.store, self.run_name, self.run_id = store, name, run_id
-        self.every = checkpoint_every
-        self._saved_at = time.monotonic()
+                 checkpoint_every: float = CHECKPOINT_EVERY_S, browser: str | None = None,
+                 flush_every: float = FLUSH_EVERY_S, tags: list[str] = ()):
+        self.store, self.run_name, self.run_id, self.tags = store, name, run_id, list(tags)
+        self.every, self.browser, self.flush_every = checkpoint_every, browser, flush_every
+        self._saved_at = self._flushed_at = time.monotonic()
+        self._pending: list[dict] = []
+        self.saved_step: int | None = None  # the step of the last checkpoint this wrote
 
     def on_fit_start(self, trainer):
-        if self.run_id is None:
-            self.run_id = self.store.create(trainer.spec.to_json(), self.run_name)
+        # a given id the store does not hold yet names the new run (the app's run id)
+        if self.run_id is None or not self.store.exists(self.run_id):
+            self.run_id = self.store.create(trainer.spec.to_json(),
+                                            self.run_name or describe(trainer.spec),
+                                            self.run_id, self.browser, self.tags)
 
     def on_log(self, trainer, row):
         if self.run_id is not None:
-            self.store.append(self.run_id, trainer.history.last)
+            self._pending.append(trainer.history.last)
+            if time.monotonic() - self._flushed_at >= self.flush_every:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the rows logged since the last write."""
+        if self._pending and self.run_id is not None:
+            rows, self._pending = self._pending, []
+            self.store.append(self.run_id, *rows)
+        self._flushed_at = time.monotonic()
 
     def on_fit_end(self, trainer):
         if self.run_id is not None:
+            self.flush()
             self.store.finish(self.run_id, trainer.summary())
 
     def on_step_done(self, trainer):
@@ -261,8 +325,20 @@ class StoreWriter(Callback):
             self.store.finish(self.run_id, trainer.summary())
 
     def save(self, trainer) -> None:
-        self.store.save_checkpoint(self.run_id, trainer.state_dict())
-        self._saved_at = time.monotonic()
+        """A checkpoint now (between steps: the app calls it at Pause)."""
+        if self.run_id is not None:
+            self.flush()  # the rows first: a checkpoint never runs ahead of the stored log
+            self.store.save_checkpoint(self.run_id, trainer.state_dict())
+            self._saved_at, self.saved_step = time.monotonic(), trainer.step_count
+
+    def close(self, trainer) -> None:
+        """The process lets go of the run: its last checkpoint, and paused if it had not ended
+        (someone may go on from there)."""
+        if self.run_id is None or not trainer._started:
+            return
+        self.save(trainer)
+        if not trainer.done:
+            self.store.pause(self.run_id)
 
 
 def resume(store: RunStore, run_id: str, callbacks=(),

@@ -22,8 +22,9 @@ from ui.guard import guarded_callback, guarded_page
 from ui.identity import browser_id
 from ui.live_plot import live_plot
 from ui.page import ensure_routed
-from ui.runner import CapError, Run, RunRegistry
-from ui.uploads import MB, UploadStore
+from ui.runner import CapError, Run
+from ui.server import paths_in_use, run_registry, upload_store
+from ui.uploads import MB
 
 ensure_routed()
 
@@ -37,24 +38,6 @@ CONTROL = "control"  # ?control=<token>: a link the owner made to share control 
 NEED_CSV = "Upload a CSV file the page can read (sidebar, under Data) first."
 
 
-@st.cache_resource
-def upload_store() -> UploadStore:
-    return UploadStore()
-
-
-@st.cache_resource
-def run_registry() -> RunRegistry:
-    runs = RunRegistry()
-    # a forgotten run takes its uploaded file with it (unless another run still reads it)
-    runs.on_drop.append(lambda run: upload_store().release(S.upload_of(run.spec),
-                                                           paths_in_use(runs)))
-    return runs
-
-
-def paths_in_use(runs: RunRegistry) -> set[str]:
-    return {S.upload_of(r.spec) for r in runs.runs() if S.upload_of(r.spec)}
-
-
 runs = run_registry()
 uploads = upload_store()
 me = browser_id()
@@ -63,6 +46,7 @@ me = browser_id()
 url_error = S.init_from_url(DEFAULT_SPEC)
 if url_error:
     st.session_state["flash"] = ("error", url_error)
+st.session_state.setdefault("loaded_preset", (DEFAULT_PRESET, DEFAULT_SPEC))
 if "run_id" not in st.session_state:
     linked = st.query_params.get(S.RUN)
     st.session_state["run_id"] = None
@@ -71,9 +55,21 @@ if "run_id" not in st.session_state:
     if linked is not None and not RUN_ID.fullmatch(linked):
         st.session_state["flash"] = ("warning", f"The run id in this link is not valid; {shown}.")
     elif linked is not None and runs.get(linked) is None:
-        st.session_state["flash"] = ("info", "The run in this link is no longer on this server "
-                                     f"(unwatched runs are forgotten after a while); {shown}. "
-                                     "Press Start to train it.")
+        try:  # the server restarted, or forgot the run: the run store may still hold it
+            restored = runs.restore(linked, owner=me)
+        except (SpecError, CapError) as e:
+            restored = None
+            shown = f"it is kept in the run store but cannot be opened here ({e}); {shown}"
+        if restored is not None:
+            S.load(restored.spec)
+            st.session_state["run_id"] = linked
+            st.session_state["flash"] = ("info", "This run was brought back from the run store "
+                                         f"at step {restored.trainer.step_count:,}" + (
+                                             "." if restored.trainer.done else
+                                             ": press Start to go on from there."))
+        else:
+            st.session_state["flash"] = ("info", "The run in this link is no longer on this "
+                                         f"server; {shown}. Press Start to train it.")
     elif linked is not None:
         st.session_state["run_id"] = linked
 if CONTROL in st.query_params:  # a link the owner made on purpose: join the run's controllers
@@ -89,6 +85,8 @@ if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, 
     try:
         preset = load_preset(st.query_params["preset"])
         S.load(ExperimentSpec.from_dict(preset["config"]))
+        st.session_state["loaded_preset"] = (preset["name"],
+                                             ExperimentSpec.from_dict(preset["config"]))
         st.session_state["compare"] = preset.get("compare")
         st.session_state["run_id"] = None
         st.session_state["preset_pick"] = st.query_params["preset"]
@@ -124,9 +122,13 @@ def new_run(spec: ExperimentSpec) -> Run | None:
         flash("warning", NEED_CSV)
         return None
     compare, label, twins = side_by_side_variants(spec)
+    loaded = st.session_state.get("loaded_preset")  # (name, spec) of the preset last opened
+    preset = load_preset(loaded[0]) if loaded and loaded[1] == spec else None
     try:
         run = runs.create(spec, st.session_state.get("run_id"), owner=me, twins=twins,
-                          label=label, compare=compare)
+                          label=label, compare=compare,
+                          name=preset["title"] if preset else None,
+                          tags=preset["concepts"] if preset else ())
     except (SpecError, CapError) as e:
         flash("error", f"Cannot build this network: {e}")
         return None
@@ -285,7 +287,9 @@ def open_experiment(spec: ExperimentSpec) -> None:
 def on_preset():
     preset = load_preset(st.session_state["preset_pick"])
     st.session_state["compare"] = preset.get("compare")  # what it trains side by side, if any
-    open_experiment(ExperimentSpec.from_dict(preset["config"]))
+    spec = ExperimentSpec.from_dict(preset["config"])
+    st.session_state["loaded_preset"] = (preset["name"], spec)  # names the run in the store
+    open_experiment(spec)
     flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
 
 

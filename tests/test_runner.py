@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from engine import ExperimentSpec, SpecError
+from engine import ExperimentSpec, SpecError, Trainer
 from ui.runner import Caps, CapError, Run, RunRegistry
 
 SPEC = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
@@ -400,3 +400,62 @@ def test_a_run_set_to_go_until_paused_trains_past_its_plan_up_to_the_cap():
         assert run.trainer.step_count == 350, "it stops at the server's cap"
     finally:
         reg.shutdown()
+
+
+# ----------------------------------------------------------------------------- the run store
+
+
+def stored_registry(tmp_path, **caps):
+    from engine.store import RunStore
+    return RunRegistry(Caps(**caps), reap_every_s=3600, store=RunStore(tmp_path / "runs.sqlite"))
+
+
+def test_a_stored_run_survives_its_server_and_goes_on_with_the_same_numbers(tmp_path):
+    """A server trains a run part way and dies (its registry gone, no shutdown); a new server
+    restores the run by its id: its history is back and it trains on to the numbers of a run
+    never stopped."""
+    spec = ExperimentSpec.from_dict({"data": {"name": "spiral", "n": 200},
+                                     "model": {"layers": [8, 8]},
+                                     "training": {"steps": 120, "log_every": 10}})
+    first = stored_registry(tmp_path, checkpoint_s=0)
+    run = first.create(spec, owner="me", name="my spiral")
+    for _ in range(47):
+        run.step_once()
+    run.pause()
+    # no shutdown: what is on disk is all that is left
+    second = stored_registry(tmp_path)
+    assert second.restore(run.id, owner="someone else") is None  # not theirs
+    back = second.restore(run.id, owner="me")
+    assert back.id == run.id and back.state == Run.PAUSED
+    assert back.trainer.step_count == 47
+    assert back.trainer.history.rows == run.trainer.history.rows
+    back.trainer.run()
+    alone = Trainer(spec).run()
+    assert back.trainer.history.rows == alone.history.rows
+    stored = second.store.run(run.id)
+    assert stored["name"] == "my spiral" and stored["status"] == "finished"
+    assert stored["browser"] == "me"
+    assert second.restore("f" * 32, owner="me") is None
+    first.shutdown()
+    second.shutdown()
+
+
+def test_a_reset_keeps_the_old_run_in_the_store_under_an_id_of_its_own(tmp_path):
+    spec = ExperimentSpec.from_dict({"data": {"name": "xor", "n": 100}, "model": {"layers": [4]},
+                                     "training": {"steps": 50}})
+    runs = stored_registry(tmp_path)
+    run = runs.create(spec, owner="me")
+    for _ in range(5):
+        run.step_once()
+    again = runs.create(spec, run.id, owner="me")  # Reset
+    for _ in range(3):
+        again.step_once()
+    stored = {r["id"]: r for r in runs.store.runs()}
+    assert len(stored) == 2 and stored[run.id]["checkpoint"] == 3  # Step is a save point
+    (old,) = [r for rid, r in stored.items() if rid != run.id]
+    assert old["status"] == "paused" and old["checkpoint"] == 5
+    assert old["final"]["step"] == 1 and stored[run.id]["final"]["step"] == 1  # logged rows
+    runs.drop(again.id)  # forgotten by the server: paused in the store, checkpointed
+    assert runs.store.run(run.id)["status"] == "paused"
+    assert runs.store.run(run.id)["checkpoint"] == 3
+    runs.shutdown()

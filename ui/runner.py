@@ -75,6 +75,7 @@ from typing import Callable
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.history import History
 from engine.inputs import short
+from engine.store import StoreWriter
 
 
 def _env(name: str, default, kind=float):
@@ -114,6 +115,8 @@ class Caps:
     # on 32x32 images has 14,340 weights but leaves ~2M values per example behind)
     max_step_activations: float = field(
         default_factory=lambda: _env("NETLAB_MAX_STEP_ACTIVATIONS", 5e7))
+    # a stored run's checkpoint at most this often while it trains (and at Pause and its end)
+    checkpoint_s: float = field(default_factory=lambda: _env("NETLAB_CHECKPOINT_S", 30))
 
     def check_spec(self, spec: ExperimentSpec) -> None:
         if spec.training.steps > self.max_steps:
@@ -292,6 +295,12 @@ _HEAVY = ("model", "optimizer", "scheduler", "callbacks", "diagnostics", "batche
           "_last_good", "_outs", "_ys", "_loss_sum", "_correct", "row")
 
 
+def _moved(store, run_id: str) -> str:
+    new_id = uuid.uuid4().hex
+    store.rekey(run_id, new_id)
+    return new_id
+
+
 def _release(trainer) -> None:
     """Drop the trainer's references to its heavy state, so reference counting frees it even
     where something (a page mid-rerun) still holds the Trainer. Its data, history and counters
@@ -315,7 +324,8 @@ class Run:
 
     def __init__(self, run_id: str, spec: ExperimentSpec, registry: "RunRegistry",
                  owner: str | None = None, twins=(), label: str | None = None,
-                 compare: str | None = None):
+                 compare: str | None = None, name: str | None = None, trainer=None,
+                 tags: list[str] = ()):
         self.id = run_id
         self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
         self.registry = registry
@@ -326,7 +336,13 @@ class Run:
         self.controllers: set[str] = {owner} if owner is not None else set()
         self._control_token: str | None = None
         self._control_lock = threading.Lock()  # not self.lock: a step may hold that 0.1 s
-        self.trainer = Trainer(spec, max_params=registry.caps.max_params)
+        # recorded in the server's run store (engine/store.py) under this run's id, so the run
+        # outlives the server; `trainer`: one already going on from the store (restore)
+        callbacks = [] if registry.store is None or trainer is not None else [
+            StoreWriter(registry.store, name=name, run_id=run_id, browser=owner,
+                        checkpoint_every=registry.caps.checkpoint_s, tags=tags)]
+        self.trainer = trainer or Trainer(spec, max_params=registry.caps.max_params,
+                                          callbacks=callbacks)
         registry.caps.check_step_work(self.trainer)
         # side by side: (label, Trainer) of each variant, stepped right after the run's own
         # step, so every chart compares them at the same step; `label` names the run itself
@@ -455,6 +471,19 @@ class Run:
         with self.lock:
             if self.state == self.RUNNING:
                 self.state = self.PAUSED
+            if wait:  # the thread has stopped: a checkpoint of where the user paused
+                self._save()
+
+    def _save(self) -> None:
+        """(Under self.lock.) A checkpoint in the store, if the run is stored and has moved
+        since its last one: Pause and Step are save points."""
+        writer = self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+        if writer is not None and self.trainer._started and \
+                writer.saved_step != self.trainer.step_count:
+            try:
+                writer.save(self.trainer)
+            except Exception:  # noqa: BLE001 - a full disk must not break Pause
+                traceback.print_exc()
 
     def step_once(self) -> None:
         self.pause()
@@ -466,6 +495,7 @@ class Run:
                 self.state = self.DONE
             elif self.state == self.READY:
                 self.state = self.PAUSED
+            self._save()
 
     @property
     def size(self) -> int:
@@ -639,13 +669,23 @@ class Run:
             return quantization_report(self.trainer, split)
 
     # -- the registry lets go of this run
-    def _forget(self) -> None:
-        """Stop the thread, then keep only what a page still holding this Run may read."""
+    def _forget(self, replaced: bool = False) -> None:
+        """Stop the thread, then keep only what a page still holding this Run may read. A
+        stored run keeps its last checkpoint (and is paused in the store if it had not ended);
+        `replaced` (a Reset under the same id): it moves to an id of its own first."""
         self.pause(wait=True)
         with self.lock:
             trainer = self.trainer
             if isinstance(trainer, ForgottenTrainer):
                 return
+            writer = trainer.callback("store")
+            if writer is not None and writer.run_id is not None:
+                try:
+                    if replaced and writer.store.exists(writer.run_id):
+                        writer.run_id = _moved(writer.store, writer.run_id)
+                    writer.close(trainer)
+                except Exception:  # noqa: BLE001 - the store must not keep memory held
+                    traceback.print_exc()
             self.trainer = ForgottenTrainer(trainer)
             twins, self.twins = self.twins, []
             self.state = self.DROPPED
@@ -663,8 +703,9 @@ class RunRegistry:
     evicted by a cap, or replaced by a Reset under the same id: then after the new Run is in
     the registry). An exception in one is logged and does not stop the others."""
 
-    def __init__(self, caps: Caps | None = None, reap_every_s: float = 1.0):
+    def __init__(self, caps: Caps | None = None, reap_every_s: float = 1.0, store=None):
         self.caps = caps or Caps()
+        self.store = store  # a RunStore every run is recorded into (None: runs live in memory)
         self.slot = FairSlot(self.caps.train_slots)
         self.on_drop: list[Callable[[Run], None]] = []
         self._runs: dict[str, Run] = {}
@@ -676,12 +717,13 @@ class RunRegistry:
 
     def create(self, spec: ExperimentSpec, run_id: str | None = None,
                owner: str | None = None, twins=(), label: str | None = None,
-               compare: str | None = None) -> Run:
+               compare: str | None = None, name: str | None = None,
+               tags: list[str] = ()) -> Run:
         """A new run (not started), or a fresh one under an existing id (Reset: it keeps the
         old run's owner and controllers). Raises SpecError for a spec this server will not
         train, CapError when `owner` may not replace that run or a run cap is hit. `twins`:
         (label, spec) of variants trained beside it, in step (`label` names the run, `compare`
-        the comparison they come from)."""
+        the comparison they come from). `name`, `tags`: its record in the run store."""
         self.caps.check_spec(spec)
         for _, twin_spec in twins:
             self.caps.check_spec(twin_spec)
@@ -693,7 +735,7 @@ class RunRegistry:
             with self._lock:  # refuse before building a model that would be thrown away
                 self._make_room(owner, run_id, apply=False)
         run = Run(run_id or uuid.uuid4().hex, spec, self, owner=owner, twins=twins, label=label,
-                  compare=compare)
+                  compare=compare, name=name, tags=tags)
         if old is not None:
             run.owner, run.controllers = old.owner, set(old.controllers)
             run._control_token = old._control_token
@@ -708,7 +750,38 @@ class RunRegistry:
         # a Reset's replaced Run frees by reference counting (its trainer released, measured);
         # the full collection (~80 ms with torch and streamlit loaded, every thread stalled)
         # is kept for evictions, which are rare
-        self._let_go(evicted + ([current] if current is not None else []), collect=bool(evicted))
+        self._let_go(evicted, collect=bool(evicted))
+        if current is not None:  # a Reset: the old run, if stored, keeps its record elsewhere
+            self._let_go([current], collect=False, replaced=True)
+        return run
+
+    def restore(self, run_id: str, owner: str | None = None) -> Run | None:
+        """A run this server no longer holds, back from the store (after a restart, or once
+        the reaper forgot it): its history and weights from its last checkpoint, ready to go
+        on. None when the store has no such run or it is another browser's. Raises SpecError
+        when it cannot be rebuilt (its uploaded file is gone) and CapError without room."""
+        from engine.store import resume
+
+        found = self.store.run(run_id) if self.store is not None else None
+        if found is None or found["browser"] not in (None, owner):
+            return None
+        with self._lock:
+            if run_id in self._runs:
+                return self._runs[run_id]
+            self._make_room(owner, run_id, apply=False)
+        trainer = resume(self.store, run_id, max_params=self.caps.max_params,
+                         checkpoint_every=self.caps.checkpoint_s)
+        run = Run(run_id, trainer.spec, self, owner=owner, trainer=trainer,
+                  name=found["name"])
+        run.state = Run.DONE if trainer.done else Run.PAUSED if trainer.step_count else \
+            Run.READY
+        with self._lock:
+            if run_id in self._runs:  # another page restored it meanwhile
+                evicted, run = [], self._runs[run_id]
+            else:
+                evicted = self._make_room(owner, run_id, apply=True)
+                self._runs[run_id] = run
+        self._let_go(evicted, collect=bool(evicted))
         return run
 
     def _make_room(self, owner: str | None, run_id: str | None, apply: bool) -> list[Run]:
@@ -767,12 +840,12 @@ class RunRegistry:
         self._let_go([run])
         return True
 
-    def _let_go(self, runs: list[Run], collect: bool = True) -> None:
+    def _let_go(self, runs: list[Run], collect: bool = True, replaced: bool = False) -> None:
         """Forget runs already out of the registry: stop, release, collect once, callbacks."""
         if not runs:
             return
         for run in runs:
-            run._forget()
+            run._forget(replaced)
         if collect:  # once per batch: a full collection costs ~80 ms with torch loaded
             gc.collect()
         _malloc_trim()  # ~3 ms; without it glibc kept ~200 MB of 20 dropped runs (measured)
@@ -809,4 +882,4 @@ class RunRegistry:
     def shutdown(self) -> None:
         self._stop.set()
         for run in self.runs():
-            run.pause()
+            run.pause()  # a stored run checkpoints here
