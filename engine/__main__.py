@@ -142,6 +142,9 @@ def cmd_train(args) -> int:
             callbacks.append(StoreWriter(RunStore(), name=args.name or args.preset or
                                          os.path.basename(os.path.normpath(args.out)),
                                          checkpoint_every=args.checkpoint_every))
+        if args.tensorboard:
+            from .tensorboard import TensorBoardWriter
+            callbacks.append(TensorBoardWriter(args.tensorboard))
         trainer = Trainer(spec, max_params=max_params, callbacks=callbacks)
         try:
             trainer.run()
@@ -167,6 +170,12 @@ def cmd_runs(args) -> int:
 
     store = RunStore()
     found = store.runs()
+    if args.tensorboard:
+        from .tensorboard import write_events
+        for r in found:
+            write_events(store.rows(r["id"]), os.path.join(args.tensorboard, _folder(r)))
+        print(f"{len(found)} runs written for TensorBoard: tensorboard --logdir "
+              f"{args.tensorboard}", file=sys.stderr)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -177,6 +186,12 @@ def cmd_runs(args) -> int:
     if not found:
         print(f"no runs in {store.path}")
     return 0
+
+
+def _folder(run: dict) -> str:
+    """A stored run's TensorBoard folder: its name made safe for a path, and its short id."""
+    import re
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', run['name'])[:60]}-{run['id'][:8]}"
 
 
 def cmd_resume(args) -> int:
@@ -373,6 +388,8 @@ def main(argv=None) -> int:
     train.add_argument("--name", help="the run's name in the store (default: --out's folder)")
     train.add_argument("--no-store", action="store_true",
                        help="do not record the run in the store (NETLAB_HOME/runs.sqlite)")
+    train.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files "
+                       "there (tensorboard --logdir DIR)")
     train.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S,
                        metavar="SECONDS", help="checkpoint the stored run at most this often "
                        f"(default {CHECKPOINT_EVERY_S:g}; always at the end)")
@@ -381,6 +398,8 @@ def main(argv=None) -> int:
                           "~/.netlab)")
     runs.add_argument("--json", action="store_true", help="as JSON: id, name, spec, status, "
                       "summary and final metrics of each")
+    runs.add_argument("--tensorboard", metavar="DIR", help="write every stored run's metrics as "
+                      "TensorBoard event files, one folder per run, in DIR")
     runs.set_defaults(fn=cmd_runs)
     sweep = sub.add_parser("sweep", help="train a grid or random search of variants at once; "
                            "writes results.json")

@@ -188,3 +188,28 @@ def test_a_checkpoint_is_of_its_own_experiment_and_loads_without_running_code(tm
     with pytest.raises(SpecError, match="cannot be read"):
         Trainer.resume(str(evil))
     assert store.delete(run["id"]) and store.checkpoint(run["id"]) is None
+
+
+def test_runs_are_written_for_tensorboard_as_it_reads_them(tmp_path, capsys, monkeypatch):
+    """Read back by TensorBoard's own loader: every logged value at its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("NETLAB_HOME", str(tmp_path / "home"))
+    live = tmp_path / "live"
+    assert main(["train", "--preset", "xor_tanh", "--steps", "40", "--out", str(tmp_path / "a"),
+                 "--tensorboard", str(live)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert main(["runs", "--tensorboard", str(tmp_path / "stored")]) == 0
+    (folder,) = list((tmp_path / "stored").iterdir())
+    for logdir in (live, folder):
+        events = EventAccumulator(str(logdir))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert {"loss/train", "loss/val", "accuracy/val", "lr", "grad_norm"} <= set(tags)
+        val = events.Scalars("loss/val")
+        assert [e.step for e in val] == [r["step"] for r in rows if r["val_loss"] is not None]
+        for e, r in zip(val, [r for r in rows if r["val_loss"] is not None]):
+            assert e.value == pytest.approx(r["val_loss"], rel=1e-6)  # stored as float32
+        layer = rows[-1]["layers"][0]
+        assert f"layers/{layer['name']}/act_grad_norm" in tags
