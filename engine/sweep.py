@@ -163,11 +163,14 @@ def _draw(draw: random_module.Random, low: float, high: float, log: bool) -> flo
 
 
 def run(variants: list[Variant], batched: bool = True, store=None, name: str = "sweep",
-        max_params: int | None = None, progress=None) -> dict:
+        max_params: int | None = None, progress=None, browser: str | None = None,
+        check=None) -> dict:
     """Train every variant; return the results (see results.json in the CLI). Variants that
     share a shape train as one batched model (batched=False: each alone, the reference the
     batched path is tested against). store: a RunStore each variant is recorded into, tagged
-    with the sweep's id. progress(done, total): called as variants finish."""
+    with the sweep's id (browser: the app's browser that ran it). progress(done, total):
+    called as variants finish. check(trainer): raises for a variant this caller will not train
+    (a server's limits), before anything trains."""
     from .store import StoreWriter
     from .trainer import Trainer
 
@@ -185,9 +188,11 @@ def run(variants: list[Variant], batched: bool = True, store=None, name: str = "
         callbacks = []
         if store is not None:
             callbacks.append(StoreWriter(store, name=f"{name} · {v.label}",
-                                         checkpoint_every=math.inf))
+                                         checkpoint_every=math.inf, browser=browser))
         trainers.append(Trainer(v.spec, callbacks=callbacks, dataset=datasets[key],
                                 max_params=max_params))
+        if check is not None:
+            check(trainers[-1])
     groups = _groups(trainers) if batched else [[k] for k in range(len(trainers))]
     reasons = {g[0]: why_not(trainers[g[0]]) for g in groups if len(g) == 1}
     done = 0

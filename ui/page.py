@@ -22,7 +22,8 @@ _here = threading.local()  # each session's script runs on its own thread
 
 
 def pages() -> list[st.Page]:
-    """What st.navigation routes: Playground at /, Concepts at /concepts, and /playground, a
+    """What st.navigation routes: Playground at /, Concepts at /concepts, Optimizer lab at
+    /optimizers, Runs at /runs, and /playground, a
     hidden page that sends an old or hand-typed link to / with its query string (?cfg=, ?run=)."""
     # A page's identity (its script hash) is its url_path, inferred from the file name when
     # none is given; the default page is served at / whatever its url_path, so it takes one that
@@ -36,6 +37,7 @@ def pages() -> list[st.Page]:
     return [playground,
             st.Page("pages/concepts.py", title="Concepts", icon=":material/school:"),
             st.Page("pages/optimizers.py", title="Optimizer lab", icon=":material/insights:"),
+            st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
             st.Page(to_playground, title="Playground", url_path="playground",
                     visibility="hidden")]
 

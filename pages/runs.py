@@ -1,0 +1,286 @@
+"""Runs: every run this browser trained (kept in the run store across server restarts), to
+compare, rename, tag, delete, export, open again, and sweep around."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import streamlit as st
+
+from engine import ExperimentSpec, SpecError
+from engine.export import ExportError, export_script
+from engine.registry import ACTIVATIONS, INITIALIZERS, OPTIMIZERS
+from engine.sweep import parse_seeds, parse_value, plan, run as run_sweep
+from engine.tensorboard import write_events
+from ui import run_views as V
+from ui import state as S
+from ui.identity import browser_id
+from ui.page import ensure_routed
+from ui.runner import Caps, CapError
+from ui.server import run_registry, run_store, store_problem
+
+ensure_routed()
+
+CAPS = Caps()
+MAX_SWEEP = int(os.environ.get("NETLAB_MAX_SWEEP", "32"))  # variants one sweep may train here
+# steps of all variants together: a sweep trains in this page's own turn, outside the training
+# slot the live runs share, so it is bounded as a whole
+MAX_SWEEP_STEPS = int(os.environ.get("NETLAB_MAX_SWEEP_STEPS", "100000"))
+PLAYGROUND = "pages/playground.py"
+
+me = browser_id()
+st.title("Runs")
+problem = store_problem()
+if problem:
+    st.warning(f"Runs are not being kept on this server: {problem}. Set NETLAB_HOME to a "
+               "writable folder and restart it.")
+    st.stop()
+store, registry = run_store(), run_registry()
+
+
+def open_in_playground(run_id: str) -> None:
+    """The run becomes the Playground's: from this server's memory, else from its checkpoint."""
+    try:
+        run = registry.get(run_id) or registry.restore(run_id, owner=me)
+    except (SpecError, CapError) as e:
+        st.session_state["runs_flash"] = ("error", f"This run cannot be opened: {e}")
+        return
+    if run is None:
+        st.session_state["runs_flash"] = ("error", "This run is no longer in the store.")
+        return
+    S.load(run.spec)
+    st.session_state["run_id"] = run.id
+    st.session_state["compare"] = run.compare
+    st.switch_page(PLAYGROUND, query_params={S.RUN: run.id})
+
+
+def open_spec(spec: ExperimentSpec) -> None:
+    """A spec (a sweep's best variant) becomes the Playground's experiment, untrained."""
+    S.load(spec)
+    st.session_state["run_id"] = None
+    st.session_state["compare"] = None
+    st.switch_page(PLAYGROUND)
+
+
+flash = st.session_state.pop("runs_flash", None)
+if flash:
+    getattr(st, flash[0])(flash[1])
+
+runs = store.runs(browser=me)
+if not runs:
+    st.info("No runs yet. Every run you train in the Playground is kept here, with its curves "
+            "and its last checkpoint, even across a server restart.")
+    st.stop()
+
+# ----------------------------------------------------------------------------- the table
+search, tag_pick = st.columns([2, 1])
+text = search.text_input("Find", placeholder="a name, a dataset, an optimizer…",
+                         key="runs_find").strip().lower()
+all_tags = sorted({t for r in runs for t in r["tags"]})
+wanted = tag_pick.multiselect("With tags", all_tags, key="runs_tags")
+shown = [r for r in runs if (not text or text in r["name"].lower()
+                             or text in json.dumps(r["spec"]).lower())
+         and all(t in r["tags"] for t in wanted)]
+st.caption(f"{len(shown)} of {len(runs)} runs. Select rows to compare them, or one to rename, "
+           "tag, export, open or sweep around it.")
+picked = st.dataframe(V.table(shown), hide_index=True, width="stretch", on_select="rerun",
+                      selection_mode="multi-row", key="runs_table",
+                      column_config={"val acc": st.column_config.NumberColumn(format="%.3f")})
+selected = [shown[i] for i in picked.selection.rows if i < len(shown)]
+if not selected:
+    st.stop()
+
+# ----------------------------------------------------------------------------- compare
+rows = {r["id"]: store.rows(r["id"]) for r in selected}
+named = [(r["name"], rows[r["id"]]) for r in selected]
+st.subheader("Curves" if len(selected) == 1 else f"{len(selected)} runs overlaid")
+cols = st.columns(3)
+for col, metric in zip(cols, ("loss", "acc", "grad_norm")):
+    fig = V.overlay(named, metric)
+    if fig is not None:
+        col.plotly_chart(fig, width="stretch", key=f"runs_overlay_{metric}")
+if len(selected) > 1:
+    diff = V.differences(selected)
+    st.markdown("**Settings that differ**")
+    if diff:
+        st.dataframe(diff, hide_index=True, width="stretch")
+    else:
+        st.caption("None: these runs trained the same experiment.")
+
+# ----------------------------------------------------------------------------- one run
+if len(selected) == 1:
+    r = selected[0]
+    spec = ExperimentSpec.from_dict(r["spec"])
+    st.subheader(r["name"])
+    summary = r["summary"] or {}
+    facts = [V.STATUS.get(r["status"], r["status"]), f"step {r['final'].get('step') or 0:,}",
+             f"checkpoint at step {r['checkpoint']:,}" if r["checkpoint"] is not None
+             else "no checkpoint yet"]
+    if summary.get("stopped"):
+        facts.append(f"stopped: {summary['stopped']}")
+    st.caption(" · ".join(facts))
+    go_on = "Open in the Playground" if r["status"] == "finished" else \
+        "Continue in the Playground"
+    if st.button(go_on, type="primary", key="runs_open",
+                 help="Its charts come back and Start trains on from its last checkpoint, with "
+                 "the numbers it would have had without the stop."):
+        open_in_playground(r["id"])
+    manage, export = st.columns(2)
+    with manage:
+        name = st.text_input("Name", value=r["name"], key=f"runs_name_{r['id']}",
+                             max_chars=120)
+        tags = st.text_input("Tags (comma-separated)", value=", ".join(r["tags"]),
+                             key=f"runs_tagtext_{r['id']}")
+        if st.button("Save name and tags", key="runs_save"):
+            try:
+                store.rename(r["id"], name.strip() or r["name"])
+                store.tag(r["id"], [t.strip() for t in tags.split(",") if t.strip()])
+                st.session_state["runs_flash"] = ("success", "Saved.")
+            except SpecError as e:
+                st.session_state["runs_flash"] = ("error", str(e))
+            st.rerun()
+    with export:
+        st.download_button("Config (JSON)", spec.to_json(indent=2), f"{r['id'][:8]}.json",
+                           "application/json", key="runs_config")
+        st.download_button("Metrics (CSV)", store.metrics_csv(r["id"]), f"{r['id'][:8]}.csv",
+                           "text/csv", key="runs_csv")
+        try:
+            st.download_button("PyTorch script", export_script(spec), f"{r['id'][:8]}.py",
+                               "text/x-python", key="runs_script")
+        except ExportError as e:
+            st.caption(f"No script: {e}")
+        buf = io.BytesIO()
+        with tempfile.TemporaryDirectory() as folder, zipfile.ZipFile(buf, "w") as z:
+            write_events(rows[r["id"]], folder)
+            for f in os.listdir(folder):
+                z.write(os.path.join(folder, f), f"{r['id'][:8]}/{f}")
+        st.download_button("TensorBoard files (ZIP)", buf.getvalue(), f"{r['id'][:8]}-tb.zip",
+                           "application/zip", key="runs_tb",
+                           help="Unzip and run: tensorboard --logdir <folder>")
+
+# ----------------------------------------------------------------------------- delete
+st.divider()
+ids = [r["id"] for r in selected]
+if st.session_state.get("runs_delete") != ids:
+    if st.button(f"Delete {len(ids)} run{'s' if len(ids) > 1 else ''}…", key="runs_delete_ask"):
+        st.session_state["runs_delete"] = ids
+        st.rerun()
+else:
+    st.warning(f"Delete {len(ids)} run{'s' if len(ids) > 1 else ''} with their curves and "
+               "checkpoints? This cannot be undone.")
+    yes, no = st.columns(2)
+    if yes.button("Yes, delete", type="primary", key="runs_delete_yes"):
+        for run_id in ids:
+            registry.drop(run_id)  # a run still live here stops writing first
+            store.delete(run_id)
+        st.session_state.pop("runs_delete")
+        st.session_state["runs_flash"] = ("success", f"Deleted {len(ids)} run(s).")
+        st.rerun()
+    if no.button("Cancel", key="runs_delete_no"):
+        st.session_state.pop("runs_delete")
+        st.rerun()
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def sweepable(spec: ExperimentSpec) -> dict[str, str]:
+    """The settings a sweep here can vary: dotted key -> what it is."""
+    keys = {"optimizer.lr": "learning rate", "optimizer.name": "optimizer"}
+    for p in OPTIMIZERS[spec.optimizer.name].params:
+        if p.name != "lr" and isinstance(p.default, (int, float)) and \
+                not isinstance(p.default, bool):
+            keys[f"optimizer.{p.name}"] = p.name.replace("_", " ")
+    keys.update({"model.activation": "activation", "model.init": "initializer",
+                 "training.batch_size": "batch size", "training.steps": "steps",
+                 "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty"})
+    for i, layer in enumerate(spec.model.layers):
+        if "units" in layer.params:
+            keys[f"model.layers.{i}.units"] = f"units of hidden layer {i + 1}"
+    return keys
+
+
+EXAMPLES = {"optimizer.lr": "0.001, 0.01, 0.1", "optimizer.name": "sgd, adam",
+            "model.activation": ", ".join(list(ACTIVATIONS.keys())[:3]),
+            "model.init": ", ".join(list(INITIALIZERS.keys())[:2]),
+            "training.batch_size": "10, 32, 100", "regularization.l2": "0, 0.001, 0.01"}
+
+if len(selected) == 1:
+    base = ExperimentSpec.from_dict(selected[0]["spec"])
+    with st.expander("Sweep around this run: a grid of settings, seeds, cross-validation"):
+        st.caption("Every combination of the values below, each once per seed (or once per "
+                   "fold), trained together: variants that share a shape train as one batched "
+                   "model. The data stays this run's, so every variant is scored on the same "
+                   "examples and seeds average into an ensemble.")
+        options = sweepable(base)
+        grid = {}
+        for k in range(3):
+            key_col, values_col = st.columns([1, 2])
+            key = key_col.selectbox(f"Setting {k + 1}", [None, *options], key=f"sweep_key_{k}",
+                                    format_func=lambda x: "—" if x is None else
+                                    f"{options[x]} ({x})")
+            values = values_col.text_input("Values (comma-separated)", key=f"sweep_values_{k}",
+                                           placeholder=EXAMPLES.get(key or "", "1, 2, 3"),
+                                           disabled=key is None)
+            if key and values.strip():
+                grid[key] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        seeds_col, folds_col = st.columns(2)
+        seeds_text = seeds_col.text_input("Seeds", value=str(base.seed), key="sweep_seeds",
+                                          help="e.g. 0-4: each setting five times, for its "
+                                          "spread and an ensemble")
+        folds = folds_col.selectbox("Cross-validation", [0, 3, 5], key="sweep_folds",
+                                    format_func=lambda f: "off" if not f else f"{f} folds")
+        if st.button("Run sweep", key="sweep_run", type="primary"):
+            try:
+                seeds = parse_seeds(seeds_text)
+                variants = plan(base, grid, seeds, folds=folds, max_variants=MAX_SWEEP)
+                total = sum(v.spec.training.steps for v in variants)
+                if len(variants) < 2:
+                    raise SpecError("a sweep needs at least two variants: give a setting "
+                                    "several values, several seeds or folds")
+                if total > MAX_SWEEP_STEPS:
+                    raise SpecError(f"the sweep would train {total:,} steps in all; this "
+                                    f"server allows {MAX_SWEEP_STEPS:,}. Use fewer variants "
+                                    "or steps")
+                for v in variants:
+                    CAPS.check_spec(v.spec)
+                bar = st.progress(0.0, "Training…")
+                result = run_sweep(
+                    variants, store=store, name=f"sweep of {selected[0]['name']}",
+                    max_params=CAPS.max_params, browser=me, check=CAPS.check_step_work,
+                    progress=lambda done, n: bar.progress(done / n, f"{done}/{n} trained"))
+                st.session_state["sweep_result"] = result
+            except SpecError as e:
+                st.error(f"Cannot run this sweep: {e}")
+
+result = st.session_state.get("sweep_result")
+if result:
+    st.subheader(f"Sweep: {len(result['variants'])} variants in {result['seconds']:.1f} s")
+    batched = sum(g["size"] for g in result["groups"] if g["batched"])
+    alone = {g["alone_because"] for g in result["groups"] if not g["batched"]}
+    st.caption(f"{batched} trained batched" + (f"; one by one because {'; '.join(alone)}"
+                                               if alone else "") + ".")
+    st.dataframe(V.sweep_table(result), hide_index=True, width="stretch")
+    fig = V.parallel_coordinates(result)
+    if fig is not None:
+        st.plotly_chart(fig, width="stretch", key="sweep_parcoords")
+    if result["ensembles"]:
+        st.markdown("**Over seeds and folds** (mean ± standard deviation)")
+        st.dataframe([{**{k: json.dumps(v) for k, v in e["changes"].items()},
+                       "over": f"{e['val_loss']['n'] if e['val_loss'] else '?'} {e['over']}",
+                       "val loss": (f"{e['val_loss']['mean']:.4g} ± {e['val_loss']['std']:.2g}"
+                                    if e["val_loss"] else None),
+                       "val acc": (f"{e['val_acc']['mean']:.3f} ± {e['val_acc']['std']:.3f}"
+                                   if e["val_acc"] else None),
+                       "ensemble val acc": (None if e["ensemble_val_acc"] is None
+                                            else f"{e['ensemble_val_acc']:.3f}")}
+                      for e in result["ensembles"]], hide_index=True, width="stretch")
+        st.caption("The ensemble averages its members' class probabilities on the validation "
+                   "examples they share; with folds each member validates on other examples, "
+                   "so there is no ensemble, only the spread.")
+    if result["best"] is not None:
+        best = result["variants"][result["best"]]
+        if st.button(f"Open the best ({best['label']}) in the Playground", key="sweep_best"):
+            open_spec(ExperimentSpec.from_dict(best["spec"]))
