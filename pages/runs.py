@@ -32,12 +32,6 @@ MAX_SWEEP_STEPS = int(os.environ.get("NETLAB_MAX_SWEEP_STEPS", "100000"))
 PLAYGROUND = "pages/playground.py"
 
 me = browser_id()
-st.title("Runs")
-problem = store_problem()
-if problem:
-    st.warning(f"Runs are not being kept on this server: {problem}. Set NETLAB_HOME to a "
-               "writable folder and restart it.")
-    st.stop()
 store, registry = run_store(), run_registry()
 
 
@@ -65,54 +59,44 @@ def open_spec(spec: ExperimentSpec) -> None:
     st.switch_page(PLAYGROUND)
 
 
-flash = st.session_state.pop("runs_flash", None)
-if flash:
-    getattr(st, flash[0])(flash[1])
+def pick_runs(runs: list[dict]) -> list[dict]:
+    """The table of runs, filtered by text and tags; returns the rows selected in it."""
+    search, tag_pick = st.columns([2, 1])
+    text = search.text_input("Find", placeholder="a name, a dataset, an optimizer…",
+                             key="runs_find").strip().lower()
+    all_tags = sorted({t for r in runs for t in r["tags"]})
+    wanted = tag_pick.multiselect("With tags", all_tags, key="runs_tags")
+    shown = [r for r in runs if (not text or text in r["name"].lower()
+                                 or text in json.dumps(r["spec"]).lower())
+             and all(t in r["tags"] for t in wanted)]
+    st.caption(f"{len(shown)} of {len(runs)} runs. Select rows to compare them, or one to "
+               "rename, tag, export, open or sweep around it.")
+    picked = st.dataframe(V.table(shown), hide_index=True, width="stretch", on_select="rerun",
+                          selection_mode="multi-row", key="runs_table",
+                          column_config={"val acc": st.column_config.NumberColumn(format="%.3f")})
+    return [shown[i] for i in picked.selection.rows if i < len(shown)]
 
-runs = store.runs(browser=me)
-if not runs:
-    st.info("No runs yet. Every run you train in the Playground is kept here, with its curves "
-            "and its last checkpoint, even across a server restart.")
-    st.stop()
 
-# ----------------------------------------------------------------------------- the table
-search, tag_pick = st.columns([2, 1])
-text = search.text_input("Find", placeholder="a name, a dataset, an optimizer…",
-                         key="runs_find").strip().lower()
-all_tags = sorted({t for r in runs for t in r["tags"]})
-wanted = tag_pick.multiselect("With tags", all_tags, key="runs_tags")
-shown = [r for r in runs if (not text or text in r["name"].lower()
-                             or text in json.dumps(r["spec"]).lower())
-         and all(t in r["tags"] for t in wanted)]
-st.caption(f"{len(shown)} of {len(runs)} runs. Select rows to compare them, or one to rename, "
-           "tag, export, open or sweep around it.")
-picked = st.dataframe(V.table(shown), hide_index=True, width="stretch", on_select="rerun",
-                      selection_mode="multi-row", key="runs_table",
-                      column_config={"val acc": st.column_config.NumberColumn(format="%.3f")})
-selected = [shown[i] for i in picked.selection.rows if i < len(shown)]
-if not selected:
-    st.stop()
+def compare(selected: list[dict], rows: dict) -> None:
+    """The selected runs' curves overlaid, and the settings on which they differ."""
+    named = [(r["name"], rows[r["id"]]) for r in selected]
+    st.subheader("Curves" if len(selected) == 1 else f"{len(selected)} runs overlaid")
+    cols = st.columns(3)
+    for col, metric in zip(cols, ("loss", "acc", "grad_norm")):
+        fig = V.overlay(named, metric)
+        if fig is not None:
+            col.plotly_chart(fig, width="stretch", key=f"runs_overlay_{metric}")
+    if len(selected) > 1:
+        diff = V.differences(selected)
+        st.markdown("**Settings that differ**")
+        if diff:
+            st.dataframe(diff, hide_index=True, width="stretch")
+        else:
+            st.caption("None: these runs trained the same experiment.")
 
-# ----------------------------------------------------------------------------- compare
-rows = {r["id"]: store.rows(r["id"]) for r in selected}
-named = [(r["name"], rows[r["id"]]) for r in selected]
-st.subheader("Curves" if len(selected) == 1 else f"{len(selected)} runs overlaid")
-cols = st.columns(3)
-for col, metric in zip(cols, ("loss", "acc", "grad_norm")):
-    fig = V.overlay(named, metric)
-    if fig is not None:
-        col.plotly_chart(fig, width="stretch", key=f"runs_overlay_{metric}")
-if len(selected) > 1:
-    diff = V.differences(selected)
-    st.markdown("**Settings that differ**")
-    if diff:
-        st.dataframe(diff, hide_index=True, width="stretch")
-    else:
-        st.caption("None: these runs trained the same experiment.")
 
-# ----------------------------------------------------------------------------- one run
-if len(selected) == 1:
-    r = selected[0]
+def one_run(r: dict, rows: list[dict]) -> None:
+    """Open or continue, rename and tag, export."""
     spec = ExperimentSpec.from_dict(r["spec"])
     st.subheader(r["name"])
     summary = r["summary"] or {}
@@ -154,30 +138,33 @@ if len(selected) == 1:
             st.caption(f"No script: {e}")
         buf = io.BytesIO()
         with tempfile.TemporaryDirectory() as folder, zipfile.ZipFile(buf, "w") as z:
-            write_events(rows[r["id"]], folder)
+            write_events(rows, folder)
             for f in os.listdir(folder):
                 z.write(os.path.join(folder, f), f"{r['id'][:8]}/{f}")
         st.download_button("TensorBoard files (ZIP)", buf.getvalue(), f"{r['id'][:8]}-tb.zip",
                            "application/zip", key="runs_tb",
                            help="Unzip and run: tensorboard --logdir <folder>")
 
-# ----------------------------------------------------------------------------- delete
-st.divider()
-ids = [r["id"] for r in selected]
-if st.session_state.get("runs_delete") != ids:
-    if st.button(f"Delete {len(ids)} run{'s' if len(ids) > 1 else ''}…", key="runs_delete_ask"):
-        st.session_state["runs_delete"] = ids
-        st.rerun()
-else:
-    st.warning(f"Delete {len(ids)} run{'s' if len(ids) > 1 else ''} with their curves and "
-               "checkpoints? This cannot be undone.")
+
+def delete(selected: list[dict]) -> None:
+    """Delete, after a second click that says what goes."""
+    st.divider()
+    ids = [r["id"] for r in selected]
+    plural = "s" if len(ids) > 1 else ""
+    if st.session_state.get("runs_delete") != ids:
+        if st.button(f"Delete {len(ids)} run{plural}…", key="runs_delete_ask"):
+            st.session_state["runs_delete"] = ids
+            st.rerun()
+        return
+    st.warning(f"Delete {len(ids)} run{plural} with their curves and checkpoints? This cannot "
+               "be undone.")
     yes, no = st.columns(2)
     if yes.button("Yes, delete", type="primary", key="runs_delete_yes"):
         for run_id in ids:
             registry.drop(run_id)  # a run still live here stops writing first
             store.delete(run_id)
         st.session_state.pop("runs_delete")
-        st.session_state["runs_flash"] = ("success", f"Deleted {len(ids)} run(s).")
+        st.session_state["runs_flash"] = ("success", f"Deleted {len(ids)} run{plural}.")
         st.rerun()
     if no.button("Cancel", key="runs_delete_no"):
         st.session_state.pop("runs_delete")
@@ -207,8 +194,9 @@ EXAMPLES = {"optimizer.lr": "0.001, 0.01, 0.1", "optimizer.name": "sgd, adam",
             "model.init": ", ".join(list(INITIALIZERS.keys())[:2]),
             "training.batch_size": "10, 32, 100", "regularization.l2": "0, 0.001, 0.01"}
 
-if len(selected) == 1:
-    base = ExperimentSpec.from_dict(selected[0]["spec"])
+def sweep_around(r: dict) -> None:
+    """A grid of settings, seeds or folds around one run, trained here."""
+    base = ExperimentSpec.from_dict(r["spec"])
     with st.expander("Sweep around this run: a grid of settings, seeds, cross-validation"):
         st.caption("Every combination of the values below, each once per seed (or once per "
                    "fold), trained together: variants that share a shape train as one batched "
@@ -248,15 +236,16 @@ if len(selected) == 1:
                     CAPS.check_spec(v.spec)
                 bar = st.progress(0.0, "Training…")
                 result = run_sweep(
-                    variants, store=store, name=f"sweep of {selected[0]['name']}",
+                    variants, store=store, name=f"sweep of {r['name']}",
                     max_params=CAPS.max_params, browser=me, check=CAPS.check_step_work,
                     progress=lambda done, n: bar.progress(done / n, f"{done}/{n} trained"))
                 st.session_state["sweep_result"] = result
             except SpecError as e:
                 st.error(f"Cannot run this sweep: {e}")
 
-result = st.session_state.get("sweep_result")
-if result:
+
+def sweep_results(result: dict) -> None:
+    """The last sweep's variants, their parallel coordinates, seeds and folds summarised."""
     st.subheader(f"Sweep: {len(result['variants'])} variants in {result['seconds']:.1f} s")
     batched = sum(g["size"] for g in result["groups"] if g["batched"])
     alone = {g["alone_because"] for g in result["groups"] if not g["batched"]}
@@ -284,3 +273,30 @@ if result:
         best = result["variants"][result["best"]]
         if st.button(f"Open the best ({best['label']}) in the Playground", key="sweep_best"):
             open_spec(ExperimentSpec.from_dict(best["spec"]))
+
+
+# ----------------------------------------------------------------------------- the page
+st.title("Runs")
+flash = st.session_state.pop("runs_flash", None)
+if flash:
+    getattr(st, flash[0])(flash[1])
+problem = store_problem()
+stored = store.runs(browser=me) if not problem else []
+if problem:
+    st.warning(f"Runs are not being kept on this server: {problem}. Set NETLAB_HOME to a "
+               "writable folder and restart it.")
+elif not stored:
+    st.info("No runs yet. Every run you train in the Playground is kept here, with its curves "
+            "and its last checkpoint, even across a server restart.")
+else:
+    chosen = pick_runs(stored)
+    if chosen:
+        curves = {r["id"]: store.rows(r["id"]) for r in chosen}
+        compare(chosen, curves)
+        if len(chosen) == 1:
+            one_run(chosen[0], curves[chosen[0]["id"]])
+        delete(chosen)
+        if len(chosen) == 1:
+            sweep_around(chosen[0])
+    if st.session_state.get("sweep_result"):
+        sweep_results(st.session_state["sweep_result"])
