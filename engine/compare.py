@@ -2,12 +2,16 @@
 without clipping, several truncation lengths), trained in step on the same data and seed.
 
 A comparison is one entry of COMPARISONS; its factory(spec, shape) returns the variants as
-(label, changes) pairs, the experiment itself first with no changes. `changes` are dotted keys
+(label, changes) pairs, the experiment itself first with no changes. Besides them, an A/B
+comparison changes one setting (any dotted key, "same seed, one thing different"): its name is
+"ab:" followed by the change as JSON (`one_change`), so it travels as a plain string like the
+others (the page's picker, a run's `compare`, a preset's "compare": {"change": {...}}). `changes` are dotted keys
 for ExperimentSpec.with_changes, so a variant is always a valid spec of its own: the page trains
 each as a Trainer beside the run (ui/runner.py), and `summary` reads the same numbers from each.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -179,9 +183,76 @@ def offered(spec: ExperimentSpec, shape) -> list[str]:
     return keys
 
 
+AB = "ab:"
+
+
+def one_change(change: dict) -> str:
+    """The A/B comparison that changes these settings (dotted keys) and nothing else."""
+    if not isinstance(change, dict) or not change:
+        raise SpecError("an A/B comparison changes at least one setting, e.g. "
+                        '{"optimizer.lr": 0.3}')
+    return AB + json.dumps(change, sort_keys=True)
+
+
+def comparison_key(value) -> str | None:
+    """A preset's "compare": a comparison's name, or {"change": {...}} for an A/B."""
+    if isinstance(value, dict):
+        return one_change(value.get("change"))
+    return value
+
+
+def _change_of(name: str) -> dict:
+    try:
+        change = json.loads(name[len(AB):])
+    except ValueError:
+        change = None
+    if not isinstance(change, dict) or not change:
+        raise SpecError(f"{name!r} is not an A/B comparison: expected ab: and the change as JSON")
+    return change
+
+
+def title(name: str) -> str:
+    """What the page calls a comparison."""
+    if name.startswith(AB):
+        return "A/B: " + ", ".join(f"{k} = {_text(v)}" for k, v in _change_of(name).items())
+    return COMPARISONS[name].tags["title"]
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def settings(spec: ExperimentSpec) -> dict[str, str]:
+    """The settings an A/B or a sweep on the pages offers to change: dotted key -> what it is
+    (any other dotted key works too, from the CLI or a preset)."""
+    keys = {"optimizer.lr": "learning rate", "optimizer.name": "optimizer"}
+    for p in OPTIMIZERS[spec.optimizer.name].params:
+        if p.name != "lr" and isinstance(p.default, (int, float)) and \
+                not isinstance(p.default, bool):
+            keys[f"optimizer.{p.name}"] = p.name.replace("_", " ")
+    keys.update({"model.activation": "activation", "model.init": "initializer",
+                 "training.batch_size": "batch size", "training.steps": "steps",
+                 "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty",
+                 "seed": "seed"})
+    for i, layer in enumerate(spec.model.layers):
+        if "units" in layer.params:
+            keys[f"model.layers.{i}.units"] = f"units of hidden layer {i + 1}"
+    return keys
+
+
 def variants(spec: ExperimentSpec, name: str, shape) -> list[tuple[str, ExperimentSpec]]:
     """(label, spec) of each variant, `spec` itself first. SpecError names why a comparison
     does not apply, or which variant cannot be built."""
+    if name.startswith(AB):
+        change = _change_of(name)
+        label = "B: " + ", ".join(f"{k} = {_text(v)}" for k, v in change.items())
+        try:
+            other = spec.with_changes(change)
+        except SpecError as e:
+            raise SpecError(f"{label} cannot be built here: {e}") from None
+        if other == spec:
+            raise SpecError(f"{label[3:]} is what this run has already: nothing would differ")
+        return [("A: this run", spec), (label, other)]
     entry = COMPARISONS[name]
     out = []
     for label, changes in entry.factory(spec, Shape.of(shape))[:MAX_VARIANTS]:

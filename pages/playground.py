@@ -8,7 +8,9 @@ import streamlit as st
 import torch
 
 from engine import ExperimentSpec, SpecError
-from engine.compare import COMPARISONS, offered, variants
+from engine.compare import (AB, COMPARISONS, comparison_key, offered, one_change, settings,
+                            title as comparison_title, variants)
+from engine.sweep import parse_value
 from engine.data import csv_preview
 from engine.export import ExportError, export_script
 from engine.tfp import from_tfp
@@ -87,7 +89,7 @@ if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, 
         S.load(ExperimentSpec.from_dict(preset["config"]))
         st.session_state["loaded_preset"] = (preset["name"],
                                              ExperimentSpec.from_dict(preset["config"]))
-        st.session_state["compare"] = preset.get("compare")
+        st.session_state["compare"] = comparison_key(preset.get("compare"))
         st.session_state["run_id"] = None
         st.session_state["preset_pick"] = st.query_params["preset"]
         st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
@@ -152,7 +154,7 @@ def side_by_side_variants(spec: ExperimentSpec) -> tuple[str | None, str | None,
         found = variants(spec, name, views.spec_dataset(spec))
     except SpecError as e:
         st.session_state["compare"] = None
-        flash("warning", f"Side by side ({COMPARISONS[name].tags['title']}) is off: {e}.")
+        flash("warning", f"Side by side ({comparison_title(name)}) is off: {e}.")
         return None, None, []
     return name, found[0][0], found[1:]
 
@@ -286,7 +288,8 @@ def open_experiment(spec: ExperimentSpec) -> None:
 @guarded_callback
 def on_preset():
     preset = load_preset(st.session_state["preset_pick"])
-    st.session_state["compare"] = preset.get("compare")  # what it trains side by side, if any
+    # what it trains side by side, if any
+    st.session_state["compare"] = comparison_key(preset.get("compare"))
     spec = ExperimentSpec.from_dict(preset["config"])
     st.session_state["loaded_preset"] = (preset["name"], spec)  # names the run in the store
     open_experiment(spec)
@@ -406,16 +409,52 @@ def side_by_side_picker(spec: ExperimentSpec) -> None:
         names = offered(spec, views.spec_dataset(spec))
     except SpecError:  # data that cannot load says so in the main column
         names = []
-    if st.session_state.get("compare") not in names:
+    chosen = st.session_state.get("compare")
+    if chosen and chosen.startswith(AB):  # an A/B made below is an option while it is chosen
+        names.append(chosen)
+    elif chosen not in names:
         st.session_state["compare"] = None
-    if not names:
+    if names:
+        st.selectbox("Side by side", [None, *names], key="compare", on_change=on_compare,
+                     format_func=lambda k: "off" if k is None else comparison_title(k),
+                     help="Train variants of this experiment beside it, in step, on the same "
+                     "data and seed: " + " ".join(
+                         f"{COMPARISONS[k].tags['title']}: {COMPARISONS[k].doc}"
+                         for k in names if not k.startswith(AB)) + " A run in progress takes "
+                     "the choice at Reset, like any setting.")
+    with st.expander("Change one thing (A/B)"):
+        options = settings(spec)
+        key = st.selectbox("Setting", list(options), key="ab_key",
+                           format_func=lambda k: f"{options[k]} ({k})")
+        st.text_input("Its value in B", key="ab_value", placeholder="e.g. 0.3, tanh, he_normal")
+        st.button("Train A and B", key="ab_go", on_click=on_ab, args=(key,), width="stretch",
+                  help="A is this experiment, B the same with this one setting changed: same "
+                  "data, same seed, trained in step from the start and overlaid live.")
+
+
+@guarded_callback
+def on_ab(key: str) -> None:
+    """Start this experiment (A) and its twin with one setting changed (B) from step 0."""
+    spec = edited_or_flash()
+    text = (st.session_state.get("ab_value") or "").strip()
+    if spec is None:
         return
-    st.selectbox("Side by side", [None, *names], key="compare", on_change=on_compare,
-                 format_func=lambda k: "off" if k is None else COMPARISONS[k].tags["title"],
-                 help="Train variants of this experiment beside it, in step, on the same data "
-                 "and seed: " + " ".join(f"{COMPARISONS[k].tags['title']}: {COMPARISONS[k].doc}"
-                                         for k in names) + " A run in progress takes the "
-                 "choice at Reset, like any setting.")
+    if not text:
+        flash("warning", "Give B's value for the setting first.")
+        return
+    name = one_change({key: parse_value(text)})
+    try:
+        variants(spec, name, views.spec_dataset(spec))
+    except SpecError as e:
+        flash("error", f"B cannot be built: {e}")
+        return
+    st.session_state["compare"] = name
+    run = current_run()
+    if in_control(run):
+        run.pause()
+    run = new_run(spec)
+    if run is not None:
+        run.start()
 
 
 # Widget values are already in session state when the script starts, so the spec they describe

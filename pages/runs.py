@@ -12,7 +12,8 @@ import streamlit as st
 
 from engine import ExperimentSpec, SpecError
 from engine.export import ExportError, export_script
-from engine.registry import ACTIVATIONS, INITIALIZERS, OPTIMIZERS
+from engine.compare import settings
+from engine.registry import ACTIVATIONS, INITIALIZERS
 from engine.sweep import parse_seeds, parse_value, plan, run as run_sweep
 from engine.tensorboard import write_events
 from ui import run_views as V
@@ -173,22 +174,6 @@ def delete(selected: list[dict]) -> None:
 # ----------------------------------------------------------------------------- sweep
 
 
-def sweepable(spec: ExperimentSpec) -> dict[str, str]:
-    """The settings a sweep here can vary: dotted key -> what it is."""
-    keys = {"optimizer.lr": "learning rate", "optimizer.name": "optimizer"}
-    for p in OPTIMIZERS[spec.optimizer.name].params:
-        if p.name != "lr" and isinstance(p.default, (int, float)) and \
-                not isinstance(p.default, bool):
-            keys[f"optimizer.{p.name}"] = p.name.replace("_", " ")
-    keys.update({"model.activation": "activation", "model.init": "initializer",
-                 "training.batch_size": "batch size", "training.steps": "steps",
-                 "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty"})
-    for i, layer in enumerate(spec.model.layers):
-        if "units" in layer.params:
-            keys[f"model.layers.{i}.units"] = f"units of hidden layer {i + 1}"
-    return keys
-
-
 EXAMPLES = {"optimizer.lr": "0.001, 0.01, 0.1", "optimizer.name": "sgd, adam",
             "model.activation": ", ".join(list(ACTIVATIONS.keys())[:3]),
             "model.init": ", ".join(list(INITIALIZERS.keys())[:2]),
@@ -202,7 +187,7 @@ def sweep_around(r: dict) -> None:
                    "fold), trained together: variants that share a shape train as one batched "
                    "model. The data stays this run's, so every variant is scored on the same "
                    "examples and seeds average into an ensemble.")
-        options = sweepable(base)
+        options = {k: v for k, v in settings(base).items() if k != "seed"}  # seeds: below
         grid = {}
         for k in range(3):
             key_col, values_col = st.columns([1, 2])

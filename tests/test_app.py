@@ -1126,3 +1126,29 @@ def test_batch_sizes_side_by_side_are_drawn_against_epochs():
     assert loss["layout"]["xaxis"]["title"]["text"] == "epoch"
     ends = [max(t["x"]) for t in loss["data"] if t.get("showlegend")]
     assert max(ends) - min(ends) < 0.2 * max(ends)  # the same epochs, whatever the steps
+
+
+def test_change_one_thing_trains_a_and_b_in_step_from_the_same_seed(at):
+    """A/B from the sidebar: B is the same experiment with one setting changed; both train
+    from step 0 on the same data and seed, and are overlaid."""
+    at.selectbox(key="ab_key").set_value("optimizer.lr").run()
+    at.text_input(key="ab_value").set_value("0.3").run()
+    button(at, "Train A and B").click().run()
+    no_problems(at)
+    run = the_run(at)
+    run.pause()
+    (label, twin), = run.twins
+    assert label == "B: optimizer.lr = 0.3"
+    assert twin.spec == run.spec.with_changes({"optimizer.lr": 0.3})
+    assert twin.spec.seed == run.spec.seed and twin.step_count == run.trainer.step_count
+    alone = Trainer(twin.spec).run(twin.step_count)  # the twin is the run B would be alone
+    assert twin.history.rows == alone.history.rows
+    at.run()
+    assert "Loss, side by side" in [f["layout"]["title"]["text"] for f in figures(at)]
+    at.text_input(key="ab_value").set_value(str(run.spec.optimizer.params["lr"])).run()
+    button(at, "Train A and B").click().run()
+    assert any("nothing would differ" in e.value for e in at.error)
+    at.selectbox(key="ab_key").set_value("model.activation").run()
+    at.text_input(key="ab_value").set_value("nonsense").run()
+    button(at, "Train A and B").click().run()
+    assert any("B cannot be built" in e.value and "nonsense" in e.value for e in at.error)

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.compare import COMPARISONS, offered, summary, variants
+from engine.compare import (AB, COMPARISONS, comparison_key, offered, one_change, summary,
+                            title, variants)
 from engine.presets import list_presets
 from ui.runner import Caps, CapError, Run, RunRegistry
 
@@ -161,7 +162,13 @@ def test_a_forgotten_run_lets_its_variants_go(registry):
                          ids=lambda p: p["name"])
 def test_a_presets_side_by_side_choice_applies_to_it(preset):
     spec = ExperimentSpec.from_dict(preset["config"])
-    assert preset["compare"] in offered(spec, Trainer(spec).data)
+    data = Trainer(spec).data
+    name = comparison_key(preset["compare"])
+    if name.startswith(AB):  # one change: B builds and differs from A
+        (_, a), (_, b) = variants(spec, name, data)
+        assert a == spec and b != spec and b.seed == spec.seed
+    else:
+        assert name in offered(spec, data)
 
 
 def test_variants_count_against_the_servers_limits():
@@ -193,3 +200,23 @@ def test_a_variant_that_fails_is_named_in_the_runs_error(registry, monkeypatch):
     monkeypatch.setattr(twin, "step", lambda: (_ for _ in ()).throw(ValueError("boom")))
     run.step_once()
     assert run.state == Run.ERROR and "GRU, beside the run: ValueError: boom" in run.error
+
+
+def test_an_a_b_comparison_changes_one_setting_and_keeps_the_seed():
+    spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]},
+                                     "seed": 5})
+    name = one_change({"optimizer.lr": 0.3})
+    assert name == 'ab:{"optimizer.lr": 0.3}' and title(name) == "A/B: optimizer.lr = 0.3"
+    (la, a), (lb, b) = variants(spec, name, (2,))
+    assert (la, lb) == ("A: this run", "B: optimizer.lr = 0.3")
+    assert a == spec and b == spec.with_changes({"optimizer.lr": 0.3}) and b.seed == 5
+    assert comparison_key({"change": {"optimizer.lr": 0.3}}) == name
+    assert comparison_key("cells") == "cells"
+    with pytest.raises(SpecError, match="nothing would differ"):
+        variants(spec, one_change({"seed": 5}), (2,))
+    with pytest.raises(SpecError, match="cannot be built"):
+        variants(spec, one_change({"optimizer.lr": -1}), (2,))
+    with pytest.raises(SpecError, match="not an A/B"):
+        variants(spec, "ab:[1]", (2,))
+    with pytest.raises(SpecError, match="at least one setting"):
+        one_change({})

@@ -624,7 +624,8 @@ def side_by_side(run, log: bool) -> None:
         return
     variants = [(label, t.history.rows) for label, t in trainers]
     classification = data.task == "classification"
-    x_key = COMPARISONS[run.compare].tags.get("x", "step") if run.compare else "step"
+    x_key = COMPARISONS[run.compare].tags.get("x", "step") \
+        if run.compare and run.compare in COMPARISONS else "step"
     c1, c2 = st.columns(2) if classification else (st.container(), None)
     with c1:
         live_plot(charts.side_by_side_figure(variants, "loss", "Loss, side by side", log,
