@@ -248,16 +248,19 @@ def cmd_sweep(args) -> int:
                           args.folds or 0)
     _prepare_out(args.out)
     max_params = _max_params(args)
+    store = None
+    if not args.no_store:
+        from .store import RunStore
+        store = RunStore()
+    name = args.name or os.path.basename(os.path.normpath(args.out))
+    if args.asha and args.backend != "ray":
+        raise UsageError("--asha stops trials early on Ray: give --backend ray as well")
     if args.backend == "ray":
         from .ray_backend import run_on_ray
-        result = run_on_ray(variants, max_params=max_params, asha=args.asha)
+        result = run_on_ray(variants, max_params=max_params, asha=args.asha, store=store,
+                            name=name)
     else:
-        store = None
-        if not args.no_store:
-            from .store import RunStore
-            store = RunStore()
-        result = sweep.run(variants, batched=not args.one_by_one, store=store,
-                           name=args.name or os.path.basename(os.path.normpath(args.out)),
+        result = sweep.run(variants, batched=not args.one_by_one, store=store, name=name,
                            max_params=max_params,
                            progress=lambda done, total: print(f"{done}/{total} variants trained",
                                                               file=sys.stderr))

@@ -218,7 +218,7 @@ def run(variants: list[Variant], batched: bool = True, store=None, name: str = "
                         (reasons[g[0]] or ("no other variant has its shape" if batched
                                            else "the sweep trained one by one"))}
                        for g in groups],
-            "ensembles": ensembles(variants, trainers),
+            "ensembles": ensembles(variants, trainers, rows),
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -250,9 +250,10 @@ def _row(v: Variant, t, batched: bool) -> dict:
 
 def best(rows: list[dict]) -> int | None:
     """The variant with the lowest final validation loss (training loss where none validates);
-    diverged variants never win."""
+    variants that diverged or were stopped early (ASHA, on Ray) never win."""
     key = "val_loss" if any(r["final"]["val_loss"] is not None for r in rows) else "train_loss"
-    scored = [r for r in rows if r["final"][key] is not None and r["stopped"] != "diverged"
+    scored = [r for r in rows if r["final"][key] is not None
+              and r["stopped"] not in ("diverged", "stopped_early")
               and math.isfinite(r["final"][key])]
     return min(scored, key=lambda r: r["final"][key])["index"] if scored else None
 
@@ -267,11 +268,9 @@ def _spread(values: list) -> dict | None:
     return {"mean": mean, "std": std, "n": len(values)}
 
 
-@torch.no_grad()
-def ensembles(variants: list[Variant], trainers: list) -> list[dict]:
-    """Per setting trained more than once: each metric's mean and spread (sample standard
-    deviation) over its seeds or folds; over seeds, also the ensemble's validation accuracy
-    (the members' class probabilities averaged: they share their validation data)."""
+def ensembles_of_rows(variants: list[Variant], rows: list[dict]) -> list[dict]:
+    """Per setting trained more than once: each final metric's mean and spread (sample
+    standard deviation) over its seeds or folds. rows: the sweep's result rows, by index."""
     by_setting: dict[str, list[int]] = {}
     for k, v in enumerate(variants):
         by_setting.setdefault(json.dumps(v.changes, sort_keys=True), []).append(k)
@@ -279,16 +278,25 @@ def ensembles(variants: list[Variant], trainers: list) -> list[dict]:
     for key, members in by_setting.items():
         if len(members) < 2:
             continue
-        finals = [trainers[k].history.last or {} for k in members]
-        entry = {"changes": json.loads(key), "members": [variants[k].index for k in members],
-                 "over": "folds" if variants[members[0]].fold is not None else "seeds",
-                 **{m: _spread([f.get(m) for f in finals]) for m in METRICS},
-                 "ensemble_val_acc": None}
-        alive = [trainers[k] for k in members if trainers[k].stopped != "diverged"]
+        finals = [rows[k]["final"] for k in members]
+        out.append({"changes": json.loads(key), "members": [variants[k].index for k in members],
+                    "over": "folds" if variants[members[0]].fold is not None else "seeds",
+                    **{m: _spread([f.get(m) for f in finals]) for m in METRICS},
+                    "ensemble_val_acc": None})
+    return out
+
+
+@torch.no_grad()
+def ensembles(variants: list[Variant], trainers: list, rows: list[dict]) -> list[dict]:
+    """ensembles_of_rows, and over seeds the ensemble's validation accuracy: the members'
+    class probabilities averaged (they share their validation data)."""
+    out = ensembles_of_rows(variants, rows)
+    for entry in out:
+        members = [trainers[k] for k in entry["members"]]
+        alive = [t for t in members if t.stopped != "diverged"]
         data = alive[0].data if alive else None
         if entry["over"] == "seeds" and data is not None and data.task == "classification" \
                 and len(data.y_val) and all(t.data.x_val is data.x_val for t in alive):
             probs = sum(t.predict(data.x_val) for t in alive) / len(alive)
             entry["ensemble_val_acc"] = float((probs.argmax(-1) == data.y_val).float().mean())
-        out.append(entry)
     return out

@@ -1,0 +1,68 @@
+"""Sweeps on Ray Tune, on a Ray the test starts on this machine: each variant a trial with the
+numbers it has trained alone, ASHA stopping the laggards, and a clear message without Ray."""
+import json
+import sys
+
+import pytest
+
+from engine import ExperimentSpec, SpecError
+from engine.__main__ import main
+from engine.store import RunStore
+from engine.sweep import plan, run
+
+BASE = {"data": {"name": "spiral", "n": 300}, "model": {"layers": [8, 8]},
+        "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"steps": 200, "log_every": 10}}
+
+
+@pytest.fixture(scope="module")
+def ray():
+    ray = pytest.importorskip("ray")  # requirements-ray.txt; CI installs it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"py_modules": [str(__import__("engine").__path__[0])]})
+    yield ray
+    ray.shutdown()
+
+
+def test_a_sweep_on_ray_gives_each_variant_its_own_numbers(ray, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.setenv("NETLAB_HOME", str(tmp_path / "home"))
+    config = tmp_path / "base.json"
+    config.write_text(json.dumps(BASE))
+    assert main(["sweep", str(config), "--grid", "optimizer.lr=0.01,0.3", "--seeds", "0-1",
+                 "--backend", "ray", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    local = run(plan(ExperimentSpec.from_dict(BASE), {"optimizer.lr": [0.01, 0.3]},
+                     seeds=[0, 1]), batched=False)
+    assert [r["final"] for r in result["variants"]] == [r["final"] for r in local["variants"]]
+    assert [r["stopped"] for r in result["variants"]] == ["completed"] * 4
+    assert result["best"] == local["best"] and len(result["ensembles"]) == 2
+    stored = {r["id"]: r for r in RunStore().runs()}
+    assert set(stored) == {r["run_id"] for r in result["variants"]}
+    one = result["variants"][1]
+    rows = RunStore().rows(one["run_id"])
+    assert rows[-1]["step"] == 200 and rows[-1]["val_loss"] == one["final"]["val_loss"]
+
+
+def test_asha_stops_trials_that_lag_and_never_picks_one(ray):
+    variants = plan(ExperimentSpec.from_dict(BASE), {"optimizer.lr": [
+        0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]})
+    from engine.ray_backend import run_on_ray
+    result = run_on_ray(variants, asha=True)
+    stopped = [r for r in result["variants"] if r["stopped"] == "stopped_early"]
+    assert stopped and all(r["steps"] < 200 for r in stopped)
+    best = result["variants"][result["best"]]
+    assert best["stopped"] == "completed" and best["steps"] == 200
+    finished = [r["final"]["val_loss"] for r in result["variants"] if r["stopped"] == "completed"]
+    assert best["final"]["val_loss"] == min(finished)
+
+
+def test_without_ray_the_message_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    from engine.ray_backend import run_on_ray
+    with pytest.raises(SpecError, match="pip install -r requirements-ray.txt"):
+        run_on_ray(plan(ExperimentSpec.from_dict(BASE), {"optimizer.lr": [0.1, 0.3]}))
+    assert main(["sweep", "--preset", "xor_tanh", "--grid", "optimizer.lr=0.1,0.3", "--backend",
+                 "ray", "--out", str(tmp_path / "o"), "--no-store"]) == 2
+    assert "requirements-ray.txt" in capsys.readouterr().err
+    assert main(["sweep", "--preset", "xor_tanh", "--grid", "optimizer.lr=0.1,0.3", "--asha",
+                 "--out", str(tmp_path / "o")]) == 2
