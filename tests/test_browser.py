@@ -96,12 +96,13 @@ def server():
 
 
 @contextlib.contextmanager
-def serve():
-    """`streamlit run app.py` on a free port, once it answers; stopped on exit."""
+def serve(**env_vars):
+    """`streamlit run app.py` on a free port, once it answers; stopped on exit. env_vars: more
+    environment for the server (NETLAB_HOME: its run store)."""
     port = _free_port()
     log_path = os.path.join(tempfile.mkdtemp(prefix="netlab_browser_"), "server.log")
     env = {**os.environ, "NETLAB_GRACE_S": str(GRACE_S), "PYTHONPATH": str(ROOT),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env_vars}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -901,3 +902,88 @@ def test_the_optimizer_lab_animates_its_trajectories(page, server):
     assert min(seen) < 50, seen  # it started over from the start point
     assert_no_exception(page)
     assert not page.errors, page.errors
+
+
+
+def config_query(config: dict) -> str:
+    raw = json.dumps(config, separators=(",", ":")).encode()  # the URL format of ui/state.py
+    return "?cfg=" + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+
+
+def train_to_the_end(page, server, config: dict) -> None:
+    open_app(page, server, config_query(config))
+    press(page, "Start")
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
+               what="the run to finish")
+
+
+def test_the_runs_page_overlays_two_runs(page, server):
+    """Two runs trained in the Playground, both selected on the Runs page: their loss curves
+    on one chart and the setting that differs in a table."""
+    base = {"data": {"name": "xor", "n": 200}, "model": {"layers": [4]},
+            "training": {"steps": 300}}
+    slow = {**base, "optimizer": {"name": "sgd", "lr": 0.003}}
+    fast = {**base, "optimizer": {"name": "sgd", "lr": 0.3}}
+    train_to_the_end(page, server, slow)
+    train_to_the_end(page, server, fast)
+    page.goto(server.url + "runs")
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(timeout=LOAD_TIMEOUT_MS)
+    names = ["xor · 4 relu · sgd 0.3", "xor · 4 relu · sgd 0.003"]  # newest first
+    wait_until(lambda: all(n in body_text(page) or True for n in names), 5, what="the table")
+    box = table.bounding_box()
+    for row in (0, 1):  # the selection column: the grid is drawn on a canvas
+        page.mouse.click(box["x"] + 12, box["y"] + 35 * (row + 1) + 17)
+        page.wait_for_timeout(600)
+    wait_until(lambda: "2 runs overlaid" in body_text(page), 20, what="two runs overlaid")
+    if os.environ.get("NETLAB_SHOTS"):  # a screenshot to look at, where asked for
+        page.wait_for_timeout(2000)
+        page.screenshot(path=os.path.join(os.environ["NETLAB_SHOTS"], "runs_overlay.png"),
+                        full_page=True)
+    traces = wait_until(lambda: page.evaluate("""() => [...document.querySelectorAll(
+        '.js-plotly-plot')].filter(e => ((e.layout?.title?.text ?? e.layout?.title) || '')
+        .replace(/<[^>]*>/g, '').trim() === 'Loss')
+        .flatMap(e => e.data.map(t => [t.name, t.x.length]))"""), 20, what="the loss overlay")
+    shown = {name for name, points in traces if points > 1}
+    assert set(names) <= shown, traces
+    assert "Settings that differ" in body_text(page)
+    # the grids are canvases: the table's values are checked under AppTest (test_runs_page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 2
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
+
+def test_a_run_survives_a_server_restart(browser, tmp_path):
+    """Train, pause, kill the server (SIGKILL: nothing written on the way out); a new server on
+    the same run store: the run's link brings it back at the same step, and it trains on."""
+    home = str(tmp_path / "home")
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    try:
+        page = ctx.new_page()
+        with serve(NETLAB_HOME=home) as first:
+            state = start_long_run(page, first)
+            wait_until(lambda: (lambda s: s and s[1] > state[1] + 200)(status(page)), 20,
+                       what="a few hundred steps")
+            press(page, "Pause")
+            paused = wait_until(lambda: (lambda s: s and s[0] == "paused" and s)(status(page)),
+                                10, what="the run to pause")
+            rid = run_id(page)
+            query = page.evaluate("location.search")
+            first.proc.kill()  # no shutdown: only what is on disk survives
+            first.proc.wait()
+        with serve(NETLAB_HOME=home) as second:
+            page.goto(second.url + query)
+            page.get_by_role("button", name="Step", exact=True).wait_for(timeout=LOAD_TIMEOUT_MS)
+            wait_until(lambda: "brought back from the run store" in body_text(page), 20,
+                       what="the restored run's note")
+            back = wait_until(lambda: status(page), 10, what="the status line")
+            assert back[:2] == ("paused", paused[1]), (back, paused)
+            assert run_id(page) == rid
+            wait_until(lambda: loss_points(page) > 1, 20, what="its loss chart")
+            press(page, "Start")
+            wait_until(lambda: (lambda s: s and s[1] > paused[1] + 50)(status(page)), 20,
+                       what="the restored run to train on")
+            assert_no_exception(page)
+            pause(page)
+    finally:
+        ctx.close()
