@@ -1152,3 +1152,13 @@ def test_change_one_thing_trains_a_and_b_in_step_from_the_same_seed(at):
     at.text_input(key="ab_value").set_value("nonsense").run()
     button(at, "Train A and B").click().run()
     assert any("B cannot be built" in e.value and "nonsense" in e.value for e in at.error)
+
+
+def test_a_spec_with_its_own_data_seed_opens_unchanged():
+    """A sweep's variant carries data.seed (no widget shows it): opened in the page, the edited
+    experiment is still that spec, so its run is not 'changed since it finished'."""
+    spec = ExperimentSpec.from_dict({**load_preset("tfp_circle")["config"], "seed": 3})
+    spec = spec.with_changes({"data.seed": 7})
+    at = app_with(spec)
+    no_problems(at)
+    assert spec_of(at) == spec.canonical() and spec_of(at).data.seed == 7

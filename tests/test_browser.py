@@ -950,6 +950,15 @@ def test_the_runs_page_overlays_two_runs(page, server):
     # the grids are canvases: the table's values are checked under AppTest (test_runs_page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 2
     assert_no_exception(page)
+    page.mouse.click(box["x"] + 12, box["y"] + 35 * 2 + 17)  # keep only the fast run
+    wait_until(lambda: button(page, "Open in the Playground").count() == 1, 20,
+               what="one run selected")
+    press(page, "Open in the Playground")
+    page.get_by_role("button", name="Step", exact=True).wait_for(timeout=LOAD_TIMEOUT_MS)
+    assert wait_until(lambda: status(page), 20, what="the status line") == ("done", 300, 300)
+    wait_until(lambda: loss_points(page) > 1, 20, what="its loss chart")
+    assert "You changed settings" not in body_text(page)
+    assert_no_exception(page)
     assert not page.errors, page.errors
 
 

@@ -153,8 +153,14 @@ def parallel_coordinates(result: dict) -> go.Figure | None:
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
             positive = all(x > 0 for x in values)
             log = positive and max(values) >= 10 * min(values)
-            dims.append(dict(label=setting + (" (log10)" if log else ""),
-                             values=[math.log10(x) if log else x for x in values]))
+            scale = (lambda x: math.log10(x)) if log else (lambda x: x)  # noqa: E731
+            dim = dict(label=setting + (" (log scale)" if log else ""),
+                       values=[scale(x) for x in values])
+            distinct = sorted(set(values))
+            if len(distinct) <= 12:  # ticks at the values tried, labelled as written
+                dim.update(tickvals=[scale(x) for x in distinct],
+                           ticktext=[f"{x:g}" for x in distinct])
+            dims.append(dim)
         else:
             labels = list(dict.fromkeys(json.dumps(x) if not isinstance(x, str) else x
                                         for x in values))
@@ -162,8 +168,10 @@ def parallel_coordinates(result: dict) -> go.Figure | None:
                      for x in values]
             dims.append(dict(label=setting, values=codes, tickvals=list(range(len(labels))),
                              ticktext=labels))
-    if len({v["seed"] for v in variants}) > 1:
-        dims.append(dict(label="seed", values=[v["seed"] for v in variants]))
+    seeds = sorted({v["seed"] for v in variants})
+    if len(seeds) > 1:
+        dims.append(dict(label="seed", values=[v["seed"] for v in variants], tickvals=seeds,
+                         ticktext=[str(s) for s in seeds]))
     for metric in ("train_loss", "val_loss", "val_acc"):
         values = [v["final"][metric] for v in variants]
         if all(x is not None for x in values):
@@ -173,7 +181,8 @@ def parallel_coordinates(result: dict) -> go.Figure | None:
                                            showscale=True,
                                            colorbar=dict(title=key.replace("_", " "))),
                                  dimensions=dims))
-    fig.update_layout(height=360, margin=dict(l=60, r=40, t=50, b=30),
+    # the axis labels sit above the axes: the title goes higher still
+    fig.update_layout(height=400, margin=dict(l=70, r=40, t=100, b=30),
                       title=dict(text="Each variant, across its settings and results",
-                                 font=dict(size=14)))
+                                 font=dict(size=14), y=0.97, yanchor="top"))
     return fig

@@ -42,7 +42,8 @@ UNWRITTEN = {"training.tbptt": 0}
 # Settings with no widget yet: carried through unchanged from the loaded spec, so a config from
 # the CLI or a link keeps them.
 HIDDEN = ("model.output", "training.eval_every", "training.early_stopping.min_delta",
-          "training.early_stopping.restore_best")
+          "training.early_stopping.restore_best",
+          "data.seed")  # a sweep variant's data seed: it opens here with the sweep's data
 
 
 # ----------------------------------------------------------------------------- URL
