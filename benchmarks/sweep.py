@@ -10,7 +10,10 @@ batched.py) and one by one (a Trainer each), for two nets:
 Each run logs every `log_every` steps (its diagnostics and verdict on each logged step, per
 variant, as a Trainer does): logged steps cost the same either way, so the figures are given at
 log_every 10 (the default) and 100. Also: the largest relative difference of a final training
-loss between the two paths (float rounding: a batched product adds in another order).
+loss between the two paths (float rounding: a batched product adds in another order), and for
+N <= 8 the same difference between two runs alone whose first weight matrix differs by one ulp
+(`one_ulp_rel_diff`): where training is chaotic (a high rate with momentum) any rounding grows,
+and the batched path's difference is of that size, not larger.
 """
 from __future__ import annotations
 
@@ -59,6 +62,23 @@ def measure(net: str, n: int, steps: int, log_every: int, device: str) -> dict:
     out["speedup"] = round(out["one_by_one_s"] / out["batched_s"], 2)
     out["max_rel_diff"] = max(abs(a - b) / max(abs(a), 1e-12)
                               for a, b in zip(finals["batched"], finals["one_by_one"]))
+    if n <= 8:
+        out["one_ulp_rel_diff"] = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(
+            finals["one_by_one"], nudged(variants(net, n, steps, log_every, device))))
+    return out
+
+
+def nudged(vs) -> list[float]:
+    """Each variant's final training loss alone, its first weight matrix moved by one ulp."""
+    from engine import Trainer
+
+    out = []
+    for v in vs:
+        t = Trainer(v.spec)
+        with torch.no_grad():
+            w = next(t.model.parameters())
+            w.copy_(torch.nextafter(w, torch.full_like(w, float("inf"))))
+        out.append(t.run().history.last["train_loss"])
     return out
 
 

@@ -328,7 +328,8 @@ class StoreWriter(Callback):
         """A checkpoint now (between steps: the app calls it at Pause)."""
         if self.run_id is not None:
             self.flush()  # the rows first: a checkpoint never runs ahead of the stored log
-            self.store.save_checkpoint(self.run_id, trainer.state_dict())
+            # without the History: its rows are stored already (resume appends them again)
+            self.store.save_checkpoint(self.run_id, trainer.state_dict(history=False))
             self._saved_at, self.saved_step = time.monotonic(), trainer.step_count
 
     def close(self, trainer) -> None:
@@ -356,7 +357,8 @@ def resume(store: RunStore, run_id: str, callbacks=(),
     writer = StoreWriter(store, run_id=run_id, checkpoint_every=checkpoint_every)
     trainer = Trainer(found["spec"], callbacks=[writer, *callbacks], **trainer_kw)
     if state is not None:
-        trainer.load_state_dict(state)
+        trainer.load_state_dict(state, [r for r in store.rows(run_id)
+                                        if r["step"] <= state["step_count"]])
     if not trainer.done:
         store.reopen(run_id, trainer.step_count)
     return trainer

@@ -435,11 +435,13 @@ class Trainer:
                     found.append(value)
         return found
 
-    def state_dict(self) -> dict:
+    def state_dict(self, history: bool = True) -> dict:
         """Everything this run needs to go on exactly where it stands, taken between two steps
         (or in on_step_done): weights, optimizer and schedule state, every random stream, the
         batch order, the counters, the partly summed row, the history and the callbacks' state.
-        Only tensors and plain containers, so torch.load(..., weights_only=True) reads it."""
+        Only tensors and plain containers, so torch.load(..., weights_only=True) reads it.
+        history=False leaves the History out (the run store keeps every row already, and a
+        long run's History is megabytes): load_state_dict then takes the rows instead."""
         b = self.batches
         return {
             "format": CHECKPOINT_FORMAT, "spec": self.spec.to_json(),
@@ -456,15 +458,17 @@ class Trainer:
                      "batches": self._batches_since, "outs": list(self._outs),
                      "ys": list(self._ys)},
             "last_good": self._last_good,
-            "history": self.history.state_dict(),
+            "history": self.history.state_dict() if history else None,
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.state},
         }
 
-    def load_state_dict(self, state: dict) -> "Trainer":
+    def load_state_dict(self, state: dict, rows: list[dict] | None = None) -> "Trainer":
         """Go on from a checkpoint of this experiment (a fresh Trainer only). The callbacks'
         on_fit_start runs first, as it did for the original run: what they derive (the net's
         facts, a pretraining phase, a distillation teacher) comes out the same, and the
-        checkpoint's weights then replace whatever a phase put in the model."""
+        checkpoint's weights then replace whatever a phase put in the model. `rows`: every row
+        logged up to the checkpoint, for a checkpoint saved without its History (the History
+        is a function of the rows appended to it, so appending them again rebuilds it)."""
         if self._started or self.step_count:
             raise ValueError("a checkpoint loads into a Trainer that has not trained yet")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -492,7 +496,13 @@ class Trainer:
         self._seen, self._batches_since = sums["seen"], sums["batches"]
         self._outs, self._ys = list(sums["outs"]), list(sums["ys"])
         self._last_good = state["last_good"]
-        self.history.load_state_dict(state["history"])
+        if state["history"] is not None:
+            self.history.load_state_dict(state["history"])
+        elif rows is None:
+            raise ValueError("this checkpoint was saved without its History: pass its rows")
+        else:
+            for row in rows:
+                self.history.append(row)
         for cb in self.callbacks:
             if cb.state and cb.name in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.name])

@@ -10,6 +10,13 @@ from ui.page import ensure_routed
 from ui.views import spec_dataset
 
 COMPARED = "G5"  # classic architectures: their sizes side by side
+# concepts a page shows rather than a preset: (page, where to look, in our words)
+ON_PAGES = {"F6": ("pages/runs.py", "Runs", "Train a run in the Playground, then on the Runs page "
+                   "select it and open **Sweep around this run**: a grid of settings, several "
+                   "seeds (each setting's mean and spread, and the accuracy of the seeds' ensemble, "
+                   "which averages the members' predicted probabilities) or k-fold "
+                   "cross-validation (each fold of the data validates once), trained together, "
+                   "with a results table and parallel coordinates.")}
 
 
 @st.cache_data(show_spinner=False)
@@ -38,7 +45,13 @@ by_concept: dict[str, list[dict]] = {}
 for preset in list_presets():
     for concept in preset["concepts"]:
         by_concept.setdefault(concept, []).append(preset)
-for concept in sorted(by_concept):
+for concept in sorted(set(by_concept) | set(ON_PAGES)):
+    if concept not in by_concept:
+        page, name, how = ON_PAGES[concept]
+        with st.expander(f"**{concept_title(concept)}** — the {name} page"):
+            st.write(how)
+            st.page_link(page, label=f"Open the {name} page", icon=":material/arrow_forward:")
+        continue
     titles = ", ".join(p["title"] for p in by_concept[concept])
     with st.expander(f"**{concept_title(concept)}** — {titles}"):
         if concept == COMPARED:  # with LeNet's idea, the first of them (a G1 preset)

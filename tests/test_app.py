@@ -371,6 +371,7 @@ def test_concepts_page_lists_every_preset_with_a_link(at):
     text = " ".join(e.label for e in at.expander)
     for name in preset_names():
         assert load_preset(name)["title"] in text
+    assert "Cross-validation, ensembles and search** — the Runs page" in text  # F6: a page
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("*.py")))

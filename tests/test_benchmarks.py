@@ -95,3 +95,18 @@ def quick_json(script: str, *args: str) -> dict:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # exactly one JSON object on stdout
+
+
+def test_sweep_quick_prints_its_figures_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--quick"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["nets"]) == {"tfp", "digits_mlp"} and result["quick"] is True
+    for net, cases in result["nets"].items():
+        assert set(cases) == {"log_every_10/n_1", "log_every_10/n_8"}, net
+        for case in cases.values():
+            assert case["batched_s"] > 0 and case["one_by_one_s"] > 0
+            assert case["max_rel_diff"] < 1e-3  # 60 steps: far from any chaos
+        assert cases["log_every_10/n_8"]["variants"] == 8
