@@ -105,9 +105,10 @@ def _settings(trainers, params) -> dict:
     betas = [g.get("betas", (0.9, 0.999)) for g in groups]
     b1, b2 = vector([b[0] for b in betas]), vector([b[1] for b in betas])
     nesterov = vector([bool(g.get("nesterov")) for g in groups], torch.bool)
-    h = {"b1": b1, "b2": b2, "decay": vector(get("weight_decay")),
+    decay = vector(get("weight_decay"))
+    h = {"b1": b1, "b2": b2, "decay": decay,
          "any_nesterov": bool(nesterov.any()), "nesterov": _columns(nesterov, params)}
-    for name, values in (("weight_decay", vector(get("weight_decay"))),
+    for name, values in (("weight_decay", decay),
                          ("momentum", vector(get("momentum"))),
                          ("undamped", 1 - vector(get("dampening"))),
                          ("eps", vector(get("eps", 1e-8))), ("1-beta1", 1 - b1),
@@ -124,7 +125,8 @@ def _write_back(trainer, v: int, names, state: dict, kind: str) -> None:
     params = dict(trainer.model.named_parameters())
     for i, name in enumerate(names):
         p = params[name]
-        if kind == "sgd" and state.get("momentum_buffer", [None])[0] is not None:
+        if kind == "sgd" and "momentum_buffer" in state and \
+                trainer.optimizer.param_groups[0]["momentum"]:  # torch keeps none without it
             trainer.optimizer.state[p] = {"momentum_buffer": state["momentum_buffer"][i][v].clone()}
         elif kind in ("adam", "adamw") and "step" in state:
             trainer.optimizer.state[p] = {"step": torch.tensor(float(state["step"])),
@@ -140,9 +142,10 @@ def why_not(trainer) -> str | None:
     s = trainer.spec
     if s.optimizer.name not in UPDATES:
         return f"the {s.optimizer.name} optimizer has no batched update"
-    if trainer.optimizer.param_groups[0].get("amsgrad") or \
-            trainer.optimizer.param_groups[0].get("maximize"):
-        return "amsgrad has no batched update"
+    group = trainer.optimizer.param_groups[0]
+    for flag in ("amsgrad", "maximize"):
+        if group.get(flag):
+            return f"{flag} has no batched update"
     if SCHEDULES[s.schedule.name].tags.get("on_metric"):
         return "its schedule watches the validation loss"
     if lr_table(trainer) is None:
@@ -233,7 +236,7 @@ class _Draws:
         b0 = self.batches[0]
         if b0.n - self.pos < min(2, b0.n):
             for b, alive in zip(self.batches, live):
-                if alive or b._order is None:
+                if alive:
                     b._order = torch.randperm(b.n, generator=b.gen).to(b.device)
             self.order, self.pos = torch.stack([b._order for b in self.batches]), 0
         idx = self.order[:, self.pos:self.pos + b0.size]
@@ -442,15 +445,14 @@ class BatchedRuns:
         """As Trainer._finite: stop without applying the update, with a row saying so."""
         if not t.is_log_step(step):  # diagnostics off, as for a step that logs nothing
             t._call("on_step_start")
-        t.optimizer.param_groups[0]["lr"] = self.rates[v][step - 1]
         last = next((r["train_loss"] for r in reversed(t.history.rows)
                      if r.get("train_loss") is not None), None)
         t.divergence = {"step": step, "loss": "NaN" if value != value else f"{value:g}",
                         "last_finite_loss": last, "kept": ", and the update that would have "
                         "broken the weights was not applied"}
         t.stop("diverged")
-        t.row = {"step": step, "epoch": step * t.batches.size / t.batches.n, "lr": t.lr(),
-                 "train_loss": None, "val_loss": None, "train_acc": None, "val_acc": None,
+        t.row = {"step": step, "epoch": step * t.batches.size / t.batches.n,
+                 "lr": self.rates[v][step - 1], "train_loss": None, "val_loss": None, "train_acc": None, "val_acc": None,
                  "grad_norm": None, "layers": None}
         t._call("on_step_end")
         t._log(t.row)
@@ -463,12 +465,14 @@ class BatchedRuns:
         classification = self.task == "classification"
         rows = []
         for v, t in enumerate(self.trainers):
-            rate = t.optimizer.param_groups[0]["lr"] = self.rates[v][step - 1]
-            row = {"step": step, "epoch": step * t.batches.size / t.batches.n, "lr": rate,
+            # the rate from the table, not written into the optimizer: its schedule is replayed
+            # from the start when the run leaves the group (_end)
+            row = {"step": step, "epoch": step * t.batches.size / t.batches.n,
+                   "lr": self.rates[v][step - 1],
                    "train_loss": stats[v][0], "val_loss": None,
                    "train_acc": stats[v][1] if classification else None, "val_acc": None,
                    "grad_norm": None, "layers": None}
-            if not t.done and t._is_eval_step(step) and len(t.data.y_val):
+            if not t.done and t._is_eval_step(step) and len(t.data.y_val):  # (ended: unused)
                 val = t.evaluate("val")
                 row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
             rows.append(row)

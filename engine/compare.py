@@ -224,7 +224,8 @@ def _text(value) -> str:
 
 def settings(spec: ExperimentSpec) -> dict[str, str]:
     """The settings an A/B or a sweep on the pages offers to change: dotted key -> what it is
-    (any other dotted key works too, from the CLI or a preset)."""
+    (any other dotted key works too, from the CLI or a preset). Not the seed: an A/B keeps it,
+    and a sweep has its own seeds."""
     keys = {"optimizer.lr": "learning rate", "optimizer.name": "optimizer"}
     for p in OPTIMIZERS[spec.optimizer.name].params:
         if p.name != "lr" and isinstance(p.default, (int, float)) and \
@@ -232,8 +233,7 @@ def settings(spec: ExperimentSpec) -> dict[str, str]:
             keys[f"optimizer.{p.name}"] = p.name.replace("_", " ")
     keys.update({"model.activation": "activation", "model.init": "initializer",
                  "training.batch_size": "batch size", "training.steps": "steps",
-                 "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty",
-                 "seed": "seed"})
+                 "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty"})
     for i, layer in enumerate(spec.model.layers):
         if "units" in layer.params:
             keys[f"model.layers.{i}.units"] = f"units of hidden layer {i + 1}"

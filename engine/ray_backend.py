@@ -43,7 +43,7 @@ def run_on_ray(variants, max_params: int | None = None, asha: bool = False, stor
     ray, tune = _ray()
     from ray.tune.schedulers import ASHAScheduler
 
-    from .sweep import best, ensembles_of_rows
+    from .sweep import best, ensembles_of_rows, new_sweep_id
 
     t0 = time.perf_counter()
     if not ray.is_initialized():
@@ -69,12 +69,13 @@ def run_on_ray(variants, max_params: int | None = None, asha: bool = False, stor
         grid = tuner.fit()
         trials = {r.config["variant"]: r for r in grid}
     rows = []
+    sweep_id = new_sweep_id()
     for v in variants:
         trial = trials[v.index]
         if trial.error is not None:
             raise SpecError(f"variant {v.label} failed on Ray: {str(trial.error)[:300]}")
-        rows.append(_row(v, trial.metrics, store, name))
-    return {"id": f"sweep:{int(time.time() * 1000):x}", "variants": rows, "best": best(rows),
+        rows.append(_row(v, trial.metrics, store, name, sweep_id))
+    return {"id": sweep_id, "variants": rows, "best": best(rows),
             "groups": [{"size": 1, "batched": False, "alone_because": "each variant is one "
                         "Ray trial"} for _ in rows],
             "ensembles": ensembles_of_rows(variants, rows), "backend": "ray", "asha": asha,
@@ -100,7 +101,6 @@ def _train_trial(item: dict, max_params, metric: str) -> None:
     spec = ExperimentSpec.from_dict(item["spec"])
     fold = None if item["fold"] is None else (item["fold"], item["folds"])
     data = load_dataset(spec.data, spec.seed, input_scaling(spec), fold)
-    trainer = Trainer(spec, dataset=data, max_params=max_params)
     logged: list[dict] = []
 
     class Report(Callback):
@@ -113,7 +113,7 @@ def _train_trial(item: dict, max_params, metric: str) -> None:
             report.setdefault(metric, math.inf)  # a row without it (diverged) ranks last
             tune.report(report)
 
-    trainer.callbacks.append(Report())
+    trainer = Trainer(spec, callbacks=[Report()], dataset=data, max_params=max_params)
     trainer.run()
     last = {k: v for k, v in (logged[-1] if logged else {}).items()
             if k in ("train_loss", "val_loss", "train_acc", "val_acc")
@@ -128,7 +128,7 @@ def _finite(value):
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _row(v, metrics: dict, store, name: str) -> dict:
+def _row(v, metrics: dict, store, name: str, sweep_id: str) -> dict:
     """The sweep's result row for a finished (or early-stopped) trial."""
     summary = json.loads(metrics["summary"]) if "summary" in metrics else None
     final = (summary or {}).get("final") or {k: metrics.get(k) for k in (
@@ -136,7 +136,7 @@ def _row(v, metrics: dict, store, name: str) -> dict:
     stopped = summary["stopped"] if summary else "stopped_early"
     run_id = None
     if store is not None and summary is not None:
-        run_id = store.create(v.spec.to_json(), f"{name} · {v.label}")
+        run_id = store.create(v.spec.to_json(), f"{name} · {v.label}", tags=[sweep_id])
         rows = json.loads(metrics["rows"])
         if rows:
             store.append(run_id, *rows)

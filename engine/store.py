@@ -8,9 +8,11 @@ run from it with the numbers an uninterrupted run would have given.
 
 The file lives in NETLAB_HOME (default ~/.netlab) as runs.sqlite, in WAL mode: readers never
 block the writer, several processes may write their own runs at once, and a row is on disk once
-its transaction commits (each logged row is its own transaction; a process killed mid-run leaves
-every row committed before the kill). Rows are only ever appended; a run's status and summary
-are updated in place.
+its transaction commits (a StoreWriter commits the rows logged since its last write at most
+every FLUSH_EVERY_S, and before each checkpoint; a process killed mid-run leaves every row
+committed before the kill). Rows are only ever appended; a run's status and summary are updated
+in place. A store that fails (a full disk, a lock held too long) never stops a run: the writer
+keeps its rows and tries again.
 
     store = RunStore()                       # NETLAB_HOME/runs.sqlite
     trainer = Trainer(spec, callbacks=[StoreWriter(store, name="my run")])
@@ -20,11 +22,13 @@ are updated in place.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -87,8 +91,8 @@ def home() -> Path:
 
 
 class RunStore:
-    """One SQLite file of runs. Each method opens its own short transaction, so one store may
-    be shared by threads (a connection per thread) and processes (the file's own locking)."""
+    """One SQLite file of runs. Each method opens a connection for one short transaction and
+    closes it, so one store may be shared by threads and processes (the file's own locking)."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else home() / "runs.sqlite"
@@ -104,11 +108,17 @@ class RunStore:
         except (OSError, sqlite3.Error) as e:
             raise SpecError(f"the run store {self.path} cannot be opened: {e}") from None
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self):
+        """A connection for one transaction: committed (or rolled back) and closed."""
         db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
-        return db
+        try:
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
+            with db:
+                yield db
+        finally:
+            db.close()
 
     # -- writing
     def create(self, spec_json: str, name: str | None = None, run_id: str | None = None,
@@ -233,7 +243,7 @@ class RunStore:
                             "summary": json.loads(summary) if summary else None,
                             "final": {k: final.get(k) for k in ("step", "train_loss", "val_loss",
                                                                 "train_acc", "val_acc")},
-                            "checkpoint": ck, "browser": browser_id})
+                            "checkpoint": ck, "browser": browser_id, "owner": owner})
             return out
 
     def run(self, run_id: str) -> dict | None:
@@ -250,7 +260,6 @@ class RunStore:
         """The run's metrics rows as CSV: one line per logged step, the run-wide numbers
         (per-layer statistics and the verdict's details stay in the rows' JSON)."""
         import csv
-        import io
 
         rows = self.rows(run_id)
         columns = [k for k in CSV_COLUMNS if any(k in r for r in rows)]
@@ -274,91 +283,144 @@ def describe(spec) -> str:
 
 
 class StoreWriter(Callback):
-    """Records a run into a RunStore as it trains: created at the first step (or, given
-    `run_id`, an existing run going on), every logged row appended as it is logged, a
-    checkpoint on a logged step at most every `checkpoint_every` seconds and when the run ends,
-    and the summary at the end."""
+    """Records a run into a RunStore as it trains: created at the first step, the logged rows
+    written together at most every `flush_every` seconds, a checkpoint on a logged step at
+    most every `checkpoint_every` seconds and when the run ends, and the summary at the end.
+
+    run_id: the new run's id (the app's page id; an older record under it moves aside), or,
+    with `going_on` = the step of its checkpoint, a stored run this writer goes on with: rows
+    stored after that step are dropped when training moves past it (resume). A store that
+    fails is reported once on stderr and tried again; the run trains on."""
     name = "store"
+    MAX_PENDING = 100_000  # rows kept for a store that keeps failing; older ones are given up
 
     def __init__(self, store: RunStore, name: str | None = None, run_id: str | None = None,
                  checkpoint_every: float = CHECKPOINT_EVERY_S, browser: str | None = None,
-                 flush_every: float = FLUSH_EVERY_S, tags: list[str] = ()):
+                 flush_every: float = FLUSH_EVERY_S, tags: list[str] = (),
+                 going_on: int | None = None):
         self.store, self.run_name, self.run_id, self.tags = store, name, run_id, list(tags)
         self.every, self.browser, self.flush_every = checkpoint_every, browser, flush_every
         self._saved_at = self._flushed_at = time.monotonic()
         self._pending: list[dict] = []
-        self.saved_step: int | None = None  # the step of the last checkpoint this wrote
+        self._going_on = going_on  # reopen the stored run when training moves on
+        self.saved_step: int | None = going_on  # the step of the last checkpoint written
+        self.failure: str | None = None  # the last store error, if it failed
+
+    def _guarded(self, fn) -> bool:
+        try:
+            fn()
+        except (sqlite3.Error, OSError) as e:
+            if self.failure is None:
+                print(f"netlab: the run store {self.store.path} failed ({e}); the run trains "
+                      "on and its rows are kept to write later", file=sys.stderr)
+            self.failure = str(e)
+            return False
+        self.failure = None
+        return True
 
     def on_fit_start(self, trainer):
-        # a given id the store does not hold yet names the new run (the app's run id)
-        if self.run_id is None or not self.store.exists(self.run_id):
+        if self._going_on is not None:
+            return
+
+        def create():
+            if self.run_id is not None and self.store.exists(self.run_id):
+                self.store.rekey(self.run_id, uuid.uuid4().hex)  # never write into another run
             self.run_id = self.store.create(trainer.spec.to_json(),
                                             self.run_name or describe(trainer.spec),
                                             self.run_id, self.browser, self.tags)
+        self.run_id = self.run_id or uuid.uuid4().hex
+        self._guarded(create)
+
+    def _reopen(self) -> None:
+        """Training moves past a resumed run's checkpoint: its later rows go, it runs again."""
+        if self._going_on is not None and \
+                self._guarded(lambda: self.store.reopen(self.run_id, self._going_on)):
+            self._going_on = None
 
     def on_log(self, trainer, row):
-        if self.run_id is not None:
-            self._pending.append(trainer.history.last)
-            if time.monotonic() - self._flushed_at >= self.flush_every:
-                self.flush()
+        self._reopen()
+        self._pending.append(trainer.history.last)
+        del self._pending[:-self.MAX_PENDING]
+        if time.monotonic() - self._flushed_at >= self.flush_every:
+            self.flush()
 
-    def flush(self) -> None:
-        """Write the rows logged since the last write."""
-        if self._pending and self.run_id is not None:
-            rows, self._pending = self._pending, []
-            self.store.append(self.run_id, *rows)
+    def flush(self) -> bool:
+        """Write the rows logged since the last write (kept for later if the store fails)."""
         self._flushed_at = time.monotonic()
+        if not self._pending:
+            return True
+        rows = list(self._pending)
+        if self._guarded(lambda: self.store.append(self.run_id, *rows)):
+            del self._pending[:len(rows)]
+            return True
+        return False
 
     def on_fit_end(self, trainer):
-        if self.run_id is not None:
-            self.flush()
-            self.store.finish(self.run_id, trainer.summary())
+        self._reopen()
+        if trainer.stopped == "cancelled":  # interrupted, not ended: it may go on from here
+            self.save(trainer)
+            self._guarded(lambda: self.store.pause(self.run_id))
+        elif self.flush():
+            self._guarded(lambda: self.store.finish(self.run_id, trainer.summary()))
 
     def on_step_done(self, trainer):
-        if self.run_id is None:
-            return
+        self._reopen()
         due = trainer.is_log_step(trainer.step_count) and \
             time.monotonic() - self._saved_at >= self.every
         if trainer.done or due:
             self.save(trainer)
-        if trainer.done:  # the test metrics are in the summary now
-            self.store.finish(self.run_id, trainer.summary())
+        if trainer.done and trainer.stopped != "cancelled" and self.failure is None:
+            # again, now with the test metrics in the summary
+            self._guarded(lambda: self.store.finish(self.run_id, trainer.summary()))
 
     def save(self, trainer) -> None:
-        """A checkpoint now (between steps: the app calls it at Pause)."""
-        if self.run_id is not None:
-            self.flush()  # the rows first: a checkpoint never runs ahead of the stored log
-            # without the History: its rows are stored already (resume appends them again)
-            self.store.save_checkpoint(self.run_id, trainer.state_dict(history=False))
+        """A checkpoint now (between steps: the app calls it at Pause and Step)."""
+        if not trainer._started:
+            return
+        self._reopen()
+        if not self.flush():  # the rows first: a checkpoint never runs ahead of the log
+            return
+        # without the History: its rows are stored already (resume appends them again)
+        state = trainer.state_dict(history=False)
+        if self._guarded(lambda: self.store.save_checkpoint(self.run_id, state)):
             self._saved_at, self.saved_step = time.monotonic(), trainer.step_count
 
     def close(self, trainer) -> None:
         """The process lets go of the run: its last checkpoint, and paused if it had not ended
         (someone may go on from there)."""
-        if self.run_id is None or not trainer._started:
+        if not trainer._started:
             return
         self.save(trainer)
         if not trainer.done:
-            self.store.pause(self.run_id)
+            self._guarded(lambda: self.store.pause(self.run_id))
 
 
 def resume(store: RunStore, run_id: str, callbacks=(),
            checkpoint_every: float = CHECKPOINT_EVERY_S, **trainer_kw):
-    """A Trainer going on with stored run `run_id` from its last checkpoint (from the start if
-    it has none), recording into the same run. Rows logged after the checkpoint are dropped and
-    logged again as training repeats them. A run that had ended comes back ended (its charts,
-    weights and summary; `extend` trains it further)."""
+    """A Trainer going on with stored run `run_id` from its last checkpoint, recording into the
+    same run; a run that had ended comes back ended (its charts, weights and summary; `extend`
+    trains it further). The stored rows after the checkpoint are dropped only once training
+    moves on (they are logged again). Refused, with a message saying why: a run another live
+    process is training, and a finished run without a checkpoint (trained on Ray) that could
+    only start over. A run stopped before its first checkpoint starts over."""
     from .trainer import Trainer
 
     found = store.run(run_id)
     if found is None:
         raise SpecError(f"no stored run {run_id!r}; `python -m engine runs` lists them")
+    if found["status"] == RUNNING and found.get("owner") != this_process():
+        raise SpecError(f"run {run_id[:8]} is being trained by another process "
+                        f"({found.get('owner')}); wait until it ends or stops")
     state = store.checkpoint(run_id)
-    writer = StoreWriter(store, run_id=run_id, checkpoint_every=checkpoint_every)
+    if state is None and found["status"] == FINISHED:
+        raise SpecError(f"run {run_id[:8]} has no checkpoint to go on from (it trained on Ray, "
+                        "or elsewhere); its curves stay in the store, and its config trains it "
+                        "again from the start")
+    last = state["logged_step"] if state is not None else 0
+    writer = StoreWriter(store, run_id=run_id, checkpoint_every=checkpoint_every,
+                         going_on=last)
     trainer = Trainer(found["spec"], callbacks=[writer, *callbacks], **trainer_kw)
-    if state is not None:
-        trainer.load_state_dict(state, [r for r in store.rows(run_id)
-                                        if r["step"] <= state["step_count"]])
-    if not trainer.done:
-        store.reopen(run_id, trainer.step_count)
+    if state is not None:  # the rows up to the checkpoint's last logged one (a divergence
+        # row is logged one step past the last update)
+        trainer.load_state_dict(state, [r for r in store.rows(run_id) if r["step"] <= last])
     return trainer

@@ -23,6 +23,7 @@ import json
 import math
 import random as random_module
 import time
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -175,7 +176,7 @@ def run(variants: list[Variant], batched: bool = True, store=None, name: str = "
     from .trainer import Trainer
 
     t0 = time.perf_counter()
-    sweep_id = f"sweep:{int(time.time() * 1000):x}"
+    sweep_id = new_sweep_id()
     datasets: dict = {}
     trainers = []
     for v in variants:
@@ -220,6 +221,11 @@ def run(variants: list[Variant], batched: bool = True, store=None, name: str = "
                        for g in groups],
             "ensembles": ensembles(variants, trainers, rows),
             "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def new_sweep_id() -> str:
+    """The tag a sweep's runs share in the store."""
+    return f"sweep:{uuid.uuid4().hex[:12]}"
 
 
 def _groups(trainers) -> list[list[int]]:

@@ -149,8 +149,8 @@ class Trainer:
         self._started = False
         self._cancel = threading.Event()
         # only the callbacks that use on_step_done are called there: the hot path pays nothing
-        self._done_hooks = [cb for cb in self.callbacks
-                            if type(cb).on_step_done is not Callback.on_step_done]
+        self._done_hooks = [cb for cb in self.callbacks if getattr(
+            type(cb), "on_step_done", Callback.on_step_done) is not Callback.on_step_done]
         self._check_every = 1 if self.device.type == "cpu" else s.training.log_every
         self._last_good = None
         self._reset_accumulators()
@@ -439,13 +439,17 @@ class Trainer:
         """Everything this run needs to go on exactly where it stands, taken between two steps
         (or in on_step_done): weights, optimizer and schedule state, every random stream, the
         batch order, the counters, the partly summed row, the history and the callbacks' state.
-        Only tensors and plain containers, so torch.load(..., weights_only=True) reads it.
+        Only tensors and plain containers, so torch.load(..., weights_only=True) reads it. It
+        refers to the live tensors: serialize it (torch.save, Trainer.save) before training on.
         history=False leaves the History out (the run store keeps every row already, and a
         long run's History is megabytes): load_state_dict then takes the rows instead."""
         b = self.batches
         return {
             "format": CHECKPOINT_FORMAT, "spec": self.spec.to_json(),
             "step_count": self.step_count, "extra_steps": self._extra_steps,
+            # the newest logged row's step: past step_count for a divergence (its row is
+            # logged at the step whose update was not applied)
+            "logged_step": self.history.last["step"] if self.history.last else 0,
             "started": self._started, "finished": getattr(self, "_finished", False),
             "stopped": self.stopped, "divergence": self.divergence,
             "restored_step": self.restored_step, "seconds": self.seconds,
@@ -459,7 +463,7 @@ class Trainer:
                      "ys": list(self._ys)},
             "last_good": self._last_good,
             "history": self.history.state_dict() if history else None,
-            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.state},
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if _stateful(cb)},
         }
 
     def load_state_dict(self, state: dict, rows: list[dict] | None = None) -> "Trainer":
@@ -488,14 +492,17 @@ class Trainer:
             raise SpecError("the checkpoint's random streams do not match this run's")
         for g, saved in zip(streams, state["random"]):
             g.set_state(saved)
+        here = lambda t: t.to(self.device)  # noqa: E731 - a checkpoint may be read on the CPU
         order = state["batches"]["order"]
-        self.batches._order = None if order is None else order.to(self.device)
+        self.batches._order = None if order is None else here(order)
         self.batches._pos = state["batches"]["pos"]
         sums = state["sums"]
-        self._loss_sum, self._correct = sums["loss"], sums["correct"]
+        self._loss_sum, self._correct = here(sums["loss"]), here(sums["correct"])
         self._seen, self._batches_since = sums["seen"], sums["batches"]
-        self._outs, self._ys = list(sums["outs"]), list(sums["ys"])
-        self._last_good = state["last_good"]
+        self._outs, self._ys = [here(t) for t in sums["outs"]], [here(t) for t in sums["ys"]]
+        good = state["last_good"]
+        self._last_good = None if good is None else (good[0], {k: here(v)
+                                                               for k, v in good[1].items()})
         if state["history"] is not None:
             self.history.load_state_dict(state["history"])
         elif rows is None:
@@ -504,12 +511,14 @@ class Trainer:
             for row in rows:
                 self.history.append(row)
         for cb in self.callbacks:
-            if cb.state and cb.name in state["callbacks"]:
+            if _stateful(cb) and cb.name in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.name])
         self.step_count, self._extra_steps = state["step_count"], state["extra_steps"]
         self.stopped, self.divergence = state["stopped"], state["divergence"]
         self.restored_step, self.seconds = state["restored_step"], state["seconds"]
         self.test_metrics, self._finished = state["test_metrics"], state["finished"]
+        if self.stopped == "cancelled":  # an interruption, not an end: it goes on from here
+            self.stopped, self._finished, self.test_metrics = None, False, None
         return self
 
     def save(self, path) -> None:
@@ -534,6 +543,11 @@ class Trainer:
                 "test": self.test_metrics, "health": last.get("health") if last else None,
                 "params": count_params(self.model), "device": str(self.device),
                 "seconds": round(self.seconds, 3)}
+
+
+def _stateful(cb) -> bool:
+    """A callback whose `state` a checkpoint carries (duck-typed callbacks carry none)."""
+    return isinstance(cb, Callback) and bool(cb.state)
 
 
 def load_checkpoint(source, device: str | torch.device = "cpu") -> dict:

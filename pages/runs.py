@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tempfile
+import traceback
 import zipfile
 
 import streamlit as st
@@ -98,7 +99,13 @@ def compare(selected: list[dict], rows: dict) -> None:
 
 def one_run(r: dict, rows: list[dict]) -> None:
     """Open or continue, rename and tag, export."""
-    spec = ExperimentSpec.from_dict(r["spec"])
+    try:
+        spec = ExperimentSpec.from_dict(r["spec"])
+    except SpecError as e:  # stored by a Netlab that allowed what this one does not
+        st.warning(f"**{r['name']}**: its config no longer loads here ({e}); its curves are "
+                   "above.")
+        return
+    mine = r["browser"] == me  # else the command line's: compared and exported here only
     st.subheader(r["name"])
     summary = r["summary"] or {}
     facts = [V.STATUS.get(r["status"], r["status"]), f"step {r['final'].get('step') or 0:,}",
@@ -107,26 +114,25 @@ def one_run(r: dict, rows: list[dict]) -> None:
     if summary.get("stopped"):
         facts.append(f"stopped: {summary['stopped']}")
     st.caption(" · ".join(facts))
-    go_on = "Open in the Playground" if r["status"] == "finished" else \
-        "Continue in the Playground"
-    if st.button(go_on, type="primary", key="runs_open",
-                 help="Its charts come back and Start trains on from its last checkpoint, with "
-                 "the numbers it would have had without the stop."):
-        open_in_playground(r["id"])
+    if not mine or r["checkpoint"] is None and r["status"] == "finished":
+        if st.button("Open a copy in the Playground", type="primary", key="runs_copy",
+                     help="Its experiment, untrained: "
+                     + ("this run belongs to the command line, which resumes it"
+                        if not mine else "this run has no checkpoint to go on from")):
+            open_spec(spec)
+    else:
+        go_on = "Open in the Playground" if r["status"] == "finished" else \
+            "Continue in the Playground"
+        if st.button(go_on, type="primary", key="runs_open",
+                     help="Its charts come back and Start trains on from its last checkpoint, "
+                     "with the numbers it would have had without the stop."):
+            open_in_playground(r["id"])
     manage, export = st.columns(2)
-    with manage:
-        name = st.text_input("Name", value=r["name"], key=f"runs_name_{r['id']}",
-                             max_chars=120)
-        tags = st.text_input("Tags (comma-separated)", value=", ".join(r["tags"]),
-                             key=f"runs_tagtext_{r['id']}")
-        if st.button("Save name and tags", key="runs_save"):
-            try:
-                store.rename(r["id"], name.strip() or r["name"])
-                store.tag(r["id"], [t.strip() for t in tags.split(",") if t.strip()])
-                st.session_state["runs_flash"] = ("success", "Saved.")
-            except SpecError as e:
-                st.session_state["runs_flash"] = ("error", str(e))
-            st.rerun()
+    if not mine:
+        manage.caption("A run of the command line: rename, tag or delete it there "
+                       "(`python -m engine runs`).")
+    else:
+        _manage(manage, r)
     with export:
         st.download_button("Config (JSON)", spec.to_json(indent=2), f"{r['id'][:8]}.json",
                            "application/json", key="runs_config")
@@ -147,10 +153,29 @@ def one_run(r: dict, rows: list[dict]) -> None:
                            help="Unzip and run: tensorboard --logdir <folder>")
 
 
+def _manage(where, r: dict) -> None:
+    """Rename and tag one of this browser's runs."""
+    with where:
+        name = st.text_input("Name", value=r["name"], key=f"runs_name_{r['id']}",
+                             max_chars=120)
+        tags = st.text_input("Tags (comma-separated)", value=", ".join(r["tags"]),
+                             key=f"runs_tagtext_{r['id']}")
+        if st.button("Save name and tags", key="runs_save"):
+            try:
+                store.rename(r["id"], name.strip() or r["name"])
+                store.tag(r["id"], [t.strip() for t in tags.split(",") if t.strip()])
+                st.session_state["runs_flash"] = ("success", "Saved.")
+            except SpecError as e:
+                st.session_state["runs_flash"] = ("error", str(e))
+            st.rerun()
+
+
 def delete(selected: list[dict]) -> None:
-    """Delete, after a second click that says what goes."""
+    """Delete this browser's selected runs, after a second click that says what goes."""
+    ids = [r["id"] for r in selected if r["browser"] == me]
+    if not ids:
+        return
     st.divider()
-    ids = [r["id"] for r in selected]
     plural = "s" if len(ids) > 1 else ""
     if st.session_state.get("runs_delete") != ids:
         if st.button(f"Delete {len(ids)} run{plural}…", key="runs_delete_ask"):
@@ -187,7 +212,7 @@ def sweep_around(r: dict) -> None:
                    "fold), trained together: variants that share a shape train as one batched "
                    "model. The data stays this run's, so every variant is scored on the same "
                    "examples and seeds average into an ensemble.")
-        options = {k: v for k, v in settings(base).items() if k != "seed"}  # seeds: below
+        options = settings(base)
         grid = {}
         for k in range(3):
             key_col, values_col = st.columns([1, 2])
@@ -227,6 +252,9 @@ def sweep_around(r: dict) -> None:
                 st.session_state["sweep_result"] = result
             except SpecError as e:
                 st.error(f"Cannot run this sweep: {e}")
+            except Exception as e:  # noqa: BLE001 - a message, the trace in the server's log
+                traceback.print_exc()
+                st.error(f"The sweep failed ({type(e).__name__}): {str(e)[:300]}")
 
 
 def sweep_results(result: dict) -> None:

@@ -328,6 +328,7 @@ def test_every_page_url_is_served_by_the_router(page):
         (f"playground?cfg={cfg}", "Start", "/"),
         ("concepts", "Concepts", "/concepts"),
         ("optimizers", "Optimizer lab", "/optimizers"),
+        ("runs", "Runs", "/runs"),
     ]
     with serve() as srv:
         for path, content, lands_on in visits:
@@ -341,8 +342,8 @@ def test_every_page_url_is_served_by_the_router(page):
             where = f"/{path}: {body_text(page)[:1500]}"
             assert page.title() == "Netlab", where
             assert page.locator('[data-testid="stSidebarNav"]').count() == 1, where
-            assert page.evaluate(NAV_LABELS_JS) == ["Playground", "Concepts", "Optimizer lab"], \
-                where
+            assert page.evaluate(NAV_LABELS_JS) == ["Playground", "Concepts", "Optimizer lab",
+                                                    "Runs"], where
             icon = page.locator('link[rel~="icon"]').first.get_attribute("href") or ""
             assert not icon.endswith("/favicon.png"), f"Streamlit's own icon: {where}"
             # drawn in the page: an icon fetched from a font server fails offline

@@ -211,3 +211,17 @@ def test_continue_in_the_playground_brings_the_run_back_into_this_server(store):
     run = live_registries()[-1].get(run_id)
     assert run.trainer.done and run.trainer.step_count == 200
     assert run.trainer.history.rows == Trainer(run.spec).run().history.rows
+
+
+def test_a_command_line_run_is_compared_and_exported_but_not_changed_here(store):
+    run_id = trained(store, 0.1, browser=None, name="from the CLI")
+    at = page(select=(0,))
+    labels = [b.label for b in at.button]
+    assert "Open a copy in the Playground" in labels
+    assert not {"Save name and tags", "Delete 1 run…", "Open in the Playground"} & set(labels)
+    assert "Config (JSON)" in [d.proto.label for d in at.get("download_button")]
+    button(at, "Open a copy in the Playground").click().run()  # its experiment, untrained
+    assert at.session_state["run_id"] is None
+    assert at.session_state["spec"] == ExperimentSpec.from_dict(store.run(run_id)["spec"]) \
+        .canonical()
+    assert store.run(run_id)["status"] == "finished"

@@ -213,3 +213,86 @@ def test_runs_are_written_for_tensorboard_as_it_reads_them(tmp_path, capsys, mon
             assert e.value == pytest.approx(r["val_loss"], rel=1e-6)  # stored as float32
         layer = rows[-1]["layers"][0]
         assert f"layers/{layer['name']}/act_grad_norm" in tags
+
+
+def test_a_diverged_run_comes_back_with_its_diverged_row(tmp_path):
+    from engine.presets import load_preset
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = ExperimentSpec.from_dict(load_preset("lr_too_high")["config"])
+    t = Trainer(spec, callbacks=[StoreWriter(store)]).run()
+    assert t.stopped == "diverged"
+    back = resume(store, t.callback("store").run_id)
+    assert back.done and back.stopped == "diverged"
+    assert back.history.last["health"]["status"] == "diverged"
+    assert json.dumps(back.history.rows) == json.dumps(t.history.rows)
+
+
+def test_a_run_is_not_resumed_twice_nor_reopened_without_a_checkpoint(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    live = store.create(SPEC.to_json(), "live elsewhere")
+    with store._connect() as db:  # a live process of this host trains it (our parent)
+        db.execute("UPDATE runs SET owner = ? WHERE id = ?",
+                   (f"{__import__('socket').gethostname()}:{os.getppid()}", live))
+    with pytest.raises(SpecError, match="being trained by another process"):
+        resume(store, live)
+    ray_like = store.create(SPEC.to_json(), "trained on Ray")  # rows and a summary, no checkpoint
+    store.append(ray_like, {"step": 1, "train_loss": 0.7}, {"step": 60, "train_loss": 0.3})
+    store.finish(ray_like, {"steps": 60, "stopped": "completed"})
+    with pytest.raises(SpecError, match="no checkpoint to go on from"):
+        resume(store, ray_like)
+    assert [r["step"] for r in store.rows(ray_like)] == [1, 60]  # nothing was wiped
+    # resumed but not trained: its later rows stay until training moves on
+    t = Trainer(SPEC, callbacks=[StoreWriter(store, checkpoint_every=0)]).run(20)
+    rid = t.callback("store").run_id
+    t.callback("store").save(t)
+    store.append(rid, {"step": 30, "train_loss": 0.1})  # logged after the checkpoint
+    resume(store, rid)
+    assert store.rows(rid)[-1]["step"] == 30
+    resume(store, rid).run(1)
+    assert [r["step"] for r in store.rows(rid)][-1] <= 21
+
+
+def test_a_cancelled_run_is_paused_in_the_store_and_goes_on(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    t = Trainer(SPEC, callbacks=[StoreWriter(store)])
+    t.run(25)
+    t.cancel()
+    t.run()  # stops at once: cancelled
+    rid = t.callback("store").run_id
+    found = store.run(rid)
+    assert t.stopped == "cancelled" and found["status"] == "paused" and found["checkpoint"] == 25
+    back = resume(store, rid)
+    assert not back.done and back.step_count == 25
+    back.run()
+    assert json.dumps(store.rows(rid)) == json.dumps(Trainer(SPEC).run().history.rows)
+
+
+def test_a_failing_store_never_stops_the_run_and_catches_up(tmp_path, monkeypatch, capsys):
+    import sqlite3
+    store = RunStore(tmp_path / "runs.sqlite")
+    real, calls = store.append, []
+
+    def flaky(run_id, *rows):
+        calls.append(len(rows))
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        real(run_id, *rows)
+    monkeypatch.setattr(store, "append", flaky)
+    writer = StoreWriter(store, flush_every=0)
+    t = Trainer(SPEC, callbacks=[writer]).run()
+    assert t.stopped == "completed"
+    assert "database is locked" in capsys.readouterr().err
+    assert [r["step"] for r in store.rows(writer.run_id)] == [r["step"] for r in t.history.rows]
+    assert store.run(writer.run_id)["status"] == FINISHED
+
+
+def test_a_new_run_never_writes_into_an_older_run_of_the_same_id(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    old = Trainer(SPEC, callbacks=[StoreWriter(store, run_id="a" * 32)]).run(10)
+    old.callback("store").flush()
+    new = Trainer(SPEC, callbacks=[StoreWriter(store, run_id="a" * 32, name="new")]).run(3)
+    assert new.callback("store").run_id == "a" * 32
+    runs = {r["id"]: r for r in store.runs()}
+    assert len(runs) == 2 and runs["a" * 32]["name"] == "new"
+    (moved,) = [r for rid, r in runs.items() if rid != "a" * 32]
+    assert moved["final"]["step"] == 10 and old.step_count == 10

@@ -281,3 +281,21 @@ def test_the_cli_sweep_writes_results_and_records_every_variant(tmp_path, capsys
     assert main(["sweep", "--preset", "tfp_circle", "--grid", "optimizer.lr=-1", "--out",
                  str(out)]) == 2
     assert "variant optimizer.lr=-1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("schedule", [{"name": "exponential", "gamma": 0.99},
+                                      {"name": "step", "step_size": 30, "gamma": 0.5},
+                                      "cosine"])
+def test_a_batched_variant_ends_with_its_schedule_where_the_run_alone_ends(schedule):
+    """Its optimizer's rate and its scheduler's state, then 20 more steps (extend)."""
+    specs = [spec(seed=k, schedule=schedule, optimizer={"name": "sgd", "lr": 0.05,
+                                                        "momentum": 0.9 * k})
+             for k in range(2)]
+    alone, together = train_both(specs)
+    for a, b in zip(alone, together):
+        assert b.lr() == pytest.approx(a.lr(), rel=1e-12)
+        assert b.scheduler.state_dict() == a.scheduler.state_dict()
+        for t in (a, b):
+            t.extend(20)
+            t.run()
+    assert_same_runs(alone, together)

@@ -710,6 +710,7 @@ class RunRegistry:
         self.on_drop: list[Callable[[Run], None]] = []
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
+        self._restoring = threading.Lock()
         self._reap_every = reap_every_s
         self._reaper = threading.Thread(target=self._reap_loop, name="netlab-reaper", daemon=True)
         self._stop = threading.Event()
@@ -758,27 +759,27 @@ class RunRegistry:
     def restore(self, run_id: str, owner: str | None = None) -> Run | None:
         """A run this server no longer holds, back from the store (after a restart, or once
         the reaper forgot it): its history and weights from its last checkpoint, ready to go
-        on. None when the store has no such run or it is another browser's. Raises SpecError
-        when it cannot be rebuilt (its uploaded file is gone) and CapError without room."""
+        on. None when the store has no such run or it is not `owner`'s (the command line's
+        runs go on from the command line). Raises SpecError when it cannot be rebuilt (its
+        uploaded file is gone, this server's limits) and CapError without room."""
         from engine.store import resume
 
         found = self.store.run(run_id) if self.store is not None else None
-        if found is None or found["browser"] not in (None, owner):
+        if found is None or found["browser"] != owner:
             return None
-        with self._lock:
-            if run_id in self._runs:
-                return self._runs[run_id]
-            self._make_room(owner, run_id, apply=False)
-        trainer = resume(self.store, run_id, max_params=self.caps.max_params,
-                         checkpoint_every=self.caps.checkpoint_s)
-        run = Run(run_id, trainer.spec, self, owner=owner, trainer=trainer,
-                  name=found["name"])
-        run.state = Run.DONE if trainer.done else Run.PAUSED if trainer.step_count else \
-            Run.READY
-        with self._lock:
-            if run_id in self._runs:  # another page restored it meanwhile
-                evicted, run = [], self._runs[run_id]
-            else:
+        with self._restoring:  # two pages opening one run build it once
+            with self._lock:
+                if run_id in self._runs:
+                    return self._runs[run_id]
+                self._make_room(owner, run_id, apply=False)
+            self.caps.check_spec(ExperimentSpec.from_dict(found["spec"]))
+            trainer = resume(self.store, run_id, max_params=self.caps.max_params,
+                             checkpoint_every=self.caps.checkpoint_s)
+            run = Run(run_id, trainer.spec, self, owner=owner, trainer=trainer,
+                      name=found["name"])
+            run.state = Run.DONE if trainer.done else \
+                Run.PAUSED if trainer.step_count else Run.READY
+            with self._lock:
                 evicted = self._make_room(owner, run_id, apply=True)
                 self._runs[run_id] = run
         self._let_go(evicted, collect=bool(evicted))
