@@ -44,8 +44,10 @@ def test_a_sweep_on_ray_gives_each_variant_its_own_numbers(ray, tmp_path, monkey
 
 
 def test_asha_stops_trials_that_lag_and_never_picks_one(ray):
+    """The good rates first: with two trials at a time (num_cpus=2) they set each rung's bar
+    before the slow rates reach it, so ASHA, which decides as results arrive, must stop some."""
     variants = plan(ExperimentSpec.from_dict(BASE), {"optimizer.lr": [
-        0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]})
+        0.3, 1.0, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001]})
     from engine.ray_backend import run_on_ray
     result = run_on_ray(variants, asha=True)
     stopped = [r for r in result["variants"] if r["stopped"] == "stopped_early"]
