@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import sys
@@ -41,17 +42,108 @@ from .errors import SpecError
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, summary TEXT, tags TEXT NOT NULL DEFAULT '[]'
+    created {real} NOT NULL, updated {real} NOT NULL, summary TEXT,
+    tags TEXT NOT NULL DEFAULT '[]'{more}
 );
 CREATE TABLE IF NOT EXISTS rows (
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step {int} NOT NULL,
     row TEXT NOT NULL, PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
-    state BLOB NOT NULL, saved REAL NOT NULL
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, step {int} NOT NULL,
+    state {blob} NOT NULL, saved {real} NOT NULL
 );
 """
+LATER_COLUMNS = ("owner", "browser")  # added to SQLite stores written before they came
+
+
+class _SQLite:
+    """The embedded default: one file, WAL mode (readers never block the writer)."""
+
+    def __init__(self, path: Path):
+        self.path, self.where = path, str(path)
+        self.errors: tuple = (sqlite3.Error, OSError)
+
+    @contextlib.contextmanager
+    def connect(self):
+        """A connection for one transaction: committed (or rolled back) and closed."""
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def create_tables(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA.format(real="REAL", int="INTEGER", blob="BLOB", more=""))
+            columns = {c[1] for c in db.execute("PRAGMA table_info(runs)")}
+            for column in LATER_COLUMNS:
+                if column not in columns:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+
+
+class _PostgresConnection:
+    """psycopg's connection with SQLite's ? placeholders (every statement here uses them)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql: str, args=()):
+        return self.conn.execute(sql.replace("?", "%s"), args)
+
+    def executemany(self, sql: str, rows):
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+
+class _Postgres:
+    """A database every replica of a hosted Netlab shares (issue 19): postgresql://..."""
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+        except ImportError:
+            raise SpecError("a postgresql:// run store needs psycopg: pip install -r "
+                            "requirements-postgres.txt") from None
+        self.psycopg, self.url = psycopg, url
+        self.where = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)  # no password shown
+        self.errors = (psycopg.Error, OSError)
+
+    @contextlib.contextmanager
+    def connect(self):
+        with self.psycopg.connect(self.url, connect_timeout=30) as conn:  # commits, closes
+            yield _PostgresConnection(conn)
+
+    def create_tables(self) -> None:
+        with self.connect() as db:
+            # replicas starting at once would race to create the same tables
+            db.execute("SELECT pg_advisory_xact_lock(7046)")
+            for statement in SCHEMA.format(real="DOUBLE PRECISION", int="BIGINT", blob="BYTEA",
+                                           more=", owner TEXT, browser TEXT").split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+
+def _database(location):
+    """A path or sqlite:/// URL: SQLite; postgresql://: PostgreSQL; None: NETLAB_STORE, else
+    NETLAB_HOME/runs.sqlite."""
+    location = location if location is not None else os.environ.get("NETLAB_STORE") or \
+        home() / "runs.sqlite"
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        return _Postgres(text)
+    if "://" in text and not text.startswith("sqlite:///"):
+        raise SpecError(f"the run store {text.split('://')[0]}:// is not known; allowed: a "
+                        "file path, sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB")
+    return _SQLite(Path(text.removeprefix("sqlite:///") if text.startswith("sqlite:///")
+                        else text))
+
+
 CHECKPOINT_EVERY_S = 30.0  # a run's checkpoint at most this often (and always at its end)
 # Logged rows are written together at most this often (and before every checkpoint and at the
 # end): a transaction per row was up to 170 a second for one fast run, and a class of them
@@ -91,34 +183,23 @@ def home() -> Path:
 
 
 class RunStore:
-    """One SQLite file of runs. Each method opens a connection for one short transaction and
-    closes it, so one store may be shared by threads and processes (the file's own locking)."""
+    """The runs, in SQLite (a file; the default) or PostgreSQL (a URL). Each method opens a
+    connection for one short transaction and closes it, so one store may be shared by threads,
+    processes and, with PostgreSQL, machines."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else home() / "runs.sqlite"
+    def __init__(self, location: str | os.PathLike | None = None):
+        self.db = _database(location)
+        self.path = self.where = self.db.where  # what messages call it (never a password)
+        self.errors = self.db.errors
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
-                columns = {c[1] for c in db.execute("PRAGMA table_info(runs)")}
-                for column in ("owner", "browser"):  # a store written before they came
-                    if column not in columns:
-                        db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
-        except (OSError, sqlite3.Error) as e:
-            raise SpecError(f"the run store {self.path} cannot be opened: {e}") from None
+            self.db.create_tables()
+        except self.errors as e:
+            raise SpecError(f"the run store {self.where} cannot be opened: "
+                            f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") \
+                from None
 
-    @contextlib.contextmanager
     def _connect(self):
-        """A connection for one transaction: committed (or rolled back) and closed."""
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
-            with db:
-                yield db
-        finally:
-            db.close()
+        return self.db.connect()
 
     # -- writing
     def create(self, spec_json: str, name: str | None = None, run_id: str | None = None,
@@ -169,8 +250,10 @@ class RunStore:
         torch.save(state, buf)
         blob = buf.getvalue()
         with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO checkpoints (run_id, step, state, saved) "
-                       "VALUES (?, ?, ?, ?)", (run_id, int(state["step_count"]), blob, time.time()))
+            db.execute("INSERT INTO checkpoints (run_id, step, state, saved) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (run_id) DO UPDATE SET step = excluded.step, "
+                       "state = excluded.state, saved = excluded.saved",
+                       (run_id, int(state["step_count"]), blob, time.time()))
         return len(blob)
 
     def checkpoint(self, run_id: str, device="cpu") -> dict | None:
@@ -180,13 +263,14 @@ class RunStore:
         with self._connect() as db:
             found = db.execute("SELECT state FROM checkpoints WHERE run_id = ?",
                                (run_id,)).fetchone()
-        return load_checkpoint(found[0], device) if found else None
+        return load_checkpoint(bytes(found[0]), device) if found else None
 
     def append(self, run_id: str, *rows: dict) -> None:
         """Logged rows, in one transaction (append-only: a step already stored is kept as it
         was)."""
         with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO rows (run_id, step, row) VALUES (?, ?, ?)",
+            db.executemany("INSERT INTO rows (run_id, step, row) VALUES (?, ?, ?) "
+                           "ON CONFLICT DO NOTHING",
                            [(run_id, int(row["step"]), json.dumps(row)) for row in rows])
             db.execute("UPDATE runs SET updated = ? WHERE id = ?", (time.time(), run_id))
 
@@ -309,7 +393,7 @@ class StoreWriter(Callback):
     def _guarded(self, fn) -> bool:
         try:
             fn()
-        except (sqlite3.Error, OSError) as e:
+        except self.store.errors as e:
             if self.failure is None:
                 print(f"netlab: the run store {self.store.path} failed ({e}); the run trains "
                       "on and its rows are kept to write later", file=sys.stderr)
