@@ -26,8 +26,9 @@ built-in ones and why they sit where they do:
 Each has a `name` (trainer.callback(name) finds it).
 
 A callback that keeps counts or memories across steps names them in `state`: a checkpoint saves
-those attributes, and a resumed run gets them back (trainer.state_dict / load_state_dict). What
-on_fit_start derives (facts about the net, a phase's teacher) is derived again on resume.
+those attributes under the callback's `name` (so two stateful callbacks need two names), and a
+resumed run gets them back (trainer.state_dict / load_state_dict). What on_fit_start derives
+(facts about the net, a phase's teacher) is derived again on resume.
 """
 from __future__ import annotations
 

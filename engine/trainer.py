@@ -43,7 +43,9 @@ EVAL_ACTIVATIONS = 50_000_000
 def eval_chunk(activations_per_example: int) -> int:
     """Examples per evaluation forward pass for a model leaving this many values per example."""
     return max(1, min(EVAL_CHUNK, EVAL_ACTIVATIONS // max(activations_per_example, 1)))
-CHECKPOINT_FORMAT = 1
+
+
+CHECKPOINT_FORMAT = 1  # state_dict's layout; a checkpoint of another format is refused
 FOLD = 64  # training steps whose predictions are scored together for train_acc
 TRAIN_EVAL_SIZE = 2048  # training examples scored in eval mode on rows of mode-dependent models
 
