@@ -22,7 +22,7 @@ from ui import state as S
 from ui.identity import browser_id
 from ui.page import ensure_routed
 from ui.runner import Caps, CapError
-from ui.server import run_registry, run_store, store_problem
+from ui.server import run_registry, run_store, store_problem, sweep_slots
 
 ensure_routed()
 
@@ -244,11 +244,17 @@ def sweep_around(r: dict) -> None:
                                     "or steps")
                 for v in variants:
                     CAPS.check_spec(v.spec)
-                bar = st.progress(0.0, "Training…")
-                result = run_sweep(
-                    variants, store=store, name=f"sweep of {r['name']}",
-                    max_params=CAPS.max_params, browser=me, check=CAPS.check_step_work,
-                    progress=lambda done, n: bar.progress(done / n, f"{done}/{n} trained"))
+                if not sweep_slots().acquire(blocking=False):
+                    raise SpecError("another sweep is training on this server; try again when "
+                                    "it has finished (they take seconds)")
+                try:
+                    bar = st.progress(0.0, "Training…")
+                    result = run_sweep(
+                        variants, store=store, name=f"sweep of {r['name']}",
+                        max_params=CAPS.max_params, browser=me, check=CAPS.check_step_work,
+                        progress=lambda done, n: bar.progress(done / n, f"{done}/{n} trained"))
+                finally:
+                    sweep_slots().release()
                 st.session_state["sweep_result"] = result
             except SpecError as e:
                 st.error(f"Cannot run this sweep: {e}")

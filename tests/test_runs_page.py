@@ -225,3 +225,20 @@ def test_a_command_line_run_is_compared_and_exported_but_not_changed_here(store)
     assert at.session_state["spec"] == ExperimentSpec.from_dict(store.run(run_id)["spec"]) \
         .canonical()
     assert store.run(run_id)["status"] == "finished"
+
+
+def test_one_sweep_at_a_time_on_a_server(store):
+    from ui.server import sweep_slots
+    trained(store, 0.1)
+    at = page(select=(0,))
+    at.selectbox(key="sweep_key_0").set_value("optimizer.lr").run()
+    at.text_input(key="sweep_values_0").set_value("0.03, 0.3")
+    slots = sweep_slots()
+    assert slots.acquire(blocking=False)  # another session's sweep is training
+    try:
+        button(at, "Run sweep").click().run()
+        assert "another sweep is training" in at.error[0].value
+    finally:
+        slots.release()
+    button(at, "Run sweep").click().run()
+    assert not at.error and any(s.value.startswith("Sweep: 2 variants") for s in at.subheader)

@@ -2,6 +2,8 @@
 the uploaded files (each a st.cache_resource, so every page of every session shares one)."""
 from __future__ import annotations
 
+import os
+import threading
 import traceback
 
 import streamlit as st
@@ -52,3 +54,11 @@ def run_registry() -> RunRegistry:
 
 def paths_in_use(runs: RunRegistry) -> set[str]:
     return {S.upload_of(r.spec) for r in runs.runs() if S.upload_of(r.spec)}
+
+
+@st.cache_resource
+def sweep_slots() -> threading.Semaphore:
+    """Sweeps the Runs page may train at once on this server (NETLAB_SWEEPS_AT_ONCE, 1): a
+    sweep trains outside the slot the live runs share, so a class pressing Run sweep together
+    would otherwise take every core."""
+    return threading.Semaphore(max(1, int(os.environ.get("NETLAB_SWEEPS_AT_ONCE", "1"))))
