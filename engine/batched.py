@@ -452,8 +452,8 @@ class BatchedRuns:
                         "broken the weights was not applied"}
         t.stop("diverged")
         t.row = {"step": step, "epoch": step * t.batches.size / t.batches.n,
-                 "lr": self.rates[v][step - 1], "train_loss": None, "val_loss": None, "train_acc": None, "val_acc": None,
-                 "grad_norm": None, "layers": None}
+                 "lr": self.rates[v][step - 1], "train_loss": None, "val_loss": None,
+                 "train_acc": None, "val_acc": None, "grad_norm": None, "layers": None}
         t._call("on_step_end")
         t._log(t.row)
         self._end(t, v)

@@ -97,7 +97,7 @@ def compare(selected: list[dict], rows: dict) -> None:
             st.caption("None: these runs trained the same experiment.")
 
 
-def one_run(r: dict, rows: list[dict]) -> None:
+def one_run(r: dict) -> None:
     """Open or continue, rename and tag, export."""
     try:
         spec = ExperimentSpec.from_dict(r["spec"])
@@ -136,21 +136,29 @@ def one_run(r: dict, rows: list[dict]) -> None:
     with export:
         st.download_button("Config (JSON)", spec.to_json(indent=2), f"{r['id'][:8]}.json",
                            "application/json", key="runs_config")
-        st.download_button("Metrics (CSV)", store.metrics_csv(r["id"]), f"{r['id'][:8]}.csv",
-                           "text/csv", key="runs_csv")
+        csv, zipped = exports(r["id"], r["updated"])
+        st.download_button("Metrics (CSV)", csv, f"{r['id'][:8]}.csv", "text/csv",
+                           key="runs_csv")
         try:
             st.download_button("PyTorch script", export_script(spec), f"{r['id'][:8]}.py",
                                "text/x-python", key="runs_script")
         except ExportError as e:
             st.caption(f"No script: {e}")
-        buf = io.BytesIO()
-        with tempfile.TemporaryDirectory() as folder, zipfile.ZipFile(buf, "w") as z:
-            write_events(rows, folder)
-            for f in os.listdir(folder):
-                z.write(os.path.join(folder, f), f"{r['id'][:8]}/{f}")
-        st.download_button("TensorBoard files (ZIP)", buf.getvalue(), f"{r['id'][:8]}-tb.zip",
+        st.download_button("TensorBoard files (ZIP)", zipped, f"{r['id'][:8]}-tb.zip",
                            "application/zip", key="runs_tb",
                            help="Unzip and run: tensorboard --logdir <folder>")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def exports(run_id: str, updated: float) -> tuple[str, bytes]:
+    """A run's metrics CSV and its TensorBoard files zipped, made once per state of the run
+    (`updated` changes with every write), not on every rerun of the page."""
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as folder, zipfile.ZipFile(buf, "w") as z:
+        write_events(store.rows(run_id), folder)
+        for f in os.listdir(folder):
+            z.write(os.path.join(folder, f), f"{run_id[:8]}/{f}")
+    return store.metrics_csv(run_id), buf.getvalue()
 
 
 def _manage(where, r: dict) -> None:
@@ -313,7 +321,7 @@ else:
         curves = {r["id"]: store.rows(r["id"]) for r in chosen}
         compare(chosen, curves)
         if len(chosen) == 1:
-            one_run(chosen[0], curves[chosen[0]["id"]])
+            one_run(chosen[0])
         delete(chosen)
         if len(chosen) == 1:
             sweep_around(chosen[0])
