@@ -184,7 +184,7 @@ def cmd_runs(args) -> int:
         print(f"{r['id'][:8]}  {r['status']:<8}  {r['name'][:40]:<40}  step {final['step']}  "
               f"val_loss={final['val_loss']}")
     if not found:
-        print(f"no runs in {store.path}")
+        print(f"no runs in {store.where}")
     return 0
 
 
@@ -225,7 +225,7 @@ def cmd_resume(args) -> int:
         trainer.run(0)
     summary = trainer.summary()
     print(f"{summary['stopped']}: steps {start} -> {summary['steps']}, val_loss="
-          f"{summary['final'].get('val_loss')} (run {matches[0][:8]} in {store.path})")
+          f"{summary['final'].get('val_loss')} (run {matches[0][:8]} in {store.where})")
     return 0
 
 

@@ -130,24 +130,18 @@ def _finite(value):
 
 def _row(v, metrics: dict, store, name: str, sweep_id: str) -> dict:
     """The sweep's result row for a finished (or early-stopped) trial."""
-    summary = json.loads(metrics["summary"]) if "summary" in metrics else None
-    final = (summary or {}).get("final") or {k: metrics.get(k) for k in (
-        "train_loss", "val_loss", "train_acc", "val_acc")}  # stopped early: its last report
-    stopped = summary["stopped"] if summary else "stopped_early"
+    from .sweep import METRICS, result_row
+
+    if "summary" not in metrics:  # stopped early: only its last report
+        return result_row(v, {"steps": metrics.get("step"), "stopped": "stopped_early"},
+                          {k: _finite(metrics.get(k)) for k in METRICS}, False, None)
+    summary = json.loads(metrics["summary"])
     run_id = None
-    if store is not None and summary is not None:
+    if store is not None:
         run_id = store.create(v.spec.to_json(), f"{name} · {v.label}", tags=[sweep_id])
         rows = json.loads(metrics["rows"])
         if rows:
             store.append(run_id, *rows)
         store.finish(run_id, summary)
-    health = (summary or {}).get("health") or {}
-    return {"index": v.index, "changes": v.changes, "seed": v.seed, "fold": v.fold,
-            "label": v.label, "spec": v.spec.to_dict(), "batched": False,
-            "steps": summary["steps"] if summary else metrics.get("step"), "stopped": stopped,
-            "final": {k: _finite(final.get(k)) for k in ("train_loss", "val_loss",
-                                                           "train_acc", "val_acc")},
-            "best": (summary or {}).get("best"), "test": (summary or {}).get("test"),
-            "health": health.get("status"),
-            "diagnosis": (health.get("messages") or [None])[0], "run_id": run_id,
-            "seconds": (summary or {}).get("seconds")}
+    final = summary.get("final") or {}
+    return result_row(v, summary, {k: _finite(final.get(k)) for k in METRICS}, False, run_id)

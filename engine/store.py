@@ -189,7 +189,7 @@ class RunStore:
 
     def __init__(self, location: str | os.PathLike | None = None):
         self.db = _database(location)
-        self.path = self.where = self.db.where  # what messages call it (never a password)
+        self.where = self.db.where  # what messages call it (never a password)
         self.errors = self.db.errors
         try:
             self.db.create_tables()
@@ -395,7 +395,7 @@ class StoreWriter(Callback):
             fn()
         except self.store.errors as e:
             if self.failure is None:
-                print(f"netlab: the run store {self.store.path} failed ({e}); the run trains "
+                print(f"netlab: the run store {self.store.where} failed ({e}); the run trains "
                       "on and its rows are kept to write later", file=sys.stderr)
             self.failure = str(e)
             return False

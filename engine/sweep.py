@@ -242,16 +242,23 @@ def _groups(trainers) -> list[list[int]]:
 
 def _row(v: Variant, t, batched: bool) -> dict:
     summary = t.summary()
-    final = summary["final"]
-    health = summary["health"] or {}
     writer = t.callback("store")
+    return result_row(v, summary, summary["final"], batched,
+                      writer.run_id if writer else None)
+
+
+def result_row(v: Variant, summary: dict, final: dict, batched: bool,
+               run_id: str | None) -> dict:
+    """One variant's row of results.json, from its run's summary (Trainer.summary()) and
+    final metrics (on Ray, a trial stopped early has only its last report's)."""
+    health = summary.get("health") or {}
     return {"index": v.index, "changes": v.changes, "seed": v.seed, "fold": v.fold,
             "label": v.label, "spec": v.spec.to_dict(), "batched": batched,
-            "steps": summary["steps"], "stopped": summary["stopped"],
-            "final": {k: final.get(k) for k in METRICS}, "best": summary["best"],
-            "test": summary["test"], "health": health.get("status"),
-            "diagnosis": (health.get("messages") or [None])[0],
-            "run_id": writer.run_id if writer else None, "seconds": summary["seconds"]}
+            "steps": summary.get("steps"), "stopped": summary.get("stopped"),
+            "final": {k: final.get(k) for k in METRICS}, "best": summary.get("best"),
+            "test": summary.get("test"), "health": health.get("status"),
+            "diagnosis": (health.get("messages") or [None])[0], "run_id": run_id,
+            "seconds": summary.get("seconds")}
 
 
 def best(rows: list[dict]) -> int | None:
