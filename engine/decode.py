@@ -153,6 +153,11 @@ def beam_search(trainer, x: torch.Tensor, width: int = 3) -> list[list[int]]:
     return answers
 
 
+def greedy_and_beam(trainer, x: torch.Tensor, width: int = 3) -> tuple[list, list]:
+    """Each input's answer by greedy decoding and by a beam of `width`."""
+    return beam_search(trainer, x, 1), beam_search(trainer, x, width)
+
+
 @torch.no_grad()
 def attention_map(trainer, index: int = 0, split: str = "val") -> dict | None:
     """Where the decoder looked while answering example `index` of a split: {"weights"

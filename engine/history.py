@@ -96,6 +96,8 @@ class History:
         self._changes: deque[int] = deque()   # append numbers of health-status changes
         self._last_status = None
         self.appended = 0                     # rows ever appended (kept or not)
+        self.compactions = 0                  # thinnings so far: a copy that saw the same count
+                                              # may take the new rows alone (`delta`)
         for r in rows:
             self.append(r)
 
@@ -150,6 +152,7 @@ class History:
                     self._entries -= len(row["layers"])
         if len(keep) < len(old):
             self._detailed = deque(s for s in self._detailed if s in self._rows)
+        self.compactions += 1
 
     def _thin_detail(self) -> None:
         """Old rows' `layers` down to a grid, until 3/4 of max_layer_entries are held."""
@@ -185,17 +188,21 @@ class History:
                 self._rows[s] = {k: v for k, v in row.items() if k != "layers"}
                 self._entries -= size[s]
         self._detailed = deque(kept + detailed[len(old):])
+        self.compactions += 1
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """All of the History as plain values: a loaded copy keeps thinning as this one would."""
         with self._lock:
-            return {"rows": [[seq, row] for seq, row in self._rows.items()],
-                    "detailed": list(self._detailed), "entries": self._entries,
-                    "row_stride": self._row_stride, "detail_stride": self._detail_stride,
-                    "first": self._first, "best": list(self._best) if self._best else None,
-                    "changes": list(self._changes), "last_status": self._last_status,
-                    "appended": self.appended}
+            return self._state()
+
+    def _state(self) -> dict:  # under self._lock
+        return {"rows": [[seq, row] for seq, row in self._rows.items()],
+                "detailed": list(self._detailed), "entries": self._entries,
+                "row_stride": self._row_stride, "detail_stride": self._detail_stride,
+                "first": self._first, "best": list(self._best) if self._best else None,
+                "changes": list(self._changes), "last_status": self._last_status,
+                "appended": self.appended}
 
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
@@ -209,6 +216,27 @@ class History:
                                                     self._rows.get(best[1], best[2]))
             self._last_status, self.appended = state["last_status"], state["appended"]
             self._seq = itertools.count(self.appended)
+            self.compactions += 1  # its rows changed under any copy taken before
+
+    def delta(self, appended: int, compactions: int) -> dict:
+        """What a copy of this History needs to equal it again, given the `appended` and
+        `compactions` this History had when the copy last caught up: {"rows": the newer rows}
+        when nothing was thinned since (appending them thins the copy exactly as this one was),
+        else {"full": state_dict()}; with this History's "appended" and "compactions" now. A
+        page mirroring a run trained in another process keeps its charts this way."""
+        with self._lock:
+            now = {"appended": self.appended, "compactions": self.compactions}
+            if compactions == self.compactions and appended <= self.appended:
+                return {**now, "rows": [self._rows[s] for s in range(appended, self.appended)]}
+            return {**now, "full": self._state()}
+
+    def catch_up(self, delta: dict) -> None:
+        """Apply what `delta` returned."""
+        if "full" in delta:
+            self.load_state_dict(delta["full"])
+        else:
+            for row in delta["rows"]:
+                self.append(row)
 
     # ------------------------------------------------------------------ reading
     @property

@@ -62,6 +62,7 @@ class _SQLite:
 
     def __init__(self, path: Path):
         self.path, self.where = path, str(path)
+        self.location = str(path.resolve())
         self.errors: tuple = (sqlite3.Error, OSError)
 
     @contextlib.contextmanager
@@ -111,6 +112,7 @@ class _Postgres:
             raise SpecError("a postgresql:// run store needs psycopg: pip install -r "
                             "requirements-postgres.txt") from None
         self.psycopg, self.url = psycopg, url
+        self.location = url
         self.where = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)  # no password shown
         self.errors = (psycopg.Error, OSError)
 
@@ -190,6 +192,7 @@ class RunStore:
     def __init__(self, location: str | os.PathLike | None = None):
         self.db = _database(location)
         self.where = self.db.where  # what messages call it (never a password)
+        self.location = self.db.location  # what another process opens it by (a worker)
         self.errors = self.db.errors
         try:
             self.db.create_tables()

@@ -25,7 +25,7 @@ from ui.identity import browser_id
 from ui.live_plot import live_plot
 from ui.page import ensure_routed
 from ui.runner import CapError, Run
-from ui.server import paths_in_use, run_registry, upload_store
+from ui.server import paths_in_use, run_registry, training_problem, upload_store
 from ui.uploads import MB
 
 ensure_routed()
@@ -548,6 +548,8 @@ st.title("Netlab playground")
 if "flash" in st.session_state:
     kind, text = st.session_state.pop("flash")
     getattr(st, kind)(text)
+if training_problem():
+    st.warning(training_problem())
 st.session_state["data_ready"] = not waiting_for_csv  # read by the buttons' callbacks
 if waiting_for_csv:
     st.info("Upload a CSV file in the sidebar to train on your own data.")

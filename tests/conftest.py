@@ -17,6 +17,9 @@ torch.set_num_threads(1)
 # this test process's own, never the user's ~/.netlab.
 os.environ["NETLAB_HOME"] = tempfile.mkdtemp(prefix="netlab_home_")
 os.environ.pop("NETLAB_STORE", None)  # a store URL of the environment's is not the tests'
+# Runs train in threads of the test process (or of a test's server) unless a test asks for worker
+# processes (ui/workers.py): tests/test_workers.py and the browser suite's server do.
+os.environ["NETLAB_WORKERS"] = "0"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -199,3 +199,26 @@ def test_a_trainer_with_a_thinned_history_still_logs_every_row_and_the_exact_bes
     oracle = min((r for r in logged if r["val_loss"] is not None), key=lambda r: r["val_loss"])
     assert t.summary()["best"] == {"step": oracle["step"], "val_loss": oracle["val_loss"]}
     assert t.summary()["final"]["step"] == 400
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_copy_fed_by_delta_stays_equal_through_thinning(seed):
+    """What a page in the web process holds of a run trained in a worker (ui/workers.py): it
+    catches up at random moments, sometimes after many thinnings, and always equals the
+    original, rows, detail, best and later thinning alike."""
+    rng = random.Random(seed)
+    original = History(max_rows=40, max_layer_entries=120)
+    copy = History(max_rows=40, max_layer_entries=120)
+    seen, kinds = (0, 0), set()
+    for step in range(1, 600):
+        original.append(row(step, n_layers=rng.choice([0, 3]), val_loss=rng.random(),
+                            status=rng.choice(["ok", "ok", "ok", "vanishing"])))
+        if rng.random() < 0.2 or step == 599:
+            delta = original.delta(*seen)
+            kinds.add("full" if "full" in delta else "rows")
+            copy.catch_up(delta)
+            seen = (delta["appended"], delta["compactions"])
+            assert copy.rows == original.rows and copy.best == original.best
+            assert copy.state_dict() == original.state_dict()
+    assert kinds == {"full", "rows"} and original.compactions > 10
+    assert original.delta(*seen)["rows"] == []  # nothing new: nothing sent

@@ -9,6 +9,7 @@ from engine import ExperimentSpec, SpecError
 from engine.__main__ import main
 from engine.store import RunStore
 from engine.sweep import plan, run
+from tests.conftest import ROOT
 
 BASE = {"data": {"name": "spiral", "n": 300}, "model": {"layers": [8, 8]},
         "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"steps": 200, "log_every": 10}}
@@ -18,7 +19,7 @@ BASE = {"data": {"name": "spiral", "n": 300}, "model": {"layers": [8, 8]},
 def ray():
     ray = pytest.importorskip("ray")  # requirements-ray.txt; CI installs it
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"py_modules": [str(__import__("engine").__path__[0])]})
+             runtime_env={"py_modules": [str(ROOT / "engine"), str(ROOT / "ui")]})
     yield ray
     ray.shutdown()
 
@@ -68,3 +69,44 @@ def test_without_ray_the_message_says_how_to_install_it(monkeypatch, tmp_path, c
     assert "requirements-ray.txt" in capsys.readouterr().err
     assert main(["sweep", "--preset", "xor_tanh", "--grid", "optimizer.lr=0.1,0.3", "--asha",
                  "--out", str(tmp_path / "o")]) == 2
+
+
+# ----------------------------------------------------------------------------- live runs
+
+
+def test_a_run_on_a_ray_actor_is_reached_from_another_replica(ray, tmp_path):
+    """Each run a named, detached actor: a second replica (its own registry and pool) restores
+    the run a first one started, sees it train and pauses it; dropping it ends the actor."""
+    from ui.ray_runs import RayPool
+    from ui.runner import Caps, Run, RunRegistry
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
+                                     "training": {"steps": 100_000}})
+    caps = Caps(max_steps=200_000, grace_s=60, drop_after_s=3600)
+    first = RunRegistry(caps, reap_every_s=0.2, store=store,
+                        workers=RayPool("local", store.location, caps))
+    second = RunRegistry(caps, reap_every_s=0.2, store=store,
+                         workers=RayPool("local", store.location, caps))
+    try:
+        run = first.create(spec, owner="alice")
+        run.start()
+        assert run.state == Run.RUNNING and run.trainer.step_count >= 1
+        assert f"run-{run.id}" in {a["name"] for a in ray.util.list_named_actors(True)}
+        assert second.restore(run.id, owner="mallory") is None  # not theirs
+        seen = second.restore(run.id, owner="alice")  # a reload served by the other replica
+        assert seen.state == Run.RUNNING
+        steps = seen.trainer.step_count
+        deadline = __import__("time").time() + 10
+        while seen.trainer.step_count <= steps + 100 and __import__("time").time() < deadline:
+            seen.touch()
+        assert seen.trainer.step_count > steps + 100
+        seen.pause()
+        run.sync()
+        assert run.state == Run.PAUSED  # one run, whichever replica presses the button
+        first.drop(run.id)
+        __import__("time").sleep(2)
+        assert f"run-{run.id}" not in {a["name"] for a in ray.util.list_named_actors(True)}
+    finally:
+        first.shutdown()
+        second.shutdown()

@@ -236,8 +236,29 @@ def test_a_browsers_new_run_replaces_its_oldest_idle_one():
         reg.shutdown()
 
 
+def test_a_browser_trains_one_run_at_a_time_by_default():
+    assert Caps().max_running_per_user == 1
+    reg = RunRegistry(caps(max_trainers=8, max_runs_per_owner=3, grace_s=60), reap_every_s=60)
+    try:
+        first, second = (reg.create(SPEC, owner="alice") for _ in range(2))
+        first.start()
+        with pytest.raises(CapError, match=r"already training 1 network \(in another tab"):
+            second.start()
+        assert second.state == Run.READY and second.trainer.step_count == 0
+        bobs = reg.create(SPEC, owner="bob")  # another browser is not held back
+        bobs.start()
+        assert bobs.state == Run.RUNNING
+        second.step_once()  # a single step is not training on
+        first.pause()
+        second.start()
+        assert second.state == Run.RUNNING
+    finally:
+        reg.shutdown()
+
+
 def test_a_browser_with_all_its_runs_training_gets_a_message():
-    reg = RunRegistry(caps(max_trainers=8, max_runs_per_owner=2, grace_s=60), reap_every_s=60)
+    reg = RunRegistry(caps(max_trainers=8, max_runs_per_owner=2, max_running_per_user=2,
+                           grace_s=60), reap_every_s=60)
     try:
         runs = [reg.create(SPEC, owner="alice") for _ in range(2)]
         for run in runs:

@@ -100,6 +100,10 @@ class Caps:
     max_runs: int = field(default_factory=lambda: _env("NETLAB_MAX_RUNS", 64, int))
     max_runs_per_owner: int = field(
         default_factory=lambda: _env("NETLAB_MAX_RUNS_PER_USER", 3, int))
+    # runs one browser may train at once (0: no limit): a class shares the cores, and a student
+    # with a second tab training would take two shares
+    max_running_per_user: int = field(
+        default_factory=lambda: _env("NETLAB_MAX_RUNNING_PER_USER", 1, int))
     # variants trained beside a run, in step with it (side by side: RNN vs LSTM vs GRU); they
     # share the run's turn in the training slot, so they slow the run, not the others
     max_twins: int = field(default_factory=lambda: _env("NETLAB_MAX_TWINS", 3, int))
@@ -316,57 +320,16 @@ def _release(trainer) -> None:
 # ----------------------------------------------------------------------------- runs
 
 
-class Run:
-    READY, RUNNING, PAUSED, DONE, ERROR, DROPPED = \
-        "ready", "running", "paused", "done", "error", "dropped"
+class Controlled:
+    """Who may press a run's buttons: its owner and the browsers it shared control with. Held
+    by the web process for a run trained here (Run) or in a worker (ui/workers.RemoteRun)."""
 
-    _serials = itertools.count(1)
-
-    def __init__(self, run_id: str, spec: ExperimentSpec, registry: "RunRegistry",
-                 owner: str | None = None, twins=(), label: str | None = None,
-                 compare: str | None = None, name: str | None = None, trainer=None,
-                 tags: list[str] = ()):
-        self.id = run_id
-        self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
-        self.registry = registry
-        self.lock = threading.RLock()  # held for each step and for every read of the model
-        self.spec = spec
-        self.fixed_from = None  # the spec a one-click fix was applied to, if it came from one
+    def _init_control(self, owner: str | None) -> None:
         self.owner = owner
         self.controllers: set[str] = {owner} if owner is not None else set()
         self._control_token: str | None = None
-        self._control_lock = threading.Lock()  # not self.lock: a step may hold that 0.1 s
-        # recorded in the server's run store (engine/store.py) under this run's id, so the run
-        # outlives the server; `trainer`: one already going on from the store (restore)
-        callbacks = [] if registry.store is None or trainer is not None else [
-            StoreWriter(registry.store, name=name, run_id=run_id, browser=owner,
-                        checkpoint_every=registry.caps.checkpoint_s, tags=tags)]
-        self.trainer = trainer or Trainer(spec, max_params=registry.caps.max_params,
-                                          callbacks=callbacks)
-        registry.caps.check_step_work(self.trainer)
-        # side by side: (label, Trainer) of each variant, stepped right after the run's own
-        # step, so every chart compares them at the same step; `label` names the run itself
-        if len(twins) > registry.caps.max_twins:
-            raise CapError(f"This server trains at most {registry.caps.max_twins} variants "
-                           "beside a run.")
-        self.label = label
-        self.compare = compare if twins else None  # the comparison the twins come from
-        self.twins: list[tuple[str, Trainer]] = []
-        for twin_label, twin_spec in twins:
-            twin = Trainer(twin_spec, max_params=registry.caps.max_params)
-            registry.caps.check_step_work(twin)
-            self.twins.append((twin_label, twin))
-        if self.twins:  # one turn steps them all: their work adds up
-            registry.caps.check_step_work(self.trainer, [t for _, t in self.twins])
-        self.state = self.READY
-        self.error: str | None = None
-        self.last_seen = time.monotonic()
-        self.steps_per_s = 0.0
-        self.endless = False  # train until paused (TFP's way), up to the server's step cap
-        self._thread: threading.Thread | None = None
-        self._halt = threading.Event()
+        self._control_lock = threading.Lock()  # not a run's lock: a step may hold that 0.1 s
 
-    # -- ownership
     def can_control(self, browser_id: str | None) -> bool:
         """Ownerless runs (CLI, tests) anyone may control; others their controllers."""
         return self.owner is None or (browser_id is not None and browser_id in self.controllers)
@@ -398,6 +361,54 @@ class Run:
                 return False
             self.controllers.add(browser_id)
             return True
+
+
+class Run(Controlled):
+    READY, RUNNING, PAUSED, DONE, ERROR, DROPPED = \
+        "ready", "running", "paused", "done", "error", "dropped"
+
+    _serials = itertools.count(1)
+
+    def __init__(self, run_id: str, spec: ExperimentSpec, registry: "RunRegistry",
+                 owner: str | None = None, twins=(), label: str | None = None,
+                 compare: str | None = None, name: str | None = None, trainer=None,
+                 tags: list[str] = ()):
+        self.id = run_id
+        self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
+        self.registry = registry
+        self.lock = threading.RLock()  # held for each step and for every read of the model
+        self.spec = spec
+        self.fixed_from = None  # the spec a one-click fix was applied to, if it came from one
+        self._init_control(owner)
+        # recorded in the server's run store (engine/store.py) under this run's id, so the run
+        # outlives the server; `trainer`: one already going on from the store (restore)
+        callbacks = [] if registry.store is None or trainer is not None else [
+            StoreWriter(registry.store, name=name, run_id=run_id, browser=owner,
+                        checkpoint_every=registry.caps.checkpoint_s, tags=tags)]
+        self.trainer = trainer or Trainer(spec, max_params=registry.caps.max_params,
+                                          callbacks=callbacks)
+        registry.caps.check_step_work(self.trainer)
+        # side by side: (label, Trainer) of each variant, stepped right after the run's own
+        # step, so every chart compares them at the same step; `label` names the run itself
+        if len(twins) > registry.caps.max_twins:
+            raise CapError(f"This server trains at most {registry.caps.max_twins} variants "
+                           "beside a run.")
+        self.label = label
+        self.compare = compare if twins else None  # the comparison the twins come from
+        self.twins: list[tuple[str, Trainer]] = []
+        for twin_label, twin_spec in twins:
+            twin = Trainer(twin_spec, max_params=registry.caps.max_params)
+            registry.caps.check_step_work(twin)
+            self.twins.append((twin_label, twin))
+        if self.twins:  # one turn steps them all: their work adds up
+            registry.caps.check_step_work(self.trainer, [t for _, t in self.twins])
+        self.state = self.READY
+        self.error: str | None = None
+        self.last_seen = time.monotonic()
+        self.steps_per_s = 0.0
+        self.endless = False  # train until paused (TFP's way), up to the server's step cap
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
 
     # -- control (called from page callbacks)
     @property
@@ -442,11 +453,7 @@ class Run:
         with self.lock:
             if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
                 return
-            if self.registry.running_count() + self.size > self.registry.caps.max_trainers:
-                raise CapError(f"The server is training {self.registry.running_count()} "
-                               f"networks at once, and this run would add {self.size}: its "
-                               f"limit is {self.registry.caps.max_trainers}. Try again in a "
-                               "minute, or use Step.")
+            self.registry.check_start(self)
             if self.trainer.step_count == 0:
                 # the first step (a logged row) before Start returns, so the page that pressed
                 # Start draws a chart at once instead of on its next refresh
@@ -523,6 +530,9 @@ class Run:
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
+
+    def refresh(self) -> None:
+        """Nothing to do: only this process sees this run (ui/workers.RemoteRun asks)."""
 
     @property
     def active(self) -> bool:
@@ -656,10 +666,10 @@ class Run:
         with self.lock:
             return {t: generate(self.trainer, prompt, length, t, seed=0) for t in temperatures}
 
-    def read(self, fn):
-        """fn(trainer) between two steps (a figure's data that reads the model)."""
+    def read(self, fn, *args):
+        """fn(trainer, *args) between two steps (a figure's data that reads the model)."""
         with self.lock:
-            return fn(self.trainer)
+            return fn(self.trainer, *args)
 
     def quantization(self, split: str) -> dict:
         """engine.quantize.quantization_report of a split, read between two steps."""
@@ -703,9 +713,13 @@ class RunRegistry:
     evicted by a cap, or replaced by a Reset under the same id: then after the new Run is in
     the registry). An exception in one is logged and does not stop the others."""
 
-    def __init__(self, caps: Caps | None = None, reap_every_s: float = 1.0, store=None):
+    def __init__(self, caps: Caps | None = None, reap_every_s: float = 1.0, store=None,
+                 workers=None):
         self.caps = caps or Caps()
         self.store = store  # a RunStore every run is recorded into (None: runs live in memory)
+        # where runs train: None in threads of this process, else a ui.workers.WorkerPool (or
+        # a Ray pool, ui/ray_runs.py) whose runs this registry holds as RemoteRuns
+        self.workers = workers
         self.slot = FairSlot(self.caps.train_slots)
         self.on_drop: list[Callable[[Run], None]] = []
         self._runs: dict[str, Run] = {}
@@ -735,8 +749,15 @@ class RunRegistry:
         if old is None:
             with self._lock:  # refuse before building a model that would be thrown away
                 self._make_room(owner, run_id, apply=False)
-        run = Run(run_id or uuid.uuid4().hex, spec, self, owner=owner, twins=twins, label=label,
-                  compare=compare, name=name, tags=tags)
+        run_id = run_id or uuid.uuid4().hex
+        if self.workers is None:
+            run = Run(run_id, spec, self, owner=owner, twins=twins, label=label,
+                      compare=compare, name=name, tags=tags)
+        else:
+            from ui.workers import RemoteRun
+
+            run = RemoteRun(run_id, spec, self, self.workers.host(run_id), owner=owner,
+                            twins=twins, label=label, compare=compare, name=name, tags=tags)
         if old is not None:
             run.owner, run.controllers = old.owner, set(old.controllers)
             run._control_token = old._control_token
@@ -773,17 +794,52 @@ class RunRegistry:
                     return self._runs[run_id]
                 self._make_room(owner, run_id, apply=False)
             self.caps.check_spec(ExperimentSpec.from_dict(found["spec"]))
-            trainer = resume(self.store, run_id, max_params=self.caps.max_params,
-                             checkpoint_every=self.caps.checkpoint_s)
-            run = Run(run_id, trainer.spec, self, owner=owner, trainer=trainer,
-                      name=found["name"])
-            run.state = Run.DONE if trainer.done else \
-                Run.PAUSED if trainer.step_count else Run.READY
+            if self.workers is not None:
+                run = self._restore_remote(run_id, owner)
+                if run is None:
+                    return None
+            else:
+                trainer = resume(self.store, run_id, max_params=self.caps.max_params,
+                                 checkpoint_every=self.caps.checkpoint_s)
+                run = Run(run_id, trainer.spec, self, owner=owner, trainer=trainer,
+                          name=found["name"])
+                run.state = Run.DONE if trainer.done else \
+                    Run.PAUSED if trainer.step_count else Run.READY
             with self._lock:
                 evicted = self._make_room(owner, run_id, apply=True)
                 self._runs[run_id] = run
         self._let_go(evicted, collect=bool(evicted))
         return run
+
+    def _restore_remote(self, run_id: str, owner: str | None):
+        """The run from a worker: the one already training it (a Ray actor another replica
+        started), else one that resumes it from its checkpoint."""
+        from ui.workers import RemoteRun
+
+        host = self.workers.host(run_id)
+        found = host("restore", run_id, owner)
+        if found is None:
+            host.release()
+            return None
+        return RemoteRun(run_id, ExperimentSpec.from_dict(found["spec"]), self, host,
+                         owner=owner, restored=found)
+
+    def check_start(self, run) -> None:
+        """CapError when `run` may not start training now: the server trains at most
+        `max_trainers` networks at once, and a browser `max_running_per_user` runs."""
+        training = [r for r in self.runs() if r.active and r is not run]
+        busy = sum(r.size for r in training)
+        if busy + run.size > self.caps.max_trainers:
+            raise CapError(f"The server is training {busy} networks at once, and this run "
+                           f"would add {run.size}: its limit is {self.caps.max_trainers}. Try "
+                           "again in a minute, or use Step.")
+        most = self.caps.max_running_per_user
+        if run.owner is not None and most and \
+                sum(r.owner == run.owner for r in training) >= most:
+            raise CapError(f"This browser is already training {most} network"
+                           f"{'s' if most > 1 else ''} (in another tab or page), the most one "
+                           "browser may train at once here. Pause it there first; a closed "
+                           f"tab's run pauses by itself after {self.caps.grace_s:g} s.")
 
     def _make_room(self, owner: str | None, run_id: str | None, apply: bool) -> list[Run]:
         """(Under self._lock.) The runs to forget so that one more fits, removed from the
@@ -864,6 +920,9 @@ class RunRegistry:
         gone = []
         for run in runs:
             idle = now - run.last_seen
+            if idle > self.caps.grace_s and (run.active or idle > self.caps.drop_after_s):
+                run.refresh()
+                idle = now - run.last_seen
             if run.active and idle > self.caps.grace_s:
                 run.pause(wait=False)
             if idle > self.caps.drop_after_s:
@@ -884,3 +943,5 @@ class RunRegistry:
         self._stop.set()
         for run in self.runs():
             run.pause()  # a stored run checkpoints here
+        if self.workers is not None:
+            self.workers.shutdown()

@@ -11,8 +11,11 @@ import streamlit as st
 from engine import SpecError
 from engine.store import RunStore
 from ui import state as S
-from ui.runner import RunRegistry
+from ui.runner import Caps, RunRegistry
 from ui.uploads import UploadStore
+from engine.inputs import short
+from ui.ray_runs import RayPool, ray_address
+from ui.workers import WorkerPool, worker_count
 
 
 @st.cache_resource
@@ -45,11 +48,40 @@ def upload_store() -> UploadStore:
 
 @st.cache_resource
 def run_registry() -> RunRegistry:
-    runs = RunRegistry(store=run_store())
+    """The server's runs. They train in NETLAB_WORKERS worker processes (default: one per core;
+    ui/workers.py), on Ray actors when NETLAB_RAY_ADDRESS is set (ui/ray_runs.py), or with
+    NETLAB_WORKERS=0 in threads of this process."""
+    store = run_store()
+    caps = Caps()
+    runs = RunRegistry(caps, store=store, workers=_workers(store, caps))
     # a forgotten run takes its uploaded file with it (unless another run still reads it)
     runs.on_drop.append(lambda run: upload_store().release(S.upload_of(run.spec),
                                                            paths_in_use(runs)))
     return runs
+
+
+_problems: dict[str, str] = {}
+
+
+def _workers(store: RunStore | None, caps: Caps):
+    location = store.location if store is not None else None
+    address = ray_address()
+    if address:
+        try:
+            return RayPool(address, location, caps)
+        except Exception as e:  # noqa: BLE001 - Ray missing or unreachable: said on the page
+            traceback.print_exc()
+            _problems["training"] = (f"NETLAB_RAY_ADDRESS={address} is set, but Ray cannot be "
+                                     f"used ({short(str(e), 200)[1:-1]}); runs train in worker "
+                                     "processes of this server instead.")
+    size = worker_count()
+    return WorkerPool(size, location, caps) if size else None
+
+
+def training_problem() -> str | None:
+    """Why runs do not train where the server was told to (None: they do)."""
+    run_registry()
+    return _problems.get("training")
 
 
 def paths_in_use(runs: RunRegistry) -> set[str]:

@@ -594,7 +594,7 @@ WRITE_TEMPERATURES = (0.0, 0.5, 1.0, 1.5)
 def seq2seq_panel(run) -> None:
     """An encoder-decoder at work: where it looked for each answer, and greedy decoding beside
     beam search on the first validation sequences."""
-    from engine.decode import attention_map, beam_search
+    from engine.decode import attention_map, greedy_and_beam
 
     trainer = run.trainer
     names = [n[:1] for n in trainer.data.class_names]
@@ -606,7 +606,7 @@ def seq2seq_panel(run) -> None:
     def both():
         def spell(seq):
             return " ".join(names[int(k)] for k in seq)
-        greedy, beam = run.read(lambda t: (beam_search(t, x, 1), beam_search(t, x, 3)))
+        greedy, beam = run.read(greedy_and_beam, x, 3)
         return charts.step_answers_figure(
             [spell(r) for r in x.argmax(-1).cpu()], [spell(r) for r in trainer.data.y_val[:4]],
             [spell(g) for g in greedy], more={"beam search (3 beams)": [spell(b) for b in beam]},

@@ -1,0 +1,310 @@
+"""Runs trained in worker processes (ui/workers.py), seen from the web process through
+RemoteRun: the same numbers as a Trainer here, the buttons keep their meaning, reads come from
+the worker, the caps hold across workers, a paused or unseen run leaves its worker idle, a dead
+worker is reported, and a killed server's runs come back from the store."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from engine import ExperimentSpec, Trainer
+from engine.store import RunStore
+from tests.conftest import ROOT
+from ui.runner import Caps, CapError, Run, RunDropped, RunRegistry
+from ui.workers import RemoteRun, WorkerPool
+
+SPEC = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
+                                 "training": {"steps": 300, "log_every": 10}})
+ENDLESS = ExperimentSpec.from_dict({**SPEC.to_dict(), "training": {"steps": 100_000}})
+
+
+def caps(**kw):
+    base = dict(max_trainers=8, max_params=10_000, max_steps=200_000, max_steps_per_s=0,
+                grace_s=60, drop_after_s=3600)
+    return Caps(**{**base, **kw})
+
+
+def same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("store") / "runs.sqlite")
+    workers = WorkerPool(2, store.location, caps())
+    workers.store = store
+    yield workers
+    workers.shutdown()
+
+
+@pytest.fixture
+def registry(pool):
+    reg = RunRegistry(caps(), reap_every_s=0.1, store=pool.store, workers=pool)
+    yield reg
+    for run in reg.runs():
+        reg.drop(run.id)
+    reg._stop.set()
+
+
+def test_a_run_in_a_worker_gives_the_rows_and_predictions_of_a_trainer_here(registry):
+    run = registry.create(SPEC, owner="alice")
+    assert isinstance(run, RemoteRun) and run.state == Run.READY
+    run.start()
+    assert run.trainer.step_count >= 1 and run.trainer.history.rows  # the first row at once
+    assert wait_for(lambda: run.trainer.done)
+    alone = Trainer(SPEC).run()
+    assert run.state == Run.DONE and run.trainer.stopped == "completed"
+    assert same(run.trainer.history.rows, alone.history.rows)
+    x = alone.data.x_val[:16]
+    assert torch.equal(run.predict(x), alone.predict(x))  # computed in the worker
+    assert torch.equal(run.trainer.data.x_train, alone.data.x_train)
+    assert run.metrics("val")["accuracy"] == pytest.approx(alone.evaluate("val")["acc"])
+    assert set(run.trainer.activation_samples()) == set(alone.activation_samples())
+    assert run.network_snapshot()["task"] == "classification"
+    from engine.decode import embedding_map
+    assert run.read(embedding_map) is None  # a module-level reader runs in the worker
+    assert sum(p.numel() for p in run.trainer.model.parameters()) == alone.cost["params"]
+
+
+def test_pause_step_and_go_on_keep_their_meaning(registry, pool):
+    run = registry.create(ENDLESS, owner="alice")
+    run.start()
+    assert wait_for(lambda: run.trainer.step_count > 200)
+    run.pause()
+    assert run.state == Run.PAUSED
+    steps = run.trainer.step_count
+    time.sleep(0.3)
+    run.touch()
+    assert run.trainer.step_count == steps
+    run.step_once()
+    assert run.trainer.step_count == steps + 1 and run.state == Run.PAUSED
+    # a finished run goes on from where it ended
+    short = registry.create(SPEC, owner="bob")
+    short.start()
+    assert wait_for(lambda: short.state == Run.DONE)
+    assert short.can_continue and short.go_on()
+    assert short.trainer.total_steps == 600 and short.state == Run.PAUSED
+
+
+def test_a_paused_run_leaves_its_worker_idle(registry, pool):
+    run = registry.create(ENDLESS, owner="alice")
+    run.start()
+    pid = pool.pids()[run.host.index]
+    t0, c0 = time.time(), cpu_seconds(pid)
+    time.sleep(1.0)
+    busy = (cpu_seconds(pid) - c0) / (time.time() - t0)
+    run.pause()
+    t0, c0 = time.time(), cpu_seconds(pid)
+    time.sleep(1.0)
+    idle = (cpu_seconds(pid) - c0) / (time.time() - t0)
+    assert busy > 0.3 and idle < 0.05, (busy, idle)
+
+
+def test_an_unseen_run_is_paused_after_the_grace_period(pool):
+    reg = RunRegistry(caps(grace_s=0.5), reap_every_s=0.1, store=pool.store, workers=pool)
+    try:
+        run = reg.create(ENDLESS, owner="alice")
+        run.start()
+        assert run.active
+        assert wait_for(lambda: not run.active, timeout=5)
+        run.sync()
+        assert run.state == Run.PAUSED
+        steps = run.trainer.step_count
+        time.sleep(0.3)
+        run.sync()
+        assert run.trainer.step_count == steps
+    finally:
+        for r in reg.runs():
+            reg.drop(r.id)
+        reg._stop.set()
+
+
+def test_a_reset_replaces_the_run_in_its_worker(registry):
+    run = registry.create(ENDLESS, owner="alice")
+    run.start()
+    assert wait_for(lambda: run.trainer.step_count > 50)
+    fixed = ExperimentSpec.from_dict({**ENDLESS.to_dict(), "model": {"layers": [4]}})
+    new = registry.create(fixed, run.id, owner="alice")  # a fix restarts under the same id
+    assert registry.get(run.id) is new and new.host.index == run.host.index
+    assert run.state == Run.DROPPED and new.state == Run.READY
+    with pytest.raises(RunDropped):  # the old object reaches the new run no more
+        run.predict(new.trainer.data.x_val[:2])
+    new.step_once()
+    assert new.trainer.step_count == 1 and new.trainer.history.rows[0]["step"] == 1
+    with pytest.raises(CapError, match="belongs to another browser"):
+        registry.create(fixed, run.id, owner="mallory")
+
+
+def test_the_caps_hold_across_workers(registry):
+    first, second = (registry.create(ENDLESS, owner="alice") for _ in range(2))
+    assert first.host.index != second.host.index  # placed on the less loaded worker
+    first.start()
+    with pytest.raises(CapError, match="already training 1 network"):
+        second.start()
+    assert second.state == Run.READY
+    first.pause()
+    second.start()
+    assert second.state == Run.RUNNING
+    big = ExperimentSpec.from_dict({**SPEC.to_dict(), "model": {"layers": [512, 512]}})
+    with pytest.raises(Exception, match="parameters; at most 10,000"):  # the worker's own cap
+        registry.create(big, owner="carol")
+
+
+def test_a_worker_that_dies_is_reported_and_started_again(pool):
+    reg = RunRegistry(caps(), reap_every_s=60, store=pool.store, workers=pool)
+    try:
+        run = reg.create(ENDLESS, owner="dave")
+        run.start()
+        dead = run.host.index
+        os.kill(pool.pids()[dead], signal.SIGKILL)
+        assert wait_for(lambda: (run.sync(), run.state)[1] == Run.ERROR, timeout=10)
+        assert "worker process training this run stopped" in run.error
+        with pytest.raises(RunDropped, match="last checkpoint is in the run store"):
+            run.predict(torch.zeros(1, 2))
+        assert pool.worker(dead).alive and len(pool.pids()) == 2  # started again when needed
+        again = reg.create(SPEC, owner="dave")
+        again.step_once()
+        assert again.trainer.step_count == 1
+    finally:
+        for r in reg.runs():
+            reg.drop(r.id)
+        reg._stop.set()
+
+
+SERVER = textwrap.dedent("""
+    import sys, time
+    from engine import ExperimentSpec
+    from engine.store import RunStore
+    from ui.runner import Caps, RunRegistry
+    from ui.workers import WorkerPool
+    store = RunStore(sys.argv[1])
+    reg = RunRegistry(Caps(), store=store, workers=WorkerPool(1, store.location))
+    spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
+                                     "training": {"steps": 100000}})
+    run = reg.create(spec, "a" * 32, owner="erin")
+    run.start()
+    while run.trainer.step_count < 500:
+        time.sleep(0.05)
+    print(run.host.pool.pids()[0], flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_killed_servers_runs_come_back_from_the_store(tmp_path):
+    """SIGKILL the web process: its worker checkpoints the run and exits; a new server on the
+    same store restores it at the step it reached."""
+    store = tmp_path / "runs.sqlite"
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(store)], cwd=ROOT,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        worker = int(server.stdout.readline())
+        server.kill()
+        server.wait()
+        assert wait_for(lambda: not os.path.exists(f"/proc/{worker}") or
+                        open(f"/proc/{worker}/stat").read().split()[2] == "Z", timeout=20)
+    finally:
+        server.kill()
+    kept = RunStore(store).run("a" * 32)
+    assert kept["status"] == "paused" and kept["checkpoint"] >= 500
+    pool = WorkerPool(1, str(store), caps())
+    reg = RunRegistry(caps(), reap_every_s=60, store=RunStore(store), workers=pool)
+    try:
+        assert reg.restore("a" * 32, owner="mallory") is None  # not theirs
+        run = reg.restore("a" * 32, owner="erin")
+        assert run.trainer.step_count == kept["checkpoint"] and run.state == Run.PAUSED
+        run.step_once()
+        assert run.trainer.step_count == kept["checkpoint"] + 1
+    finally:
+        reg.shutdown()
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@pytest.fixture
+def page_server(monkeypatch):
+    """The Playground under AppTest with its runs in one worker process."""
+    import streamlit as st
+
+    from tests.test_app import live_registries
+    monkeypatch.setenv("NETLAB_WORKERS", "1")
+    st.cache_resource.clear()
+    yield
+    for registry in live_registries():
+        registry.shutdown()
+    st.cache_resource.clear()
+
+
+def test_the_playground_drives_a_run_in_a_worker(page_server):
+    import threading
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, button, figures, live_registries, no_problems
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    button(at, "Start").click().run()
+    registry = live_registries()[-1]
+    run = registry.get(at.session_state["run_id"])
+    assert isinstance(run, RemoteRun) and run.state == Run.RUNNING
+    assert not [t for t in threading.enumerate() if t.name.startswith("netlab-train")]
+    loss = next(f for f in figures(at) if f["layout"]["title"]["text"] == "Loss")
+    assert any(len(trace.get("x") or ()) for trace in loss["data"])  # drawn at the first rerun
+    button(at, "Pause").click().run()
+    paused = run.trainer.step_count
+    assert run.state == Run.PAUSED
+    button(at, "Step").click().run()
+    assert run.trainer.step_count == paused + 1
+    assert f"step {paused + 1:,} /" in " ".join(m.value for m in at.markdown)
+    # a reload: a new session on the run's link finds the same run
+    again = AppTest.from_file(APP, default_timeout=60)
+    again.query_params["run"] = run.id
+    again.run()
+    assert again.session_state["run_id"] == run.id
+    assert f"step {paused + 1:,} /" in " ".join(m.value for m in again.markdown)
+    button(at, "Reset").click().run()
+    fresh = registry.get(at.session_state["run_id"])
+    assert fresh is not run and fresh.id == run.id and fresh.trainer.step_count == 0
+    assert run.state == Run.DROPPED
+    no_problems(at)
+
+
+def test_a_fix_restarts_the_run_in_its_worker(page_server):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, button, live_registries, no_problems, spec_of
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.selectbox(key="preset_pick").set_value("vanishing_sigmoid").run()
+    button(at, "Load preset").click().run()
+    at.number_input(key="w.training.log_every").set_value(1).run()
+    for _ in range(3):  # a finding needs evidence on three logged rows in a row
+        button(at, "Step").click().run()
+    assert "Health: vanishing" in " ".join(m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Switch to ReLU + He init").click().run()
+    no_problems(at)
+    run = live_registries()[-1].get(at.session_state["run_id"])
+    assert isinstance(run, RemoteRun) and run.spec == spec_of(at)
+    assert run.spec.model.activation.name == "relu" and run.state in (Run.RUNNING, Run.DONE)
+    run.pause()

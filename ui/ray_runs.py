@@ -1,0 +1,121 @@
+"""Runs as named Ray actors, past one machine (issue 19).
+
+With NETLAB_RAY_ADDRESS set, each run trains in a Ray actor of its own instead of a local worker
+process: a `WorkerHost` (ui/workers.py) named `run-<id>` in the namespace "netlab" and detached
+from the replica that started it. So any Streamlit replica behind a load balancer reaches any
+run: a reload served by another replica finds the actor by name (RunRegistry.restore), and a
+replica that restarts leaves its runs training. The run store must then be one every machine
+reaches (PostgreSQL, NETLAB_STORE).
+
+    NETLAB_RAY_ADDRESS=auto                 the Ray cluster this machine belongs to (`ray start`)
+    NETLAB_RAY_ADDRESS=ray://HEAD:10001     a cluster through Ray Client
+    NETLAB_RAY_ADDRESS=local                a Ray started inside this server (one machine: to try)
+
+Who looks after an actor. A page's refresh touches its run in the actor, whichever replica
+serves it; the actor's own reaper pauses a run nobody touched for NETLAB_GRACE_S and forgets
+it after NETLAB_DROP_AFTER_S, checkpointing it into the store, and the actor then exits. A
+replica's reaper asks the actor before it pauses or forgets a run (`RemoteRun.refresh`), so a
+run watched through another replica keeps training.
+
+Ray is optional (requirements-ray.txt); asking for it without it installed says so.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+from engine import SpecError
+from engine.ray_backend import MISSING
+
+from .runner import Caps
+from .workers import WorkerGone, WorkerHost
+
+NAMESPACE = "netlab"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ray_address() -> str | None:
+    """NETLAB_RAY_ADDRESS, or None: runs train in local worker processes."""
+    return os.environ.get("NETLAB_RAY_ADDRESS", "").strip() or None
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise SpecError(MISSING) from None
+    return ray
+
+
+class RayHost:
+    """Calls to the actor of one run: host(method, *args), as ui.workers.Host."""
+
+    index = 0
+
+    def __init__(self, pool: "RayPool", run_id: str):
+        self.pool, self.run_id = pool, run_id
+
+    def __call__(self, method: str, *args, **kw):
+        ray = self.pool.ray
+        payload = pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            return pickle.loads(ray.get(self.pool.actor(self.run_id).invoke.remote(method,
+                                                                                   payload)))
+        except ray.exceptions.RayActorError as e:
+            self.pool.lost(self.run_id)
+            raise WorkerGone(f"the Ray actor training this run stopped ({type(e).__name__})"
+                             ) from None
+
+    def release(self) -> None:
+        self.pool.release(self.run_id)
+
+
+class RayPool:
+    """Where runs train on a Ray cluster: one detached, named actor per run."""
+
+    def __init__(self, address: str, store_location: str | None, caps: Caps | None = None):
+        self.ray = ray = _ray()
+        if not ray.is_initialized():  # the engine and this package travel to the cluster
+            ray.init(address=None if address == "local" else address, namespace=NAMESPACE,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"py_modules": [str(ROOT / "engine"), str(ROOT / "ui")]})
+        self.store_location, self.caps = store_location, caps or Caps()
+        # max_concurrency: the page's calls are answered while the run's thread trains
+        self._actor_class = ray.remote(max_concurrency=16)(WorkerHost)
+        self._options = dict(namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+        self._actors: dict[str, object] = {}
+
+    def actor(self, run_id: str):
+        """The run's actor: known here, found by name (another replica made it), or new."""
+        handle = self._actors.get(run_id)
+        if handle is None:
+            handle = self._actors[run_id] = self._actor_class.options(
+                name=f"run-{run_id}", **self._options).remote(self.store_location, self.caps,
+                                             exit_when_empty=True)
+        return handle
+
+    def host(self, run_id: str) -> RayHost:
+        return RayHost(self, run_id)
+
+    def lost(self, run_id: str) -> None:
+        self._actors.pop(run_id, None)
+
+    def release(self, run_id: str) -> None:
+        """The run left its actor (dropped, or never there): the actor ends, unless it holds a
+        run still (a Reset's new one)."""
+        handle = self._actors.pop(run_id, None)
+        if handle is None:
+            return
+        try:
+            if not pickle.loads(self.ray.get(handle.invoke.remote("runs", pickle.dumps(((), {}))))):
+                self.ray.kill(handle)
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+
+    def pids(self) -> list[int]:
+        return []
+
+    def shutdown(self) -> None:
+        """Nothing: the actors outlive this replica (another one, or this one restarted,
+        reaches them by name); their own reapers let go of runs nobody looks at."""

@@ -1,0 +1,632 @@
+"""Training off the web process: runs live in worker processes, and the page reads them.
+
+Why. With every run a thread of the Streamlit process, all runs and all page refreshes share one
+interpreter lock (issue 19, measured on 2 cores: one session ~1,770 steps/s, ten ~70 each with
+pages down to ~0.5 updates/s), and the whole server trains on about one core however many it has.
+Here each run trains in one of `NETLAB_WORKERS` worker processes (default: one per core), so
+training grows with cores and the web process only renders.
+
+The parts:
+
+- `WorkerHost` lives in a worker (or in a Ray actor, ui/ray_runs.py). It holds the worker's runs
+  in a RunRegistry of ordinary `Run`s (threads, fair slot, steps/s caps, checkpoints into the run
+  store: everything in ui/runner.py) and answers calls that name a run by id and serial. Every
+  answer is plain values, pickled back.
+- `WorkerPool` starts the workers (fresh Python processes serving a multiprocessing manager on a
+  Unix socket; not forked: a fork of a threaded Streamlit process is unsafe) in the background
+  when the server starts, places each
+  new run on the worker with the fewest runs, keeps a Reset on its run's worker, and starts a
+  worker again when one died.
+- `RemoteRun` is the web side of one run: the same interface as `Run` (ui/runner.py), so the
+  pages and the registry need not know where a run trains. Ownership, control links and the
+  caps on runs per browser stay in the web process (RunRegistry); the worker enforces the per-run
+  limits as before (parameters, step work, steps/s, twins).
+- `MirrorTrainer` is what the page reads as `run.trainer`: the counters, a History kept equal to
+  the worker's by `History.delta` (only new rows travel; all of it after a thinning), the dataset
+  (fetched once) and the model's architecture (built on the meta device: no weights). Anything
+  that reads the weights (predictions over the decision-boundary grid, the network view, feature
+  maps, metrics, activation samples) is a call to the worker, which runs it under the run's lock
+  between two steps: the web process never holds that lock.
+
+A page's refresh costs one call (`sync`: touch, state, new rows; ~1 ms on a quiet worker); a
+button is one call and a sync. A worker that dies takes its runs with it: their pages say so
+and their last checkpoints are in the run store (Reset or reopen from the Runs page).
+
+A worker watches its parent: when the web server is gone (even killed with SIGKILL), it pauses
+its runs, which checkpoints them into the store, and exits. A server started again on the same
+store restores them on their `?run=` links.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from multiprocessing.managers import BaseManager
+
+from engine import ExperimentSpec
+from engine.history import History
+
+from .runner import Caps, CapError, Controlled, ForgottenTrainer, Run, RunDropped, RunRegistry
+
+# A page rerun reads run.state, run.trainer and the trainers several times: one sync serves them
+# all when it is this recent.
+FRESH_S = 0.1
+
+
+def worker_count() -> int:
+    """NETLAB_WORKERS: 0 trains in threads of the web process (as before workers); unset or
+    "auto": one worker per core."""
+    text = os.environ.get("NETLAB_WORKERS", "auto").strip().lower()
+    if text in ("", "auto"):
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1)
+    try:
+        return max(0, int(text))
+    except ValueError:
+        return 0
+
+
+class WorkerGone(RuntimeError):
+    """The worker process that trained a run stopped (or cannot be reached)."""
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _counters(trainer) -> dict:
+    """A trainer's figures the page shows, as plain values."""
+    return {"step_count": trainer.step_count, "total_steps": trainer.total_steps,
+            "stopped": trainer.stopped, "restored_step": trainer.restored_step,
+            "device": str(trainer.device), "test_metrics": trainer.test_metrics,
+            "seconds": trainer.seconds, "phase": trainer.phase}
+
+
+class WorkerHost:
+    """The runs of one worker. Each call names its run by id and by the serial `create` or
+    `restore` returned, so a page still holding a run that a Reset replaced cannot press the
+    new run's buttons (RunDropped)."""
+
+    # Run methods a page may call through `call`
+    CALLS = frozenset({"pause", "step_once", "go_on", "predict", "network_snapshot",
+                       "feature_maps", "metrics", "write", "quantization", "read"})
+
+    def __init__(self, store_location: str | None = None, caps: Caps | None = None,
+                 exit_when_empty: bool = False):
+        from engine.store import RunStore
+
+        # The web process enforces the limits on runs kept and trained at once (it sees every
+        # worker's runs); here only the per-run limits hold.
+        caps = dataclasses.replace(caps or Caps(), max_runs=10**9, max_runs_per_owner=10**9,
+                                   max_trainers=10**9, max_running_per_user=0)
+        store = RunStore(store_location) if store_location is not None else None
+        self.registry = RunRegistry(caps, store=store)
+        if exit_when_empty:  # a Ray actor of one run: it ends with its run
+            self.registry.on_drop.append(self._exit_when_empty)
+
+    def _exit_when_empty(self, run) -> None:
+        if not len(self.registry):
+            threading.Timer(1.0, os._exit, (0,)).start()  # after the answer to the drop
+
+    def create(self, run_id: str, spec: dict, owner, twins, label, compare, name, tags) -> int:
+        run = self.registry.create(
+            ExperimentSpec.from_dict(spec), run_id, owner=owner,
+            twins=[(lab, ExperimentSpec.from_dict(s)) for lab, s in twins], label=label,
+            compare=compare, name=name, tags=list(tags))
+        return run.serial
+
+    def restore(self, run_id: str, owner) -> dict | None:
+        """A run of `owner`'s: held here already (another replica started it), else back from
+        the store's checkpoint. None when there is none."""
+        run = self.registry.get(run_id)
+        if run is None:
+            run = self.registry.restore(run_id, owner)
+        elif run.owner != owner:
+            run = None
+        return None if run is None else {"serial": run.serial, "spec": run.spec.to_dict()}
+
+    def _run(self, run_id: str, serial: int) -> Run:
+        run = self.registry.get(run_id)
+        if run is None or run.serial != serial:
+            raise RunDropped("This run was forgotten by the server; start a new one.")
+        return run
+
+    def call(self, run_id: str, serial: int, method: str, *args, **kw):
+        if method not in self.CALLS:
+            raise ValueError(f"{method} is not a run call")
+        return getattr(self._run(run_id, serial), method)(*args, **kw)
+
+    def start(self, run_id: str, serial: int, endless: bool) -> None:
+        run = self._run(run_id, serial)
+        run.endless = endless
+        run.start()
+
+    def data(self, run_id: str, serial: int, index: int):
+        """The dataset of the run (index 0) or of a variant beside it, on the CPU."""
+        trainer = self._run(run_id, serial).trainers()[index][1]
+        return None if trainer.data is None else trainer.data.to("cpu")
+
+    def activation_samples(self, run_id: str, serial: int, index: int) -> dict:
+        return self._run(run_id, serial).trainers()[index][1].activation_samples()
+
+    def sync(self, run_id: str, serial: int, known, touch: bool) -> dict | None:
+        """The run's state and each trainer's counters and History delta (`known`: the
+        (appended, compactions) each mirror last saw); None when the run is gone."""
+        run = self.registry.get(run_id)
+        if run is None or run.serial != serial:
+            return None
+        if touch:
+            run.touch()
+        trainers = run.trainers()
+        return {"state": run.state, "error": run.error, "steps_per_s": run.steps_per_s,
+                "can_continue": run.can_continue, "idle": time.monotonic() - run.last_seen,
+                "trainers": [{**_counters(t), "history": t.history.delta(*seen)}
+                             for (_, t), seen in zip(trainers, known)]}
+
+    def drop(self, run_id: str, serial: int) -> None:
+        run = self.registry.get(run_id)
+        if run is not None and run.serial == serial:
+            self.registry.drop(run_id)
+
+    def runs(self) -> int:
+        return len(self.registry)
+
+    def invoke(self, method: str, payload: bytes) -> bytes:
+        """method(*args, **kw) with both ways pickled by plain pickle: a multiprocessing
+        connection pickles tensors through torch's sharing reductions, which hand over file
+        descriptors that only a process of the same family may open."""
+        if method.startswith("_") or method == "invoke":
+            raise ValueError(f"{method} is not a worker call")
+        args, kw = pickle.loads(payload)
+        return pickle.dumps(getattr(self, method)(*args, **kw), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def shutdown(self) -> None:
+        """Let go of every run: each stored one checkpoints and is marked paused, so a server
+        started again may restore it at once."""
+        for run in self.registry.runs():
+            self.registry.drop(run.id)
+        self.registry.shutdown()
+
+
+_HOST: WorkerHost | None = None
+
+
+def _host() -> WorkerHost:
+    return _HOST
+
+
+class _Manager(BaseManager):
+    pass
+
+
+_Manager.register("host", callable=_host)
+
+
+def serve(address: str, store_location: str | None, threads: int, parent: int,
+          caps: dict) -> None:
+    """A worker process's main (run as `python -c`, not through multiprocessing's spawn, which
+    would import the web server's own main module again): the authentication key on stdin,
+    "ready" on stdout once it listens on `address` (a Unix socket)."""
+    global _HOST
+    import sys
+
+    import torch
+
+    key = bytes.fromhex(sys.stdin.readline().strip())
+    torch.set_num_threads(max(1, threads))
+    _HOST = WorkerHost(store_location, Caps(**caps))
+    threading.Thread(target=_watch_parent, args=(parent,), name="netlab-parent-watch",
+                     daemon=True).start()
+    server = _Manager(address=address, authkey=key).get_server()
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def _watch_parent(parent: int) -> None:
+    """When the web server is gone (even killed with SIGKILL), checkpoint every run and exit:
+    a server started again restores them from the store."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    try:
+        _HOST.shutdown()
+    finally:
+        os._exit(0)
+
+
+# ----------------------------------------------------------------------------- web side
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Worker:
+    """One worker process and the proxy that reaches it (thread-safe: one connection per
+    calling thread)."""
+
+    def __init__(self, folder: str, index: int, store_location: str | None, threads: int,
+                 caps: Caps, start_timeout: float = 120.0):
+        address = os.path.join(folder, f"worker-{index}.sock")
+        if os.path.exists(address):
+            os.unlink(address)
+        key = secrets.token_bytes(32)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        code = f"from ui.workers import serve; serve({address!r}, {store_location!r}, " \
+               f"{threads}, {os.getpid()}, {dataclasses.asdict(caps)!r})"
+        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process.stdin.write(key.hex().encode() + b"\n")
+        self.process.stdin.close()
+        ready = _readline(self.process.stdout, start_timeout)
+        if ready.strip() != b"ready":
+            self.process.kill()
+            raise RuntimeError(f"the worker process did not start (exit code "
+                               f"{self.process.poll()})")
+        self.manager = _Manager(address=address, authkey=key)
+        self.manager.connect()
+        self.proxy = self.manager.host()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Checkpoint its runs, then end the process."""
+        try:
+            self.proxy.invoke("shutdown", pickle.dumps(((), {})))
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _readline(stream, timeout: float) -> bytes:
+    """One line from a pipe, or b"" after `timeout` seconds."""
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return out[0] if out else b""
+
+
+class Host:
+    """Calls to the worker that holds one run: host(method, *args)."""
+
+    def __init__(self, pool: "WorkerPool", index: int, run_id: str):
+        self.pool, self.index, self.run_id = pool, index, run_id
+
+    def __call__(self, method: str, *args, **kw):
+        worker = self.pool.worker(self.index)
+        payload = pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            return pickle.loads(worker.proxy.invoke(method, payload))
+        except (EOFError, OSError) as e:  # the process died, or its socket is gone
+            raise WorkerGone(f"the worker process training this run stopped ({type(e).__name__})"
+                             ) from None
+
+    def release(self) -> None:
+        self.pool.forget(self.run_id)
+
+
+class WorkerPool:
+    """`size` worker processes, started in the background; runs are placed on the one with the
+    fewest runs and stay there."""
+
+    def __init__(self, size: int, store_location: str | None = None, caps: Caps | None = None):
+        # caps: the web registry's, so that a worker holds each run to the same limits
+        self.size, self.store_location, self.caps = max(1, size), store_location, caps or Caps()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
+        self.threads = max(1, cores // self.size)  # torch threads per worker: no oversubscription
+        self.folder = tempfile.mkdtemp(prefix="netlab-workers-")  # their sockets
+        self._workers: list[_Worker | None] = [None] * self.size
+        self._ready = [threading.Event() for _ in range(self.size)]
+        self._errors: list[str | None] = [None] * self.size
+        self._lock = threading.Lock()
+        self._placed: dict[str, int] = {}  # run id -> worker index
+        for i in range(self.size):
+            threading.Thread(target=self._start, args=(i,), name=f"netlab-worker-start-{i}",
+                             daemon=True).start()
+
+    def _start(self, i: int) -> None:
+        try:
+            self._workers[i] = _Worker(self.folder, i, self.store_location, self.threads,
+                                       self.caps)
+            self._errors[i] = None
+        except Exception as e:  # noqa: BLE001 - reported to whoever needs the worker
+            traceback.print_exc()
+            self._errors[i] = f"{type(e).__name__}: {e}"
+        finally:
+            self._ready[i].set()
+
+    def worker(self, i: int, timeout: float = 60.0) -> _Worker:
+        """Worker i, started again if it died (its runs are lost with it)."""
+        if not self._ready[i].wait(timeout):
+            raise WorkerGone("the training worker is still starting; try again in a moment")
+        with self._lock:
+            worker = self._workers[i]
+            if worker is None or not worker.alive:
+                self._ready[i].clear()
+                self._start(i)
+                worker = self._workers[i]
+                if worker is None:
+                    raise WorkerGone(f"the training worker cannot start: {self._errors[i]}")
+            return worker
+
+    def host(self, run_id: str) -> Host:
+        """The worker holding `run_id`, or for a new run the one with the fewest runs."""
+        with self._lock:
+            if run_id not in self._placed:
+                load = [0] * self.size
+                for i in self._placed.values():
+                    load[i] += 1
+                self._placed[run_id] = min(range(self.size), key=load.__getitem__)
+            return Host(self, self._placed[run_id], run_id)
+
+    def forget(self, run_id: str) -> None:
+        """The run left its worker: a new run under its id may go elsewhere."""
+        with self._lock:
+            self._placed.pop(run_id, None)
+
+    def pids(self) -> list[int]:
+        """The workers' process ids (benchmarks, tests)."""
+        return [w.pid for w in self._workers if w is not None and w.alive]
+
+    def shutdown(self) -> None:
+        for i, worker in enumerate(self._workers):
+            if worker is not None and self._ready[i].is_set():
+                worker.stop()
+
+
+class MirrorTrainer:
+    """The page's view of a Trainer in a worker: the figures of its last sync, its History
+    (kept equal to the worker's), its dataset (fetched once) and its architecture."""
+
+    def __init__(self, run: "RemoteRun", index: int, spec: ExperimentSpec):
+        self._run, self._index, self.spec = run, index, spec
+        self.history = History()
+        self.seen = (0, 0)  # the worker History's (appended, compactions) at the last catch-up
+        self.step_count, self.total_steps, self.seconds = 0, spec.training.steps, 0.0
+        self.stopped = self.restored_step = self.test_metrics = self.phase = None
+        self.device = "cpu"
+        self._data = self._model = None
+        self._fetch = threading.Lock()
+
+    def update(self, status: dict) -> None:
+        self.history.catch_up(status["history"])
+        self.seen = (status["history"]["appended"], status["history"]["compactions"])
+        for key in ("step_count", "total_steps", "stopped", "restored_step", "device",
+                    "test_metrics", "seconds", "phase"):
+            setattr(self, key, status[key])
+
+    @property
+    def done(self) -> bool:
+        return self.stopped is not None
+
+    @property
+    def data(self):
+        with self._fetch:
+            if self._data is None:
+                self._data = self._run._call("data", self._index)
+            return self._data
+
+    @property
+    def model(self):
+        """The model's modules with no weights (on the meta device, else the CPU): for what the
+        page asks of its architecture. Its weights live in the worker."""
+        if self._model is None:
+            import torch
+
+            from engine.model import build_model
+            from engine.trainer import output_dim
+
+            data = self.data
+            try:
+                self._model = build_model(self.spec, data.in_shape, output_dim(self.spec, data),
+                                          torch.device("meta"))
+            except Exception:  # noqa: BLE001 - an initializer the meta device cannot run
+                self._model = build_model(self.spec, data.in_shape, output_dim(self.spec, data),
+                                          torch.device("cpu"))
+        return self._model
+
+    def activation_samples(self) -> dict:
+        return self._run._call("activation_samples", self._index)
+
+    def callback(self, name: str):
+        return None
+
+
+class RemoteRun(Controlled):
+    """A run trained by a worker, seen from the web process with Run's interface."""
+
+    READY, RUNNING, PAUSED, DONE, ERROR, DROPPED = (Run.READY, Run.RUNNING, Run.PAUSED, Run.DONE,
+                                                    Run.ERROR, Run.DROPPED)
+
+    def __init__(self, run_id: str, spec: ExperimentSpec, registry: RunRegistry, host,
+                 owner: str | None = None, twins=(), label: str | None = None,
+                 compare: str | None = None, name: str | None = None, tags=(),
+                 restored: dict | None = None):
+        self.id, self.spec, self.registry, self.host = run_id, spec, registry, host
+        self.serial = next(Run._serials)
+        self._init_control(owner)
+        if restored is None:
+            self._remote = host("create", run_id, spec.to_dict(), owner,
+                                [(lab, s.to_dict()) for lab, s in twins], label, compare, name,
+                                list(tags))
+        else:
+            self._remote = restored["serial"]
+        self.fixed_from = None
+        self.label = label
+        self.compare = compare if twins else None
+        self.endless = False
+        self.last_seen = time.monotonic()
+        self._mirrors: list = [MirrorTrainer(self, 0, spec)] + [
+            MirrorTrainer(self, i + 1, s) for i, (_, s) in enumerate(twins)]
+        self._labels = [label] + [lab for lab, _ in twins]
+        self._state, self.error, self.steps_per_s = self.READY, None, 0.0
+        self._can_continue = False
+        self._synced = 0.0
+        self._sync_lock = threading.Lock()
+        self.sync()
+
+    # -- calls to the worker
+    def _call(self, method: str, *args, **kw):
+        """A call about this run; a worker that died leaves the run in error, and a read from
+        it raises RunDropped."""
+        try:
+            return self.host(method, self.id, self._remote, *args, **kw)
+        except WorkerGone as e:
+            self._state, self.error = self.ERROR, f"{e}; its last checkpoint is in the run store"
+            raise RunDropped(self.error) from None
+
+    def _command(self, method: str, *args):
+        try:
+            return self._call("call", method, *args)
+        except RunDropped:
+            return None
+        finally:
+            self.sync()
+
+    def sync(self, touch: bool = False) -> None:
+        """The run's state and new rows from the worker (`touch`: a page is looking)."""
+        if self._state == self.DROPPED:
+            return
+        with self._sync_lock:
+            try:
+                status = self._call("sync", [m.seen for m in self._mirrors], touch)
+            except RunDropped:
+                return
+            self._synced = time.monotonic()
+            if status is None:  # the worker let go of it (unseen for too long)
+                self._let_go()
+                return
+            for mirror, figures in zip(self._mirrors, status["trainers"]):
+                mirror.update(figures)
+            self._state, self.error = status["state"], status["error"]
+            # a page on another replica may be looking at it
+            self.last_seen = max(self.last_seen, time.monotonic() - status["idle"])
+            self.steps_per_s, self._can_continue = status["steps_per_s"], status["can_continue"]
+
+    def _fresh(self) -> None:
+        if time.monotonic() - self._synced > FRESH_S:
+            self.sync()
+
+    # -- Run's interface
+    @property
+    def state(self) -> str:
+        self._fresh()
+        return self._state
+
+    @property
+    def trainer(self):
+        self._fresh()
+        return self._mirrors[0]
+
+    @property
+    def twins(self) -> list:
+        return list(zip(self._labels[1:], self._mirrors[1:]))
+
+    def trainers(self) -> list:
+        self._fresh()
+        return list(zip(self._labels, self._mirrors))
+
+    @property
+    def size(self) -> int:
+        return len(self._mirrors)
+
+    @property
+    def done(self) -> bool:
+        return all(m.done for m in self._mirrors)
+
+    @property
+    def active(self) -> bool:
+        """As of the last sync: the reaper and the caps ask this often."""
+        return self._state == self.RUNNING
+
+    @property
+    def can_continue(self) -> bool:
+        self._fresh()
+        return self._can_continue
+
+    def touch(self) -> None:
+        self.last_seen = time.monotonic()
+        self.sync(touch=True)
+
+    def refresh(self) -> None:
+        """last_seen as the worker knows it: a page served by another replica touches it
+        there (the reaper asks before it pauses or forgets a run)."""
+        self.sync()
+
+    def start(self) -> None:
+        if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
+            return
+        self.registry.check_start(self)
+        try:
+            self._call("start", self.endless)
+        except RunDropped:
+            pass
+        finally:
+            self.sync()
+
+    def pause(self, wait: bool = True) -> None:
+        self._command("pause", wait)
+
+    def step_once(self) -> None:
+        self._command("step_once")
+
+    def go_on(self) -> bool:
+        return bool(self._command("go_on"))
+
+    def predict(self, x):
+        return self._call("call", "predict", x)
+
+    def network_snapshot(self, **kw) -> dict:
+        return self._call("call", "network_snapshot", **kw)
+
+    def feature_maps(self, split: str, index: int, patch: int) -> tuple:
+        return self._call("call", "feature_maps", split, index, patch)
+
+    def metrics(self, split: str, threshold: float | None = None) -> dict:
+        return self._call("call", "metrics", split, threshold)
+
+    def write(self, prompt: str, length: int, temperatures) -> dict:
+        return self._call("call", "write", prompt, length, list(temperatures))
+
+    def read(self, fn, *args):
+        """fn(trainer, *args) in the worker, between two steps: fn must be importable there (a
+        module-level function, not a lambda)."""
+        return self._call("call", "read", fn, *args)
+
+    def quantization(self, split: str) -> dict:
+        return self._call("call", "quantization", split)
+
+    # -- the registry lets go of this run
+    def _forget(self, replaced: bool = False) -> None:
+        """Stop it in the worker, which checkpoints it (a Reset replaced it there already)."""
+        if not replaced:
+            if self._state != self.DROPPED:
+                try:
+                    self.host("drop", self.id, self._remote)
+                except WorkerGone:
+                    pass
+            self.host.release()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self._state == self.DROPPED:
+            return
+        self._mirrors = [ForgottenTrainer(self._mirrors[0])]
+        self._labels = self._labels[:1]
+        self._state, self.steps_per_s = self.DROPPED, 0.0
