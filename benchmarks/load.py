@@ -2,6 +2,7 @@
 
     python benchmarks/load.py [--sessions 1,5,10] [--seconds 10] [--steps 100000]
     python benchmarks/load.py --no-render            # plotly not drawn: measure the server
+    python benchmarks/load.py --no-render --sessions 1,10,30 --backends threads,workers,ray
     python benchmarks/load.py --env NETLAB_MAX_STEPS_PER_S=50 --profile /tmp/prof   # A/B, py-spy
 
 Prints one JSON object. For each N a fresh server is started (`streamlit run app.py` on a free
@@ -31,6 +32,12 @@ The browser runs on the same machine as the server here, which real users' brows
 drawing plotly charts costs Chromium about a core per live page. `--no-render` serves an empty
 component in place of Streamlit's plotly chunk, so nothing is drawn, the browser costs less, and
 the targets are judged on server_view instead of browser_view.
+
+Backends (issue 19): where the server trains its runs. `threads`: in the web process
+(NETLAB_WORKERS=0, as before); `workers`: in worker processes, one per core (the default);
+`ray`: one Ray actor per run on a Ray started inside the server (NETLAB_RAY_ADDRESS=local,
+requirements-ray.txt). The server's CPU and RSS count the web process and every process under
+it (workers, Ray's own); `web_cpu_percent` and `web_rss_mb` the web process alone.
 
 Targets (from the issue): click -> first chart < 1 s and >= 4 chart updates/s with one session,
 10 sessions without stalls on 2 cores. `met` says which hold. Figures on a shared machine are
@@ -308,6 +315,28 @@ def open_pages(browser, url: str, n: int, render: bool):
     return contexts, pages, frames
 
 
+def warm_up(browser, url: str) -> float:
+    """Seconds from a first Step on a freshly started server to its status line showing step 1:
+    the cold start (the worker processes or Ray start with the first page). The window is
+    measured after it, as in a class where the lecturer opened the page first."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = ctx.new_page()
+        page.goto(url)
+        page.get_by_role("button", name="Step", exact=True).wait_for(timeout=120_000)
+        t0 = time.monotonic()
+        page.get_by_role("button", name="Step", exact=True).click()
+        deadline = t0 + 120
+        while time.monotonic() < deadline:
+            st = status(page)
+            if st and st["step"] >= 1:
+                return time.monotonic() - t0
+            page.wait_for_timeout(50)
+        raise RuntimeError("the warm-up page never showed step 1")
+    finally:
+        ctx.close()
+
+
 # ----------------------------------------------------------------------------- one level
 
 
@@ -319,18 +348,43 @@ def rounded(d: dict) -> dict:
     return {k: r3(v) if isinstance(v, float) else v for k, v in d.items()}
 
 
+BACKENDS = {"threads": {"NETLAB_WORKERS": "0"}, "workers": {"NETLAB_WORKERS": "auto"},
+            "ray": {"NETLAB_RAY_ADDRESS": "local"}}
+
+
+def tree(pid: int) -> list[int]:
+    return [pid, *descendants(pid)]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in tree(pid))
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            total += memory_mb(p)[0]
+        except OSError:  # gone meanwhile
+            pass
+    return total
+
+
 def measure(browser, n: int, seconds: float, steps: int, max_trainers: int, render: bool,
             env: dict | None = None, profile_dir: str | None = None) -> dict:
     proc, url = start_server({"NETLAB_MAX_TRAINERS": str(max_trainers), "NETLAB_GRACE_S": "20",
                               **(env or {})})
     contexts, spy = [], None
     try:
+        cold_start_s = warm_up(browser, url)
         rss_idle, _ = memory_mb(proc.pid)
         contexts, pages, frames = open_pages(browser, url + cfg_query(default_config(steps)), n,
                                              render)
         pages[0].wait_for_timeout(1000)  # let the server go idle after the page loads
         rss_before, _ = memory_mb(proc.pid)
+        all_before = tree_rss_mb(proc.pid)
         cpu0, bcpu0, t0 = cpu_seconds(proc.pid), browser_cpu_seconds(proc.pid), time.monotonic()
+        tcpu0 = tree_cpu_seconds(proc.pid)
         clicked, t_click = [], []
         for page in pages:
             t_click.append(time.monotonic())
@@ -345,9 +399,11 @@ def measure(browser, n: int, seconds: float, steps: int, max_trainers: int, rend
         # wait_for_timeout, not sleep: Playwright delivers the websocket frames while it waits
         pages[0].wait_for_timeout(max(0.0, 1000 * (t0 + seconds - time.monotonic())))
         cpu1, bcpu1, t1 = cpu_seconds(proc.pid), browser_cpu_seconds(proc.pid), time.monotonic()
+        tcpu1 = tree_cpu_seconds(proc.pid)
         results = [p.evaluate(RESULT_JS) for p in pages]
         ends = [(status(p), time.monotonic()) for p in pages]
         rss, rss_peak = memory_mb(proc.pid)
+        all_rss = tree_rss_mb(proc.pid)
         if spy is not None:
             spy.wait(timeout=30)
     finally:
@@ -400,15 +456,18 @@ def measure(browser, n: int, seconds: float, steps: int, max_trainers: int, rend
         "sessions": n,
         "started": sum(s["state_at_end"] in ("running", "done") for s in sessions),
         "click_spread_s": r3(click_spread),
+        "cold_start_s": r3(cold_start_s),
         "browser_view": view_summary("browser"),
         "server_view": server,
         "steps_per_s": {"median": r3(statistics.median(sps)) if sps else None,
                         "min": r3(min(sps)) if sps else None,
                         "total": r3(sum(sps)) if sps else None},
-        "server_cpu_percent": round(100 * (cpu1 - cpu0) / window, 1),
+        "server_cpu_percent": round(100 * (tcpu1 - tcpu0) / window, 1),
+        "web_cpu_percent": round(100 * (cpu1 - cpu0) / window, 1),
         "browser_cpu_percent": round(100 * (bcpu1 - bcpu0) / window, 1),
-        "server_rss_mb": {"idle": round(rss_idle, 1), "pages_open": round(rss_before, 1),
-                          "end": round(rss, 1), "peak": round(rss_peak, 1)},
+        "server_rss_mb": {"pages_open": round(all_before, 1), "end": round(all_rss, 1)},
+        "web_rss_mb": {"idle": round(rss_idle, 1), "pages_open": round(rss_before, 1),
+                       "end": round(rss, 1), "peak": round(rss_peak, 1)},
         "window_s": r3(window),
         "per_session": sessions,
     }
@@ -428,6 +487,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", metavar="DIR",
                     help="record the server with py-spy during each window into "
                          "DIR/server_<N>.txt (raw collapsed stacks; needs `pip install py-spy`)")
+    ap.add_argument("--backends", default="workers",
+                    help=f"where the server trains, comma-separated: {', '.join(BACKENDS)}")
     ap.add_argument("--no-render", action="store_true",
                     help="serve an empty component in place of the browser's plotly code, so "
                          "that the browser, which shares this machine, draws nothing and the "
@@ -447,6 +508,11 @@ def main(argv=None) -> int:
         print(f"--sessions: expected positive integers like 1,5,10, got {args.sessions!r}",
               file=sys.stderr)
         return 2
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        print(f"--backends: unknown {unknown}; allowed: {', '.join(BACKENDS)}", file=sys.stderr)
+        return 2
     if not os.path.exists(CHROMIUM):
         print(f"{CHROMIUM} not found: apt-get install chromium", file=sys.stderr)
         return 2
@@ -457,33 +523,45 @@ def main(argv=None) -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            for n in levels:
-                print(f"[load] {n} session(s)...", file=sys.stderr)
-                results[str(n)] = measure(browser, n, args.seconds, args.steps, max_trainers,
-                                          not args.no_render, env, args.profile)
+            for backend in backends:
+                results[backend] = {}
+                for n in levels:
+                    print(f"[load] {backend}: {n} session(s)...", file=sys.stderr)
+                    results[backend][str(n)] = measure(
+                        browser, n, args.seconds, args.steps, max_trainers, not args.no_render,
+                        {**BACKENDS[backend], **env}, args.profile)
         finally:
             browser.close()
 
     view = "server_view" if args.no_render else "browser_view"
-    one = results.get("1") or results[str(min(levels))]
-    top = results[str(max(levels))]
-    first = one[view]["first_chart_s"]["max"]
-    met = {
-        "first_chart_s_max": first is not None and first < TARGETS["first_chart_s_max"],
-        "updates_per_s_one_session":
-            (one[view]["updates_per_s"]["min"] or 0) >= TARGETS["updates_per_s_one_session"],
-        "stalled_sessions_at_max_n":
-            top[view]["stalled_sessions"] <= TARGETS["stalled_sessions_at_max_n"],
-    }
+    met = {}
+    for backend, levels_of in results.items():
+        one = levels_of.get("1") or levels_of[str(min(levels))]
+        top = levels_of[str(max(levels))]
+        first = one[view]["first_chart_s"]["max"]
+        met[backend] = {
+            "first_chart_s_max": first is not None and first < TARGETS["first_chart_s_max"],
+            "updates_per_s_one_session":
+                (one[view]["updates_per_s"]["min"] or 0) >= TARGETS["updates_per_s_one_session"],
+            "stalled_sessions_at_max_n":
+                top[view]["stalled_sessions"] <= TARGETS["stalled_sessions_at_max_n"],
+        }
+    table = [{"backend": backend, "sessions": int(n), "steps_per_s_per_run":
+              r["steps_per_s"]["median"], "total_steps_per_s": r["steps_per_s"]["total"],
+              "updates_per_s_per_session": r[view]["updates_per_s"]["median"],
+              "longest_stall_s": r[view]["max_gap_s"], "server_cpu_percent":
+              r["server_cpu_percent"], "server_rss_mb": r["server_rss_mb"]["end"]}
+             for backend, levels_of in results.items() for n, r in levels_of.items()]
     out = {
         "targets": {**TARGETS, "max_n": max(levels), "stall_gap_s": STALL_S,
                     "judged_on": view, "note": "first chart and updates: the smallest N "
                     "(1 in the default run); stalls: the largest N"},
         "met": met,
+        "table": table,
         "results": results,
         "config": {"experiment": "spiral_one_hidden (the default page)", "steps": args.steps,
                    "seconds": args.seconds, "NETLAB_MAX_TRAINERS": max_trainers,
-                   "server_env": env,
+                   "server_env": env, "backends": {b: BACKENDS[b] for b in backends},
                    "server_per_level": "fresh", "render": not args.no_render,
                    "browser": "one Chromium, one context per session, on the same machine as "
                    "the server"},

@@ -221,11 +221,21 @@ def serve(address: str, store_location: str | None, threads: int, parent: int,
     key = bytes.fromhex(sys.stdin.readline().strip())
     torch.set_num_threads(max(1, threads))
     _HOST = WorkerHost(store_location, Caps(**caps))
+    _warm_up()
     threading.Thread(target=_watch_parent, args=(parent,), name="netlab-parent-watch",
                      daemon=True).start()
     server = _Manager(address=address, authkey=key).get_server()
     print("ready", flush=True)
     server.serve_forever()
+
+
+def _warm_up() -> None:
+    """Two steps of the default experiment before the worker says it is ready: the first run
+    built in a fresh process pays ~0.5 s of lazy imports and first kernel calls, which a
+    user's first click would otherwise wait for (measured with benchmarks/load.py)."""
+    from engine import Trainer
+
+    Trainer(ExperimentSpec()).run(2)
 
 
 def _watch_parent(parent: int) -> None:
