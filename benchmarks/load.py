@@ -527,17 +527,24 @@ def main(argv=None) -> int:
                 results[backend] = {}
                 for n in levels:
                     print(f"[load] {backend}: {n} session(s)...", file=sys.stderr)
-                    results[backend][str(n)] = measure(
-                        browser, n, args.seconds, args.steps, max_trainers, not args.no_render,
-                        {**BACKENDS[backend], **env}, args.profile)
+                    try:
+                        results[backend][str(n)] = measure(
+                            browser, n, args.seconds, args.steps, max_trainers,
+                            not args.no_render, {**BACKENDS[backend], **env}, args.profile)
+                    except Exception as e:  # noqa: BLE001 - the other levels still count
+                        print(f"[load] {backend}, {n} session(s) failed: {e}", file=sys.stderr)
+                        results[backend][str(n)] = {"error": f"{type(e).__name__}: {e}"}
         finally:
             browser.close()
 
     view = "server_view" if args.no_render else "browser_view"
     met = {}
     for backend, levels_of in results.items():
-        one = levels_of.get("1") or levels_of[str(min(levels))]
-        top = levels_of[str(max(levels))]
+        levels_of = {n: r for n, r in levels_of.items() if "error" not in r}
+        if not levels_of:
+            continue
+        one = levels_of[min(levels_of, key=int)]
+        top = levels_of[max(levels_of, key=int)]
         first = one[view]["first_chart_s"]["max"]
         met[backend] = {
             "first_chart_s_max": first is not None and first < TARGETS["first_chart_s_max"],
@@ -551,7 +558,8 @@ def main(argv=None) -> int:
               "updates_per_s_per_session": r[view]["updates_per_s"]["median"],
               "longest_stall_s": r[view]["max_gap_s"], "server_cpu_percent":
               r["server_cpu_percent"], "server_rss_mb": r["server_rss_mb"]["end"]}
-             for backend, levels_of in results.items() for n, r in levels_of.items()]
+             for backend, levels_of in results.items() for n, r in levels_of.items()
+             if "error" not in r]
     out = {
         "targets": {**TARGETS, "max_n": max(levels), "stall_gap_s": STALL_S,
                     "judged_on": view, "note": "first chart and updates: the smallest N "

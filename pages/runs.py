@@ -23,6 +23,7 @@ from ui.identity import browser_id
 from ui.page import ensure_routed
 from ui.runner import Caps, CapError
 from ui.server import run_registry, run_store, store_problem, sweep_slots
+from ui.workers import sweep_in_worker
 
 ensure_routed()
 
@@ -257,10 +258,17 @@ def sweep_around(r: dict) -> None:
                                     "it has finished (they take seconds)")
                 try:
                     bar = st.progress(0.0, "Training…")
-                    result = run_sweep(
-                        variants, store=store, name=f"sweep of {r['name']}",
-                        max_params=CAPS.max_params, browser=me, check=CAPS.check_step_work,
-                        progress=lambda done, n: bar.progress(done / n, f"{done}/{n} trained"))
+
+                    def progress(done, n):
+                        bar.progress(done / n, f"{done}/{n} trained")
+                    if registry.workers is None:
+                        result = run_sweep(
+                            variants, store=store, name=f"sweep of {r['name']}",
+                            max_params=CAPS.max_params, browser=me,
+                            check=CAPS.check_step_work, progress=progress)
+                    else:  # a worker trains it; this page only shows how far it got
+                        result = sweep_in_worker(registry.workers, variants,
+                                                 f"sweep of {r['name']}", me, progress)
                 finally:
                     sweep_slots().release()
                 st.session_state["sweep_result"] = result

@@ -132,7 +132,10 @@ def test_the_exports_are_the_runs_own(store, tmp_path):
     assert [e.step for e in events.Scalars("loss/val")] == steps
 
 
-def test_a_sweep_around_a_run_trains_its_variants_and_shows_them(store):
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_sweep_around_a_run_trains_its_variants_and_shows_them(store, monkeypatch, workers):
+    """In the web process, and in a worker process (the default), with the same numbers."""
+    monkeypatch.setenv("NETLAB_WORKERS", workers)
     trained(store, 0.1, name="base", steps=80)
     at = page(select=(0,))
     at.selectbox(key="sweep_key_0").set_value("optimizer.lr").run()
@@ -149,6 +152,9 @@ def test_a_sweep_around_a_run_trains_its_variants_and_shows_them(store):
     assert len(ensembles) == 2 and all("±" in v for v in ensembles["val loss"])
     swept = [r for r in store.runs() if any(t.startswith("sweep:") for t in r["tags"])]
     assert len(swept) == 4 and all(r["browser"] == ME for r in swept)
+    for r in swept:  # each variant's numbers are those it has trained alone, here
+        alone = Trainer(ExperimentSpec.from_dict(r["spec"])).run().history.rows[-1]
+        assert r["final"]["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-4)
 
 
 def test_a_sweep_over_the_servers_limit_is_refused(store, monkeypatch):

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from engine import ExperimentSpec, Trainer
+from engine import ExperimentSpec, SpecError, Trainer
 from engine.store import RunStore
 from tests.conftest import ROOT
 from ui.runner import Caps, CapError, Run, RunDropped, RunRegistry
@@ -167,7 +167,7 @@ def test_the_caps_hold_across_workers(registry):
     second.start()
     assert second.state == Run.RUNNING
     big = ExperimentSpec.from_dict({**SPEC.to_dict(), "model": {"layers": [512, 512]}})
-    with pytest.raises(Exception, match="parameters; at most 10,000"):  # the worker's own cap
+    with pytest.raises(SpecError, match="parameters; at most 10,000"):  # the worker's own cap
         registry.create(big, owner="carol")
 
 
@@ -308,3 +308,20 @@ def test_a_fix_restarts_the_run_in_its_worker(page_server):
     assert isinstance(run, RemoteRun) and run.spec == spec_of(at)
     assert run.spec.model.activation.name == "relu" and run.state in (Run.RUNNING, Run.DONE)
     run.pause()
+
+
+def test_a_server_told_to_use_ray_without_it_says_so_and_trains_in_workers(page_server,
+                                                                         monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, button, live_registries
+    monkeypatch.setenv("NETLAB_RAY_ADDRESS", "auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # not installed
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    warning = " ".join(w.value for w in at.warning)
+    assert "NETLAB_RAY_ADDRESS=auto is set, but Ray cannot be used" in warning
+    assert "pip install -r requirements-ray.txt" in warning
+    button(at, "Step").click().run()
+    run = live_registries()[-1].get(at.session_state["run_id"])
+    assert isinstance(run, RemoteRun) and run.trainer.step_count == 1

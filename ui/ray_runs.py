@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 from pathlib import Path
 
 from engine import SpecError
-from engine.ray_backend import MISSING
 
 from .runner import Caps
 from .workers import WorkerGone, WorkerHost
@@ -44,8 +44,35 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise SpecError(MISSING) from None
+        raise SpecError("Ray is not installed (an optional part of Netlab): pip install -r "
+                        "requirements-ray.txt") from None
     return ray
+
+
+def _init_in_a_lasting_thread(ray, address: str | None) -> None:
+    """ray.init from a thread that never ends. A local Ray's processes (GCS, raylet, workers)
+    are told to die with the thread that started them (PR_SET_PDEATHSIG follows the thread,
+    not the process): started from a Streamlit script run, they died when the run ended
+    (measured: every Ray process defunct a second after the first page, and the page stalled
+    on "Failed to connect to GCS"). The engine and this package travel to the cluster."""
+    done: list = []
+    ready = threading.Event()
+
+    def start() -> None:
+        try:
+            ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False,
+                     runtime_env={"py_modules": [str(ROOT / "engine"), str(ROOT / "ui")]})
+            done.append(None)
+        except Exception as e:  # noqa: BLE001 - raised in the caller's thread
+            done.append(e)
+        ready.set()
+        threading.Event().wait()  # keep the thread, and so the local Ray, alive
+
+    threading.Thread(target=start, name="netlab-ray", daemon=True).start()
+    ready.wait()
+    if done[0] is not None:
+        raise done[0]
 
 
 class RayHost:
@@ -76,10 +103,8 @@ class RayPool:
 
     def __init__(self, address: str, store_location: str | None, caps: Caps | None = None):
         self.ray = ray = _ray()
-        if not ray.is_initialized():  # the engine and this package travel to the cluster
-            ray.init(address=None if address == "local" else address, namespace=NAMESPACE,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env={"py_modules": [str(ROOT / "engine"), str(ROOT / "ui")]})
+        if not ray.is_initialized():
+            _init_in_a_lasting_thread(ray, None if address == "local" else address)
         self.store_location, self.caps = store_location, caps or Caps()
         # max_concurrency: the page's calls are answered while the run's thread trains
         self._actor_class = ray.remote(max_concurrency=16)(WorkerHost)

@@ -720,6 +720,7 @@ class RunRegistry:
         # where runs train: None in threads of this process, else a ui.workers.WorkerPool (or
         # a Ray pool, ui/ray_runs.py) whose runs this registry holds as RemoteRuns
         self.workers = workers
+        self.problem: str | None = None  # why runs do not train where the server was told to
         self.slot = FairSlot(self.caps.train_slots)
         self.on_drop: list[Callable[[Run], None]] = []
         self._runs: dict[str, Run] = {}

@@ -53,35 +53,34 @@ def run_registry() -> RunRegistry:
     NETLAB_WORKERS=0 in threads of this process."""
     store = run_store()
     caps = Caps()
-    runs = RunRegistry(caps, store=store, workers=_workers(store, caps))
+    workers, problem = _workers(store, caps)
+    runs = RunRegistry(caps, store=store, workers=workers)
+    runs.problem = problem
     # a forgotten run takes its uploaded file with it (unless another run still reads it)
     runs.on_drop.append(lambda run: upload_store().release(S.upload_of(run.spec),
                                                            paths_in_use(runs)))
     return runs
 
 
-_problems: dict[str, str] = {}
-
-
-def _workers(store: RunStore | None, caps: Caps):
+def _workers(store: RunStore | None, caps: Caps) -> tuple:
+    """(where runs train, why not where the server was told to, or None)."""
     location = store.location if store is not None else None
-    address = ray_address()
+    address, problem = ray_address(), None
     if address:
         try:
-            return RayPool(address, location, caps)
+            return RayPool(address, location, caps), None
         except Exception as e:  # noqa: BLE001 - Ray missing or unreachable: said on the page
             traceback.print_exc()
-            _problems["training"] = (f"NETLAB_RAY_ADDRESS={address} is set, but Ray cannot be "
-                                     f"used ({short(str(e), 200)[1:-1]}); runs train in worker "
-                                     "processes of this server instead.")
+            problem = (f"NETLAB_RAY_ADDRESS={address} is set, but Ray cannot be used "
+                       f"({short(str(e), 200)[1:-1]}); runs train in worker processes of this "
+                       "server instead.")
     size = worker_count()
-    return WorkerPool(size, location, caps) if size else None
+    return (WorkerPool(size, location, caps) if size else None), problem
 
 
 def training_problem() -> str | None:
     """Why runs do not train where the server was told to (None: they do)."""
-    run_registry()
-    return _problems.get("training")
+    return run_registry().problem
 
 
 def paths_in_use(runs: RunRegistry) -> set[str]:

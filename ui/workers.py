@@ -50,7 +50,7 @@ import time
 import traceback
 from multiprocessing.managers import BaseManager
 
-from engine import ExperimentSpec
+from engine import ExperimentSpec, SpecError
 from engine.history import History
 
 from .runner import Caps, CapError, Controlled, ForgottenTrainer, Run, RunDropped, RunRegistry
@@ -107,6 +107,7 @@ class WorkerHost:
                                    max_trainers=10**9, max_running_per_user=0)
         store = RunStore(store_location) if store_location is not None else None
         self.registry = RunRegistry(caps, store=store)
+        self._sweeps: dict[str, dict] = {}
         if exit_when_empty:  # a Ray actor of one run: it ends with its run
             self.registry.on_drop.append(self._exit_when_empty)
 
@@ -175,7 +176,45 @@ class WorkerHost:
             self.registry.drop(run_id)
 
     def runs(self) -> int:
-        return len(self.registry)
+        return len(self.registry) + len(self._sweeps)
+
+    # -- sweeps (the Runs page's): trained here, in a thread, the page polls their progress
+    def sweep_start(self, variants, name: str, browser: str | None) -> str:
+        """engine.sweep.run of `variants` in a thread of this worker, recorded into its store;
+        returns the token `sweep_status` takes."""
+        from engine import sweep
+
+        caps = self.registry.caps
+        token = secrets.token_hex(8)
+        state = self._sweeps[token] = {"done": 0, "total": len(variants), "result": None,
+                                       "error": None, "finished": False}
+
+        def work():
+            try:
+                state["result"] = sweep.run(
+                    variants, store=self.registry.store, name=name, browser=browser,
+                    max_params=caps.max_params, check=caps.check_step_work,
+                    progress=lambda done, total: state.update(done=done))
+            except Exception as e:  # noqa: BLE001 - handed to the page by sweep_status
+                if not isinstance(e, SpecError):
+                    traceback.print_exc()
+                state["error"] = e if isinstance(e, SpecError) else \
+                    RuntimeError(f"{type(e).__name__}: {str(e)[:300]}")
+            finally:
+                state["finished"] = True
+
+        threading.Thread(target=work, name=f"netlab-sweep-{token}", daemon=True).start()
+        return token
+
+    def sweep_status(self, token: str) -> dict:
+        """{"done", "total", "finished", "result"}; a finished sweep is forgotten here once
+        read, and its error raised."""
+        state = self._sweeps[token]
+        if state["finished"]:
+            del self._sweeps[token]
+            if state["error"] is not None:
+                raise state["error"]
+        return {k: state[k] for k in ("done", "total", "finished", "result")}
 
     def invoke(self, method: str, payload: bytes) -> bytes:
         """method(*args, **kw) with both ways pickled by plain pickle: a multiprocessing
@@ -398,6 +437,24 @@ class WorkerPool:
         for i, worker in enumerate(self._workers):
             if worker is not None and self._ready[i].is_set():
                 worker.stop()
+
+
+def sweep_in_worker(pool, variants, name: str, browser: str | None, progress=None,
+                    poll_s: float = 0.2) -> dict:
+    """A sweep trained by a worker of `pool` (a WorkerPool or a RayPool: then an actor of its
+    own), polled until it ends: the web process only reports its progress(done, total)."""
+    host = pool.host(f"sweep-{secrets.token_hex(8)}")
+    try:
+        token = host("sweep_start", variants, name, browser)
+        while True:
+            status = host("sweep_status", token)
+            if progress is not None:
+                progress(status["done"], status["total"])
+            if status["finished"]:
+                return status["result"]
+            time.sleep(poll_s)
+    finally:
+        host.release()
 
 
 class MirrorTrainer:
