@@ -313,16 +313,18 @@ class RunStore:
         elif browser is not None:
             where, args = "WHERE r.browser = ? OR r.browser IS NULL", (browser,)
         with self._connect() as db:
+            # one statement, each run's last row by the (run_id, step) key: a class's thousands
+            # of runs were a query each
             found = db.execute(
                 "SELECT r.id, r.name, r.spec, r.status, r.created, r.updated, r.summary, "
-                "r.tags, r.owner, c.step, r.browser FROM runs r LEFT JOIN checkpoints c "
-                f"ON c.run_id = r.id {where} ORDER BY r.created DESC", args).fetchall()
+                "r.tags, r.owner, c.step, r.browser, (SELECT w.row FROM rows w WHERE "
+                "w.run_id = r.id ORDER BY w.step DESC LIMIT 1) FROM runs r LEFT JOIN "
+                f"checkpoints c ON c.run_id = r.id {where} ORDER BY r.created DESC",
+                args).fetchall()
             out = []
-            for rid, name, spec, status, created, updated, summary, tags, owner, ck, browser_id \
-                    in found:
-                last = db.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY step DESC "
-                                  "LIMIT 1", (rid,)).fetchone()
-                final = json.loads(last[0]) if last else {}
+            for rid, name, spec, status, created, updated, summary, tags, owner, ck, browser_id, \
+                    last in found:
+                final = json.loads(last) if last else {}
                 if status == RUNNING and not _alive(owner):
                     status = INTERRUPTED
                 out.append({"id": rid, "name": name, "spec": json.loads(spec), "status": status,

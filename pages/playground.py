@@ -56,7 +56,7 @@ if "run_id" not in st.session_state:
              else "the default experiment is shown")
     if linked is not None and not RUN_ID.fullmatch(linked):
         st.session_state["flash"] = ("warning", f"The run id in this link is not valid; {shown}.")
-    elif linked is not None and runs.get(linked) is None:
+    elif linked is not None and (runs.get(linked) is None or runs.get(linked).lost):
         try:  # the server restarted, or forgot the run: the run store may still hold it
             restored = runs.restore(linked, owner=me)
         except (SpecError, CapError) as e:

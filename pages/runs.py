@@ -41,7 +41,8 @@ store, registry = run_store(), run_registry()
 def open_in_playground(run_id: str) -> None:
     """The run becomes the Playground's: from this server's memory, else from its checkpoint."""
     try:
-        run = registry.get(run_id) or registry.restore(run_id, owner=me)
+        held = registry.get(run_id)  # a run whose worker died comes back from the store
+        run = held if held is not None and not held.lost else registry.restore(run_id, owner=me)
     except (SpecError, CapError) as e:
         st.session_state["runs_flash"] = ("error", f"This run cannot be opened: {e}")
         return

@@ -94,6 +94,10 @@ def test_a_run_on_a_ray_actor_is_reached_from_another_replica(ray, tmp_path):
         assert run.state == Run.RUNNING and run.trainer.step_count >= 1
         assert f"run-{run.id}" in {a["name"] for a in ray.util.list_named_actors(True)}
         assert second.restore(run.id, owner="mallory") is None  # not theirs
+        big = ExperimentSpec.from_dict({**spec.to_dict(), "model": {"layers": [2048, 2048]}})
+        with pytest.raises(SpecError) as refused:  # the actor's own error, not Ray's wrapper
+            first.create(big, owner="alice")
+        assert "Traceback" not in str(refused.value) and "parameters" in str(refused.value)
         seen = second.restore(run.id, owner="alice")  # a reload served by the other replica
         assert seen.state == Run.RUNNING
         steps = seen.trainer.step_count

@@ -171,25 +171,62 @@ def test_the_caps_hold_across_workers(registry):
         registry.create(big, owner="carol")
 
 
-def test_a_worker_that_dies_is_reported_and_started_again(pool):
+def test_a_worker_that_dies_is_reported_and_its_run_comes_back_from_the_store(pool):
     reg = RunRegistry(caps(), reap_every_s=60, store=pool.store, workers=pool)
     try:
         run = reg.create(ENDLESS, owner="dave")
         run.start()
+        assert wait_for(lambda: run.trainer.step_count > 100)
+        run.pause()  # a checkpoint
+        kept = run.trainer.step_count
+        run.start()
         dead = run.host.index
         os.kill(pool.pids()[dead], signal.SIGKILL)
         assert wait_for(lambda: (run.sync(), run.state)[1] == Run.ERROR, timeout=10)
-        assert "worker process training this run stopped" in run.error
-        with pytest.raises(RunDropped, match="last checkpoint is in the run store"):
+        assert run.lost and "Reload the page to bring the run back" in run.error
+        with pytest.raises(RunDropped, match="worker process that trained this run stopped"):
             run.predict(torch.zeros(1, 2))
         assert pool.worker(dead).alive and len(pool.pids()) == 2  # started again when needed
-        again = reg.create(SPEC, owner="dave")
-        again.step_once()
-        assert again.trainer.step_count == 1
+        run.sync()
+        assert run.state == Run.ERROR  # the fresh worker does not pass for the dead one
+        back = reg.restore(run.id, owner="dave")  # what a reload does
+        assert back is not run and reg.get(run.id) is back and not back.lost
+        assert back.trainer.step_count == kept and back.state == Run.PAUSED
+        back.step_once()
+        assert back.trainer.step_count == kept + 1
     finally:
         for r in reg.runs():
             reg.drop(r.id)
         reg._stop.set()
+
+
+def test_a_browser_given_control_may_reset_the_run_in_its_worker(registry):
+    run = registry.create(SPEC, owner="alice")
+    assert run.grant("bob", run.share_control())
+    fresh = registry.create(ENDLESS, run.id, owner="bob")  # a Reset (or a fix) by bob
+    assert fresh.owner == "alice" and fresh.can_control("bob")
+    fresh.step_once()
+    assert fresh.trainer.step_count == 1
+    assert registry.store.run(run.id)["browser"] == "alice"
+
+
+def test_train_until_paused_switched_while_training_reaches_the_worker(registry):
+    planned = ExperimentSpec.from_dict({**SPEC.to_dict(), "training": {"steps": 3000}})
+    run = registry.create(planned, owner="alice")
+    run.start()
+    run.endless = True
+    assert wait_for(lambda: run.trainer.step_count > 3500, timeout=20)
+    assert run.state == Run.RUNNING
+    run.endless = False  # it stops at the end of the plan it reached
+    assert wait_for(lambda: run.state == Run.DONE, timeout=20)
+    assert run.trainer.step_count == run.trainer.total_steps > 3000
+
+
+def test_a_run_the_worker_refuses_leaves_no_placement_behind(registry, pool):
+    big = ExperimentSpec.from_dict({**SPEC.to_dict(), "model": {"layers": [512, 512]}})
+    with pytest.raises(SpecError):
+        registry.create(big, "c" * 32, owner="carol")
+    assert "c" * 32 not in pool._placed and registry.get("c" * 32) is None
 
 
 SERVER = textwrap.dedent("""

@@ -89,7 +89,9 @@ class RayHost:
         try:
             return pickle.loads(ray.get(self.pool.actor(self.run_id).invoke.remote(method,
                                                                                    payload)))
-        except ray.exceptions.RayActorError as e:
+        except ray.exceptions.RayTaskError as e:  # the call raised: its own error, not the
+            raise e.cause from None               # remote traceback Ray wraps it in
+        except ray.exceptions.RayError as e:      # the actor died, the cluster is unreachable
             self.pool.lost(self.run_id)
             raise WorkerGone(f"the Ray actor training this run stopped ({type(e).__name__})"
                              ) from None

@@ -375,6 +375,7 @@ class Run(Controlled):
                  tags: list[str] = ()):
         self.id = run_id
         self.serial = next(self._serials)  # unique per Run object (a Reset keeps the id)
+        self.token = secrets.token_hex(8)  # the same, across processes (ui/workers.py)
         self.registry = registry
         self.lock = threading.RLock()  # held for each step and for every read of the model
         self.spec = spec
@@ -533,6 +534,8 @@ class Run(Controlled):
 
     def refresh(self) -> None:
         """Nothing to do: only this process sees this run (ui/workers.RemoteRun asks)."""
+
+    lost = False  # a run trained here is never lost to a dead worker (ui/workers.RemoteRun)
 
     @property
     def active(self) -> bool:
@@ -757,19 +760,36 @@ class RunRegistry:
         else:
             from ui.workers import RemoteRun
 
-            run = RemoteRun(run_id, spec, self, self.workers.host(run_id), owner=owner,
-                            twins=twins, label=label, compare=compare, name=name, tags=tags)
+            host = self.workers.host(run_id)
+            try:  # a Reset by a browser given control keeps the run its owner's, there too
+                run = RemoteRun(run_id, spec, self, host, owner=old.owner if old else owner,
+                                twins=twins, label=label, compare=compare, name=name,
+                                tags=tags)
+            except Exception:
+                if old is None:  # nothing of this id is left in the worker
+                    host.release()
+                raise
         if old is not None:
             run.owner, run.controllers = old.owner, set(old.controllers)
             run._control_token = old._control_token
         with self._lock:
             current = self._runs.get(run.id)
-            if current is not old and current is not None and owner is not None \
-                    and not current.can_control(owner):
-                raise CapError("This run belongs to another browser: you can watch it, but not "
-                               "change it. Start or Step on your own page trains a copy of your own.")
-            evicted = [] if current is not None else self._make_room(owner, run.id, apply=True)
-            self._runs[run.id] = run
+            try:
+                if current is not old and current is not None and owner is not None \
+                        and not current.can_control(owner):
+                    raise CapError("This run belongs to another browser: you can watch it, but "
+                                   "not change it. Start or Step on your own page trains a copy "
+                                   "of your own.")
+                evicted = [] if current is not None else \
+                    self._make_room(owner, run.id, apply=True)
+            except CapError as e:
+                refused = e
+            else:
+                refused = None
+                self._runs[run.id] = run
+        if refused is not None:  # built, then refused: it goes (from its worker too)
+            run._forget()
+            raise refused
         # a Reset's replaced Run frees by reference counting (its trainer released, measured);
         # the full collection (~80 ms with torch and streamlit loaded, every thread stalled)
         # is kept for evictions, which are rare
@@ -791,8 +811,11 @@ class RunRegistry:
             return None
         with self._restoring:  # two pages opening one run build it once
             with self._lock:
-                if run_id in self._runs:
-                    return self._runs[run_id]
+                held = self._runs.get(run_id)
+                if held is not None and not held.lost:
+                    return held
+                if held is not None:  # its worker died: it comes back from the store
+                    del self._runs[run_id]
                 self._make_room(owner, run_id, apply=False)
             self.caps.check_spec(ExperimentSpec.from_dict(found["spec"]))
             if self.workers is not None:
@@ -818,16 +841,25 @@ class RunRegistry:
         from ui.workers import RemoteRun
 
         host = self.workers.host(run_id)
-        found = host("restore", run_id, owner)
-        if found is None:
+        try:
+            found = host("restore", run_id, owner)
+            if found is None:
+                host.release()
+                return None
+            return RemoteRun(run_id, ExperimentSpec.from_dict(found["spec"]), self, host,
+                             owner=owner, twins=[(label, ExperimentSpec.from_dict(spec))
+                                                 for label, spec in found["twins"]],
+                             label=found["label"], compare=found["compare"], restored=found)
+        except Exception:
             host.release()
-            return None
-        return RemoteRun(run_id, ExperimentSpec.from_dict(found["spec"]), self, host,
-                         owner=owner, restored=found)
+            raise
 
     def check_start(self, run) -> None:
         """CapError when `run` may not start training now: the server trains at most
         `max_trainers` networks at once, and a browser `max_running_per_user` runs."""
+        for r in self.runs():
+            if r.active and r is not run:
+                r.refresh()  # a run in a worker may have ended since its page last looked
         training = [r for r in self.runs() if r.active and r is not run]
         busy = sum(r.size for r in training)
         if busy + run.size > self.caps.max_trainers:

@@ -10,7 +10,7 @@ The parts:
 
 - `WorkerHost` lives in a worker (or in a Ray actor, ui/ray_runs.py). It holds the worker's runs
   in a RunRegistry of ordinary `Run`s (threads, fair slot, steps/s caps, checkpoints into the run
-  store: everything in ui/runner.py) and answers calls that name a run by id and serial. Every
+  store: everything in ui/runner.py) and answers calls that name a run by id and token. Every
   answer is plain values, pickled back.
 - `WorkerPool` starts the workers (fresh Python processes serving a multiprocessing manager on a
   Unix socket; not forked: a fork of a threaded Streamlit process is unsafe) in the background
@@ -39,9 +39,11 @@ store restores them on their `?run=` links.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,7 @@ from .runner import Caps, CapError, Controlled, ForgottenTrainer, Run, RunDroppe
 # A page rerun reads run.state, run.trainer and the trainers several times: one sync serves them
 # all when it is this recent.
 FRESH_S = 0.1
+SWEEP_KEPT_S = 60.0  # a finished sweep's result waits this long for its page to read it
 
 
 def worker_count() -> int:
@@ -73,8 +76,9 @@ def worker_count() -> int:
         return 0
 
 
-class WorkerGone(RuntimeError):
-    """The worker process that trained a run stopped (or cannot be reached)."""
+class WorkerGone(CapError):
+    """The worker process that trained a run stopped, or cannot be reached or started: the
+    page says so, as it says a limit was hit."""
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -89,9 +93,10 @@ def _counters(trainer) -> dict:
 
 
 class WorkerHost:
-    """The runs of one worker. Each call names its run by id and by the serial `create` or
-    `restore` returned, so a page still holding a run that a Reset replaced cannot press the
-    new run's buttons (RunDropped)."""
+    """The runs of one worker. Each call names its run by id and by the token `create` or
+    `restore` returned (Run.token, random: unique across workers and actors, where a serial
+    would start again at 1 in each), so a page still holding a run that a Reset replaced
+    cannot press the new run's buttons (RunDropped)."""
 
     # Run methods a page may call through `call`
     CALLS = frozenset({"pause", "step_once", "go_on", "predict", "network_snapshot",
@@ -108,59 +113,78 @@ class WorkerHost:
         store = RunStore(store_location) if store_location is not None else None
         self.registry = RunRegistry(caps, store=store)
         self._sweeps: dict[str, dict] = {}
-        if exit_when_empty:  # a Ray actor of one run: it ends with its run
-            self.registry.on_drop.append(self._exit_when_empty)
+        self._exit_when_empty = exit_when_empty  # a Ray actor: it ends with its run
+        self._exiting = threading.Lock()  # held while a run arrives and while the actor ends
+        if exit_when_empty:
+            self.registry.on_drop.append(lambda run: self._maybe_exit())
 
-    def _exit_when_empty(self, run) -> None:
-        if not len(self.registry):
-            threading.Timer(1.0, os._exit, (0,)).start()  # after the answer to the drop
+    def _maybe_exit(self) -> None:
+        """A Ray actor with no run and no sweep left ends, a second later (after its answer to
+        the drop), unless one arrived meanwhile."""
+        def end():
+            with self._exiting:
+                if not len(self.registry) and not self._sweeps:
+                    os._exit(0)
+        if self._exit_when_empty:
+            threading.Timer(1.0, end).start()
 
-    def create(self, run_id: str, spec: dict, owner, twins, label, compare, name, tags) -> int:
-        run = self.registry.create(
-            ExperimentSpec.from_dict(spec), run_id, owner=owner,
-            twins=[(lab, ExperimentSpec.from_dict(s)) for lab, s in twins], label=label,
-            compare=compare, name=name, tags=list(tags))
-        return run.serial
+    def create(self, run_id: str, spec: dict, owner, twins, label, compare, name, tags) -> str:
+        with self._exiting:
+            run = self.registry.create(
+                ExperimentSpec.from_dict(spec), run_id, owner=owner,
+                twins=[(lab, ExperimentSpec.from_dict(s)) for lab, s in twins], label=label,
+                compare=compare, name=name, tags=list(tags))
+        return run.token
 
     def restore(self, run_id: str, owner) -> dict | None:
-        """A run of `owner`'s: held here already (another replica started it), else back from
-        the store's checkpoint. None when there is none."""
-        run = self.registry.get(run_id)
+        """A run of `owner`'s: held here already (another replica started it; with its
+        variants beside it), else back from the store's checkpoint. None when there is
+        none."""
+        with self._exiting:
+            run = self.registry.get(run_id)
+            if run is None:
+                run = self.registry.restore(run_id, owner)
+            elif run.owner != owner:
+                run = None
         if run is None:
-            run = self.registry.restore(run_id, owner)
-        elif run.owner != owner:
-            run = None
-        return None if run is None else {"serial": run.serial, "spec": run.spec.to_dict()}
+            return None
+        return {"token": run.token, "spec": run.spec.to_dict(), "label": run.label,
+                "compare": run.compare,
+                "twins": [(lab, t.spec.to_dict()) for lab, t in run.twins]}
 
-    def _run(self, run_id: str, serial: int) -> Run:
+    def _run(self, run_id: str, token: str) -> Run:
         run = self.registry.get(run_id)
-        if run is None or run.serial != serial:
+        if run is None or run.token != token:
             raise RunDropped("This run was forgotten by the server; start a new one.")
         return run
 
-    def call(self, run_id: str, serial: int, method: str, *args, **kw):
+    def call(self, run_id: str, token: str, method: str, *args, **kw):
         if method not in self.CALLS:
             raise ValueError(f"{method} is not a run call")
-        return getattr(self._run(run_id, serial), method)(*args, **kw)
+        return getattr(self._run(run_id, token), method)(*args, **kw)
 
-    def start(self, run_id: str, serial: int, endless: bool) -> None:
-        run = self._run(run_id, serial)
+    def start(self, run_id: str, token: str, endless: bool) -> None:
+        run = self._run(run_id, token)
         run.endless = endless
         run.start()
 
-    def data(self, run_id: str, serial: int, index: int):
+    def set_endless(self, run_id: str, token: str, endless: bool) -> None:
+        """"Train until paused", switched while the run trains: its loop reads it live."""
+        self._run(run_id, token).endless = endless
+
+    def data(self, run_id: str, token: str, index: int):
         """The dataset of the run (index 0) or of a variant beside it, on the CPU."""
-        trainer = self._run(run_id, serial).trainers()[index][1]
+        trainer = self._run(run_id, token).trainers()[index][1]
         return None if trainer.data is None else trainer.data.to("cpu")
 
-    def activation_samples(self, run_id: str, serial: int, index: int) -> dict:
-        return self._run(run_id, serial).trainers()[index][1].activation_samples()
+    def activation_samples(self, run_id: str, token: str, index: int) -> dict:
+        return self._run(run_id, token).trainers()[index][1].activation_samples()
 
-    def sync(self, run_id: str, serial: int, known, touch: bool) -> dict | None:
+    def sync(self, run_id: str, token: str, known, touch: bool) -> dict | None:
         """The run's state and each trainer's counters and History delta (`known`: the
         (appended, compactions) each mirror last saw); None when the run is gone."""
         run = self.registry.get(run_id)
-        if run is None or run.serial != serial:
+        if run is None or run.token != token:
             return None
         if touch:
             run.touch()
@@ -170,9 +194,9 @@ class WorkerHost:
                 "trainers": [{**_counters(t), "history": t.history.delta(*seen)}
                              for (_, t), seen in zip(trainers, known)]}
 
-    def drop(self, run_id: str, serial: int) -> None:
+    def drop(self, run_id: str, token: str) -> None:
         run = self.registry.get(run_id)
-        if run is not None and run.serial == serial:
+        if run is not None and run.token == token:
             self.registry.drop(run_id)
 
     def runs(self) -> int:
@@ -202,16 +226,22 @@ class WorkerHost:
                     RuntimeError(f"{type(e).__name__}: {str(e)[:300]}")
             finally:
                 state["finished"] = True
+                # a page that stopped polling (it reran, its tab closed) never reads it
+                threading.Timer(SWEEP_KEPT_S, self._forget_sweep, (token,)).start()
 
         threading.Thread(target=work, name=f"netlab-sweep-{token}", daemon=True).start()
         return token
+
+    def _forget_sweep(self, token: str) -> None:
+        self._sweeps.pop(token, None)
+        self._maybe_exit()
 
     def sweep_status(self, token: str) -> dict:
         """{"done", "total", "finished", "result"}; a finished sweep is forgotten here once
         read, and its error raised."""
         state = self._sweeps[token]
         if state["finished"]:
-            del self._sweeps[token]
+            self._forget_sweep(token)
             if state["error"] is not None:
                 raise state["error"]
         return {k: state[k] for k in ("done", "total", "finished", "result")}
@@ -223,7 +253,7 @@ class WorkerHost:
         if method.startswith("_") or method == "invoke":
             raise ValueError(f"{method} is not a worker call")
         args, kw = pickle.loads(payload)
-        return pickle.dumps(getattr(self, method)(*args, **kw), protocol=pickle.HIGHEST_PROTOCOL)
+        return _dumps(getattr(self, method)(*args, **kw))
 
     def shutdown(self) -> None:
         """Let go of every run: each stored one checkpoints and is marked paused, so a server
@@ -231,6 +261,30 @@ class WorkerHost:
         for run in self.registry.runs():
             self.registry.drop(run.id)
         self.registry.shutdown()
+
+
+def _as_is(value):
+    return value
+
+
+class _CpuPickler(pickle.Pickler):
+    """Tensors leave a worker on the CPU: a prediction on a GPU run would otherwise open a CUDA
+    context in the web process (or fail where it sees no GPU)."""
+
+    def reducer_override(self, obj):
+        import torch
+
+        if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
+            return _as_is, (obj.detach().cpu(),)
+        return NotImplemented
+
+
+def _dumps(value) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    _CpuPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return out.getvalue()
 
 
 _HOST: WorkerHost | None = None
@@ -247,25 +301,37 @@ class _Manager(BaseManager):
 _Manager.register("host", callable=_host)
 
 
-def serve(address: str, store_location: str | None, threads: int, parent: int,
-          caps: dict) -> None:
+def serve() -> None:
     """A worker process's main (run as `python -c`, not through multiprocessing's spawn, which
-    would import the web server's own main module again): the authentication key on stdin,
-    "ready" on stdout once it listens on `address` (a Unix socket)."""
+    would import the web server's own main module again). Its settings come as one JSON line on
+    stdin, never on the command line, which any user of the machine may read: the socket's
+    `address`, the authentication `key` (hex), the `store` location (a PostgreSQL URL holds a
+    password), the `caps`, torch `threads` and the `parent` to watch. It prints "ready" once it
+    listens."""
     global _HOST
-    import sys
-
     import torch
 
-    key = bytes.fromhex(sys.stdin.readline().strip())
-    torch.set_num_threads(max(1, threads))
-    _HOST = WorkerHost(store_location, Caps(**caps))
+    settings = json.loads(sys.stdin.readline())
+    torch.set_num_threads(max(1, settings["threads"]))
+    _HOST = WorkerHost(settings["store"], Caps(**settings["caps"]))
     _warm_up()
-    threading.Thread(target=_watch_parent, args=(parent,), name="netlab-parent-watch",
-                     daemon=True).start()
-    server = _Manager(address=address, authkey=key).get_server()
+    threading.Thread(target=_watch_parent, args=(settings["parent"],),
+                     name="netlab-parent-watch", daemon=True).start()
+    server = _Manager(address=settings["address"],
+                      authkey=bytes.fromhex(settings["key"])).get_server()
+    # stopped on purpose (systemd stops every process of the service): checkpoint first
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=_shut_down).start())
     print("ready", flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)  # nobody reads the pipe from here on
+    os.dup2(devnull, 1)
     server.serve_forever()
+
+
+def _shut_down() -> None:
+    try:
+        _HOST.shutdown()
+    finally:
+        os._exit(0)
 
 
 def _warm_up() -> None:
@@ -282,10 +348,7 @@ def _watch_parent(parent: int) -> None:
     a server started again restores them from the store."""
     while os.getppid() == parent:
         time.sleep(0.5)
-    try:
-        _HOST.shutdown()
-    finally:
-        os._exit(0)
+    _shut_down()
 
 
 # ----------------------------------------------------------------------------- web side
@@ -299,17 +362,20 @@ class _Worker:
 
     def __init__(self, folder: str, index: int, store_location: str | None, threads: int,
                  caps: Caps, start_timeout: float = 120.0):
-        address = os.path.join(folder, f"worker-{index}.sock")
-        if os.path.exists(address):
-            os.unlink(address)
+        # a new address for each process: multiprocessing keeps each thread's connection per
+        # address, and would hand a restarted worker's callers the dead one's (BrokenPipeError)
+        address = os.path.join(folder, f"worker-{index}-{secrets.token_hex(4)}.sock")
         key = secrets.token_bytes(32)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
-        code = f"from ui.workers import serve; serve({address!r}, {store_location!r}, " \
-               f"{threads}, {os.getpid()}, {dataclasses.asdict(caps)!r})"
-        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.process.stdin.write(key.hex().encode() + b"\n")
+        settings = {"address": address, "key": key.hex(), "store": store_location,
+                    "caps": dataclasses.asdict(caps), "threads": threads, "parent": os.getpid()}
+        # a session of its own: Ctrl-C in the server's terminal reaches the server, whose
+        # exit the worker notices, and not the worker mid-step
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from ui.workers import serve; serve()"], cwd=ROOT, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        self.process.stdin.write(json.dumps(settings).encode() + b"\n")
         self.process.stdin.close()
         ready = _readline(self.process.stdout, start_timeout)
         if ready.strip() != b"ready":
@@ -351,13 +417,20 @@ def _readline(stream, timeout: float) -> bytes:
 
 
 class Host:
-    """Calls to the worker that holds one run: host(method, *args)."""
+    """Calls to the worker that holds one run: host(method, *args). It stays with the worker
+    process it first reached: once that one died, a call raises WorkerGone, even where a fresh
+    worker has taken its place (which knows nothing of the run)."""
 
     def __init__(self, pool: "WorkerPool", index: int, run_id: str):
         self.pool, self.index, self.run_id = pool, index, run_id
+        self.generation: int | None = None
 
     def __call__(self, method: str, *args, **kw):
         worker = self.pool.worker(self.index)
+        if self.generation is None:
+            self.generation = worker.generation
+        elif worker.generation != self.generation:
+            raise WorkerGone("the worker process training this run stopped")
         payload = pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             return pickle.loads(worker.proxy.invoke(method, payload))
@@ -373,6 +446,8 @@ class WorkerPool:
     """`size` worker processes, started in the background; runs are placed on the one with the
     fewest runs and stay there."""
 
+    RETRY_S = 5.0  # a worker that failed to start is not tried again sooner
+
     def __init__(self, size: int, store_location: str | None = None, caps: Caps | None = None):
         # caps: the web registry's, so that a worker holds each run to the same limits
         self.size, self.store_location, self.caps = max(1, size), store_location, caps or Caps()
@@ -382,36 +457,51 @@ class WorkerPool:
         self.folder = tempfile.mkdtemp(prefix="netlab-workers-")  # their sockets
         self._workers: list[_Worker | None] = [None] * self.size
         self._ready = [threading.Event() for _ in range(self.size)]
-        self._errors: list[str | None] = [None] * self.size
-        self._lock = threading.Lock()
+        self._errors: list[tuple[float, str] | None] = [None] * self.size
+        self._starting = [threading.Lock() for _ in range(self.size)]  # one (re)start at a time
+        self._generations = 0
+        self._lock = threading.Lock()  # placements; never held while a worker starts
         self._placed: dict[str, int] = {}  # run id -> worker index
         for i in range(self.size):
             threading.Thread(target=self._start, args=(i,), name=f"netlab-worker-start-{i}",
                              daemon=True).start()
 
     def _start(self, i: int) -> None:
+        with self._starting[i]:
+            self._start_locked(i)
+
+    def _start_locked(self, i: int) -> None:  # under self._starting[i]
         try:
-            self._workers[i] = _Worker(self.folder, i, self.store_location, self.threads,
-                                       self.caps)
-            self._errors[i] = None
+            worker = _Worker(self.folder, i, self.store_location, self.threads, self.caps)
+            with self._lock:
+                self._generations += 1
+                worker.generation = self._generations
+            self._workers[i], self._errors[i] = worker, None
         except Exception as e:  # noqa: BLE001 - reported to whoever needs the worker
             traceback.print_exc()
-            self._errors[i] = f"{type(e).__name__}: {e}"
+            self._workers[i] = None
+            self._errors[i] = (time.monotonic(), f"{type(e).__name__}: {e}")
         finally:
             self._ready[i].set()
 
     def worker(self, i: int, timeout: float = 60.0) -> _Worker:
-        """Worker i, started again if it died (its runs are lost with it)."""
+        """Worker i, started again if it died (its runs are lost with it). A page at a time
+        restarts it while the others wait; the other workers' pages are not held up."""
         if not self._ready[i].wait(timeout):
             raise WorkerGone("the training worker is still starting; try again in a moment")
-        with self._lock:
+        worker = self._workers[i]
+        if worker is not None and worker.alive:
+            return worker
+        with self._starting[i]:
             worker = self._workers[i]
             if worker is None or not worker.alive:
-                self._ready[i].clear()
-                self._start(i)
-                worker = self._workers[i]
-                if worker is None:
-                    raise WorkerGone(f"the training worker cannot start: {self._errors[i]}")
+                failed = self._errors[i]
+                if failed is None or time.monotonic() - failed[0] >= self.RETRY_S:
+                    self._start_locked(i)
+                    worker = self._workers[i]
+            if worker is None or not worker.alive:
+                raise WorkerGone("the training worker cannot start: "
+                                 f"{(self._errors[i] or (0, 'it stopped'))[1]}")
             return worker
 
     def host(self, run_id: str) -> Host:
@@ -520,6 +610,8 @@ class RemoteRun(Controlled):
 
     READY, RUNNING, PAUSED, DONE, ERROR, DROPPED = (Run.READY, Run.RUNNING, Run.PAUSED, Run.DONE,
                                                     Run.ERROR, Run.DROPPED)
+    LOST = ("The worker process that trained this run stopped. Reload the page to bring the "
+            "run back from its last checkpoint.")
 
     def __init__(self, run_id: str, spec: ExperimentSpec, registry: RunRegistry, host,
                  owner: str | None = None, twins=(), label: str | None = None,
@@ -533,11 +625,12 @@ class RemoteRun(Controlled):
                                 [(lab, s.to_dict()) for lab, s in twins], label, compare, name,
                                 list(tags))
         else:
-            self._remote = restored["serial"]
+            self._remote = restored["token"]
         self.fixed_from = None
         self.label = label
         self.compare = compare if twins else None
-        self.endless = False
+        self._endless = False
+        self.lost = False  # its worker died: a reload restores it from the store
         self.last_seen = time.monotonic()
         self._mirrors: list = [MirrorTrainer(self, 0, spec)] + [
             MirrorTrainer(self, i + 1, s) for i, (_, s) in enumerate(twins)]
@@ -545,18 +638,22 @@ class RemoteRun(Controlled):
         self._state, self.error, self.steps_per_s = self.READY, None, 0.0
         self._can_continue = False
         self._synced = 0.0
-        self._sync_lock = threading.Lock()
+        self._sync_lock = threading.RLock()  # a sync, and the reaper letting go, one at a time
         self.sync()
 
     # -- calls to the worker
     def _call(self, method: str, *args, **kw):
-        """A call about this run; a worker that died leaves the run in error, and a read from
-        it raises RunDropped."""
+        """A call about this run. RunDropped once it was let go, or when its worker died (the
+        run is then in error, `lost`)."""
+        if self._state == self.DROPPED:
+            raise RunDropped("This run was forgotten by the server; start a new one.")
         try:
             return self.host(method, self.id, self._remote, *args, **kw)
-        except WorkerGone as e:
-            self._state, self.error = self.ERROR, f"{e}; its last checkpoint is in the run store"
-            raise RunDropped(self.error) from None
+        except WorkerGone:
+            with self._sync_lock:
+                if self._state != self.DROPPED:
+                    self._state, self.error, self.lost = self.ERROR, self.LOST, True
+            raise RunDropped(self.LOST) from None
 
     def _command(self, method: str, *args):
         try:
@@ -568,9 +665,9 @@ class RemoteRun(Controlled):
 
     def sync(self, touch: bool = False) -> None:
         """The run's state and new rows from the worker (`touch`: a page is looking)."""
-        if self._state == self.DROPPED:
-            return
         with self._sync_lock:
+            if self._state == self.DROPPED or self.lost:
+                return
             try:
                 status = self._call("sync", [m.seen for m in self._mirrors], touch)
             except RunDropped:
@@ -627,6 +724,19 @@ class RemoteRun(Controlled):
         self._fresh()
         return self._can_continue
 
+    @property
+    def endless(self) -> bool:
+        return self._endless
+
+    @endless.setter
+    def endless(self, value: bool) -> None:
+        """"Train until paused": the worker's loop reads it live, as a thread's would."""
+        self._endless = bool(value)
+        try:
+            self._call("set_endless", self._endless)
+        except RunDropped:
+            pass
+
     def touch(self) -> None:
         self.last_seen = time.monotonic()
         self.sync(touch=True)
@@ -641,7 +751,7 @@ class RemoteRun(Controlled):
             return
         self.registry.check_start(self)
         try:
-            self._call("start", self.endless)
+            self._call("start", self._endless)
         except RunDropped:
             pass
         finally:
@@ -683,17 +793,19 @@ class RemoteRun(Controlled):
     def _forget(self, replaced: bool = False) -> None:
         """Stop it in the worker, which checkpoints it (a Reset replaced it there already)."""
         if not replaced:
-            if self._state != self.DROPPED:
+            if self._state != self.DROPPED and not self.lost:
                 try:
                     self.host("drop", self.id, self._remote)
                 except WorkerGone:
                     pass
-            self.host.release()
+            if self.registry.get(self.id) is None:  # no new run took its id meanwhile
+                self.host.release()
         self._let_go()
 
     def _let_go(self) -> None:
-        if self._state == self.DROPPED:
-            return
-        self._mirrors = [ForgottenTrainer(self._mirrors[0])]
-        self._labels = self._labels[:1]
-        self._state, self.steps_per_s = self.DROPPED, 0.0
+        with self._sync_lock:
+            if self._state == self.DROPPED:
+                return
+            self._mirrors = [ForgottenTrainer(self._mirrors[0])]
+            self._labels = self._labels[:1]
+            self._state, self.steps_per_s = self.DROPPED, 0.0
