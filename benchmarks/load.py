@@ -3,6 +3,7 @@
     python benchmarks/load.py [--sessions 1,5,10] [--seconds 10] [--steps 100000]
     python benchmarks/load.py --no-render            # plotly not drawn: measure the server
     python benchmarks/load.py --no-render --sessions 1,10,30 --backends threads,workers,ray
+    python benchmarks/load.py --server-side --sessions 1,10,30 --backends threads,workers,ray
     python benchmarks/load.py --env NETLAB_MAX_STEPS_PER_S=50 --profile /tmp/prof   # A/B, py-spy
 
 Prints one JSON object. For each N a fresh server is started (`streamlit run app.py` on a free
@@ -38,6 +39,11 @@ Backends (issue 19): where the server trains its runs. `threads`: in the web pro
 `ray`: one Ray actor per run on a Ray started inside the server (NETLAB_RAY_ADDRESS=local,
 requirements-ray.txt). The server's CPU and RSS count the web process and every process under
 it (workers, Ray's own); `web_cpu_percent` and `web_rss_mb` the web process alone.
+
+`--server-side` leaves the browser out: each session is a thread doing the server's side of a
+page refresh (benchmarks/server_sessions.py), one fresh process per level. On 2 cores a browser
+on the same machine takes most of the CPU with 10 pages or more (measured ~1.7 cores with plotly
+stubbed out), so the browser levels there measure Chromium more than the server.
 
 Targets (from the issue): click -> first chart < 1 s and >= 4 chart updates/s with one session,
 10 sessions without stalls on 2 cores. `met` says which hold. Figures on a shared machine are
@@ -473,6 +479,39 @@ def measure(browser, n: int, seconds: float, steps: int, max_trainers: int, rend
     }
 
 
+# ----------------------------------------------------------------------------- server side
+
+
+def server_side(backends: list[str], levels: list[int], seconds: float) -> dict:
+    """benchmarks/server_sessions.py for each backend and session count, a fresh process
+    each; the table the issue asks for."""
+    results = {}
+    for backend in backends:
+        results[backend] = {}
+        for n in levels:
+            print(f"[load] server side, {backend}: {n} session(s)...", file=sys.stderr)
+            proc = subprocess.run(
+                [sys.executable, os.path.join(ROOT, "benchmarks", "server_sessions.py"),
+                 backend, str(n), str(seconds)], cwd=ROOT, capture_output=True, text=True,
+                env={**os.environ, "PYTHONPATH": ROOT}, timeout=600 + 10 * n)
+            try:
+                results[backend][str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                results[backend][str(n)] = {"error": proc.stderr[-2000:]}
+    table = [{"backend": b, "sessions": int(n), "steps_per_s_per_run": r["steps_per_s"]["median"],
+              "total_steps_per_s": r["steps_per_s"]["total"],
+              "updates_per_s_per_session": r["updates_per_s"]["median"],
+              "longest_stall_s": r["max_gap_s"], "first_chart_s_max": r["first_chart_s"]["max"],
+              "refused_by_caps": r["refused"], "create_s_max": (r["create_s"] or {}).get("max"),
+              "cpu_percent": r["cpu_percent"], "web_cpu_percent": r["web_cpu_percent"],
+              "rss_mb": r["rss_mb"], "web_rss_mb": r["web_rss_mb"]}
+             for b, by_n in results.items() for n, r in by_n.items() if "error" not in r]
+    return {"table": table, "results": results, "seconds": seconds,
+            "machine": {"cpus": os.cpu_count(), "loadavg": [round(x, 2)
+                                                            for x in os.getloadavg()]},
+            "experiment": "spiral_one_hidden (the default page), 100,000 steps"}
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -487,6 +526,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", metavar="DIR",
                     help="record the server with py-spy during each window into "
                          "DIR/server_<N>.txt (raw collapsed stacks; needs `pip install py-spy`)")
+    ap.add_argument("--server-side", action="store_true",
+                    help="no browser: sessions are threads doing a page refresh's server work "
+                         "(benchmarks/server_sessions.py)")
     ap.add_argument("--backends", default="workers",
                     help=f"where the server trains, comma-separated: {', '.join(BACKENDS)}")
     ap.add_argument("--no-render", action="store_true",
@@ -513,6 +555,9 @@ def main(argv=None) -> int:
     if unknown or not backends:
         print(f"--backends: unknown {unknown}; allowed: {', '.join(BACKENDS)}", file=sys.stderr)
         return 2
+    if args.server_side:
+        print(json.dumps(server_side(backends, levels, args.seconds), indent=1))
+        return 0
     if not os.path.exists(CHROMIUM):
         print(f"{CHROMIUM} not found: apt-get install chromium", file=sys.stderr)
         return 2

@@ -734,7 +734,6 @@ def live_panel():
 
 with right:
     st.session_state["drawn_active"] = running
-    # Busy servers refresh each page less often (0.1 s per running network, at least
-    # LIVE_EVERY_S), so ten users all training still see every chart move each second.
-    live_every = max(LIVE_EVERY_S, 0.1 * runs.running_count())
+    # busy servers refresh each page less often, so that every page keeps moving
+    live_every = runs.refresh_every(LIVE_EVERY_S)
     st.fragment(live_panel, run_every=live_every if running else (IDLE_EVERY_S if run else None))()

@@ -110,3 +110,19 @@ def test_sweep_quick_prints_its_figures_as_json():
             assert case["batched_s"] > 0 and case["one_by_one_s"] > 0
             assert case["max_rel_diff"] < 1e-3  # 60 steps: far from any chaos
         assert cases["log_every_10/n_8"]["variants"] == 8
+
+
+def test_load_server_side_prints_threads_and_workers_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), "--server-side",
+                           "--sessions", "2", "--seconds", "1.5", "--backends", "threads,workers"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [(r["backend"], r["sessions"]) for r in result["table"]] == \
+        [("threads", 2), ("workers", 2)]
+    for row in result["table"]:
+        assert row["total_steps_per_s"] > 0 and row["refused_by_caps"] == 0
+        assert row["first_chart_s_max"] is not None
+    workers = result["results"]["workers"]["2"]
+    assert workers["web_cpu_percent"] < workers["cpu_percent"]  # the training is elsewhere

@@ -143,6 +143,13 @@ class RayPool:
     def pids(self) -> list[int]:
         return []
 
+    def cores(self) -> int:
+        """The cluster's CPUs: each run's actor is a process, and more of them training than
+        cores leaves each page's calls waiting on a starved process (measured on 2 cores: ten
+        runs training in ten actors, the pages' refreshes stalled for the whole 10 s window).
+        RunRegistry.check_start trains at most this many at once."""
+        return int(self.ray.cluster_resources().get("CPU", 1))
+
     def shutdown(self) -> None:
         """Nothing: the actors outlive this replica (another one, or this one restarted,
         reaches them by name); their own reapers let go of runs nobody looks at."""

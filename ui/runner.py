@@ -451,7 +451,9 @@ class Run(Controlled):
         return room > 0
 
     def start(self) -> None:
-        with self.lock:
+        # registry.starting: the check and the start together, or ten Starts pressed at once
+        # all pass a cap that has room for two
+        with self.lock, self.registry.starting:
             if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
                 return
             self.registry.check_start(self)
@@ -724,6 +726,7 @@ class RunRegistry:
         # a Ray pool, ui/ray_runs.py) whose runs this registry holds as RemoteRuns
         self.workers = workers
         self.problem: str | None = None  # why runs do not train where the server was told to
+        self.starting = threading.Lock()  # a Start's check of the caps and its start, as one
         self.slot = FairSlot(self.caps.train_slots)
         self.on_drop: list[Callable[[Run], None]] = []
         self._runs: dict[str, Run] = {}
@@ -862,10 +865,14 @@ class RunRegistry:
                 r.refresh()  # a run in a worker may have ended since its page last looked
         training = [r for r in self.runs() if r.active and r is not run]
         busy = sum(r.size for r in training)
-        if busy + run.size > self.caps.max_trainers:
+        most = self.caps.max_trainers
+        cores = getattr(self.workers, "cores", None)  # a Ray cluster: a core per actor
+        if cores is not None:
+            most = min(most, max(1, cores()))
+        if busy + run.size > most:
             raise CapError(f"The server is training {busy} networks at once, and this run "
-                           f"would add {run.size}: its limit is {self.caps.max_trainers}. Try "
-                           "again in a minute, or use Step.")
+                           f"would add {run.size}: its limit is {most}. Try again in a minute, "
+                           "or use Step.")
         most = self.caps.max_running_per_user
         if run.owner is not None and most and \
                 sum(r.owner == run.owner for r in training) >= most:
@@ -920,6 +927,16 @@ class RunRegistry:
 
     def __len__(self) -> int:
         return len(self._runs)
+
+    def refresh_every(self, fastest: float) -> float:
+        """Seconds between two refreshes of a page whose run trains: at least `fastest`, and
+        longer on a busy server, so that all pages keep moving. Runs in this process share the
+        interpreter with the pages: 0.1 s per network training (measured: ten users training
+        still see every chart move each second). Runs in workers leave it to the pages: 0.04 s
+        per network, for the pages' own cost (benchmarks/server_sessions.py: ~9 ms of the web
+        process per refresh, Streamlit's script run on top)."""
+        per_network = 0.1 if self.workers is None else 0.04
+        return max(fastest, per_network * self.running_count())
 
     def drop(self, run_id: str) -> bool:
         """Forget a run now (its thread stopped, its memory returned). False if unknown."""

@@ -108,8 +108,11 @@ class WorkerHost:
 
         # The web process enforces the limits on runs kept and trained at once (it sees every
         # worker's runs); here only the per-run limits hold.
+        # No rest in a turn either (shared_duty): it leaves the interpreter to pages, and a
+        # worker has none (measured: two workers resting trained on one core of two).
         caps = dataclasses.replace(caps or Caps(), max_runs=10**9, max_runs_per_owner=10**9,
-                                   max_trainers=10**9, max_running_per_user=0)
+                                   max_trainers=10**9, max_running_per_user=0,
+                                   shared_duty=1.0)
         store = RunStore(store_location) if store_location is not None else None
         self.registry = RunRegistry(caps, store=store)
         self._sweeps: dict[str, dict] = {}
@@ -747,15 +750,16 @@ class RemoteRun(Controlled):
         self.sync()
 
     def start(self) -> None:
-        if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
-            return
-        self.registry.check_start(self)
-        try:
-            self._call("start", self._endless)
-        except RunDropped:
-            pass
-        finally:
-            self.sync()
+        with self.registry.starting:  # the caps' check and the start, as one
+            if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
+                return
+            self.registry.check_start(self)
+            try:
+                self._call("start", self._endless)
+            except RunDropped:
+                pass
+            finally:
+                self.sync()
 
     def pause(self, wait: bool = True) -> None:
         self._command("pause", wait)
