@@ -362,3 +362,24 @@ def test_a_server_told_to_use_ray_without_it_says_so_and_trains_in_workers(page_
     button(at, "Step").click().run()
     run = live_registries()[-1].get(at.session_state["run_id"])
     assert isinstance(run, RemoteRun) and run.trainer.step_count == 1
+
+
+def test_two_servers_on_one_store_hand_a_run_over_through_their_workers(store_url):
+    """Two servers (registries with their own workers) on one store, SQLite and PostgreSQL:
+    the first trains a run and lets it go; the second's worker brings it back."""
+    first_pool, second_pool = WorkerPool(1, store_url, caps()), WorkerPool(1, store_url, caps())
+    first = RunRegistry(caps(), reap_every_s=60, store=RunStore(store_url), workers=first_pool)
+    second = RunRegistry(caps(), reap_every_s=60, store=RunStore(store_url), workers=second_pool)
+    try:
+        run = first.create(SPEC, owner="erin")
+        for _ in range(5):
+            run.step_once()
+        rows = run.trainer.history.rows
+        first.drop(run.id)  # paused and checkpointed into the shared store
+        back = second.restore(run.id, owner="erin")
+        assert back.trainer.step_count == 5 and back.trainer.history.rows == rows
+        back.step_once()
+        assert back.trainer.step_count == 6
+    finally:
+        first.shutdown()
+        second.shutdown()
