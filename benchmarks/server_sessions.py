@@ -42,21 +42,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.load import STALL_S, cpu_seconds, default_config, memory_mb, tree  # noqa: E402
-
-
-def tree_cpu(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in tree(pid))
-
-
-def tree_rss(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        try:
-            total += memory_mb(p)[0]
-        except OSError:
-            pass
-    return total
+from benchmarks.load import (STALL_S, cpu_seconds, default_config, memory_mb,  # noqa: E402
+                             tree_cpu_seconds as tree_cpu, tree_rss_mb as tree_rss)
 
 
 def registry_for(mode: str, n: int):

@@ -16,6 +16,7 @@ import torch
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.store import RunStore
 from tests.conftest import ROOT
+from tests.test_runner import wait_for as _wait_for
 from ui.runner import Caps, CapError, Run, RunDropped, RunRegistry
 from ui.workers import RemoteRun, WorkerPool
 
@@ -34,13 +35,8 @@ def same(a, b) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+def wait_for(predicate, timeout=10.0):  # a worker's numbers come through a sync
+    return _wait_for(predicate, timeout)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -58,13 +54,18 @@ def pool(tmp_path_factory):
     workers.shutdown()
 
 
+def let_go(reg) -> None:
+    """Drop a registry's runs (their workers stay, shared by the module)."""
+    for run in reg.runs():
+        reg.drop(run.id)
+    reg._stop.set()
+
+
 @pytest.fixture
 def registry(pool):
     reg = RunRegistry(caps(), reap_every_s=0.1, store=pool.store, workers=pool)
     yield reg
-    for run in reg.runs():
-        reg.drop(run.id)
-    reg._stop.set()
+    let_go(reg)
 
 
 def test_a_run_in_a_worker_gives_the_rows_and_predictions_of_a_trainer_here(registry):
@@ -135,9 +136,7 @@ def test_an_unseen_run_is_paused_after_the_grace_period(pool):
         run.sync()
         assert run.trainer.step_count == steps
     finally:
-        for r in reg.runs():
-            reg.drop(r.id)
-        reg._stop.set()
+        let_go(reg)
 
 
 def test_a_reset_replaces_the_run_in_its_worker(registry):
@@ -195,9 +194,7 @@ def test_a_worker_that_dies_is_reported_and_its_run_comes_back_from_the_store(po
         back.step_once()
         assert back.trainer.step_count == kept + 1
     finally:
-        for r in reg.runs():
-            reg.drop(r.id)
-        reg._stop.set()
+        let_go(reg)
 
 
 def test_a_browser_given_control_may_reset_the_run_in_its_worker(registry):
