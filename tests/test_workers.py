@@ -298,6 +298,7 @@ def test_the_playground_drives_a_run_in_a_worker(page_server):
     from tests.test_app import APP, button, figures, live_registries, no_problems
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
+    at.number_input(key="w.training.steps").set_value(50_000).run()  # no end before Pause
     button(at, "Start").click().run()
     registry = live_registries()[-1]
     run = registry.get(at.session_state["run_id"])
