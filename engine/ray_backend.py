@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import SpecError
+from .trainer import logged_rows
 
 MISSING = ("--backend ray needs Ray, an optional part of Netlab: "
            "pip install -r requirements-ray.txt")
@@ -53,7 +54,7 @@ def run_on_ray(variants, max_params: int | None = None, asha: bool = False, stor
     payload = [{"spec": v.spec.to_dict(), "fold": v.fold, "folds": v.folds} for v in variants]
     validates = any(v.spec.data.val_fraction > 0 for v in variants)
     metric = "val_loss" if validates else "train_loss"
-    rows_expected = max(_logged_rows(v.spec) for v in variants) + 1  # + the summary
+    rows_expected = max(logged_rows(v.spec) for v in variants) + 1  # + the summary
 
     def trainable(config):
         _train_trial(payload[config["variant"]], max_params, metric)
@@ -80,12 +81,6 @@ def run_on_ray(variants, max_params: int | None = None, asha: bool = False, stor
                         "Ray trial"} for _ in rows],
             "ensembles": ensembles_of_rows(variants, rows), "backend": "ray", "asha": asha,
             "seconds": round(time.perf_counter() - t0, 3)}
-
-
-def _logged_rows(spec) -> int:
-    every = max(spec.training.log_every, 1)
-    steps = spec.training.steps
-    return len({1, steps, *range(every, steps + 1, every)})
 
 
 def _train_trial(item: dict, max_params, metric: str) -> None:

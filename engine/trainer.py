@@ -79,6 +79,17 @@ def output_dim(spec: ExperimentSpec, data: Dataset) -> int:
     return 1 if LOSSES[spec.loss.name].tags.get("binary") else data.out_dim
 
 
+def is_log_step(step: int, log_every: int, total_steps: int) -> bool:
+    """A metrics row is logged at the first step, every `log_every` steps and at the last."""
+    return step == 1 or step % log_every == 0 or step >= total_steps
+
+
+def logged_rows(spec: ExperimentSpec) -> int:
+    """The rows a run of `spec` logs over its planned steps."""
+    t = spec.training
+    return sum(is_log_step(step, t.log_every, t.steps) for step in range(1, t.steps + 1))
+
+
 class Trainer:
     def __init__(self, spec, callbacks: list[Callback] = (), dataset: Dataset | None = None,
                  max_params: int | None = None):
@@ -197,7 +208,7 @@ class Trainer:
         self.stopped, self._finished, self.test_metrics = None, False, None
 
     def is_log_step(self, step: int) -> bool:
-        return step == 1 or step % self.spec.training.log_every == 0 or step >= self.total_steps
+        return is_log_step(step, self.spec.training.log_every, self.total_steps)
 
     def _is_eval_step(self, step: int) -> bool:
         every = self.spec.training.eval_every

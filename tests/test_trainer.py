@@ -498,3 +498,12 @@ def test_a_run_whose_best_weights_were_restored_is_not_extended():
     assert t.stopped == "completed" and t.restored_step is not None
     with pytest.raises(ValueError, match="restored"):
         t.extend(10)
+
+
+@pytest.mark.parametrize("steps,every", [(200, 10), (205, 10), (7, 3), (1, 5)])
+def test_logged_rows_counts_the_rows_a_run_logs(steps, every):
+    """What ASHA's rungs are measured in (engine/ray_backend.py) is what a run logs."""
+    from engine.trainer import logged_rows
+    spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]},
+                                     "training": {"steps": steps, "log_every": every}})
+    assert logged_rows(spec) == len(Trainer(spec).run().history.rows)

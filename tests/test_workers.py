@@ -381,3 +381,32 @@ def test_two_servers_on_one_store_hand_a_run_over_through_their_workers(store_ur
     finally:
         first.shutdown()
         second.shutdown()
+
+
+def test_a_sweep_whose_page_stops_waiting_stops_in_its_worker():
+    """Streamlit interrupts the page's polling (a rerun, a closed tab): the worker is told,
+    and the sweep ends after the variants training then, not after all of them."""
+    from engine.sweep import plan
+    from ui.workers import WorkerHost, sweep_in_worker
+
+    worker = WorkerHost()
+
+    def host(method, *args):
+        return getattr(worker, method)(*args)
+    host.release = lambda: None
+    pool = type("InProcess", (), {"host": lambda self, run_id: host})()
+    base = ExperimentSpec.from_dict({**SPEC.to_dict(), "training": {"steps": 400}})
+    variants = plan(base, {"optimizer.name": ["adagrad", "rmsprop", "adadelta", "adam"]})
+
+    class Interrupted(Exception):  # what Streamlit raises in a script it stops
+        pass
+
+    def progress(done, total):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        sweep_in_worker(pool, variants, "sweep", None, progress=progress)
+    state = next(iter(worker._sweeps.values()))
+    assert wait_for(lambda: state["finished"])
+    assert isinstance(state["error"], SpecError) and "page went away" in str(state["error"])
+    assert state["done"] < len(variants)  # each optimizer trains alone: it stopped early

@@ -214,14 +214,18 @@ class WorkerHost:
         caps = self.registry.caps
         token = secrets.token_hex(8)
         state = self._sweeps[token] = {"done": 0, "total": len(variants), "result": None,
-                                       "error": None, "finished": False}
+                                       "error": None, "finished": False, "cancelled": False}
+
+        def progress(done: int, total: int) -> None:
+            state["done"] = done
+            if state["cancelled"]:  # between two groups of variants: the rest is not trained
+                raise SpecError("the sweep was stopped: its page went away")
 
         def work():
             try:
                 state["result"] = sweep.run(
                     variants, store=self.registry.store, name=name, browser=browser,
-                    max_params=caps.max_params, check=caps.check_step_work,
-                    progress=lambda done, total: state.update(done=done))
+                    max_params=caps.max_params, check=caps.check_step_work, progress=progress)
             except Exception as e:  # noqa: BLE001 - handed to the page by sweep_status
                 if not isinstance(e, SpecError):
                     traceback.print_exc()
@@ -234,6 +238,12 @@ class WorkerHost:
 
         threading.Thread(target=work, name=f"netlab-sweep-{token}", daemon=True).start()
         return token
+
+    def sweep_cancel(self, token: str) -> None:
+        """Its page stopped waiting (a rerun, a closed tab): it ends after the variants
+        training now, so that a sweep nobody watches does not hold the CPU."""
+        if token in self._sweeps:
+            self._sweeps[token]["cancelled"] = True
 
     def _forget_sweep(self, token: str) -> None:
         self._sweeps.pop(token, None)
@@ -369,6 +379,7 @@ class _Worker:
         # address, and would hand a restarted worker's callers the dead one's (BrokenPipeError)
         address = os.path.join(folder, f"worker-{index}-{secrets.token_hex(4)}.sock")
         key = secrets.token_bytes(32)
+        self.failed = False
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
         settings = {"address": address, "key": key.hex(), "store": store_location,
@@ -391,7 +402,13 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.failed and self.process.poll() is None
+
+    def fail(self) -> None:
+        """A call found it gone (its socket closed): so it is, even if the process has not
+        quite ended yet (a worker killed a moment ago still polls as running)."""
+        self.failed = True
+        self.process.kill()
 
     @property
     def pid(self) -> int:
@@ -437,7 +454,8 @@ class Host:
         payload = pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             return pickle.loads(worker.proxy.invoke(method, payload))
-        except (EOFError, OSError) as e:  # the process died, or its socket is gone
+        except (EOFError, ConnectionError, FileNotFoundError) as e:  # the process, or its
+            worker.fail()                                             # socket, is gone
             raise WorkerGone(f"the worker process training this run stopped ({type(e).__name__})"
                              ) from None
 
@@ -537,6 +555,7 @@ def sweep_in_worker(pool, variants, name: str, browser: str | None, progress=Non
     """A sweep trained by a worker of `pool` (a WorkerPool or a RayPool: then an actor of its
     own), polled until it ends: the web process only reports its progress(done, total)."""
     host = pool.host(f"sweep-{secrets.token_hex(8)}")
+    token = None
     try:
         token = host("sweep_start", variants, name, browser)
         while True:
@@ -544,9 +563,15 @@ def sweep_in_worker(pool, variants, name: str, browser: str | None, progress=Non
             if progress is not None:
                 progress(status["done"], status["total"])
             if status["finished"]:
+                token = None
                 return status["result"]
             time.sleep(poll_s)
     finally:
+        if token is not None:  # the page stopped waiting (Streamlit interrupted this run)
+            try:
+                host("sweep_cancel", token)
+            except CapError:  # the worker is gone: so is the sweep
+                pass
         host.release()
 
 
