@@ -39,6 +39,17 @@ def wait_for(predicate, timeout=10.0):  # a worker's numbers come through a sync
     return _wait_for(predicate, timeout)
 
 
+def stays_paused(run) -> int:
+    """Asserts the run is paused in its worker and takes no step for 0.3 s; its step."""
+    run.sync()
+    assert run.state == Run.PAUSED
+    steps = run.trainer.step_count
+    time.sleep(0.3)
+    run.sync()
+    assert run.trainer.step_count == steps
+    return steps
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -93,11 +104,7 @@ def test_pause_step_and_go_on_keep_their_meaning(registry, pool):
     run.start()
     assert wait_for(lambda: run.trainer.step_count > 200)
     run.pause()
-    assert run.state == Run.PAUSED
-    steps = run.trainer.step_count
-    time.sleep(0.3)
-    run.touch()
-    assert run.trainer.step_count == steps
+    steps = stays_paused(run)
     run.step_once()
     assert run.trainer.step_count == steps + 1 and run.state == Run.PAUSED
     # a finished run goes on from where it ended
@@ -129,12 +136,7 @@ def test_an_unseen_run_is_paused_after_the_grace_period(pool):
         run.start()
         assert run.active
         assert wait_for(lambda: not run.active, timeout=5)
-        run.sync()
-        assert run.state == Run.PAUSED
-        steps = run.trainer.step_count
-        time.sleep(0.3)
-        run.sync()
-        assert run.trainer.step_count == steps
+        stays_paused(run)
     finally:
         let_go(reg)
 
