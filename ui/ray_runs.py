@@ -50,11 +50,12 @@ def _ray():
 
 
 def _init_in_a_lasting_thread(ray, address: str | None) -> None:
-    """ray.init from a thread that never ends. A local Ray's processes (GCS, raylet, workers)
-    are told to die with the thread that started them (PR_SET_PDEATHSIG follows the thread,
-    not the process): started from a Streamlit script run, they died when the run ended
-    (measured: every Ray process defunct a second after the first page, and the page stalled
-    on "Failed to connect to GCS"). The engine and this package travel to the cluster."""
+    """ray.init from a thread that never ends. Started from a Streamlit script run, a local
+    Ray's processes (GCS, raylet, workers) died when the run ended (measured: every Ray
+    process defunct a second after the first page, and the page stalled on "Failed to
+    connect to GCS"); from a thread that lasts they stay up. Likely a parent-death signal,
+    which Linux ties to the thread that started them. The engine and this package travel to
+    the cluster."""
     done: list = []
     ready = threading.Event()
 
