@@ -29,7 +29,7 @@ from pathlib import Path
 from engine import SpecError
 
 from .runner import Caps
-from .workers import WorkerGone, WorkerHost
+from .workers import WorkerGone, WorkerHost, packed
 
 NAMESPACE = "netlab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,10 +86,9 @@ class RayHost:
 
     def __call__(self, method: str, *args, **kw):
         ray = self.pool.ray
-        payload = pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            return pickle.loads(ray.get(self.pool.actor(self.run_id).invoke.remote(method,
-                                                                                   payload)))
+            return pickle.loads(ray.get(self.pool.actor(self.run_id).invoke.remote(
+                method, packed(*args, **kw))))
         except ray.exceptions.RayTaskError as e:  # the call raised: its own error, not the
             raise e.cause from None               # remote traceback Ray wraps it in
         except ray.exceptions.RayError as e:      # the actor died, the cluster is unreachable
@@ -136,7 +135,7 @@ class RayPool:
         if handle is None:
             return
         try:
-            if not pickle.loads(self.ray.get(handle.invoke.remote("runs", pickle.dumps(((), {}))))):
+            if not pickle.loads(self.ray.get(handle.invoke.remote("runs", packed()))):
                 self.ray.kill(handle)
         except Exception:  # noqa: BLE001 - gone already
             pass

@@ -63,13 +63,24 @@ FRESH_S = 0.1
 SWEEP_KEPT_S = 60.0  # a finished sweep's result waits this long for its page to read it
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def packed(*args, **kw) -> bytes:
+    """A call's arguments as WorkerHost.invoke takes them."""
+    return pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def worker_count() -> int:
     """NETLAB_WORKERS: 0 trains in threads of the web process (as before workers); unset or
     "auto": one worker per core."""
     text = os.environ.get("NETLAB_WORKERS", "auto").strip().lower()
     if text in ("", "auto"):
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                   else os.cpu_count() or 1)
+        return cores()
     try:
         return max(0, int(text))
     except ValueError:
@@ -417,7 +428,7 @@ class _Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Checkpoint its runs, then end the process."""
         try:
-            self.proxy.invoke("shutdown", pickle.dumps(((), {})))
+            self.proxy.invoke("shutdown", packed())
         except Exception:  # noqa: BLE001 - gone already
             pass
         self.process.terminate()
@@ -451,9 +462,8 @@ class Host:
             self.generation = worker.generation
         elif worker.generation != self.generation:
             raise WorkerGone("the worker process training this run stopped")
-        payload = pickle.dumps((args, kw), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            return pickle.loads(worker.proxy.invoke(method, payload))
+            return pickle.loads(worker.proxy.invoke(method, packed(*args, **kw)))
         except (EOFError, ConnectionError, FileNotFoundError) as e:  # the process, or its
             worker.fail()                                             # socket, is gone
             raise WorkerGone(f"the worker process training this run stopped ({type(e).__name__})"
@@ -472,9 +482,7 @@ class WorkerPool:
     def __init__(self, size: int, store_location: str | None = None, caps: Caps | None = None):
         # caps: the web registry's, so that a worker holds each run to the same limits
         self.size, self.store_location, self.caps = max(1, size), store_location, caps or Caps()
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            os.cpu_count() or 1
-        self.threads = max(1, cores // self.size)  # torch threads per worker: no oversubscription
+        self.threads = max(1, cores() // self.size)  # torch threads per worker: no oversubscription
         self.folder = tempfile.mkdtemp(prefix="netlab-workers-")  # their sockets
         self._workers: list[_Worker | None] = [None] * self.size
         self._ready = [threading.Event() for _ in range(self.size)]
