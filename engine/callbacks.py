@@ -17,6 +17,7 @@ A callback raises CancelFit (or calls trainer.stop(reason)) to end the run after
 
 Within each hook, callbacks run by `order` (lowest first; equal orders keep the order given). The
 built-in ones and why they sit where they do:
+     5 Nudge            (claim checks only) moves the starting weights by a part in a million
     10 Regularization   adds the penalty's gradient before anyone reads the gradients
     20 Diagnostics      measures the gradients before clipping changes them
     30 GradClip         clips what the optimizer will use
@@ -88,6 +89,26 @@ class Hooks:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+class Nudge(Callback):
+    """Multiplies every starting weight by 1 + `scale` * u, u uniform in [-1, 1], after any
+    pretraining or teacher phase: the difference another CPU's rounding makes, made on purpose.
+    A teaching claim must survive it (engine/presets/claims.py); one that does not rests on
+    chaos, not on the effect it names. Equal numbers in a tensor get the same factor, so exact
+    symmetry (an all-zero or constant init), which rounding can never break, is kept."""
+    order, name = 5, "nudge"
+
+    def __init__(self, scale: float = 1e-6, seed: int = 0):
+        self.scale, self.seed = scale, seed
+
+    @torch.no_grad()
+    def on_fit_start(self, trainer):
+        gen = torch.Generator().manual_seed(self.seed)
+        for p in trainer.model.parameters():
+            values, index = torch.unique(p.detach().cpu(), return_inverse=True)
+            u = torch.rand(len(values), generator=gen, dtype=torch.float64) * 2 - 1
+            p.mul_((1 + self.scale * u)[index].to(p.device, p.dtype))
 
 
 class Regularization(Callback):
