@@ -1,7 +1,6 @@
 """Every claim of every preset on many seeds, with its margin: the table a claim must pass to be
 taught (engine/presets/claims.py says what "with margin" means). For each claim: how many seeds
-it held on, the worst slack, the mean and the seed-to-seed spread of the slack, the mean in
-spreads, and whether it still holds (and how far it moved) when the first seed's starting
+it held on, the worst and the median slack, the worst in spreads (median - worst), and whether it still holds (and how far it moved) when the first seed's starting
 weights are nudged by one part in a million. Prints one JSON object; `--markdown` prints the
 table for an issue note. Runs spread over processes (`--jobs`, one per core by default), one
 torch thread each.
@@ -90,10 +89,10 @@ def fmt(x) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | claim | held | worst slack | mean ± spread | spreads | nudge | margin |",
+    lines = ["| preset | claim | held | worst slack | median slack | worst / spread | nudge | margin |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        spread = (f"{fmt(r.get('mean'))} ± {fmt(r.get('spread'))}" if "mean" in r else "–")
+        spread = fmt(r.get("median"))
         nudge = {None: "–", True: "holds", False: "FAILS"}[r["nudge_holds"]]
         if r.get("nudge_shift") is not None:
             nudge += f" ({r['nudge_shift']:+.2g})"

@@ -166,6 +166,73 @@ def _batch_sizes(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     return out
 
 
+DROPOUTS = ("dropout", "dropout2d")
+NORMS = ("batchnorm", "layernorm", "batchnorm2d")
+
+
+@COMPARISONS.register("regularization", "The same run without what keeps it from memorising "
+                      "its training points: dropout layers, the weight penalty, augmentation "
+                      "and early stopping.", title="with and without regularization")
+def _regularization(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
+    had, changes = [], {}
+    layers = [layer.to_dict() for layer in spec.model.layers if layer.type not in DROPOUTS]
+    if len(layers) < len(spec.model.layers):
+        had.append("dropout")
+        changes["model.layers"] = layers
+    if spec.regularization.l1 or spec.regularization.l2:
+        had.append("weight penalty")
+        changes.update({"regularization.l1": 0.0, "regularization.l2": 0.0})
+    if spec.training.augment is not None and spec.training.augment.active:
+        had.append("augmentation")
+        changes["training.augment"] = None
+    if spec.training.early_stopping is not None:
+        had.append("early stopping")
+        changes["training.early_stopping"] = None
+    if not had:
+        raise SpecError("this run has no dropout, weight penalty, augmentation or early "
+                        "stopping to take away")
+    return [(_mine(f"with {' and '.join(had)}"), {}), ("without", changes)]
+
+
+@COMPARISONS.register("normalization", "The same net without its BatchNorm and LayerNorm "
+                      "layers (each linear layer then applies its activation itself).",
+                      title="with and without normalization")
+def _normalization(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
+    layers, found = [], False
+    for layer in (layer.to_dict() for layer in spec.model.layers):
+        if layer["type"] in NORMS:
+            found = True
+            continue
+        # linear (no activation) -> norm -> bare activation: the activation goes back inside
+        if layer["type"] == "activation" and found and layers and \
+                layers[-1]["type"] == "linear" and layers[-1].get("activation") == "linear":
+            act = layer.get("activation")
+            layers[-1] = {k: v for k, v in layers[-1].items() if k != "activation"}
+            if act is not None:
+                layers[-1]["activation"] = act
+            continue
+        layers.append(layer)
+    if not found:
+        raise SpecError("this net has no BatchNorm or LayerNorm layer to take away")
+    return [(_mine("with normalization"), {}), ("without", {"model.layers": layers})]
+
+
+@COMPARISONS.register("pretraining", "The same run without pretraining: the same net started "
+                      "from random weights.", title="with and without pretraining")
+def _pretraining(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
+    if spec.pretrain is None:
+        raise SpecError("this run is not pretrained")
+    return [(_mine("pretrained"), {}), ("from random weights", {"pretrain": None})]
+
+
+@COMPARISONS.register("teacher", "The same student trained on the labels alone, without the "
+                      "teacher's softened outputs.", title="with and without the teacher")
+def _teacher(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
+    if spec.distill is None:
+        raise SpecError("this run has no teacher")
+    return [(_mine("learns from the teacher"), {}), ("labels only", {"distill": None})]
+
+
 def _mine(label: str) -> str:
     return f"{label} (this run)"
 
@@ -240,26 +307,27 @@ def settings(spec: ExperimentSpec) -> dict[str, str]:
     return keys
 
 
+def variant_changes(spec: ExperimentSpec, name: str, shape) -> list[tuple[str, dict]]:
+    """(label, changes) of each variant, the experiment itself first with no changes."""
+    if name.startswith(AB):
+        change = _change_of(name)
+        return [("A: this run", {}),
+                ("B: " + ", ".join(f"{k} = {_text(v)}" for k, v in change.items()), change)]
+    return COMPARISONS[name].factory(spec, Shape.of(shape))[:MAX_VARIANTS]
+
+
 def variants(spec: ExperimentSpec, name: str, shape) -> list[tuple[str, ExperimentSpec]]:
     """(label, spec) of each variant, `spec` itself first. SpecError names why a comparison
     does not apply, or which variant cannot be built."""
-    if name.startswith(AB):
-        change = _change_of(name)
-        label = "B: " + ", ".join(f"{k} = {_text(v)}" for k, v in change.items())
-        try:
-            other = spec.with_changes(change)
-        except SpecError as e:
-            raise SpecError(f"{label} cannot be built here: {e}") from None
-        if other == spec:
-            raise SpecError(f"{label[3:]} is what this run has already: nothing would differ")
-        return [("A: this run", spec), (label, other)]
-    entry = COMPARISONS[name]
     out = []
-    for label, changes in entry.factory(spec, Shape.of(shape))[:MAX_VARIANTS]:
+    for label, changes in variant_changes(spec, name, shape):
         try:
-            out.append((label, spec.with_changes(changes) if changes else spec))
+            other = spec.with_changes(changes) if changes else spec
         except SpecError as e:
             raise SpecError(f"{label} cannot be built here: {e}") from None
+        if name.startswith(AB) and changes and other == spec:
+            raise SpecError(f"{label[3:]} is what this run has already: nothing would differ")
+        out.append((label, other))
     return out
 
 

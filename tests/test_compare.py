@@ -82,11 +82,36 @@ def test_batch_sizes_match_the_runs_epochs_and_are_drawn_against_epochs():
         variants(RNN, "batch_sizes", SEQ)
 
 
+def test_the_normalization_comparison_gives_back_the_plain_net():
+    """BatchNorm before every sigmoid, taken away, is the plain deep sigmoid net, layer for
+    layer (each linear layer applies its activation again)."""
+    plain = [{"type": "linear", "units": 8}, {"type": "linear", "units": 8,
+                                               "activation": "tanh"}]
+    normed = [{"type": "linear", "units": 8, "activation": "linear"}, {"type": "batchnorm"},
+              {"type": "activation"}, {"type": "linear", "units": 8, "activation": "linear"},
+              {"type": "batchnorm"}, {"type": "activation", "activation": "tanh"}]
+    spec = ExperimentSpec.from_dict({"model": {"activation": "sigmoid", "layers": normed}})
+    (_, _), (_, without) = variants(spec, "normalization", (2,))
+    assert without.model.layers == ExperimentSpec.from_dict(
+        {"model": {"activation": "sigmoid", "layers": plain}}).model.layers
+    with pytest.raises(SpecError, match="no BatchNorm"):
+        variants(without, "normalization", (2,))
+
+
 def test_only_the_comparisons_that_apply_are_offered():
     dense = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]}})
     assert offered(dense, (2,)) == ["clipping", "rates", "optimizers", "schedules"]
-    assert offered(RNN, SEQ) == [k for k in COMPARISONS.keys() if k != "batch_sizes"]
-    assert offered(RNN, Trainer(RNN).data) == list(COMPARISONS.keys())  # it knows n_train
+    # what a run has to take away: regularization, normalization, pretraining, a teacher
+    removers = {"regularization", "normalization", "pretraining", "teacher"}
+    assert offered(RNN, SEQ) == [k for k in COMPARISONS.keys()
+                                 if k != "batch_sizes" and k not in removers]
+    assert offered(RNN, Trainer(RNN).data) == [k for k in COMPARISONS.keys()  # knows n_train
+                                               if k not in removers]
+    taught = RNN.with_changes({"regularization.l2": 0.01, "training.early_stopping":
+                               {"patience": 5}})
+    (_, mine), (label, without) = variants(taught, "regularization", SEQ)
+    assert mine == taught and label == "without"
+    assert without == RNN.with_changes({"regularization.l1": 0.0})  # nothing else differs
     with pytest.raises(SpecError, match="no rnn, lstm or gru"):
         variants(dense, "cells", (2,))
     with pytest.raises(SpecError, match="too short"):

@@ -674,7 +674,7 @@ def time_view(run, rows: list[dict]) -> None:
         if k or not run.twins:
             live_plot(charts.time_grad_heatmap(rows, lay["name"]), f"time_grad:{lay['name']}")
         g = lay["time_grad"]
-        if g[-1] > 0 and g[0] > 0:
+        if g[-1] and g[0] and g[-1] > 0 and g[0] > 0:  # null where a gradient overflowed
             st.caption(f"Latest batch: dL/dh_t is {g[-1]:.2g} at the last step and {g[0]:.2g} "
                        f"at the first ({g[0] / g[-1]:.2g}x): what the first steps can still "
                        "learn from the loss.")
