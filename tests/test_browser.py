@@ -858,8 +858,8 @@ def test_a_preset_trains_its_variants_side_by_side(page, server):
     press(page, "Start")
     wait_until(lambda: "Loss, side by side" in plot_titles(page), 30,
                what="the side-by-side loss chart")
-    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
-               what="both runs to finish their 300 steps")
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 150,
+               what="both runs to finish their 600 steps")
     page.wait_for_timeout(800)
     names = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
         .filter(e => e.layout?.title?.text === 'Loss, side by side')
@@ -870,6 +870,26 @@ def test_a_preset_trains_its_variants_side_by_side(page, server):
                what="the two heatmaps")
     titles = [t for t in plot_titles(page) if " · rnn1" in t]
     assert titles == ["no clipping (this run) · rnn1", "clip norm at 1 · rnn1"]
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
+
+def test_a_comparison_preset_shows_its_effect_beside_its_twin(page, server):
+    """dropout_regularizes trains the same net without dropout beside it by default: pressing
+    Start shows both loss curves on one chart, no setting to find first (issue 29)."""
+    open_app(page, server, "?preset=dropout_regularizes")
+    press(page, "Start")
+    wait_until(lambda: "Loss, side by side" in plot_titles(page), 30,
+               what="the side-by-side loss chart")
+    page.wait_for_timeout(800)
+    names = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(e => e.layout?.title?.text === 'Loss, side by side')
+        .flatMap(e => e.data.filter(t => t.showlegend !== false).map(t => t.name))""")
+    assert names == ["with dropout (this run)", "without"], names
+    if os.environ.get("NETLAB_SHOTS"):  # a screenshot to look at, where asked for
+        page.screenshot(path=os.path.join(os.environ["NETLAB_SHOTS"], "comparison_preset.png"),
+                        full_page=True)
+    press(page, "Pause")
     assert_no_exception(page)
     assert not page.errors, page.errors
 

@@ -93,6 +93,7 @@ def test_margin_reads_the_worst_seed_against_the_spread_below_the_median():
     assert not margin(held, nudged={"holds": False, "slack": -0.1})["with_margin"]
     assert slack("above", 0.5, 0.05, "grad_ratio_first") == pytest.approx(math.log(10))
     assert slack("below", 0.02, 0.1, "time_grad_ratio") == pytest.approx(0.08)
+    assert slack("below", 0.01, 0.05, "train_loss", factor=True) == pytest.approx(math.log(5))
 
 
 def test_the_groups_cover_every_preset_once():

@@ -342,7 +342,8 @@ def check(name: str, seed: int, nudge: bool = False) -> list[dict]:
         if "factor" in claim and bound is not None:  # "ten times less than the twin's"
             bound = bound * claim["factor"]
         results.append({"claim": claim, "value": value, "bound": bound,
-                        "holds": OPS[op](value, bound), "slack": slack(op, value, bound, measure)})
+                        "holds": OPS[op](value, bound),
+                        "slack": slack(op, value, bound, measure, "factor" in claim)})
     return results
 
 
@@ -360,16 +361,17 @@ LOG_MEASURES = ("grad_ratio_first", "grad_ratio_last", "grad_ratio", "time_grad_
                 "update_median")
 
 
-def slack(op: str, value, bound, measure: str = "") -> float | None:
+def slack(op: str, value, bound, measure: str = "", factor: bool = False) -> float | None:
     """How far a numeric claim holds: the value's distance to the bound on the claim's side
-    (negative: it fails), as a log ratio for LOG_MEASURES; None for statuses, fixes and exact
-    equalities."""
+    (negative: it fails), as a log ratio for a lower bound on LOG_MEASURES and for a claim with
+    a factor ("under half the twin's" is a ratio whatever the loss's scale on that seed); None
+    for statuses, fixes and exact equalities."""
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, bound))
     if not numeric or op not in ("above", "below", "at_least", "at_most") or \
             not all(math.isfinite(x) for x in (value, bound)):
         return None if numeric and value == bound else (
             -math.inf if numeric and not OPS[op](value, bound) else None)
-    if measure.split("@")[0] in LOG_MEASURES and op in ("above", "at_least"):
+    if factor or (measure.split("@")[0] in LOG_MEASURES and op in ("above", "at_least")):
         if value <= 0 or bound <= 0:
             return None if value == bound else (math.inf if (value > bound) == (op in (
                 "above", "at_least")) else -math.inf)
