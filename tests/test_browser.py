@@ -851,6 +851,13 @@ def test_a_recurrent_preset_trains_and_draws_its_gradient_through_time(page, ser
     assert not page.errors, page.errors
 
 
+def side_by_side_names(page) -> list[str]:
+    """The legend of the 'Loss, side by side' chart: one name per variant."""
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(e => e.layout?.title?.text === 'Loss, side by side')
+        .flatMap(e => e.data.filter(t => t.showlegend !== false).map(t => t.name))""")
+
+
 def test_a_preset_trains_its_variants_side_by_side(page, server):
     """rnn_exploding_clipped trains the same RNN with and without clipping, in step: both
     curves on one chart, both heatmaps in columns."""
@@ -861,9 +868,7 @@ def test_a_preset_trains_its_variants_side_by_side(page, server):
     wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 150,
                what="both runs to finish their 600 steps")
     page.wait_for_timeout(800)
-    names = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
-        .filter(e => e.layout?.title?.text === 'Loss, side by side')
-        .flatMap(e => e.data.filter(t => t.showlegend !== false).map(t => t.name))""")
+    names = side_by_side_names(page)
     assert names == ["no clipping (this run)", "clip norm at 1"], names
     view_button(page, "Through time").click()
     wait_until(lambda: sum(" · rnn1" in t for t in plot_titles(page)) == 2, 20,
@@ -882,9 +887,7 @@ def test_a_comparison_preset_shows_its_effect_beside_its_twin(page, server):
     wait_until(lambda: "Loss, side by side" in plot_titles(page), 30,
                what="the side-by-side loss chart")
     page.wait_for_timeout(800)
-    names = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
-        .filter(e => e.layout?.title?.text === 'Loss, side by side')
-        .flatMap(e => e.data.filter(t => t.showlegend !== false).map(t => t.name))""")
+    names = side_by_side_names(page)
     assert names == ["with dropout (this run)", "without"], names
     if os.environ.get("NETLAB_SHOTS"):  # a screenshot to look at, where asked for
         page.screenshot(path=os.path.join(os.environ["NETLAB_SHOTS"], "comparison_preset.png"),
