@@ -6,6 +6,7 @@ a finished run, compared with a bound or with the same number on a twin run.
     {"measure": "train_loss@50", "above": {"twin": {...}}}      # a logged row's train loss
     {"measure": "time_grad_ratio@1", "above": 100}              # that row's dL/dh_t ratio
     {"measure": "statuses", "includes": "saturated"}            # some row's verdict
+    {"measure": "status", "differs": "ok"}                      # the last verdict is not "ok"
     {"measure": "fixes", "includes": "Switch to an LSTM"}       # a fix some row offers
     {"measure": "gap_loss", "below": {"preset": "overfitting_small_data"}}
     {"measure": "val_acc", "above": 0.9, "set": {"optimizer.lr": 0.1}}  # measured on a variant
