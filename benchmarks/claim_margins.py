@@ -1,7 +1,8 @@
 """Every claim of every preset on many seeds, with its margin: the table a claim must pass to be
 taught (engine/presets/claims.py says what "with margin" means). For each claim: how many seeds
-it held on, the worst and the median slack, the worst in spreads (median - worst), and whether it still holds (and how far it moved) when the first seed's starting
-weights are nudged by one part in a million. Prints one JSON object; `--markdown` prints the
+it held on, the worst and the median slack, the worst in spreads (median - worst), and
+whether it still holds (and how far it moved) when the first seed's starting weights are nudged
+by one part in a million. Prints one JSON object; `--markdown` prints the
 table for an issue note. Runs spread over processes (`--jobs`, one per core by default), one
 torch thread each.
 
@@ -89,15 +90,15 @@ def fmt(x) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | claim | held | worst slack | median slack | worst / spread | nudge | margin |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | claim | held | worst slack | median slack | worst / spread | nudge "
+             "| margin |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        spread = fmt(r.get("median"))
         nudge = {None: "–", True: "holds", False: "FAILS"}[r["nudge_holds"]]
         if r.get("nudge_shift") is not None:
             nudge += f" ({r['nudge_shift']:+.2g})"
         lines.append(f"| {r['preset']} | `{r['claim']}` | {r['held']}/{r['seeds']} | "
-                     f"{fmt(r.get('worst'))} | {spread} | {fmt(r.get('spreads'))} | {nudge} | "
+                     f"{fmt(r.get('worst'))} | {fmt(r.get('median'))} | "
+                     f"{fmt(r.get('spreads'))} | {nudge} | "
                      f"{'yes' if r['with_margin'] else '**no**'} |")
     bad = sum(not r["with_margin"] for r in rows)
     lines.append(f"\n{len(rows) - bad} of {len(rows)} claims hold with margin.")

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from engine.presets import preset_names  # noqa: E402
-from engine.presets.claims import check, outcome  # noqa: E402
+from engine.presets.claims import check, operator, outcome  # noqa: E402
 
 
 def run(name: str, seed: int) -> dict:
@@ -43,7 +43,7 @@ def fmt(x) -> str:
 
 def claim_text(c: dict) -> str:
     claim = c["claim"]
-    op = next(k for k in claim if k not in ("measure", "set", "factor"))
+    op = operator(claim)
     where = " (variant)" if claim.get("set") else ""
     bound = fmt(c["bound"]) if not isinstance(c["bound"], list) else fmt(c["bound"])
     return f"{claim['measure']}{where} {fmt(c['value'])} {op} {bound}"

@@ -166,16 +166,13 @@ def _batch_sizes(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     return out
 
 
-DROPOUTS = ("dropout", "dropout2d")
-NORMS = ("batchnorm", "layernorm", "batchnorm2d")
-
-
 @COMPARISONS.register("regularization", "The same run without what keeps it from memorising "
                       "its training points: dropout layers, the weight penalty, augmentation "
                       "and early stopping.", title="with and without regularization")
 def _regularization(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     had, changes = [], {}
-    layers = [layer.to_dict() for layer in spec.model.layers if layer.type not in DROPOUTS]
+    layers = [layer.to_dict() for layer in spec.model.layers
+              if not layer.entry.tags.get("drops")]
     if len(layers) < len(spec.model.layers):
         had.append("dropout")
         changes["model.layers"] = layers
@@ -199,8 +196,8 @@ def _regularization(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
                       title="with and without normalization")
 def _normalization(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     layers, found = [], False
-    for layer in (layer.to_dict() for layer in spec.model.layers):
-        if layer["type"] in NORMS:
+    for entry, layer in ((layer.entry, layer.to_dict()) for layer in spec.model.layers):
+        if entry.tags.get("normalizes"):
             found = True
             continue
         # linear (no activation) -> norm -> bare activation: the activation goes back inside
@@ -217,20 +214,24 @@ def _normalization(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
     return [(_mine("with normalization"), {}), ("without", {"model.layers": layers})]
 
 
-@COMPARISONS.register("pretraining", "The same run without pretraining: the same net started "
-                      "from random weights.", title="with and without pretraining")
-def _pretraining(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
-    if spec.pretrain is None:
-        raise SpecError("this run is not pretrained")
-    return [(_mine("pretrained"), {}), ("from random weights", {"pretrain": None})]
+def _without_phase(section: str, absent: str, mine: str, other: str):
+    """The factory of a comparison that trains the run beside itself without its pretraining or
+    teacher phase (spec section `section` set to None)."""
+    def factory(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
+        if getattr(spec, section) is None:
+            raise SpecError(absent)
+        return [(_mine(mine), {}), (other, {section: None})]
+    return factory
 
 
-@COMPARISONS.register("teacher", "The same student trained on the labels alone, without the "
-                      "teacher's softened outputs.", title="with and without the teacher")
-def _teacher(spec: ExperimentSpec, shape) -> list[tuple[str, dict]]:
-    if spec.distill is None:
-        raise SpecError("this run has no teacher")
-    return [(_mine("learns from the teacher"), {}), ("labels only", {"distill": None})]
+COMPARISONS.add("pretraining", _without_phase("pretrain", "this run is not pretrained",
+                                              "pretrained", "from random weights"),
+                "The same run without pretraining: the same net started from random weights.",
+                title="with and without pretraining")
+COMPARISONS.add("teacher", _without_phase("distill", "this run has no teacher",
+                                          "learns from the teacher", "labels only"),
+                "The same student trained on the labels alone, without the teacher's softened "
+                "outputs.", title="with and without the teacher")
 
 
 def _mine(label: str) -> str:

@@ -153,7 +153,8 @@ def _batchnorm2d(ctx, layer, in_shape):
 @LAYERS.register("dropout2d", "Zeroes whole channels with probability p while training "
                  "(neighbouring pixels are alike, so dropping single ones hides little).",
                  (Param("p", 0.2, "drop probability per channel", low=0.0, high=1.0,
-                        high_open=True),), prefix="drop", image_only=True, hidden=True)
+                        high_open=True),), prefix="drop", image_only=True, hidden=True,
+                 drops=True)
 def _dropout2d(ctx, layer, in_shape):
     return ctx.make(Dropout, layer.get("p"), ctx.stream("dropout"), channels=True), \
         tuple(in_shape)

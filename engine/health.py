@@ -22,6 +22,7 @@ import bisect
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from statistics import median
 
 import torch
 
@@ -126,8 +127,8 @@ TIME_VANISHING = 1e-2   # dL/dh_t at a sequence's first step / at its last step,
 TIME_EXPLODING = 1e2    # ... above this (the median over the last TIME_ROWS logged rows)
 TIME_ROWS = 5
 TIME_STUCK = 0.5        # ... and it matters while the train loss is above half a constant guess's
-PERSIST = {"exploding": 2, "unstable": 2, "symmetric": 2, "unscaled_inputs": 2, "vanishing": 3, "dead": 3,
-           "saturated": 3, "underfitting": 2, "plateau": 2, "too_slow": 2}
+PERSIST = {"exploding": 2, "unstable": 2, "symmetric": 2, "unscaled_inputs": 2, "vanishing": 3,
+           "dead": 3, "saturated": 3, "underfitting": 2, "plateau": 2, "too_slow": 2}
 
 
 # ----------------------------------------------------------------------------- fixes
@@ -217,6 +218,11 @@ def add_hidden_layer(spec) -> dict:
         changes.update({"model.activation": RELU, "model.init": HE})
         act = RELU
     return fix(f"Add a hidden layer of 64 {act} units", changes)
+
+
+def bias_init_zero() -> dict:
+    """For ReLU units switched off by biases that start negative."""
+    return fix("Bias init 0", {"model.bias_init": 0.0})
 
 
 def early_stopping(spec) -> dict:
@@ -428,6 +434,40 @@ class Evidence:
     def row_layer(self, name: str) -> dict:
         return next(lay for lay in self.row.get("layers") or () if lay["name"] == name)
 
+    @cached_property
+    def window_losses(self) -> list[float]:
+        """The window's finite train losses, oldest first."""
+        return [r["train_loss"] for r in self.window if math.isfinite(r["train_loss"])]
+
+    @cached_property
+    def spike_count(self) -> int:
+        """The jumps back up in the window's train loss (`spikes`); 0 without a guess's loss."""
+        chance = self.net.chance_loss if self.net else None
+        return spikes(self.window_losses, chance) if chance else 0
+
+    @cached_property
+    def overshooting(self) -> bool:
+        """The training loss spiked within the window, or the validation loss leapt SPIKE-fold
+        from one evaluation to the next among the last ones, the training loss doubling with it:
+        jumps in the loss (and units knocked off) are then the step size's doing. (Overfitting
+        raises the validation loss too, but by degrees and alone.)"""
+        chance = self.net.chance_loss if self.net else None
+        if not chance:
+            return False
+        evals = [r for r in [*self.evals, self.row] if r.get("val_loss") is not None and
+                 _train_loss(r) is not None]
+        leaps = any(b["val_loss"] >= SPIKE * a["val_loss"] and
+                    b["val_loss"] - a["val_loss"] >= SPIKE_SIZE * chance and
+                    _train_loss(b) >= 2 * _train_loss(a) for a, b in zip(evals, evals[1:]))
+        return leaps or self.spike_count > 0
+
+    def last_evals(self, n: int) -> list[dict]:
+        """The last n evaluated rows, this row's (or the latest) evaluation last."""
+        last = self.last_eval
+        if last is None:
+            return []
+        return [r for r in self.evals if r is not last][-(n - 1):] + [last]
+
     def seen(self, status: str) -> int:
         """Logged rows in a row, ending with the previous one, whose signs include `status`."""
         n = 0
@@ -627,35 +667,17 @@ def spikes(losses: list[float], chance: float) -> int:
     return n
 
 
-def _overshooting(ev: Evidence) -> bool:
-    """The training loss spiked within the window, or the validation loss leapt SPIKE-fold from
-    one evaluation to the next among the last ones, the training loss doubling with it: jumps
-    in the loss (and units knocked off) are then the step size's doing. (Overfitting raises the
-    validation loss too, but by degrees and alone.)"""
-    chance = ev.net.chance_loss if ev.net else None
-    if not chance:
-        return False
-    losses = [r["train_loss"] for r in ev.window if math.isfinite(r["train_loss"])]
-    # a leap in validation with one in training: overfitting moves validation alone
-    evals = [r for r in [*ev.evals, ev.row] if r.get("val_loss") is not None and
-             _train_loss(r) is not None]
-    leaps = any(b["val_loss"] >= SPIKE * a["val_loss"] and
-                b["val_loss"] - a["val_loss"] >= SPIKE_SIZE * chance and
-                _train_loss(b) >= 2 * _train_loss(a) for a, b in zip(evals, evals[1:]))
-    return leaps or spikes(losses, chance) > 0
-
-
 def check_unstable(ev: Evidence):
     """The loss jumps back up, again and again, from where it had fallen, or the run has lost
-    what it learned (`_lost_ground`): the steps overshoot the valley they are in. With an adaptive optimizer every weight moves by about the rate on
-    every step whatever its gradient, so a rate far too large shows this way, not as a slow
-    climb; SGD with a large rate and momentum too."""
+    what it learned (`_lost_ground`): the steps overshoot the valley they are in. With an
+    adaptive optimizer every weight moves by about the rate on every step whatever its
+    gradient, so a rate far too large shows this way, not as a slow climb; SGD with a large
+    rate and momentum too."""
     net, trend = ev.net, ev.trend
     chance = net.chance_loss if net else None
     if not chance or trend is None or _finished(ev):
         return None
-    losses = [r["train_loss"] for r in ev.window if math.isfinite(r["train_loss"])]
-    n = spikes(losses, chance)
+    losses, n = ev.window_losses, ev.spike_count
     lost = _lost_ground(ev)
     if n < (1 if ev.seen("unstable") else SPIKES) and lost is None:  # hysteresis: one spike
         return None                                                  # keeps it on
@@ -667,8 +689,9 @@ def check_unstable(ev: Evidence):
                 f"{_fmt(min(losses))}; it peaked at {_fmt(max(losses))})")
     else:
         now, best = lost
-        seen = (f"the validation loss is {_fmt(now['val_loss'])}, {now['val_loss'] / best['val_loss']:.1f}"
-                f"x its best ({_fmt(best['val_loss'])} around step {best['step']}), and the "
+        times = now["val_loss"] / best["val_loss"]
+        seen = (f"the validation loss is {_fmt(now['val_loss'])}, {times:.1f}x its best "
+                f"({_fmt(best['val_loss'])} around step {best['step']}), and the "
                 f"training loss rose with it ({_fmt(best['train_loss'])} → "
                 f"{_fmt(now['train_loss'])}): the net lost what it had learned")
     if net.init_gain >= 2 and not net.init_suits:
@@ -692,11 +715,11 @@ def _lost_ground(ev: Evidence) -> tuple[dict, dict] | None:
     # BatchNorm, where a lower rate only slowed it): only a run seen overshooting counts there
     if best is None or last is None or not (ev.overshot or (ev.net and not ev.net.has_norm)):
         return None
-    evals = [r for r in ev.evals if r is not last][-(OVERFIT_SMOOTH - 1):] + [last]
+    evals = ev.last_evals(OVERFIT_SMOOTH)
     now = smoothed(evals) if len(evals) == OVERFIT_SMOOTH else None
     if now is None or now["step"] <= best["step"] or best["val_loss"] <= 0 or \
             now["val_loss"] < LOST_GROUND * best["val_loss"] or \
-            (now["train_loss"] < best["train_loss"] and not _overshooting(ev)):
+            (now["train_loss"] < best["train_loss"] and not ev.overshooting):
         return None
     return now, best
 
@@ -815,7 +838,7 @@ def check_vanishing(ev: Evidence):
     if net.relu_like and net.bias_init < 0:
         return (f"{seen} The biases start at {net.bias_init:g}, which switches most ReLU units "
                 "off: a silent unit passes no gradient, so little of it reaches the early "
-                "layers. Start the biases at 0.", [fix("Bias init 0", {"model.bias_init": 0.0})])
+                "layers. Start the biases at 0.", [bias_init_zero()])
     if net.relu_like and _init_family(net.init) != _init_family(HE):
         return (f"{seen} The init ({net.init}) gives weights too small for ReLU-like units: "
                 "ReLU zeroes half its inputs, so each layer halves the signal's variance, forward "
@@ -869,7 +892,7 @@ def check_dead(ev: Evidence):
     fixes = []
     if net and net.bias_init < 0:
         text += f" The biases start at {net.bias_init:g}, which switches units off before training."
-        fixes.append(fix("Bias init 0", {"model.bias_init": 0.0}))
+        fixes.append(bias_init_zero())
     if net and net.relu_like and _init_family(net.init) != _init_family(HE) and \
             not (net.bias_init < 0):
         text += (f" With {net.init} init the signal shrinks at every ReLU layer, so higher up "
@@ -880,7 +903,7 @@ def check_dead(ev: Evidence):
     grew = all((lay.get("dead_frac") or 0) < DEAD_FRAC for lay in first if lay["name"] in dead)
     jumps = [lay.get("update_ratio") or 0 for r in ev.window for lay in r.get("layers") or ()
              if lay["name"] in dead]
-    overshooting = ev.overshot or _overshooting(ev)  # now, or found unstable earlier in the run
+    overshooting = ev.overshot or ev.overshooting  # now, or found unstable earlier in the run
     if overshooting or (grew and jumps and max(jumps) >= LARGE_UPDATE):
         # the step size killed them: a leaky slope would leave the steps as large (measured:
         # Adam at 0.5 on the spiral, leaky ReLU took the validation loss 1.1 -> 6.8)
@@ -1030,9 +1053,10 @@ def check_plateau(ev: Evidence):
 
 
 def check_not_learning(ev: Evidence):
-    """Past the first trend window, the training loss and the latest validation loss are both
-    no better than a constant guess's (GUESS of it), and the loss is not falling fast: whatever
-    the run does, it has learned nothing usable. Flat at that level is a plateau, which says so
+    """Past the first trend window, the latest validation loss (else the training loss) is no
+    better than a constant guess's (GUESS of it), and the training loss is not far below it (that
+    would be memorising): whatever the run does, it has learned nothing usable. Flat at that
+    level is a plateau, which says so
     with its own advice; this is the rest: a loss that wanders, creeps or climbs there. A more
     specific finding (dead, saturated, vanishing, a rate too small or too large) names the cause
     and masks this one."""
@@ -1059,7 +1083,7 @@ def check_not_learning(ev: Evidence):
     if net.bias_init < 0 and net.relu_like:
         text += (f" The biases start at {net.bias_init:g}, which switches most ReLU units off "
                  "before training: few pass any gradient. Start them at 0.")
-        fixes.append(fix("Bias init 0", {"model.bias_init": 0.0}))
+        fixes.append(bias_init_zero())
     else:
         text += (" Look at the layer charts for silent or pinned units and at the update ratios "
                  "(healthy is about 0.001-0.01: far below, the rate is too small; far above, too "
@@ -1073,12 +1097,6 @@ def _train_loss(row: dict) -> float | None:
     return row.get("train_eval_loss", row.get("train_loss"))
 
 
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def smoothed(evals: list[dict]) -> dict | None:
     """The median validation and train loss (and accuracies) of these evaluated rows, as one
     row stamped with the step of the evaluation in the middle: what a trend is judged on, so
@@ -1086,27 +1104,27 @@ def smoothed(evals: list[dict]) -> dict | None:
     trains = [_train_loss(r) for r in evals]
     if not evals or any(t is None for t in trains):
         return None
-    out = {"step": evals[len(evals) // 2]["step"], "val_loss": _median([r["val_loss"] for r in evals]),
-           "train_loss": _median(trains)}
+    out = {"step": evals[len(evals) // 2]["step"],
+           "val_loss": median([r["val_loss"] for r in evals]), "train_loss": median(trains)}
     accs = [r.get("train_eval_acc", r.get("train_acc")) for r in evals]
     val_accs = [r.get("val_acc") for r in evals]
     if None not in accs and None not in val_accs:
-        out["acc_gap"] = _median([a - v for a, v in zip(accs, val_accs)])
+        out["acc_gap"] = median([a - v for a, v in zip(accs, val_accs)])
     return out
 
 
 def check_overfitting(ev: Evidence):
     """Judged on medians of OVERFIT_SMOOTH evaluations in a row (`smoothed`): the latest sits
     OVERFIT_RISE above the lowest (kept by HealthCheck), OVERFIT_EVALS evaluations or more after
-    it, the train loss fell below its value there, the gap between them
-    widened, and it matters (an accuracy gap of OVERFIT_GAP; a regression's validation loss
+    it, the train loss fell below its value there, the gap between them widened, and it
+    matters (an accuracy gap of OVERFIT_GAP; a regression's validation loss
     OVERFIT_RATIO times its training loss). A row without a validation pass carries the latest
     evaluated one's verdict."""
     best, last = ev.best, ev.last_eval
     if best is None or last is None or best["step"] >= last["step"]:
         return None
-    evals = [r for r in ev.evals if r is not last][-(OVERFIT_EVALS - 1):] + [last]
-    if len(evals) < OVERFIT_EVALS or evals[0]["step"] <= best["step"] or _overshooting(ev):
+    evals = ev.last_evals(OVERFIT_EVALS)
+    if len(evals) < OVERFIT_EVALS or evals[0]["step"] <= best["step"] or ev.overshooting:
         return None  # too few evaluations since the best, or a run whose loss jumps about
     now, then = smoothed(evals[-OVERFIT_SMOOTH:]), {**best, "train_loss": _train_loss(best)}
     if now is None or then["train_loss"] is None or \

@@ -11,7 +11,7 @@ it recorded. The tags say which name prefix a layer gets (`prefix`), which model
 (`uses`: activation/init/bias_init), whether it flattens an image first (`flattens`) or needs a
 flat input (`flat_only`), whether its output is its activation's (`watches_activation`, for the
 dead/saturated checks), whether it normalises (`normalizes`) and whether over the batch
-(`batch_stats`), whether it reads images only (`image_only`) and whether the charts leave it out
+(`batch_stats`), whether it drops units while training (`drops`), whether it reads images only (`image_only`) and whether the charts leave it out
 (`hidden`: dropout, flatten). A tag `default=True` marks the layer type a bare number stands for.
 The convolutional types live in engine/conv.py and register the same way.
 """
@@ -131,7 +131,7 @@ def _activation(ctx, layer, in_shape):
 @LAYERS.register("dropout", "Zeroes each unit with probability p while training (scaling the "
                  "rest by 1/(1-p)); does nothing at evaluation.",
                  (Param("p", 0.5, "drop probability", low=0.0, high=1.0, high_open=True),),
-                 prefix="drop", hidden=True)
+                 prefix="drop", hidden=True, drops=True)
 def _dropout(ctx, layer, in_shape):
     return ctx.make(Dropout, layer.get("p"), ctx.stream("dropout")), in_shape
 

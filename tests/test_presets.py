@@ -113,7 +113,8 @@ def offered(rows) -> dict[str, tuple[str, dict]]:
 
 def check_fixes(name: str) -> None:
     """Every fix offered on the preset's run (seed 0) helps (its status goes, or the loss it
-    targets falls by 10%; the validation loss by 5% for overfitting) and is not undone by a later fix; no fix is a no-op, and no two set
+    targets falls by 10%; the validation loss by 5% for overfitting) and is not undone by a
+    later fix; no fix is a no-op, and no two set
     one key differently."""
     spec = ExperimentSpec.from_dict(load_preset(name)["config"])
     base = outcome(name, 0)

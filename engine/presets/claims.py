@@ -358,6 +358,7 @@ def operator(claim: dict) -> str:
 # times above the bound counts the same at any scale. An upper bound on one ("under a tenth")
 # is judged in plain units: the seeds that keep it sit near zero, where logs would make a
 # ratio of 1e-9 look a world away from one of 1e-7.
+ORDERED = ("above", "below", "at_least", "at_most")  # the operators a slack is measured for
 LOG_MEASURES = ("grad_ratio_first", "grad_ratio_last", "grad_ratio", "time_grad_ratio",
                 "update_median")
 
@@ -368,14 +369,13 @@ def slack(op: str, value, bound, measure: str = "", factor: bool = False) -> flo
     a factor ("under half the twin's" is a ratio whatever the loss's scale on that seed); None
     for statuses, fixes and exact equalities."""
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, bound))
-    if not numeric or op not in ("above", "below", "at_least", "at_most") or \
-            not all(math.isfinite(x) for x in (value, bound)):
-        return None if numeric and value == bound else (
-            -math.inf if numeric and not OPS[op](value, bound) else None)
+    if not numeric or op not in ORDERED:
+        return None
+    if not all(math.isfinite(x) for x in (value, bound)):  # a diverged run's loss: no distance
+        return None if OPS[op](value, bound) else -math.inf
     if factor or (measure.split("@")[0] in LOG_MEASURES and op in ("above", "at_least")):
-        if value <= 0 or bound <= 0:
-            return None if value == bound else (math.inf if (value > bound) == (op in (
-                "above", "at_least")) else -math.inf)
+        if value <= 0 or bound <= 0:  # a ratio of exactly 0: no log, only a side
+            return None if value == bound else (math.inf if OPS[op](value, bound) else -math.inf)
         value, bound = math.log(value), math.log(bound)
     return value - bound if op in ("above", "at_least") else bound - value
 
@@ -395,7 +395,7 @@ def margin(per_seed: list[dict], nudged: dict | None = None) -> dict:
     worst, median = ordered[0], ordered[len(ordered) // 2]
     if worst == math.inf:  # a ratio of exactly 0 below any bound, on every seed
         return {**out, "worst": worst, "median": median, "with_margin": holds}
-    spread = median - worst if median != math.inf else math.inf
+    spread = median - worst
     out.update(worst=worst, median=median, spread=spread,
                spreads=worst / spread if 0 < spread < math.inf else None,
                nudge_shift=None if nudged is None or nudged["slack"] is None
