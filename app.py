@@ -1,12 +1,22 @@
 """Netlab: streamlit entry point. Routing only; each page lives in pages/ (ui/page.py)."""
-import os
+import sys
 
 import streamlit as st
 import torch
 
-from ui.guard import show_unexpected
+from serve import settings
+from ui.guard import show_unexpected, stop_for_settings
 from ui.identity import remember_browser
 from ui.page import pages, routed
+
+
+@st.cache_resource
+def bad_settings() -> list[str]:
+    """Once per server, before anything reads them: the NETLAB_* values it cannot use. A name
+    that is no setting (a typo) is only reported in the log."""
+    for line in settings.unknown():
+        print(f"netlab: {line}", file=sys.stderr, flush=True)
+    return settings.problems()
 
 
 @st.cache_resource
@@ -15,12 +25,14 @@ def warm_torch() -> None:
     # One intra-op thread per training run: the models here are small, and several runs plus the
     # page renderer sharing 2 cores with OpenMP threads spinning against each other were measured
     # up to 50x slower. Each run gets a core of its own instead.
-    torch.set_num_threads(int(os.environ.get("NETLAB_TORCH_THREADS", "1")))
+    torch.set_num_threads(settings.get("NETLAB_TORCH_THREADS"))
     # Measured (DESIGN.md §3): the first optimizer costs ~0.8 s to create; pay it at startup,
     # not on a user's first Start.
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
+if bad_settings():
+    stop_for_settings(bad_settings())
 warm_torch()
 # An emoji icon is drawn in the page; a ":material/..." one is fetched from a font server (the
 # favicon only: the menu's icons come with Streamlit) and fails offline.

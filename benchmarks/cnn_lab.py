@@ -6,7 +6,7 @@
   step and the training seconds at which validation accuracy first reached 95%, the whole run's
   seconds;
 - CNN vs MLP on moving shapes (cnn_vs_mlp_shapes and its dense twins): accuracy and parameters;
-- post-training int8 weights (engine.quantize) of the CNN and of the distilled student
+- post-training int8 weights (engine.lab.quantize) of the CNN and of the distilled student
   (distill_quantize_digits): size and accuracy before and after;
 - transfer (transfer_digits): fine-tuned from pretraining vs trained from scratch.
 """
@@ -21,9 +21,9 @@ import time
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine.callbacks import Callback
+from engine.lab.quantize import quantization_report
 from engine.presets import load_preset
-from engine.quantize import quantization_report
+from engine.train.callbacks import Callback
 
 TARGET = 0.95
 

@@ -1,5 +1,5 @@
 """Sharing one server: fairness between a heavy and a light run, memory of abandoned runs and of
-a long run's History. No browser, no network: ui.runner driven directly.
+a long run's History. No browser, no network: serve.registry driven directly.
 
     python benchmarks/fairness.py [--seconds 6] [--quanta 0,0.01] [--baseline REV]
                                   [--abandoned 20] [--history-steps 500] [--skip ...]
@@ -7,7 +7,7 @@ a long run's History. No browser, no network: ui.runner driven directly.
 Prints one JSON object:
 
     fairness    per scheduler variant ("fair q=<quantum>", and "baseline <REV>" with
-                --baseline REV: ui/runner.py as it was at that git revision, e.g. fa23dc4,
+                --baseline REV: ui/runner.py as it was at that git revision (before serve/), e.g. fa23dc4,
                 the per-step semaphore before the fair slot): the light run's steps/s alone,
                 then light and heavy together: steps/s of each, and each run's share of the
                 time spent inside trainer.step (timed here with perf_counter around each step,
@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -44,7 +45,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from engine import ExperimentSpec, Trainer  # noqa: E402
-from engine.history import History  # noqa: E402
+from engine.train.history import History  # noqa: E402
 
 LIGHT = {"data": {"name": "moons"}, "model": {"layers": [8]}, "training": {"steps": 100_000}}
 HEAVY = {"data": {"name": "digits"}, "model": {"layers": [1024, 1024, 768]},
@@ -108,10 +109,12 @@ def train_for(runs, seconds: float) -> list[dict]:
 
 
 def load_runner(revision: str | None):
-    """ui.runner, or its version at a git revision, loaded as a separate module."""
+    """What the measures use (Caps, RunRegistry): today's from serve/, or ui/runner.py as it
+    was at a git revision (before serve/ was split out of it), loaded as a separate module."""
     if not revision:
-        import ui.runner
-        return ui.runner
+        from serve.caps import Caps
+        from serve.registry import RunRegistry
+        return types.SimpleNamespace(Caps=Caps, RunRegistry=RunRegistry)
     source = subprocess.run(["git", "show", f"{revision}:ui/runner.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = os.path.join(tempfile.mkdtemp(prefix="netlab_runner_head_"), "runner_head.py")
@@ -230,7 +233,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--quanta", default="0,0.01", help="comma-separated quantum_s values")
     ap.add_argument("--baseline", metavar="REV",
-                    help="also measure ui/runner.py as it was at this git revision")
+                    help="also measure serve/runs.py as it was at this git revision")
     ap.add_argument("--abandoned", type=int, default=20)
     ap.add_argument("--history-steps", type=int, default=500)
     ap.add_argument("--skip", default="", help="comma-separated: fairness,abandoned,history")

@@ -8,7 +8,7 @@
 - quadratic: GD on 1/2 (x^2 + 100 y^2) from (1, 1) at rates around 2/L = 0.02: f after 500
   steps (the closed form says converge below 0.02, diverge above);
 - batch_sizes: the TensorFlow Playground circle net at 5 epochs with full-batch, mini-batch and
-  single-example updates (engine/batch_sizes.py);
+  single-example updates (engine/lab/batch_sizes.py);
 - lr_range: the range test's suggestion for that net with SGD and with Adam.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ import time
 import torch
 
 from engine import ExperimentSpec
-from engine.batch_sizes import batch_size_experiment
-from engine.lr_range import lr_range_test
+from engine.lab.batch_sizes import batch_size_experiment
+from engine.lab.lr_range import lr_range_test
+from engine.lab.surfaces import steps_to, walk
 from engine.presets import load_preset
-from engine.surfaces import steps_to, walk
 
 TARGET = 1e-6
 OPTIMIZERS = {"sgd": {"name": "sgd"}, "momentum": {"name": "sgd", "momentum": 0.9},

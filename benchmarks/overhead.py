@@ -4,9 +4,9 @@
     PYTHONPATH=. python benchmarks/overhead.py --quick        # a few steps: a smoke test
 
 Prints one JSON object. For each case every variant trains its own copy of the same network
-(built by engine.model.build_model from the same spec and seed, so the weights start equal), on
+(built by engine.nn.model.build_model from the same spec and seed, so the weights start equal), on
 the same tensors (trainer.data.x_train / y_train), with the same batch size, optimizer, loss and
-per-epoch shuffling (a seeded randperm every epoch, as engine.trainer.Batches does):
+per-epoch shuffling (a seeded randperm every epoch, as engine.train.trainer.Batches does):
 
     bare              index a batch, forward, loss, zero_grad, backward, optimizer.step
     engine_every_1    Trainer.run(N) with training.log_every=1 (a full metrics row each step)
@@ -39,13 +39,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.data import load_dataset  # noqa: E402
-from engine.errors import SpecError  # noqa: E402
-from engine.model import build_model, count_params  # noqa: E402
-from engine.registry import OPTIMIZERS  # noqa: E402
-from engine.seeding import generator as make_generator  # noqa: E402
-from engine.spec import ExperimentSpec  # noqa: E402
-from engine.trainer import Trainer, make_loss, output_dim, resolve_device  # noqa: E402
+from engine.core.errors import SpecError  # noqa: E402
+from engine.core.registry import OPTIMIZERS  # noqa: E402
+from engine.core.seeding import generator as make_generator  # noqa: E402
+from engine.core.spec import ExperimentSpec  # noqa: E402
+from engine.data.datasets import load_dataset  # noqa: E402
+from engine.nn.model import build_model, count_params  # noqa: E402
+from engine.train.trainer import Trainer, make_loss, output_dim, resolve_device  # noqa: E402
 
 TARGETS = {"every_1": 1.10, "every_50": 1.03}  # bare / engine steps per second, at most
 NO_EVAL = 10_000_000  # training.eval_every beyond any measured step: validation never runs

@@ -42,24 +42,27 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.load import (STALL_S, cpu_seconds, default_config, memory_mb,  # noqa: E402
-                             tree_cpu_seconds as tree_cpu, tree_rss_mb as tree_rss)
+from benchmarks.load import STALL_S, cpu_seconds, default_config, memory_mb  # noqa: E402
+from benchmarks.load import tree_cpu_seconds as tree_cpu
+from benchmarks.load import tree_rss_mb as tree_rss
 
 
 def registry_for(mode: str, n: int):
     import torch
 
-    from ui.runner import Caps, RunRegistry
+    from serve.caps import Caps
+    from serve.registry import RunRegistry
     caps = Caps(max_trainers=max(8, n), max_runs=max(64, n), max_steps=100_000, grace_s=60)
     if mode == "threads":
         torch.set_num_threads(int(os.environ.get("NETLAB_TORCH_THREADS", "1")))  # as app.py
         return RunRegistry(caps)
     if mode == "workers":
-        from ui.workers import WorkerPool, worker_count
+        from serve.worker_host import worker_count
+        from serve.workers import WorkerPool
         os.environ.pop("NETLAB_WORKERS", None)
         return RunRegistry(caps, workers=WorkerPool(worker_count(), None, caps))
     if mode == "ray":
-        from ui.ray_runs import RayPool
+        from serve.ray_runs import RayPool
         return RunRegistry(caps, workers=RayPool("local", None, caps))
     raise SystemExit(f"unknown mode {mode!r}: threads, workers or ray")
 
@@ -80,8 +83,8 @@ def refresh(run, data) -> bool:
 
 def session(registry, spec, index: int, go: threading.Event, stop: threading.Event,
             out: dict) -> None:
-    from engine.data import load_dataset
-    from engine.trainer import input_scaling
+    from engine.data.datasets import load_dataset
+    from engine.train.trainer import input_scaling
 
     data = load_dataset(spec.data, spec.seed, input_scaling(spec))
     t0 = time.monotonic()

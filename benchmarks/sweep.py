@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/sweep.py [--quick] [--device cpu|cuda]
 
 For N = 1, 8 and 64 variants of a learning-rate x seed grid (the data held fixed, as a sweep
-holds it), the wall time of engine.sweep.run trained batched (one stacked model, engine/
+holds it), the wall time of engine.runs.sweep.run trained batched (one stacked model, engine/
 batched.py) and one by one (a Trainer each), for two nets:
 - tfp: the TensorFlow Playground's size, 2 -> 8 -> 8 -> 2 tanh on the circle, batch 10;
 - digits_mlp: 64 -> 128 -> 64 -> 10 ReLU on the 8x8 digits, batch 32.
@@ -25,7 +25,7 @@ import time
 import torch
 
 from engine import ExperimentSpec
-from engine.sweep import plan, run
+from engine.runs.sweep import plan, run
 
 NETS = {
     "tfp": {"data": {"name": "circle", "n": 500}, "model": {"layers": [8, 8],

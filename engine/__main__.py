@@ -12,7 +12,7 @@
 
 Exit codes: 0 the run finished (whatever `stopped` says), 2 a bad config or argument, with a
 one-line message on stderr, 1 an internal error (a bug: still one line, never a traceback).
-Every file and value from the command line is read through engine.inputs, with its bounds.
+Every file and value from the command line is read through engine.core.inputs, with its bounds.
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ import json
 import os
 import sys
 
-from .callbacks import Checkpoint, JsonlWriter
-from .errors import SpecError
-from .inputs import NotJSON, env_int, parse_json, short
-from .spec import ExperimentSpec, load_spec, set_path
-from .store import CHECKPOINT_EVERY_S
+from .core.errors import SpecError
+from .core.inputs import NotJSON, env_int, parse_json, short
+from .core.spec import ExperimentSpec, load_spec, set_path
+from .runs.store import CHECKPOINT_EVERY_S
+from .train.callbacks import Checkpoint, JsonlWriter
 
-# The same cap as the web server (ui/runner.py): a 200 x 8192 stack is 13.4 billion parameters,
+# The same cap as the web server (serve/runs.py): a 200 x 8192 stack is 13.4 billion parameters,
 # which the OS would kill for memory instead of answering.
 DEFAULT_MAX_PARAMS = 2_000_000
 MAX_SET_VALUE = 64 * 1024  # characters of one --set value
@@ -127,7 +127,7 @@ def _threads(args) -> int:
 def cmd_train(args) -> int:
     import torch
 
-    from .trainer import Trainer
+    from .train.trainer import Trainer
 
     torch.set_num_threads(_threads(args))
     spec = _spec(args)
@@ -137,13 +137,13 @@ def cmd_train(args) -> int:
         _write_json(os.path.join(args.out, "config.json"), spec.to_dict())
         callbacks = [JsonlWriter(os.path.join(args.out, "metrics.jsonl")),
                      Checkpoint(os.path.join(args.out, "model.pt"))]
-        if not args.no_store:  # the run store too (engine/store.py): `runs` lists it
-            from .store import RunStore, StoreWriter
+        if not args.no_store:  # the run store too (engine/runs/store.py): `runs` lists it
+            from .runs.store import RunStore, StoreWriter
             callbacks.append(StoreWriter(RunStore(), name=args.name or args.preset or
                                          os.path.basename(os.path.normpath(args.out)),
                                          checkpoint_every=args.checkpoint_every))
         if args.tensorboard:
-            from .tensorboard import TensorBoardWriter
+            from .runs.tensorboard import TensorBoardWriter
             callbacks.append(TensorBoardWriter(args.tensorboard))
         trainer = Trainer(spec, max_params=max_params, callbacks=callbacks)
         try:
@@ -166,12 +166,12 @@ def cmd_train(args) -> int:
 
 def cmd_runs(args) -> int:
     """The runs in the store: JSON (--json) or one line each."""
-    from .store import RunStore
+    from .runs.store import RunStore
 
     store = RunStore()
     found = store.runs()
     if args.tensorboard:
-        from .tensorboard import write_events
+        from .runs.tensorboard import write_events
         for r in found:
             write_events(store.rows(r["id"]), os.path.join(args.tensorboard, _folder(r)))
         print(f"{len(found)} runs written for TensorBoard: tensorboard --logdir "
@@ -199,7 +199,7 @@ def cmd_resume(args) -> int:
     once it has ended), recording into the same run."""
     import torch
 
-    from .store import RunStore, resume
+    from .runs.store import RunStore, resume
 
     torch.set_num_threads(_threads(args))
     store = RunStore()
@@ -234,7 +234,7 @@ def cmd_sweep(args) -> int:
     write results.json: one row per variant (changes, seed, final metrics, health, run id)."""
     import torch
 
-    from . import sweep
+    from .runs import sweep
 
     torch.set_num_threads(_threads(args))
     base = _spec(args)
@@ -250,13 +250,13 @@ def cmd_sweep(args) -> int:
     max_params = _max_params(args)
     store = None
     if not args.no_store:
-        from .store import RunStore
+        from .runs.store import RunStore
         store = RunStore()
     name = args.name or os.path.basename(os.path.normpath(args.out))
     if args.asha and args.backend != "ray":
         raise UsageError("--asha stops trials early on Ray: give --backend ray as well")
     if args.backend == "ray":
-        from .ray_backend import run_on_ray
+        from .runs.ray_backend import run_on_ray
         result = run_on_ray(variants, max_params=max_params, asha=args.asha, store=store,
                             name=name)
     else:
@@ -288,9 +288,9 @@ def _fmt(value) -> str:
 
 
 def cmd_describe(args) -> int:
-    from .data import load_dataset
-    from .model import describe
-    from .trainer import output_dim
+    from .data.datasets import load_dataset
+    from .nn.model import describe
+    from .train.trainer import output_dim
 
     spec = _spec(args)
     data = load_dataset(spec.data, spec.seed)
@@ -307,7 +307,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_script
+    from .io.export import export_script
 
     sys.stdout.write(export_script(_spec(args)))
     return 0
@@ -315,7 +315,7 @@ def cmd_export(args) -> int:
 
 def cmd_from_tfp(args) -> int:
     """A TensorFlow Playground link -> its config JSON on stdout, the notes on stderr."""
-    from .tfp import from_tfp
+    from .io.tfp import from_tfp
 
     config, notes = from_tfp(args.url)
     print(json.dumps(config, indent=2))
@@ -339,8 +339,8 @@ def _start(text: str) -> list[float]:
 def _surface_options() -> dict[str, list[str]]:
     """--NAME options of the surface command: each parameter of a surface, optimizer or
     schedule, with the registries that have it."""
-    from .registry import OPTIMIZERS, SCHEDULES
-    from .surfaces import SURFACES
+    from .core.registry import OPTIMIZERS, SCHEDULES
+    from .lab.surfaces import SURFACES
 
     found: dict[str, list[str]] = {}
     for kind, registry in (("surface", SURFACES), ("optimizer", OPTIMIZERS),
@@ -354,8 +354,8 @@ def _surface_options() -> dict[str, list[str]]:
 
 def cmd_surface(args) -> int:
     """A walk on a 2-D surface as JSON: the trajectory [[x, y, f], ...] and what theory says."""
-    from .registry import OPTIMIZERS, SCHEDULES
-    from .surfaces import SURFACES, closed_form, walk
+    from .core.registry import OPTIMIZERS, SCHEDULES
+    from .lab.surfaces import SURFACES, closed_form, walk
 
     given = {k: _value(k, v) for k, v in (args.param or [])}
     surface, optimizer = SURFACES[args.name], OPTIMIZERS[args.optimizer]

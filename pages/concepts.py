@@ -2,12 +2,12 @@
 import streamlit as st
 
 from engine import ExperimentSpec
-from engine.model import describe
+from engine.nn.model import describe
 from engine.presets import list_presets
 from engine.presets.concepts import concept_title
-from engine.trainer import output_dim
+from engine.train.trainer import output_dim
 from ui.page import ensure_routed
-from ui.views import spec_dataset
+from ui.panels import spec_dataset
 
 COMPARED = "G5"  # classic architectures: their sizes side by side
 # concepts a page shows rather than a preset: (page, where to look, in our words)

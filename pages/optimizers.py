@@ -8,17 +8,17 @@ import numpy as np
 import streamlit as st
 
 from engine import ExperimentSpec, SpecError
-from engine.batch_sizes import batch_size_experiment
-from engine.curvature import sharpness
-from engine.lr_range import lr_range_test
+from engine.core.registry import OPTIMIZERS, SCHEDULES
+from engine.lab.batch_sizes import batch_size_experiment
+from engine.lab.lr_range import lr_range_test
+from engine.lab.surfaces import SURFACES, closed_form, steps_to, surface_values, walk
 from engine.presets import load_preset
-from engine.registry import OPTIMIZERS, SCHEDULES
-from engine.surfaces import SURFACES, closed_form, steps_to, surface_values, walk
-from engine.trainer import Trainer, lr_preview
+from engine.train.curvature import sharpness
+from engine.train.trainer import Trainer, lr_preview
+from serve.caps import Caps
 from ui import charts
 from ui import optimizer_charts as oc
 from ui.page import ensure_routed
-from ui.runner import Caps
 from ui.widgets import param_widget
 
 ensure_routed()

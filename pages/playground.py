@@ -8,25 +8,41 @@ import streamlit as st
 import torch
 
 from engine import ExperimentSpec, SpecError
-from engine.compare import (AB, COMPARISONS, comparison_key, offered, one_change, settings,
-                            title as comparison_title, variants)
-from engine.sweep import parse_value
-from engine.data import csv_preview
-from engine.export import ExportError, export_script
-from engine.tfp import from_tfp
+from engine.core.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
+from engine.core.spec import (
+    AUG_PARAMS,
+    CLIP_MODES,
+    DATA_PARAMS,
+    ES_PARAMS,
+    REG_PARAMS,
+    TOP_PARAMS,
+    TRAINING_PARAMS,
+)
+from engine.data.datasets import csv_preview
+from engine.io.export import ExportError, export_script
+from engine.io.tfp import from_tfp
+from engine.lab.compare import (
+    AB,
+    COMPARISONS,
+    comparison_key,
+    offered,
+    one_change,
+    settings,
+    variants,
+)
+from engine.lab.compare import title as comparison_title
 from engine.presets import list_presets, load_preset
-from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
-from engine.spec import (AUG_PARAMS, CLIP_MODES, DATA_PARAMS, ES_PARAMS, REG_PARAMS, TOP_PARAMS,
-                         TRAINING_PARAMS)
+from engine.runs.sweep import parse_value
+from serve.caps import CapError
+from serve.runs import Run
+from serve.uploads import MB
 from ui import state as S
-from ui import views, widgets
+from ui import panels, widgets
 from ui.guard import guarded_callback, guarded_page
 from ui.identity import browser_id
 from ui.live_plot import live_plot
 from ui.page import ensure_routed
-from ui.runner import CapError, Run
 from ui.server import paths_in_use, run_registry, training_problem, upload_store
-from ui.uploads import MB
 
 ensure_routed()
 
@@ -48,7 +64,9 @@ me = browser_id()
 url_error = S.init_from_url(DEFAULT_SPEC)
 if url_error:
     st.session_state["flash"] = ("error", url_error)
-st.session_state.setdefault("loaded_preset", (DEFAULT_PRESET, DEFAULT_SPEC))
+# (name, canonical spec) of the preset last opened: a run of exactly that spec is stored under
+# the preset's title and concept tags
+st.session_state.setdefault("loaded_preset", (DEFAULT_PRESET, DEFAULT_SPEC.canonical()))
 if "run_id" not in st.session_state:
     linked = st.query_params.get(S.RUN)
     st.session_state["run_id"] = None
@@ -87,8 +105,8 @@ if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, 
     try:
         preset = load_preset(st.query_params["preset"])
         S.load(ExperimentSpec.from_dict(preset["config"]))
-        st.session_state["loaded_preset"] = (preset["name"],
-                                             ExperimentSpec.from_dict(preset["config"]))
+        st.session_state["loaded_preset"] = (
+            preset["name"], ExperimentSpec.from_dict(preset["config"]).canonical())
         st.session_state["compare"] = comparison_key(preset.get("compare"))
         st.session_state["run_id"] = None
         st.session_state["preset_pick"] = st.query_params["preset"]
@@ -151,7 +169,7 @@ def side_by_side_variants(spec: ExperimentSpec) -> tuple[str | None, str | None,
     if not name:
         return None, None, []
     try:
-        found = variants(spec, name, views.spec_dataset(spec))
+        found = variants(spec, name, panels.spec_dataset(spec))
     except SpecError as e:
         st.session_state["compare"] = None
         flash("warning", f"Side by side ({comparison_title(name)}) is off: {e}.")
@@ -291,7 +309,7 @@ def on_preset():
     # what it trains side by side, if any
     st.session_state["compare"] = comparison_key(preset.get("compare"))
     spec = ExperimentSpec.from_dict(preset["config"])
-    st.session_state["loaded_preset"] = (preset["name"], spec)  # names the run in the store
+    st.session_state["loaded_preset"] = (preset["name"], spec.canonical())
     open_experiment(spec)
     flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
 
@@ -406,7 +424,7 @@ def csv_upload(container, entry) -> bool:
 def side_by_side_picker(spec: ExperimentSpec) -> None:
     """Side by side: the comparisons that apply to this experiment."""
     try:
-        names = offered(spec, views.spec_dataset(spec))
+        names = offered(spec, panels.spec_dataset(spec))
     except SpecError:  # data that cannot load says so in the main column
         names = []
     chosen = st.session_state.get("compare")
@@ -444,7 +462,7 @@ def on_ab(key: str) -> None:
         return
     name = one_change({key: parse_value(text)})
     try:
-        variants(spec, name, views.spec_dataset(spec))
+        variants(spec, name, panels.spec_dataset(spec))
     except SpecError as e:
         flash("error", f"B cannot be built: {e}")
         return
@@ -496,7 +514,7 @@ with st.sidebar:
     widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
     widgets.choice_picker("Schedule", SCHEDULES, "schedule")
     if not SCHEDULES[spec.schedule.name].tags.get("steady"):
-        views.schedule_preview(spec, runs.caps.max_steps)
+        panels.schedule_preview(spec, runs.caps.max_steps)
     c1, c2 = st.columns(2)
     widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
     widgets.param_widget(TRAINING_PARAMS["steps"], W + "training.steps", c2, "steps")
@@ -520,7 +538,7 @@ with st.sidebar:
             for col, (name, p) in zip([c1, c2, c1, c2], AUG_PARAMS.items()):
                 widgets.param_widget(p, f"{W}training.augment.{name}", col)
             if spec.training.augment is not None:
-                views.augment_preview(spec)
+                panels.augment_preview(spec)
     if DATASETS[spec.data.name].tags.get("input") in ("sequence", "tokens"):
         widgets.param_widget(TRAINING_PARAMS["tbptt"], W + "training.tbptt", st,
                              "truncate backprop through time after (steps; 0: never)")
@@ -582,7 +600,7 @@ if mine and run is not None and not same_setup(run, spec):
                    "run starts); until then Start and Step continue the current run.")
 
 try:
-    data = None if waiting_for_csv else views.spec_dataset(spec)
+    data = None if waiting_for_csv else panels.spec_dataset(spec)
 except SpecError as e:
     data = None
     st.error(f"The data cannot be loaded: {e}")
@@ -599,7 +617,7 @@ with left:
         widgets.choice_picker("Initializer (all layers)", INITIALIZERS, "model.init", columns=1)
     st.number_input("Bias init (all layers)", key=W + "model.bias_init", format="%g",
                     help="Starting value of every bias; negative values can kill ReLUs.")
-    described, shape_error = views.describe_rows(spec, data) if data else (None, None)
+    described, shape_error = panels.describe_rows(spec, data) if data else (None, None)
     shapes = {}
     if described:  # describe() rows in build order; the flatten build_model inserts and the
         # output layer are not in the stack (a flatten layer the user added is, as "flatN")
@@ -615,7 +633,7 @@ with left:
         (st.warning if total > cap else st.caption)(
             msg + (f" · over this server's limit of {cap:,}" if total > cap else ""))
         with st.expander("Layer shapes"):
-            views.describe_table(described)
+            panels.describe_table(described)
         widgets.conv_calculator(shapes, described["input_shape"])
     with st.expander("Export and share"):
         # an uploaded table is named by a placeholder, as in share links: the server's upload
@@ -631,7 +649,7 @@ with left:
                                    "text/x-python", width="stretch")
             except (SpecError, ExportError) as e:
                 st.caption(f"Script export unavailable: {e}")
-        base = views.page_address(st.context.url)
+        base = panels.page_address(st.context.url)
         st.caption("Share link (the experiment, not the run):")
         st.code(base + S.share_query(spec), language=None)  # one line; the copy button takes all of it
         if run is not None and mine and run.owner is not None:
@@ -677,51 +695,51 @@ def live_panel():
                        "steps (the schedule's last rate holds); **Reset** starts over.")
         if run.error:
             st.error(f"Training failed: {run.error}")
-    views.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
+    panels.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
     view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations",
                                          "Filters", "Metrics", "Through time"],
                                 key="view", default="Overview", label_visibility="collapsed")
     if view == "Metrics":
         shown = trainer.data if trainer else data
         if shown is not None:
-            views.metrics_view(run, shown)
+            panels.metrics_view(run, shown)
     elif view == "Filters":
         shown = trainer.data if trainer else data
         if shown is not None:
-            views.filters_view(run, trainer.spec if trainer else spec, shown,
+            panels.filters_view(run, trainer.spec if trainer else spec, shown,
                                runs.caps.max_params)
     elif view == "Network":
         shown = trainer.data if trainer else data
         if shown is not None:
-            views.network_view(run, trainer.spec if trainer else spec, shown,
+            panels.network_view(run, trainer.spec if trainer else spec, shown,
                                runs.caps.max_params)
     elif view == "Gradients":
         if rows:
-            views.gradient_charts(rows)
+            panels.gradient_charts(rows)
         else:
             st.info("Gradient charts appear after the first step.")
     elif view == "Activations":
-        views.activation_charts(run, rows)
+        panels.activation_charts(run, rows)
     elif view == "Through time":
-        views.time_view(run, rows)
+        panels.time_view(run, rows)
     else:
         if trainer:
-            views.phase_summary(trainer)
+            panels.phase_summary(trainer)
         if rows:
             st.toggle("log-scale loss", key="log_loss")
             if run.twins:
-                views.side_by_side(run, st.session_state.get("log_loss", False))
-            views.training_charts(rows, st.session_state.get("log_loss", False),
+                panels.side_by_side(run, st.session_state.get("log_loss", False))
+            panels.training_charts(rows, st.session_state.get("log_loss", False),
                                   trainer.data.task != "classification",
                                   not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"), best_step(trainer))
         shown = trainer.data if trainer else data
         if shown is not None:
-            fig = views.throttled("data_view", run, views.REDRAW_EVERY_S,
-                                  lambda: views.data_figure(shown, run.predict if rows else None),
+            fig = panels.throttled("data_view", run, panels.REDRAW_EVERY_S,
+                                  lambda: panels.data_figure(shown, run.predict if rows else None),
                                   content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
             live_plot(fig, "data_view", mode_bar=False)
         if trainer and trainer.spec.data.name == "chars" and trainer.step_count:
-            views.writing_panel(run)
+            panels.writing_panel(run)
         if trainer and trainer.test_metrics:
             t = trainer.test_metrics
             st.caption(f"Test set: loss {t['loss']:.4g}" +

@@ -12,26 +12,28 @@ import zipfile
 import streamlit as st
 
 from engine import ExperimentSpec, SpecError
-from engine.export import ExportError, export_script
-from engine.compare import settings
-from engine.registry import ACTIVATIONS, INITIALIZERS
-from engine.sweep import parse_seeds, parse_value, plan, run as run_sweep
-from engine.tensorboard import write_events
-from ui import run_views as V
+from engine.core.registry import ACTIVATIONS, INITIALIZERS
+from engine.io.export import ExportError, export_script
+from engine.lab.compare import settings
+from engine.runs.sweep import parse_seeds, parse_value, plan
+from engine.runs.sweep import run as run_sweep
+from engine.runs.tensorboard import write_events
+from serve.caps import CapError, Caps
+from serve.settings import get as setting
+from serve.workers import sweep_in_worker
+from ui import stored_runs as V
 from ui import state as S
 from ui.identity import browser_id
 from ui.page import ensure_routed
-from ui.runner import Caps, CapError
 from ui.server import run_registry, run_store, store_problem, sweep_slots
-from ui.workers import sweep_in_worker
 
 ensure_routed()
 
 CAPS = Caps()
-MAX_SWEEP = int(os.environ.get("NETLAB_MAX_SWEEP", "32"))  # variants one sweep may train here
+MAX_SWEEP = setting("NETLAB_MAX_SWEEP")  # variants one sweep may train here
 # steps of all variants together: a sweep trains in this page's own turn, outside the training
 # slot the live runs share, so it is bounded as a whole
-MAX_SWEEP_STEPS = int(os.environ.get("NETLAB_MAX_SWEEP_STEPS", "100000"))
+MAX_SWEEP_STEPS = setting("NETLAB_MAX_SWEEP_STEPS")
 PLAYGROUND = "pages/playground.py"
 
 me = browser_id()

@@ -13,12 +13,12 @@ sys.path.insert(0, str(ROOT))
 # machine OpenMP threads spinning against each other made runs up to 50x slower (measured).
 torch.set_num_threads(1)
 
-# The run store (engine/store.py) of every test and every process a test starts: a folder of
+# The run store (engine/runs/store.py) of every test and every process a test starts: a folder of
 # this test process's own, never the user's ~/.netlab.
 os.environ["NETLAB_HOME"] = tempfile.mkdtemp(prefix="netlab_home_")
 os.environ.pop("NETLAB_STORE", None)  # a store URL of the environment's is not the tests'
 # Runs train in threads of the test process (or of a test's server) unless a test asks for worker
-# processes (ui/workers.py): tests/test_workers.py and the browser suite's server do.
+# processes (serve/workers.py): tests/test_workers.py and the browser suite's server do.
 os.environ["NETLAB_WORKERS"] = "0"
 
 

@@ -7,13 +7,13 @@ import json
 import time
 
 import pytest
-import torch
 import streamlit as st
+import torch
 from streamlit.testing.v1 import AppTest
 
 from engine import ExperimentSpec, Trainer
+from engine.core.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, OPTIMIZERS, SCHEDULES
 from engine.presets import load_preset, preset_names
-from engine.registry import ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, OPTIMIZERS, SCHEDULES
 from tests.conftest import ROOT
 from ui import live_plot
 from ui import state as S
@@ -26,7 +26,7 @@ def live_registries():
     tests find it (and any left by earlier tests) among live objects."""
     import gc
 
-    from ui.runner import RunRegistry
+    from serve.registry import RunRegistry
     return [o for o in gc.get_objects() if type(o) is RunRegistry and not o._stop.is_set()]
 
 
@@ -54,7 +54,7 @@ def at():
 def app_with(spec: ExperimentSpec) -> AppTest:
     """The page opened on a link to `spec`, drawn once."""
     app = AppTest.from_file(APP, default_timeout=60)
-    app.query_params[S.CFG] = S.encode(spec)
+    app.query_params[S.CFG] = S.encode_link(spec)
     app.run()
     return app
 
@@ -92,7 +92,7 @@ def test_page_loads_with_the_default_experiment(at):
     assert spec_of(at) == default_spec()
     assert spec_of(at).data.name == "circle" and spec_of(at).data.classes == 2
     assert {"Start", "Pause", "Step", "Reset"} <= {b.label for b in at.button}
-    assert S.decode(at.query_params[S.CFG][0] if isinstance(at.query_params[S.CFG], list)
+    assert S.decode_link(at.query_params[S.CFG][0] if isinstance(at.query_params[S.CFG], list)
                     else at.query_params[S.CFG]) == spec_of(at)
     assert figures(at), "the data preview is drawn before training"
 
@@ -109,6 +109,7 @@ def test_every_dataset_builds_a_valid_spec(at, name):
 @pytest.mark.parametrize("path, registry", [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                                             ("model.activation", ACTIVATIONS),
                                             ("model.init", INITIALIZERS)])
+@pytest.mark.slow
 def test_every_registry_choice_builds_a_valid_spec(at, path, registry):
     assert at.selectbox(key=f"w.{path}").options == [k.replace("_", " ") for k in registry.offered()]
     for key in registry.offered():
@@ -152,6 +153,7 @@ def test_layer_stack_add_move_remove_keeps_settings_with_their_layer(at):
     assert [layer.type for layer in layers[1:]] == [k for k in flat if k != "linear"]
 
 
+@pytest.mark.slow
 def test_a_cnn_on_shapes_builds_describes_and_trains(at):
     at.selectbox(key="w.data.name").set_value("shapes").run()
     while at.session_state["layer_ids"]:
@@ -247,6 +249,7 @@ def test_step_start_pause_reset_drive_the_history(at):
     no_problems(at)
 
 
+@pytest.mark.slow
 def test_every_view_draws_charts_after_a_few_steps(at):
     for _ in range(3):
         button(at, "Step").click().run()
@@ -337,7 +340,7 @@ def upload_store():
     import gc
     import os
 
-    from ui.uploads import UploadStore
+    from serve.uploads import UploadStore
     stores = [o for o in gc.get_objects() if type(o) is UploadStore and os.path.isdir(o.root)]
     return max(stores, key=lambda s: os.stat(s.root).st_ctime_ns)
 
@@ -434,7 +437,6 @@ def test_settings_without_widgets_survive_the_page():
 
 
 def test_clipping_is_charted_in_the_gradients_view(at):
-    import json
     at.selectbox(key="w.training.clip_mode").set_value("norm").run()
     for _ in range(2):
         button(at, "Step").click().run()
@@ -574,7 +576,7 @@ TFP_LINK = ("https://playground.tensorflow.org/#activation=relu&batchSize=10&dat
 
 
 def test_a_tensorflow_playground_link_becomes_the_experiment(at):
-    from engine.tfp import from_tfp
+    from engine.io.tfp import from_tfp
 
     at.text_input(key="tfp_link").set_value(TFP_LINK).run()
     no_problems(at)
@@ -749,7 +751,7 @@ def test_the_pictures_of_an_untrained_net_respect_the_server_limits(monkeypatch)
         assert any("Not drawn before a run: 330 parameters is over this server's limit of 100"
                    in i.value for i in at.info), view
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params[S.CFG] = S.encode(ExperimentSpec.from_dict({"data": {"name": "digits"},
+    at.query_params[S.CFG] = S.encode_link(ExperimentSpec.from_dict({"data": {"name": "digits"},
                                                               "model": {"layers": []}}))
     at.run()
     at.session_state["view"] = "Filters"
@@ -876,6 +878,7 @@ def test_the_activations_view_shows_each_conv_channel():
 
 
 @pytest.mark.parametrize("dataset", ["adding", "sine", "reber"])
+@pytest.mark.slow
 def test_a_sequence_set_trains_with_every_view_drawn(dataset):
     spec = ExperimentSpec.from_dict({"data": {"name": dataset, "n": 200}, "model": {"layers": [
         {"type": "lstm", "units": 8}, {"type": "last_step"}]}, "training": {"log_every": 1}})
@@ -1012,6 +1015,7 @@ def test_the_conv_calculator_reads_same_padding_and_refuses_what_a_layer_cannot_
     assert spec_of(at).model.layers[1].get("kernel") == 2  # unchanged
 
 
+@pytest.mark.slow
 def test_written_text_stays_while_the_run_trains_on():
     spec = ExperimentSpec.from_dict({"data": {"name": "chars", "length": 16, "stride": 8},
                                      "model": {"layers": [{"type": "embedding", "dim": 4},
@@ -1048,6 +1052,7 @@ SMALL_RNN = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n
                                      "training": {"steps": 30, "log_every": 5}})
 
 
+@pytest.mark.slow
 def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     at = app_with(SMALL_RNN)
     picker = at.selectbox(key="compare")
@@ -1163,3 +1168,19 @@ def test_a_spec_with_its_own_data_seed_opens_unchanged():
     at = app_with(spec)
     no_problems(at)
     assert spec_of(at) == spec.canonical() and spec_of(at).data.seed == 7
+
+
+@pytest.mark.parametrize("name", ["cnn_digits", "tfp_circle"])
+def test_a_run_started_from_a_preset_is_stored_under_its_title_and_concepts(name):
+    """The page compares the experiment it trains with the preset last opened; both must be in
+    one spelling (once, runs from 17 presets, cnn_digits among them, were stored untitled)."""
+    from ui.server import run_store
+
+    page = AppTest.from_file(APP, default_timeout=60)
+    page.query_params["preset"] = name
+    page.run()
+    button(page, "Step").click().run()
+    no_problems(page)
+    record = run_store().run(page.session_state["run_id"])
+    preset = load_preset(name)
+    assert (record["name"], record["tags"]) == (preset["title"], preset["concepts"])

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.data import load_dataset
-from engine.portable import STREAMS, augment_images, generator
+from engine.core.portable import STREAMS, augment_images, generator
+from engine.data.datasets import load_dataset
 
 
 def _moves(seed: int, n: int, shift: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from engine import ExperimentSpec, SpecError
-from engine.batch_sizes import batch_size_experiment, loss_noise, variants
+from engine.lab.batch_sizes import batch_size_experiment, loss_noise, variants
 from engine.presets import load_preset
 
 CIRCLE = ExperimentSpec.from_dict(load_preset("tfp_circle")["config"])
@@ -37,6 +37,7 @@ def test_loss_noise_is_the_jump_from_step_to_step_not_the_progress():
     assert loss_noise([1.0, 2.0]) is None
 
 
+@pytest.mark.slow
 def test_too_many_steps_are_refused():
     with pytest.raises(SpecError, match="fewer epochs"):
         batch_size_experiment(CIRCLE, epochs=1000)

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # each starts servers or processes: the full suite runs them
 
 
 def test_overhead_quick_prints_json():

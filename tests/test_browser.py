@@ -34,10 +34,9 @@ import zlib
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
 from conftest import ROOT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # minutes: the full suite runs them
 
 CHROMIUM = os.environ.get("NETLAB_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -99,7 +98,7 @@ def server():
 def serve(**env_vars):
     """`streamlit run app.py` on a free port, once it answers; stopped on exit. env_vars: more
     environment for the server (NETLAB_HOME: its run store). Its runs train in two worker
-    processes (ui/workers.py), as a server on two cores does by default."""
+    processes (serve/workers.py), as a server on two cores does by default."""
     port = _free_port()
     log_path = os.path.join(tempfile.mkdtemp(prefix="netlab_browser_"), "server.log")
     env = {**os.environ, "NETLAB_GRACE_S": str(GRACE_S), "PYTHONPATH": str(ROOT),
@@ -336,7 +335,7 @@ def test_every_page_url_is_served_by_the_router(page):
     from engine.presets import load_preset
     from ui import state as S
     spec = ExperimentSpec.from_dict(load_preset("vanishing_sigmoid")["config"])
-    cfg = S.encode(spec)
+    cfg = S.encode_link(spec)
     visits = [  # (path, what the page must show, the path it ends on)
         ("concepts", "Concepts", "/concepts"),
         ("", "Start", "/"),
@@ -374,7 +373,7 @@ def test_every_page_url_is_served_by_the_router(page):
             assert page.locator('[data-testid="stAlertContentError"]').count() == 0, where
             if "cfg=" in path:  # the bookmark's experiment, not the default one
                 shown = parse_qs(page.evaluate("location.search").lstrip("?"))["cfg"][0]
-                assert S.decode(shown) == spec.canonical(), where
+                assert S.decode_link(shown) == spec.canonical(), where
         assert "Traceback" not in srv.log(), srv.log()
     assert not page.errors, page.errors
 
@@ -511,8 +510,8 @@ def test_a_second_browser_watches_a_run_but_cannot_control_it(browser, server):
 
 # ----------------------------------------------------------------------------- uploads
 # Real uploads through the sidebar's <input type=file>: the server's maxUploadSize (5 MB,
-# .streamlit/config.toml), the page's own check (ui/uploads.py) and the CSV reader's bounds
-# (engine/data.py) as a person meets them.
+# .streamlit/config.toml), the page's own check (serve/uploads.py) and the CSV reader's bounds
+# (engine/data/datasets.py) as a person meets them.
 
 UPLOAD_LIMIT = 5 * 1024 * 1024
 UPLOAD_INPUT = '[data-testid="stSidebar"] [data-testid="stFileUploaderDropzoneInput"]'

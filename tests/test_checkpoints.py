@@ -44,10 +44,12 @@ def check_resumes(spec: ExperimentSpec, cuts=(1, 7, 23)):
 
 
 @pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.slow
 def test_a_resumed_run_gives_the_numbers_of_one_never_stopped(name):
     check_resumes(spec_of(name, 40))
 
 
+@pytest.mark.slow
 def test_a_schedule_on_the_validation_loss_and_early_stopping_resume_mid_plan():
     spec = spec_of("early_stopping", 400, log_every=5, eval_every=5,
                    early_stopping={"patience": 6})

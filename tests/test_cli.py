@@ -22,6 +22,7 @@ def config(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_writes_every_output(tmp_path, config):
     out = tmp_path / "run"
     r = cli("train", config, "--set", "optimizer.lr=0.3", "--set", "seed=3", "--out", out)
@@ -38,6 +39,7 @@ def test_train_writes_every_output(tmp_path, config):
     assert set(state) == {"fc1.linear.weight", "fc1.linear.bias", "out.weight", "out.bias"}
 
 
+@pytest.mark.slow
 def test_steps_override_and_preset(tmp_path):
     r = cli("train", "--preset", "lr_too_high", "--steps", "40", "--out", tmp_path / "p")
     assert r.returncode == 0, r.stderr
@@ -46,12 +48,14 @@ def test_steps_override_and_preset(tmp_path):
     assert json.loads((tmp_path / "p" / "config.json").read_text())["training"]["steps"] == 40
 
 
+@pytest.mark.slow
 def test_set_reaches_into_a_presets_layer_shorthand():
     r = cli("describe", "--preset", "lr_too_high", "--set", "model.layers.0.units=8")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["layers"][0]["output_shape"] == [8]
 
 
+@pytest.mark.slow
 def test_describe_reports_shapes_and_params(config):
     r = cli("describe", config)
     assert r.returncode == 0, r.stderr
@@ -89,7 +93,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, config, args, message):
 
 
 # ----------------------------------------------------------------------------- crafted input
-# Each case was a traceback, a hang, a fetch or an out-of-memory kill before engine/inputs.py.
+# Each case was a traceback, a hang, a fetch or an out-of-memory kill before engine/core/inputs.py.
 # Files are written by name into the test's folder; "{tmp}" and "{config}" are filled in.
 
 def _json(value) -> bytes:
@@ -151,6 +155,7 @@ CRAFTED = [
 
 @pytest.mark.parametrize("args, code, message", CRAFTED,
                          ids=[" ".join(a)[:60] for a, _, _ in CRAFTED])
+@pytest.mark.slow
 def test_crafted_input_gets_a_one_line_answer(tmp_path, args, code, message):
     for name, content in CRAFTED_FILES.items():
         (tmp_path / name).write_bytes(content)
@@ -162,6 +167,7 @@ def test_crafted_input_gets_a_one_line_answer(tmp_path, args, code, message):
         assert len(r.stderr.strip().splitlines()) == 1 and len(r.stderr) < 600
 
 
+@pytest.mark.slow
 def test_the_url_in_data_path_is_never_fetched(tmp_path):
     """A local server counts requests: pandas.read_csv(path) would have fetched the URL."""
     import http.server
@@ -191,6 +197,7 @@ def test_the_url_in_data_path_is_never_fetched(tmp_path):
     assert hits == []
 
 
+@pytest.mark.slow
 def test_max_params_raises_the_cap_from_the_environment_or_the_flag(tmp_path):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"data": {"name": "xor"}, "model": {"layers": [2048]},

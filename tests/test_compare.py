@@ -5,10 +5,20 @@ import math
 import pytest
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.compare import (AB, COMPARISONS, comparison_key, offered, one_change, summary,
-                            title, variants)
+from engine.lab.compare import (
+    AB,
+    COMPARISONS,
+    comparison_key,
+    offered,
+    one_change,
+    summary,
+    title,
+    variants,
+)
 from engine.presets import list_presets
-from ui.runner import Caps, CapError, Run, RunRegistry
+from serve.caps import CapError, Caps
+from serve.registry import RunRegistry
+from serve.runs import Run
 
 RNN = ExperimentSpec.from_dict({
     "data": {"name": "adding", "length": 10, "n": 200, "normalize": "none"},

@@ -1,4 +1,4 @@
-"""Convolutional layers (engine/conv.py) and describe()'s arithmetic, checked against torch:
+"""Convolutional layers (engine/nn/conv.py) and describe()'s arithmetic, checked against torch:
 output sizes and parameter counts against the real modules, multiply-adds against torch's own
 FLOP counter, receptive fields against hand-worked cases."""
 import random
@@ -8,12 +8,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine import ExperimentSpec, SpecError, Trainer, build_model
-from engine.conv import output_size
-from engine.data import SHAPES, load_dataset, make_shapes
-from engine.health import silent
-from engine.model import describe
-from engine.portable import Dropout
-from engine.spec import DataSpec
+from engine.core.portable import Dropout
+from engine.core.spec import DataSpec
+from engine.data.datasets import SHAPES, load_dataset, make_shapes
+from engine.nn.conv import output_size
+from engine.nn.model import describe
+from engine.train.health import silent
 
 
 def spec_of(layers, data=None, **extra):
@@ -150,15 +150,21 @@ def test_impossible_stacks_are_refused_with_the_layer_named(layers, message):
 
 
 def test_conv_layers_refuse_flat_data():
-    spec = ExperimentSpec.from_dict({"data": {"name": "moons"},
-                                     "model": {"layers": [{"type": "conv2d"}]}})
-    with pytest.raises(SpecError, match=r"needs an image .* shape \[2\]"):
+    """On points, when the spec is read; on images, after a layer that flattened them, when the
+    model is built (the shape is known only then)."""
+    with pytest.raises(SpecError, match=r"needs images .*'moons' is not an image set"):
+        ExperimentSpec.from_dict({"data": {"name": "moons"},
+                                  "model": {"layers": [{"type": "conv2d"}]}})
+    spec = ExperimentSpec.from_dict({"data": {"name": "digits"},
+                                     "model": {"layers": [8, {"type": "conv2d"}]}})
+    with pytest.raises(SpecError, match=r"needs an image .* shape \[8\]"):
         Trainer(spec)
 
 
 def test_padding_takes_its_choices_and_nothing_else():
     make = lambda pad: ExperimentSpec.from_dict(  # noqa: E731
-        {"model": {"layers": [{"type": "conv2d", "padding": pad}]}}).model.layers[0]
+        {"data": {"name": "digits"},
+         "model": {"layers": [{"type": "conv2d", "padding": pad}]}}).model.layers[0]
     assert make(1.0).get("padding") == 1 and type(make(1.0).get("padding")) is int
     assert make("same").get("padding") == "same"
     for bad in (True, 5, "full", -1):
@@ -231,7 +237,7 @@ def test_a_small_cnn_learns_the_shapes():
 
 
 def test_the_calculators_arithmetic_is_torchs_output_size_on_random_windows():
-    from engine.conv import window_arithmetic
+    from engine.nn.conv import window_arithmetic
     rng = random.Random(0)
     for _ in range(300):
         size, k, s, p, d = (rng.randint(1, 20), rng.randint(1, 7), rng.randint(1, 4),

@@ -88,7 +88,7 @@ CASES = {
         **{"data.name": "x" * 50_000})))}, "data.name"),
     "cfg NaN learning rate": ({"cfg": config_link('{"optimizer": {"name": "sgd", "lr": NaN}}')},
                               "could not be loaded"),
-    "cfg server file as CSV": ({"cfg": S.encode(ExperimentSpec.from_dict(
+    "cfg server file as CSV": ({"cfg": S.encode_link(ExperimentSpec.from_dict(
         {"data": {"name": "csv", "path": "/etc/passwd", "target": "x"}}))}, "Upload a CSV"),
     "preset path traversal": ({"preset": "../../../../etc/passwd"}, "names no known preset"),
     "preset relative name": ({"preset": "./xor_tanh"}, "names no known preset"),
@@ -96,13 +96,14 @@ CASES = {
     "preset 10 KB name": ({"preset": "p" * 10_000}, "names no known preset"),
     "run id not hex": ({"run": "../../etc"}, "not valid"),
     "run id unknown": ({"run": "0" * 32}, "no longer on this server"),
-    "run id unknown with its cfg": ({"run": "0" * 32, "cfg": S.encode(ExperimentSpec())},
+    "run id unknown with its cfg": ({"run": "0" * 32, "cfg": S.encode_link(ExperimentSpec())},
                                     "its experiment is shown"),
     "control token without run": ({"control": "x" * 40}, "no longer valid"),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow
 def test_a_crafted_link_gets_a_clear_message(name):
     query, expected = CASES[name]
     at = open_page(query)
@@ -111,6 +112,7 @@ def test_a_crafted_link_gets_a_clear_message(name):
     assert spec_of(at) is not None and button(at, "Start"), "the page still works"
 
 
+@pytest.mark.slow
 def test_a_zlib_bomb_link_is_refused_without_inflating_it():
     code = link(b'{"seed":' + b" " * 15_000_000 + b"0}")
     assert len(code) < 20_000, "the bomb fits in an accepted link length"
@@ -125,6 +127,7 @@ def test_a_zlib_bomb_link_is_refused_without_inflating_it():
     assert peak < 10_000_000, f"{peak / 1e6:.0f} MB allocated for a 15 MB bomb"
 
 
+@pytest.mark.slow
 def test_every_preset_name_is_read_once():
     """?preset=./xor_tanh, ././xor_tanh, ... each filled the preset cache before."""
     from engine.presets import _read, preset_names
@@ -187,7 +190,7 @@ def test_a_link_with_another_browsers_upload_is_not_read():
     path = upload_store().save(owner.session_state["browser_id"],
                                ("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30))).encode())
     spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": path, "target": "label"}})
-    stranger = open_page({"cfg": S.encode(spec)})
+    stranger = open_page({"cfg": S.encode_link(spec)})
     assert_clean(stranger)
     assert any("Upload a CSV" in m for m in messages(stranger))
     assert stranger.session_state.get("w.data.path") in (None, "")
@@ -291,7 +294,7 @@ def test_the_buttons_ask_for_a_readable_csv_first():
                                           ("http://h/playground?cfg=x&run=y", "http://h/playground"),
                                           (None, "/")])
 def test_share_links_start_from_the_page_address(url, address):
-    from ui.views import page_address
+    from ui.panels import page_address
     assert page_address(url) == address
 
 
@@ -326,7 +329,7 @@ def test_share_links_leave_the_upload_path_out():
     at = open_page({})
     upload(at, rows_csv(40))
     path = at.session_state["w.data.path"]
-    shared = S.decode(S.share_query(at.session_state["spec"])[len("?cfg="):])
+    shared = S.decode_link(S.share_query(at.session_state["spec"])[len("?cfg="):])
     assert shared.data.path == S.SHARED_PATH and path not in S.share_query(at.session_state["spec"])
     stranger = open_page({"cfg": S.share_query(at.session_state["spec"])[len("?cfg="):]})
     assert_clean(stranger)
@@ -378,7 +381,7 @@ def test_a_link_naming_a_readable_server_file_never_shows_its_contents(tmp_path)
     private.write_text("secret_alpha,secret_beta\n" + "1,2\n" * 20)
     spec = ExperimentSpec.from_dict({"data": {"name": "csv", "path": str(private),
                                               "target": "nope"}})
-    at = open_page({"cfg": S.encode(spec)})
+    at = open_page({"cfg": S.encode_link(spec)})
     assert_clean(at)
     assert "secret_alpha" not in page_text(at)
     assert any("Upload a CSV" in m for m in messages(at))

@@ -5,7 +5,7 @@ import torch
 from torch.func import functional_call
 
 from engine import ExperimentSpec, Trainer
-from engine.curvature import hessian_vector, sharpness, top_eigenvalue
+from engine.train.curvature import hessian_vector, sharpness, top_eigenvalue
 
 
 def exact_hessian(trainer, n):

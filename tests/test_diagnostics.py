@@ -3,12 +3,10 @@ they must show (the verdict built on them: tests/test_health.py)."""
 import math
 
 import pytest
-
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine import health as H
-
+from engine.train import health as H
 
 # ----------------------------------------------------------------------------- teaching effects
 

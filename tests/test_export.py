@@ -29,12 +29,23 @@ from torch import nn
 
 from engine import Trainer, build_model, load_spec
 from engine.__main__ import main as cli_main
-from engine.errors import SpecError
-from engine.export import Code, ExportError, Script, export_script, render
-from engine.portable import generator as portable_generator
-from engine.registry import (ACTIVATIONS, ALL, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES,
-                             NORMALIZERS, OPTIMIZERS, SCHEDULES, Registry)
-from engine.seeding import generator as make_generator
+from engine.core.errors import SpecError
+from engine.core.portable import generator as portable_generator
+from engine.core.registry import (
+    ACTIVATIONS,
+    ALL,
+    DATASETS,
+    FEATURES,
+    INITIALIZERS,
+    LAYERS,
+    LOSSES,
+    NORMALIZERS,
+    OPTIMIZERS,
+    SCHEDULES,
+    Registry,
+)
+from engine.core.seeding import generator as make_generator
+from engine.io.export import Code, ExportError, Script, export_script, render
 
 ALLOWED_IMPORTS = {"__future__", "argparse", "json", "math", "collections", "torch", "sklearn",
                    "pandas"}
@@ -58,13 +69,14 @@ def final_summary(stdout: str, history_file=None) -> dict:
 
 
 def imported_modules(source: str) -> set[str]:
-    """Top-level names of every module the source imports, wherever the import sits."""
+    """Top-level names of every module the source imports, wherever the import sits (for a
+    relative import, the module's own name: `from ..core.portable import x` -> portable)."""
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            imported.add(node.module.split(".")[0])
+            imported.add(node.module.split(".")[-1 if node.level else 0])
     return imported
 
 
@@ -216,6 +228,7 @@ def subprocess_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(SUBPROCESS_SPECS))
+@pytest.mark.slow
 def test_script_runs_standalone_and_matches_the_engine(subprocess_runs, name):
     code, stdout, stderr, state, _, history = subprocess_runs[name]
     assert code == 0, stderr[-3000:]
@@ -226,6 +239,7 @@ def test_script_runs_standalone_and_matches_the_engine(subprocess_runs, name):
     assert_same_run(summary, state, engine_run(config))
 
 
+@pytest.mark.slow
 def test_script_prints_a_row_per_evaluation(subprocess_runs):
     stdout = subprocess_runs["digits"][1]
     rows = [line for line in stdout.splitlines() if line.startswith("step ")]
@@ -245,7 +259,7 @@ def test_early_stopping_and_plateau_really_happened(subprocess_runs):
 
 
 def test_state_dict_matches_the_engine_model(subprocess_runs):
-    """Same layer names, nesting and shapes as engine.model.build_model, for every layer type."""
+    """Same layer names, nesting and shapes as engine.nn.model.build_model, for every layer type."""
     state = subprocess_runs["regression"][3]
     engine_state = build_model(load_spec(REGRESSION), (2,), 1).state_dict()
     assert [(k, tuple(v.shape)) for k, v in state.items()] == \
@@ -449,6 +463,7 @@ def test_cli_export_prints_a_script_that_compiles(tmp_path, capsys):
     assert '"name": "moons"' in source  # the config sits in the header comment
 
 
+@pytest.mark.slow
 def test_every_preset_exports_a_standalone_script():
     from engine.presets import load_preset, preset_names
 
@@ -634,13 +649,14 @@ def test_dataset_export_is_standalone_and_matches_registry(key, csv_file):
 def test_the_shared_modules_import_nothing_of_netlab():
     """portable.py and export_template.py are copied into scripts: torch and math only (the
     template may use portable.py, whose definitions travel with it)."""
-    import engine.export_template as template
-    import engine.portable as portable
+    import engine.core.portable as portable
+    import engine.io.export_template as template
 
     assert imported_modules(inspect.getsource(portable)) <= {"__future__", "math", "torch"}
     assert imported_modules(inspect.getsource(template)) <= {"__future__", "torch", "portable"}
 
 
+@pytest.mark.slow
 def test_every_global_name_in_the_script_is_defined(csv_file):
     """A lint of the generated script: no name is read that nothing defines or imports, and
     every import is used."""
@@ -727,7 +743,7 @@ def test_a_quoted_delimiter_in_the_header_reads_the_same_in_the_script(tmp_path)
     assert_same_run(summary, namespace["model"].state_dict(), engine_run(config))
 
 
-from engine.portable import safe_scale as _scale_alias  # noqa: E402 - the case under test
+from engine.core.portable import safe_scale as _scale_alias  # noqa: E402 - the case under test
 
 
 def _uses_an_alias(x):
@@ -751,7 +767,7 @@ def test_definitions_copy_aliases_and_keep_decorators_above_the_registrys():
     exec(source, namespace)
     assert torch.equal(namespace["_uses_an_alias"](torch.tensor([0.0, 2.0])),
                        torch.tensor([1.0, 2.0]))
-    from engine.export import source_of
+    from engine.io.export import source_of
     stacked = source_of(_stacked)
     assert stacked.startswith("@torch.no_grad()\ndef _stacked(") and "register" not in stacked
     with pytest.raises(ExportError, match="no Python source"):

@@ -17,10 +17,14 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.export import export_script
-from engine.registry import ACTIVATIONS, DATASETS, LAYERS, OPTIMIZERS, Param
+from engine.core.registry import ACTIVATIONS, DATASETS, LAYERS, OPTIMIZERS, Param
+from engine.io.export import export_script
 from tests.conftest import ROOT
 from ui import state as S
+
+# Keys no real entry takes (tests/test_registry.py keeps "test_" free), so adding the docs'
+# own example (`nadam`) to the registry never clashes with this test.
+ACT, OPT, DATA, LAYER = "test_squared_relu", "test_nadam", "test_rings", "test_rmsnorm"
 
 
 class SquaredReLU(nn.Module):
@@ -50,32 +54,32 @@ def rmsnorm_layer(ctx, layer, in_shape):
 @pytest.fixture
 def extended():
     """The four throwaway entries, removed again afterwards (the registries are global)."""
-    ACTIVATIONS.add("squared_relu", SquaredReLU, "relu(x) squared, times a scale.",
+    ACTIVATIONS.add(ACT, SquaredReLU, "relu(x) squared, times a scale.",
                     (Param("scale", 1.0, "output scale", low=0.0, low_open=True, high=10.0),),
                     init="he_normal")
-    OPTIMIZERS.add("nadam", torch.optim.NAdam, "Adam with Nesterov momentum.",
+    OPTIMIZERS.add(OPT, torch.optim.NAdam, "Adam with Nesterov momentum.",
                    (Param("lr", 0.002, "learning rate", low=0.0, low_open=True, high=10.0),
                     Param("momentum_decay", 0.004, "momentum decay", low=0.0, high=1.0)))
-    DATASETS.add("rings", make_rings, "Concentric rings of alternating class.",
+    DATASETS.add(DATA, make_rings, "Concentric rings of alternating class.",
                  (Param("n", 300, "number of examples", low=10, high=5000),
                   Param("noise", 0.03, "std of the Gaussian noise", low=0.0, high=1.0),
                   Param("rings", 4, "number of rings", low=2, high=12)),
                  task="classification", input="plane", classes=2)
-    LAYERS.add("rmsnorm", rmsnorm_layer, "Divides each example by its root mean square.",
+    LAYERS.add(LAYER, rmsnorm_layer, "Divides each example by its root mean square.",
                (Param("eps", 1e-6, "added under the root", low=0.0, low_open=True, high=1.0),),
-               prefix="rms", flat_only=True)
+               prefix="testrms", flat_only=True)
     yield
-    for registry, key in ((ACTIVATIONS, "squared_relu"), (OPTIMIZERS, "nadam"),
-                          (DATASETS, "rings"), (LAYERS, "rmsnorm")):
+    for registry, key in ((ACTIVATIONS, ACT), (OPTIMIZERS, OPT),
+                          (DATASETS, DATA), (LAYERS, LAYER)):
         registry.remove(key)
 
 
 CONFIG = {
     "seed": 2,
-    "data": {"name": "rings", "rings": 5, "n": 200},
-    "model": {"activation": {"name": "squared_relu", "scale": 0.5},
-              "layers": [16, {"type": "rmsnorm", "eps": 1e-5}, 8]},
-    "optimizer": {"name": "nadam", "lr": 0.01},
+    "data": {"name": DATA, "rings": 5, "n": 200},
+    "model": {"activation": {"name": ACT, "scale": 0.5},
+              "layers": [16, {"type": LAYER, "eps": 1e-5}, 8]},
+    "optimizer": {"name": OPT, "lr": 0.01},
     "training": {"steps": 30, "batch_size": 16, "log_every": 5},
 }
 
@@ -87,16 +91,16 @@ def test_new_entries_validate_build_and_train(extended):
     trainer = Trainer(spec).run()
     assert trainer.stopped == "completed" and trainer.step_count == 30
     assert isinstance(trainer.model.fc1.act, SquaredReLU) and trainer.model.fc1.act.scale == 0.5
-    assert isinstance(trainer.model.rms1, nn.RMSNorm) and trainer.model.rms1.eps == 1e-5
+    assert isinstance(trainer.model.testrms1, nn.RMSNorm) and trainer.model.testrms1.eps == 1e-5
     assert isinstance(trainer.optimizer, torch.optim.NAdam)
     labels = torch.cat([trainer.data.y_train, trainer.data.y_val])
     assert set(labels.tolist()) == {0, 1}
-    for bad, words in [({"data": {"name": "rings", "rings": 20}}, ["data.rings=20", "<= 12"]),
+    for bad, words in [({"data": {"name": DATA, "rings": 20}}, ["data.rings=20", "<= 12"]),
                        ({"data": {"name": "spiral", "rings": 3}}, ["data.rings", "spiral"]),
-                       ({"data": {"name": "rings", "classes": 3}}, ["exactly 2 classes"]),
-                       ({"model": {"activation": {"name": "squared_relu", "scale": 0}}},
+                       ({"data": {"name": DATA, "classes": 3}}, ["exactly 2 classes"]),
+                       ({"model": {"activation": {"name": ACT, "scale": 0}}},
                         ["scale=0", "> 0"]),
-                       ({"model": {"layers": [{"type": "rmsnorm", "eps": 2}]}}, ["eps=2"])]:
+                       ({"model": {"layers": [{"type": LAYER, "eps": 2}]}}, ["eps=2"])]:
         with pytest.raises(SpecError) as e:
             ExperimentSpec.from_dict(bad)
         assert all(w in str(e.value) for w in words), (words, str(e.value))
@@ -104,7 +108,7 @@ def test_new_entries_validate_build_and_train(extended):
 
 def test_new_entries_round_trip_the_url_and_the_widgets(extended):
     spec = ExperimentSpec.from_dict(CONFIG).canonical()
-    assert S.decode(S.encode(spec)).canonical() == spec
+    assert S.decode_link(S.encode_link(spec)).canonical() == spec
     state: dict = {}
     S.load(spec, state)
     assert state["w.data.rings"] == 5 and state["w.model.activation.scale"] == 0.5
@@ -115,20 +119,21 @@ def test_new_entries_appear_in_the_pages_pickers(extended):
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     try:
-        assert "rings" in at.selectbox(key="w.data.name").options
-        assert "squared relu" in at.selectbox(key="w.model.activation").options  # its label
-        assert "nadam" in at.selectbox(key="w.optimizer").options
-        assert any(b.label == "+ rmsnorm" for b in at.button)
-        at.selectbox(key="w.data.name").set_value("rings").run()
+        label = lambda key: key.replace("_", " ")  # noqa: E731 - how a picker shows a key
+        assert label(DATA) in at.selectbox(key="w.data.name").options
+        assert label(ACT) in at.selectbox(key="w.model.activation").options
+        assert label(OPT) in at.selectbox(key="w.optimizer").options
+        assert any(b.label == f"+ {label(LAYER)}" for b in at.button)
+        at.selectbox(key="w.data.name").set_value(DATA).run()
         at.number_input(key="w.data.rings").set_value(6).run()  # its own parameter's widget
-        at.selectbox(key="w.model.activation").set_value("squared_relu").run()
-        at.selectbox(key="w.optimizer").set_value("nadam").run()
-        next(b for b in at.button if b.label == "+ rmsnorm").click().run()
+        at.selectbox(key="w.model.activation").set_value(ACT).run()
+        at.selectbox(key="w.optimizer").set_value(OPT).run()
+        next(b for b in at.button if b.label == f"+ {label(LAYER)}").click().run()
         assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
         spec = at.session_state["spec"]
-        assert spec.data.name == "rings" and spec.data.rings == 6
-        assert spec.model.activation.name == "squared_relu" and spec.optimizer.name == "nadam"
-        assert spec.model.layers[-1].type == "rmsnorm"
+        assert spec.data.name == DATA and spec.data.rings == 6
+        assert spec.model.activation.name == ACT and spec.optimizer.name == OPT
+        assert spec.model.layers[-1].type == LAYER
     finally:
         from tests.test_app import live_registries
         for registry in live_registries():
@@ -157,3 +162,29 @@ def test_new_entries_export_to_a_standalone_script_with_the_engines_numbers(exte
     for mine, theirs in zip(final["history"], rows):
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
+
+
+def test_a_layer_factory_that_torch_refuses_is_a_one_line_spec_error():
+    """Any exception from a factory (here torch's own ValueError) names the layer instead of
+    reaching the page as a traceback."""
+    def refused(ctx, layer, in_shape):
+        return ctx.make(nn.Linear, in_shape[0], -1), in_shape  # torch: no negative size
+
+    LAYERS.add("test_refused", refused, "A layer torch will not build.", (),
+               prefix="testref", flat_only=True)
+    try:
+        with pytest.raises(SpecError) as e:
+            Trainer(ExperimentSpec.from_dict({"model": {"layers": [4, {"type": "test_refused"}]}}))
+        message = str(e.value)
+        assert message.startswith("model.layers[1] (test_refused, testref1) cannot be built")
+        assert "\n" not in message
+    finally:
+        LAYERS.remove("test_refused")
+
+
+def test_an_image_layer_on_points_is_refused_when_the_spec_is_read():
+    for layer in ("conv2d", "maxpool", "flatten"):
+        with pytest.raises(SpecError, match=rf"model.layers\[0\]: an? {layer} layer needs images"
+                                            r".*'circle' is not an image set; use it with digits"):
+            ExperimentSpec.from_dict({"data": {"name": "circle"}, "model": {"layers": [
+                {"type": layer}, 4]}})

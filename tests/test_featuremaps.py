@@ -1,8 +1,8 @@
-"""engine/featuremaps.py: kernels and feature maps read from a CNN without changing it."""
+"""engine/lab/featuremaps.py: kernels and feature maps read from a CNN without changing it."""
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine.featuremaps import conv_filters, feature_maps, has_convolutions
+from engine.lab.featuremaps import conv_filters, feature_maps, has_convolutions
 
 CNN = {"data": {"name": "shapes", "n": 120, "size": 12, "shift": 2},
        "model": {"activation": "relu", "layers": [
@@ -65,7 +65,7 @@ def test_the_occlusion_map_peaks_where_the_planted_feature_is():
     """A net whose class-1 logit is the sum of a 2x2 block of pixels (a feature planted at rows
     and columns 5-6): the probability falls most when the 3x3 patch covers the whole block,
     i.e. centred on the block's four pixels, and not at all where it misses the block."""
-    from engine.featuremaps import occlusion_map
+    from engine.lab.featuremaps import occlusion_map
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2, bias=False))
     with torch.no_grad():
         net[1].weight.zero_()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine import health as H
-from engine.health import Evidence, Net, assess, usable_fixes, without_undo
 from engine.presets import load_preset
+from engine.train import health as H
+from engine.train.health import Evidence, Net, assess, usable_fixes, without_undo
 
 SPEC = ExperimentSpec.from_dict({"model": {"layers": [8, 8, 8]}})
 
@@ -392,6 +392,7 @@ HEALTHY = {
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name", list(HEALTHY))
+@pytest.mark.slow
 def test_healthy_nets_end_ok_with_no_unit_alarm(name, seed):
     t = train(HEALTHY[name], seed)
     seen = statuses(t)
@@ -490,6 +491,7 @@ def test_a_nan_before_any_update_blames_the_start_not_the_step_size():
     assert [f["label"] for f in h["fixes"]] == ["Use He init"]
 
 
+@pytest.mark.slow
 def test_a_huge_loss_kept_finite_by_clipping_is_exploding_not_slow():
     t = train({**HUGE_INIT, "training": {"steps": 300, "grad_clip": 1.0}})
     seen = statuses(t)
@@ -498,6 +500,7 @@ def test_a_huge_loss_kept_finite_by_clipping_is_exploding_not_slow():
 
 
 @pytest.mark.parametrize("eval_every", [50, 150])
+@pytest.mark.slow
 def test_overfitting_holds_however_rarely_validation_runs(eval_every):
     config = load_preset("overfitting_small_data")["config"]
     t = train({**config, "training": {**config["training"], "eval_every": eval_every},
@@ -520,6 +523,7 @@ def test_overfitting_holds_however_rarely_validation_runs(eval_every):
      "optimizer": {"name": "adam", "lr": 0.01}, "training": {"steps": 1500}},
 ], ids=["linear on overlapping blobs", "narrow net on noisy moons", "adam 3e-4 converged",
         "noise-free regression"])
+@pytest.mark.slow
 def test_no_capacity_or_speed_alarm_on_nets_that_have_converged(config):
     seen = set(statuses(train(config)))
     assert not seen & {"underfitting", "too_slow", "plateau"}, seen
@@ -547,6 +551,7 @@ def _helps(spec, fix, status):
     return gone or (math.isfinite(loss[1]) and loss[1] < 0.9 * loss[0]), (loss, statuses(after))
 
 
+@pytest.mark.slow
 def test_the_fixes_offered_on_the_issues_sick_cases_help():
     digits = load_preset("digits_raw_inputs")["config"]
     cases = [ExperimentSpec.from_dict({**digits, "model": {**digits["model"],
@@ -563,7 +568,7 @@ def test_the_fixes_offered_on_the_issues_sick_cases_help():
 def test_every_choice_the_advice_prescribes_is_registered():
     """The advice names its remedies in one place (health.py's constants); each must be an entry
     of its registry, with the tags the advice reads."""
-    from engine.registry import ACTIVATIONS, INITIALIZERS, LAYERS, OPTIMIZERS
+    from engine.core.registry import ACTIVATIONS, INITIALIZERS, LAYERS, OPTIMIZERS
 
     assert H.RELU in ACTIVATIONS and H.LEAKY_RELU in ACTIVATIONS
     assert ACTIVATIONS[H.IDENTITY].tags.get("linear") and ACTIVATIONS[H.RELU].tags.get("dies")
@@ -646,7 +651,7 @@ def test_gd_just_past_2_over_L_is_told_why_it_diverges():
     """Full-batch gradient descent on linear regression (a quadratic) at 1.01x its stability
     limit 2/L, measured independently at the start: the loss grows a little every step, the
     verdict is diverging, and it names 2/L (constant for a quadratic) and the run's rate."""
-    from engine.curvature import sharpness
+    from engine.train.curvature import sharpness
     base = ExperimentSpec.from_dict({"data": {"name": "plane"}, "model": {"layers": []},
                                      "optimizer": {"name": "sgd", "lr": 0.3},
                                      "training": {"batch_size": 100_000, "steps": 400}})

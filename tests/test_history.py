@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from engine.history import MAX_LAYER_ENTRIES, MAX_ROWS, History
+from engine.train.history import MAX_LAYER_ENTRIES, MAX_ROWS, History
 
 
 def layers(n, step):
@@ -181,7 +181,7 @@ def test_a_trainer_with_a_thinned_history_still_logs_every_row_and_the_exact_bes
     import json
 
     from engine import ExperimentSpec, Trainer
-    from engine.callbacks import JsonlWriter
+    from engine.train.callbacks import JsonlWriter
 
     path = tmp_path / "metrics.jsonl"
     spec = ExperimentSpec.from_dict({"data": {"name": "moons", "n": 200},
@@ -203,7 +203,7 @@ def test_a_trainer_with_a_thinned_history_still_logs_every_row_and_the_exact_bes
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_copy_fed_by_delta_stays_equal_through_thinning(seed):
-    """What a page in the web process holds of a run trained in a worker (ui/workers.py): it
+    """What a page in the web process holds of a run trained in a worker (serve/workers.py): it
     catches up at random moments, sometimes after many thinnings, and always equals the
     original, rows, detail, best and later thinning alike."""
     rng = random.Random(seed)

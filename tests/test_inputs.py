@@ -1,7 +1,7 @@
 """Everything that arrives from outside (config text and files, CSV tables, share links, preset
-names) gets a one-line SpecError with bounded work: engine/inputs.py and the readers built on it.
+names) gets a one-line SpecError with bounded work: engine/core/inputs.py and the readers built on it.
 
-Each crafted case here was a crash, a hang or minutes of work before (see engine/inputs.py).
+Each crafted case here was a crash, a hang or minutes of work before (see engine/core/inputs.py).
 The CLI side of the same inputs is in tests/test_cli.py, the page side in
 tests/test_crafted_links.py.
 """
@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, SpecError, load_spec
-from engine import inputs
-from engine.data import MAX_CSV_COLUMNS, csv_preview, read_csv
-from engine.inputs import NotJSON, inflate, nesting_depth, parse_json, read_user_file, short
+from engine.core import inputs
+from engine.core.inputs import NotJSON, inflate, nesting_depth, parse_json, read_user_file, short
+from engine.data.datasets import MAX_CSV_COLUMNS, csv_preview, read_csv
 from engine.presets import _read, load_preset, preset_names
 
 MB = 1 << 20
@@ -220,7 +220,9 @@ def test_damaged_compressed_data(data):
 
 
 def test_link_decoder_bounds_and_names_the_key():
-    from ui.state import MAX_LINK_CHARS, decode, encode
+    from ui.state import MAX_LINK_CHARS
+    from ui.state import decode_link as decode
+    from ui.state import encode_link as encode
 
     def link(raw: bytes) -> str:
         import base64
@@ -238,7 +240,9 @@ def test_link_decoder_bounds_and_names_the_key():
 
 def test_the_largest_reasonable_link_fits_with_margin():
     """200 layers, every override set, a long CSV path: the limits must leave room for it."""
-    from ui.state import MAX_LINK_CHARS, MAX_LINK_JSON, decode, encode
+    from ui.state import MAX_LINK_CHARS, MAX_LINK_JSON
+    from ui.state import decode_link as decode
+    from ui.state import encode_link as encode
     r = random.Random(0)
     layers = [{"type": "residual", "units": r.randint(1, 4096), "depth": r.randint(1, 4),
                "activation": {"name": "elu", "alpha": round(r.uniform(0.1, 5), 6)},
@@ -507,7 +511,7 @@ def test_a_too_wide_table_is_refused_before_parsing(tmp_path):
 
 
 def test_too_many_rows(tmp_path, monkeypatch):
-    from engine import data
+    from engine.data import datasets as data
     monkeypatch.setattr(data, "MAX_CSV_ROWS", 30)
     assert read_csv(write_table(tmp_path, table_rows(30)), "label", "classification")[0].shape \
         == (30, 2)

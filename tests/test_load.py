@@ -1,7 +1,7 @@
 """Sharing one server, measured in-process (no browser, no network): a heavy run cannot starve a
 light one, a long run's memory stays bounded, and forgotten runs give their memory back.
 
-These assert generous bounds on the measured rules (ui/runner.py, engine/history.py); the
+These assert generous bounds on the measured rules (serve/runs.py, engine/train/history.py); the
 figures themselves come from benchmarks/fairness.py. Each test takes ~5-20 s on 2 busy cores.
 """
 import gc
@@ -9,11 +9,17 @@ import time
 
 import pytest
 
-import ui.runner
-from benchmarks.fairness import abandoned, make_caps, rss_mb, step_ms, timed  # the figures' code
+from benchmarks.fairness import (  # the figures' code
+    abandoned,
+    load_runner,
+    make_caps,
+    rss_mb,
+    step_ms,
+    timed,
+)
 from engine import ExperimentSpec, Trainer
-from engine.history import MAX_LAYER_ENTRIES, MAX_ROWS
-from ui.runner import RunRegistry
+from engine.train.history import MAX_LAYER_ENTRIES, MAX_ROWS
+from serve.registry import RunRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +31,7 @@ DEEP = {"data": {"name": "moons"}, "model": {"layers": [4] * 200},
 
 
 def caps(**kw):
-    return make_caps(ui.runner, **kw)
+    return make_caps(load_runner(None), **kw)
 
 
 def test_a_heavy_run_does_not_starve_a_light_one(capsys):
@@ -89,7 +95,7 @@ def test_abandoned_runs_give_their_memory_back(capsys):
     """20 runs of 1.91M parameters, started and left: RSS stayed +842 MB after they were
     dropped, because nothing ran the cycle collector and glibc kept the freed arenas. Measured
     by the benchmark's own procedure (warm-up run first, then 20 runs the reaper drops)."""
-    figures = abandoned(ui.runner, 20)
+    figures = abandoned(load_runner(None), 20)
     with capsys.disabled():
         print(f"\n20 abandoned runs: {figures}")
     assert figures["runs_left"] == 0

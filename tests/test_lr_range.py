@@ -6,8 +6,8 @@ import math
 import pytest
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.curvature import sharpness
-from engine.lr_range import LrRange, lr_range_test, suggest
+from engine.lab.lr_range import LrRange, lr_range_test, suggest
+from engine.train.curvature import sharpness
 
 LINEAR = ExperimentSpec.from_dict({"data": {"name": "plane"}, "model": {"layers": []},
                                    "optimizer": {"name": "sgd", "lr": 0.1},

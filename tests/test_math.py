@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from engine import ExperimentSpec, Trainer, build_model
-from engine.callbacks import Regularization
-from engine.registry import ACTIVATIONS, INITIALIZERS, LOSSES, SCHEDULES
-from engine.spec import Choice
-from engine.trainer import make_loss
+from engine.core.registry import ACTIVATIONS, INITIALIZERS, LOSSES, SCHEDULES
+from engine.core.spec import Choice
+from engine.train.callbacks import Regularization
+from engine.train.trainer import make_loss
 
 # ============================================================================ initializers
 # Weight shape (out, in) as nn.Linear stores it: fan_in = in, fan_out = out.

@@ -1,4 +1,4 @@
-"""engine.metrics against scikit-learn as the oracle: random labels and scores with ties, a class
+"""engine.lab.metrics against scikit-learn as the oracle: random labels and scores with ties, a class
 never predicted, a class absent from the labels; then reports of real short runs."""
 import json
 import warnings
@@ -9,8 +9,8 @@ import torch
 from sklearn import metrics as sk
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine import metrics
-from engine.portable import predict_classes
+from engine.core.portable import predict_classes
+from engine.lab import metrics
 
 SEEDS = range(5)
 # random cases: seed, classes, and whether a class is missing from the labels or predictions

@@ -1,4 +1,4 @@
-"""The network view: engine.netview.network_snapshot (checked against the model run by hand and
+"""The network view: engine.lab.netview.network_snapshot (checked against the model run by hand and
 against p.grad) and ui.network.network_figure (builds, counts, size)."""
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.netview import network_snapshot
+from engine.lab.netview import network_snapshot
 from engine.presets import load_preset
-from engine.trainer import Trainer
+from engine.train.trainer import Trainer
 from ui.network import network_figure
 
 RES_BN = {"model": {"layers": [{"type": "linear", "units": 16}, {"type": "batchnorm"},

@@ -1,7 +1,6 @@
 """The Optimizer lab page under AppTest: walks on surfaces with the closed form beside them, the
 range test with 2/L, every schedule, and batch sizes; each button trains what it says."""
 import json
-import os
 
 import pytest
 import streamlit as st
@@ -92,6 +91,7 @@ def test_another_surface_brings_its_own_start_and_rates(lab):
     assert surface["data"][1]["x"] == [1.0] and surface["data"][1]["y"] == [1.0]  # its minimum
 
 
+@pytest.mark.slow
 def test_the_range_test_marks_its_suggestion_and_2_over_L_and_trains_four_rates(lab):
     lab.session_state["opt_section"] = "Learning rates"
     lab.run()
@@ -106,8 +106,9 @@ def test_the_range_test_marks_its_suggestion_and_2_over_L_and_trains_four_rates(
     assert len(table) == 4 and list(table["run"])[1].startswith("suggested: ")
 
 
+@pytest.mark.slow
 def test_every_schedule_is_drawn_and_trained(lab):
-    from engine.registry import SCHEDULES
+    from engine.core.registry import SCHEDULES
     lab.session_state["opt_section"] = "Schedules"
     lab.run()
     no_problems(lab)

@@ -7,9 +7,11 @@ import pytest
 
 from engine import ExperimentSpec, SpecError
 from engine.__main__ import main
-from engine.store import RunStore
-from engine.sweep import plan, run
+from engine.runs.store import RunStore
+from engine.runs.sweep import plan, run
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # each starts servers or processes: the full suite runs them
 
 BASE = {"data": {"name": "spiral", "n": 300}, "model": {"layers": [8, 8]},
         "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"steps": 200, "log_every": 10}}
@@ -49,7 +51,7 @@ def test_asha_stops_trials_that_lag_and_never_picks_one(ray):
     before the slow rates reach it, so ASHA, which decides as results arrive, must stop some."""
     variants = plan(ExperimentSpec.from_dict(BASE), {"optimizer.lr": [
         0.3, 1.0, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001]})
-    from engine.ray_backend import run_on_ray
+    from engine.runs.ray_backend import run_on_ray
     result = run_on_ray(variants, asha=True)
     stopped = [r for r in result["variants"] if r["stopped"] == "stopped_early"]
     assert stopped and all(r["steps"] < 200 for r in stopped)
@@ -61,7 +63,7 @@ def test_asha_stops_trials_that_lag_and_never_picks_one(ray):
 
 def test_without_ray_the_message_says_how_to_install_it(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
-    from engine.ray_backend import run_on_ray
+    from engine.runs.ray_backend import run_on_ray
     with pytest.raises(SpecError, match="pip install -r requirements-ray.txt"):
         run_on_ray(plan(ExperimentSpec.from_dict(BASE), {"optimizer.lr": [0.1, 0.3]}))
     assert main(["sweep", "--preset", "xor_tanh", "--grid", "optimizer.lr=0.1,0.3", "--backend",
@@ -77,8 +79,10 @@ def test_without_ray_the_message_says_how_to_install_it(monkeypatch, tmp_path, c
 def test_a_run_on_a_ray_actor_is_reached_from_another_replica(ray, tmp_path):
     """Each run a named, detached actor: a second replica (its own registry and pool) restores
     the run a first one started, sees it train and pauses it; dropping it ends the actor."""
-    from ui.ray_runs import RayPool
-    from ui.runner import Caps, Run, RunRegistry
+    from serve.caps import Caps
+    from serve.ray_runs import RayPool
+    from serve.registry import RunRegistry
+    from serve.runs import Run
 
     store = RunStore(tmp_path / "runs.sqlite")
     spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
@@ -109,7 +113,10 @@ def test_a_run_on_a_ray_actor_is_reached_from_another_replica(ray, tmp_path):
         run.sync()
         assert run.state == Run.PAUSED  # one run, whichever replica presses the button
         first.drop(run.id)
-        __import__("time").sleep(2)
+        deadline = __import__("time").time() + 30  # the actor ends once it holds no run
+        while f"run-{run.id}" in {a["name"] for a in ray.util.list_named_actors(True)} \
+                and __import__("time").time() < deadline:
+            __import__("time").sleep(0.1)
         assert f"run-{run.id}" not in {a["name"] for a in ray.util.list_named_actors(True)}
     finally:
         first.shutdown()

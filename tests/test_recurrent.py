@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.data import load_dataset
-from engine.model import build_model
+from engine.data.datasets import load_dataset
+from engine.nn.model import build_model
 
 TORCH = {"rnn_tanh": (torch.nn.RNN, {"nonlinearity": "tanh"}),
          "rnn_relu": (torch.nn.RNN, {"nonlinearity": "relu"}),
@@ -113,6 +113,7 @@ def test_recurrent_layers_need_a_sequence(layers, why):
         Trainer(spec)
 
 
+@pytest.mark.slow
 def test_an_lstm_solves_the_adding_problem_that_defeats_a_plain_rnn():
     """The same budget on sequences of 30: the LSTM's error falls far below the trivial 1/6,
     the RNN's stays near it (seed 0 here; the presets check five)."""
@@ -129,7 +130,7 @@ def test_an_lstm_solves_the_adding_problem_that_defeats_a_plain_rnn():
 def test_time_grad_is_dL_dh_t_through_every_later_step():
     """Oracle: the same first batch through a hand-written tanh recurrence with the run's initial
     weights, each h_t's gradient kept by autograd (retain_grad)."""
-    from engine.portable import Batches, generator
+    from engine.core.portable import Batches, generator
 
     spec = ExperimentSpec.from_dict({
         "data": {"name": "adding", "n": 200, "length": 8, "normalize": "none"},
@@ -214,7 +215,7 @@ def test_every_step_is_scored_as_an_example():
     val = t.evaluate("val")
     assert val["loss"] == pytest.approx(float(loss), rel=1e-5)
     assert val["acc"] == pytest.approx(float(acc), rel=1e-6)
-    from engine.metrics import report
+    from engine.lab.metrics import report
     r = report(t, "val")
     assert r["examples"] == y.numel() and r["accuracy"] == pytest.approx(val["acc"])
 
@@ -235,8 +236,8 @@ CHARS_SPEC = {"data": {"name": "chars", "length": 12, "stride": 5},
 
 
 def test_the_character_windows_predict_the_next_character_and_hold_out_the_texts_end():
-    from engine.data import CHARS
-    from engine.texts import NETLAB_TEXT
+    from engine.data.datasets import CHARS
+    from engine.data.texts import NETLAB_TEXT
     data = load_dataset(ExperimentSpec.from_dict(CHARS_SPEC).data, 0)
     assert data.x_train.dtype == torch.long and data.x_train.shape[1:] == (12,)
     assert torch.equal(data.x_train[:, 1:], data.y_train[:, :-1])  # the next character
@@ -248,8 +249,8 @@ def test_the_character_windows_predict_the_next_character_and_hold_out_the_texts
 
 
 def test_greedy_writing_takes_the_likeliest_character_each_time():
-    from engine.data import CHARS
-    from engine.decode import generate
+    from engine.data.datasets import CHARS
+    from engine.lab.decode import generate
     t = Trainer(ExperimentSpec.from_dict(CHARS_SPEC)).run()
     text = generate(t, "the ", 30, temperature=0)
     ids = [CHARS.index(c) for c in "the " + text]
@@ -267,7 +268,8 @@ def test_greedy_writing_takes_the_likeliest_character_each_time():
 
 def test_the_embedding_map_is_the_vectors_principal_plane():
     from sklearn.decomposition import PCA
-    from engine.decode import embedding_map
+
+    from engine.lab.decode import embedding_map
     t = Trainer(ExperimentSpec.from_dict(CHARS_SPEC)).run()
     m = embedding_map(t)
     w = t.model.emb1.weight.detach().numpy()
@@ -292,7 +294,8 @@ def test_the_reversal_answer_is_the_mirrored_letter():
 def test_hidden_paths_are_the_states_on_their_principal_plane():
     """Oracle: the layer's own output sequence (h_t at every step) through scikit-learn's PCA."""
     from sklearn.decomposition import PCA
-    from engine.decode import hidden_trajectories
+
+    from engine.lab.decode import hidden_trajectories
     spec = ExperimentSpec.from_dict({"data": {"name": "adding", "n": 200, "length": 9},
                                      "model": {"layers": [{"type": "lstm", "units": 6},
                                                           {"type": "last_step"}]},
@@ -341,7 +344,7 @@ def test_a_masked_layer_computes_what_torchs_packed_sequences_compute(kind, bidi
 
 
 def test_embedded_reber_strings_wrap_a_reber_string_and_half_are_wrong():
-    from engine.data import REBER
+    from engine.data.datasets import REBER
     data = load_dataset(ExperimentSpec.from_dict(
         {"data": {"name": "reber", "n": 300, "normalize": "none"}}).data, 0)
     x, y = data.x_train, data.y_train
@@ -424,7 +427,7 @@ def test_teacher_forcing_feeds_the_true_answers_while_training_only():
 
 
 def test_beam_search_of_width_one_is_greedy_and_wider_beams_score_no_worse():
-    from engine.decode import attention_map, beam_search
+    from engine.lab.decode import attention_map, beam_search
     t = s2s_trainer(steps=40)
     x = t.data.x_val[:6]
     t.model.eval()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.registry import ALL, Param
-from engine.spec import DataSpec
+from engine.core.registry import ALL, Param
+from engine.core.spec import DataSpec
 
 # A tiny, fast base experiment; each case overrides one choice.
 BASE = {
@@ -149,6 +149,7 @@ def test_csv_regression_trains_one_step(tmp_path):
     assert trainer.data.task == "regression"
 
 
+@pytest.mark.slow
 def test_every_layer_type_accepts_image_input_after_a_linear_layer():
     for key in ALL["layer"].keys():
         layer = {"type": key, **({"units": 5} if key in ("linear", "residual") else {})}
@@ -167,6 +168,12 @@ def test_every_layer_type_accepts_image_input_after_a_linear_layer():
                 _one_step(config)
         else:
             _one_step(config)
+
+
+def test_no_real_entry_takes_a_key_the_tests_use():
+    """tests/test_extending.py registers throwaway entries under test_*: keep that free."""
+    assert [f"{kind}.{e.key}" for kind, reg in ALL.items() for e in reg
+            if e.key.startswith("test_")] == []
 
 
 @pytest.mark.parametrize("kind", list(ALL))
@@ -248,7 +255,7 @@ def test_dataclass_defaults_agree_with_from_dict_defaults():
 
 def test_an_old_name_loads_as_its_entry_and_is_listed_nowhere():
     from engine import ExperimentSpec
-    from engine.registry import ACTIVATIONS
+    from engine.core.registry import ACTIVATIONS
 
     spec = ExperimentSpec.from_dict({"model": {"activation": "swish",
                                                "layers": [{"units": 4, "activation": "swish"}]}})
@@ -260,7 +267,7 @@ def test_an_old_name_loads_as_its_entry_and_is_listed_nowhere():
 
 def test_softmax_is_valid_in_a_config_but_not_offered_for_hidden_layers():
     from engine import ExperimentSpec
-    from engine.registry import ACTIVATIONS
+    from engine.core.registry import ACTIVATIONS
 
     assert "softmax" not in ACTIVATIONS.offered()
     assert ExperimentSpec.from_dict({"model": {"activation": "softmax"}}).model.activation.name \

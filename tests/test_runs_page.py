@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine import ExperimentSpec, Trainer
-from engine.store import RunStore, StoreWriter
+from engine.runs.store import RunStore, StoreWriter
 from tests.conftest import ROOT
 from tests.test_app import button, live_registries
 from ui import state as S
@@ -78,6 +78,7 @@ def test_a_browser_sees_its_runs_and_compares_them(store):
     assert slow
 
 
+@pytest.mark.slow
 def test_one_run_is_renamed_tagged_exported_and_deleted_after_confirming(store):
     run_id = trained(store, 0.1, name="before")
     at = page(select=(0,))
@@ -122,7 +123,7 @@ def test_the_exports_are_the_runs_own(store, tmp_path):
     assert files["Metrics (CSV)"].decode() == store.metrics_csv(run_id)
     script = files["PyTorch script"].decode()
     compile(script, "run.py", "exec")
-    from engine.export import export_script
+    from engine.io.export import export_script
     assert script == export_script(ExperimentSpec.from_dict(store.run(run_id)["spec"]))
     zipfile.ZipFile(io.BytesIO(files["TensorBoard files (ZIP)"])).extractall(tmp_path / "tb")
     (folder,) = list((tmp_path / "tb").iterdir())
@@ -133,6 +134,7 @@ def test_the_exports_are_the_runs_own(store, tmp_path):
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
+@pytest.mark.slow
 def test_a_sweep_around_a_run_trains_its_variants_and_shows_them(store, monkeypatch, workers):
     """In the web process, and in a worker process (the default), with the same numbers."""
     monkeypatch.setenv("NETLAB_WORKERS", workers)
@@ -171,6 +173,7 @@ def test_a_sweep_over_the_servers_limit_is_refused(store, monkeypatch):
     assert "at least two variants" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_the_playground_brings_a_run_back_after_a_server_restart(tmp_path, monkeypatch):
     """Step a run in the Playground; the server 'restarts' (its registry and caches gone, the
     store on disk); the same browser opening the run's link finds it at the same step with the
@@ -207,6 +210,7 @@ def test_the_playground_brings_a_run_back_after_a_server_restart(tmp_path, monke
     st.cache_resource.clear()
 
 
+@pytest.mark.slow
 def test_continue_in_the_playground_brings_the_run_back_into_this_server(store):
     """The button restores the stored run into the server's registry and makes it the
     session's run (the switch to the Playground itself needs the router: tests/test_browser)."""
@@ -233,6 +237,7 @@ def test_a_command_line_run_is_compared_and_exported_but_not_changed_here(store)
     assert store.run(run_id)["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_one_sweep_at_a_time_on_a_server(store):
     from ui.server import sweep_slots
     trained(store, 0.1)

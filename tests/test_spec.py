@@ -5,8 +5,9 @@ import json
 import pytest
 
 from engine import ExperimentSpec, SpecError, Trainer, load_spec
-from engine.registry import ACTIVATIONS, FEATURES, LOSSES, OPTIMIZERS
-from engine.spec import MAX_LAYERS, Choice, GradClipSpec, LayerSpec, set_path
+from engine.core.registry import ACTIVATIONS, FEATURES, LOSSES, OPTIMIZERS
+from engine.core.spec import MAX_LAYERS, Choice, GradClipSpec, LayerSpec, set_path
+from engine.presets import load_preset, preset_names
 
 
 def round_trip(spec):
@@ -324,3 +325,26 @@ def test_spec_is_frozen_and_hashable_parts_compare_by_value():
     with pytest.raises(Exception):
         spec.seed = 3  # frozen dataclass
     assert ExperimentSpec.from_dict({"seed": 1}) != spec
+
+
+def test_an_optimizer_has_one_spelling_with_or_without_its_default_rate():
+    """canonical(): two specs that train identically compare equal (the optimizer's rate is
+    always written out, default or not)."""
+    bare = load_spec({"optimizer": "adam"}).canonical()
+    spelled = load_spec({"optimizer": {"name": "adam", "lr": 0.01}}).canonical()
+    other = load_spec({"optimizer": {"name": "adam", "lr": 0.02}}).canonical()
+    assert bare == spelled != other
+    assert bare.canonical() == bare  # a fixed point
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_a_preset_survives_the_widgets_unchanged(name):
+    """load -> widgets -> collect -> canonical gives the preset's own canonical spec back: what
+    the page trains when Start is pressed on a preset is that preset (so its run is stored
+    under its title and tags)."""
+    from ui import state as S
+
+    spec = ExperimentSpec.from_dict(load_preset(name)["config"])
+    state: dict = {}
+    S.load(spec, state)
+    assert ExperimentSpec.from_dict(S.collect(state)).canonical() == spec.canonical()

@@ -13,7 +13,7 @@ import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.__main__ import main
-from engine.store import FINISHED, INTERRUPTED, RunStore, StoreWriter, resume
+from engine.runs.store import FINISHED, INTERRUPTED, RunStore, StoreWriter, resume
 from tests.conftest import ROOT
 
 SPEC = ExperimentSpec.from_dict({"data": {"name": "xor", "n": 200}, "model": {"layers": [4]},
@@ -48,8 +48,8 @@ def test_a_recorded_run_reads_back_as_it_was_logged(tmp_path):
 WRITER = """
 import sys, time
 from engine import ExperimentSpec, Trainer
-from engine.callbacks import Callback
-from engine.store import RunStore, StoreWriter
+from engine.train.callbacks import Callback
+from engine.runs.store import RunStore, StoreWriter
 
 class Slow(Callback):  # a logged row every ~20 ms, so the kill lands mid-run
     def on_log(self, trainer, row):
@@ -67,6 +67,7 @@ def writer(path, steps, name):
                             cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 def test_a_killed_process_leaves_every_row_it_committed(tmp_path):
     path = tmp_path / "runs.sqlite"
     proc = writer(path, 100_000, "killed")
@@ -88,6 +89,7 @@ def test_a_killed_process_leaves_every_row_it_committed(tmp_path):
     assert len(rows) >= 20 and [r["step"] for r in rows] == list(range(1, len(rows) + 1))
 
 
+@pytest.mark.slow
 def test_several_processes_write_their_runs_at_once(tmp_path):
     path = tmp_path / "runs.sqlite"
     procs = [writer(path, 40, f"writer {k}") for k in range(3)]
@@ -124,6 +126,7 @@ def test_a_store_that_cannot_be_opened_says_where(tmp_path, capsys, monkeypatch)
     assert "cannot be opened" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_killed_cli_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path, capsys,
                                                                           monkeypatch):
     """`train` killed mid-run (SIGKILL: no cleanup), then `resume`: the stored rows and the

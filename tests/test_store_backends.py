@@ -11,8 +11,10 @@ import time
 import pytest
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.store import FINISHED, RunStore, StoreWriter, resume
+from engine.runs.store import FINISHED, RunStore, StoreWriter, resume
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # each starts servers or processes: the full suite runs them
 
 SPEC = ExperimentSpec.from_dict({"data": {"name": "xor", "n": 200}, "model": {"layers": [4]},
                                  "training": {"steps": 60, "log_every": 10}})
@@ -61,8 +63,8 @@ def test_a_run_resumes_from_the_store_with_the_numbers_of_one_never_stopped(stor
 WRITER = """
 import sys, time
 from engine import ExperimentSpec, Trainer
-from engine.callbacks import Callback
-from engine.store import RunStore, StoreWriter
+from engine.train.callbacks import Callback
+from engine.runs.store import RunStore, StoreWriter
 
 class Slow(Callback):
     def on_log(self, trainer, row):
@@ -108,7 +110,8 @@ def test_processes_write_at_once_and_a_killed_one_keeps_its_rows(store_url):
 def test_a_second_replica_finds_a_run_the_first_one_trained(store_url):
     """Two app servers on one store (what a PostgreSQL URL is for): a run stepped on one is
     brought back by the other for the same browser, at the same step."""
-    from ui.runner import Caps, RunRegistry
+    from serve.caps import Caps
+    from serve.registry import RunRegistry
     one = RunRegistry(Caps(), reap_every_s=3600, store=RunStore(store_url))
     two = RunRegistry(Caps(), reap_every_s=3600, store=RunStore(store_url))
     try:

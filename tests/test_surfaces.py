@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine import SpecError
-from engine.surfaces import SURFACES, closed_form, gd_limits, surface_values, walk
+from engine.lab.surfaces import SURFACES, closed_form, gd_limits, surface_values, walk
 from tests.conftest import ROOT
 
 
@@ -53,6 +53,7 @@ def spectral_radius(a: float, m: float, nesterov: bool) -> float:
 
 @pytest.mark.parametrize("m, nesterov", [(0.0, False), (0.5, False), (0.9, False),
                                          (0.99, False), (0.5, True), (0.9, True), (0.99, True)])
+@pytest.mark.slow
 def test_momentums_stability_limit_is_the_closed_form(m, nesterov):
     limit = gd_limits(100.0, m, nesterov)["stable"]
     assert spectral_radius(0.999 * limit * 100, m, nesterov) < 1
@@ -152,6 +153,7 @@ def test_bad_walks_are_refused_with_the_allowed_values():
         walk("quadratic", {"name": "sgd", "momentum": 2}, 5)
 
 
+@pytest.mark.slow
 def test_the_surface_command_prints_the_trajectory_as_json(capsys):
     from engine.__main__ import main
 

@@ -9,10 +9,10 @@ import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.__main__ import main
-from engine.batched import BatchedRuns, dense_layers, why_not
-from engine.data import load_dataset
-from engine.store import RunStore, resume
-from engine.sweep import parse_grid, parse_range, parse_seeds, plan, run
+from engine.data.datasets import load_dataset
+from engine.runs.batched import BatchedRuns, dense_layers, why_not
+from engine.runs.store import RunStore, resume
+from engine.runs.sweep import parse_grid, parse_range, parse_seeds, plan, run
 
 TFP = {"data": {"name": "spiral", "n": 300}, "model": {"layers": [8, 8], "activation": "tanh"},
        "training": {"steps": 200, "log_every": 10, "batch_size": 10}}
@@ -66,6 +66,7 @@ OPTIMIZERS = [{"name": "sgd", "lr": 0.1}, {"name": "sgd", "lr": 0.03, "momentum"
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.slow
 def test_batched_variants_train_as_each_would_alone(optimizer):
     """Rates, momenta, decays, schedules, seeds, initialisers and penalties, mixed in one group
     of a dense net (batched matrix products)."""
@@ -94,6 +95,7 @@ def test_batched_variants_train_as_each_would_alone(optimizer):
     {"data": {"name": "xor", "n": 200}, "model": {"layers": [4]}, "loss": "bce",
      "training": {"steps": 100}},
 ], ids=["conv", "residual", "regression", "one-logit"])
+@pytest.mark.slow
 def test_other_shapes_batch_through_vmap_with_the_same_numbers(config):
     specs = [spec(config, seed=k, optimizer={"name": "adam", "lr": 0.003 * (k + 1)})
              for k in range(3)]
@@ -123,6 +125,7 @@ def test_what_does_not_batch_says_why():
         BatchedRuns([Trainer(spec()), Trainer(spec(model__layers=[8, 9]))])
 
 
+@pytest.mark.slow
 def test_a_batched_variant_leaves_a_checkpoint_that_goes_on_as_the_run_alone(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     specs = [spec(seed=k, optimizer={"name": name, "lr": 0.01, "momentum": 0.9}

@@ -1,4 +1,4 @@
-"""Opening TensorFlow Playground links (engine/tfp.py) and `python -m engine from-tfp`."""
+"""Opening TensorFlow Playground links (engine/io/tfp.py) and `python -m engine from-tfp`."""
 import json
 import math
 from urllib.parse import quote
@@ -8,8 +8,8 @@ import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
 from engine.__main__ import main
-from engine.portable import add_penalty_grads
-from engine.tfp import MAX_LINK_CHARS, from_tfp
+from engine.core.portable import add_penalty_grads
+from engine.io.tfp import MAX_LINK_CHARS, from_tfp
 
 SITE = "https://playground.tensorflow.org/#"
 # Links as TFP writes them (State.serialize: every setting in PROPS order, `regularization`

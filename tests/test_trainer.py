@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import Callback, CancelFit, ExperimentSpec, History, SpecError, Trainer
-from engine.data import Dataset
+from engine.data.datasets import Dataset
 
 SMALL = {
     "seed": 1,
@@ -244,7 +244,7 @@ class StubTrainer:
     ([1.0, 1.2], 1, 0.0, 2, 1),
 ])
 def test_early_stopping_rule(losses, patience, min_delta, stop_after, best_step):
-    from engine.callbacks import EarlyStopping
+    from engine.train.callbacks import EarlyStopping
     cb, t = EarlyStopping(patience, min_delta), StubTrainer()
     stopped_at = None
     for step, loss in enumerate(losses, 1):
@@ -502,8 +502,8 @@ def test_a_run_whose_best_weights_were_restored_is_not_extended():
 
 @pytest.mark.parametrize("steps,every", [(200, 10), (205, 10), (7, 3), (1, 5)])
 def test_logged_rows_counts_the_rows_a_run_logs(steps, every):
-    """What ASHA's rungs are measured in (engine/ray_backend.py) is what a run logs."""
-    from engine.trainer import logged_rows
+    """What ASHA's rungs are measured in (engine/runs/ray_backend.py) is what a run logs."""
+    from engine.train.trainer import logged_rows
     spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]},
                                      "training": {"steps": steps, "log_every": every}})
     assert logged_rows(spec) == len(Trainer(spec).run().history.rows)

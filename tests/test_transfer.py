@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.data import load_dataset
-from engine.portable import distill_loss, freeze
-from engine.quantize import quantization_report, quantize_model, quantize_tensor
-from engine.transfer import pretrain_spec, teacher_spec
+from engine.core.portable import distill_loss, freeze
+from engine.data.datasets import load_dataset
+from engine.lab.quantize import quantization_report, quantize_model, quantize_tensor
+from engine.train.transfer import pretrain_spec, teacher_spec
 
 CNN = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
        {"type": "batchnorm2d"}, {"type": "maxpool", "kernel": 2},
@@ -126,7 +126,7 @@ def test_freeze_keeps_a_layer_in_eval_mode_through_train_calls_and_copies():
 
 @pytest.mark.parametrize("phase", ["pretrain", "distill"])
 def test_the_exported_script_trains_the_phase_first_and_matches_the_engine(phase, tmp_path):
-    from engine.export import export_script
+    from engine.io.export import export_script
     from tests.test_export import assert_same_run, run_in_process
 
     spec = transfer_spec(**{"model.layers": CNN[:1] + CNN[2:]}) if phase == "pretrain" else \
@@ -252,6 +252,7 @@ def test_distillation_over_steps_softens_each_steps_classes():
         pytest.approx(flat.item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_teacher_that_cannot_be_built_is_named_before_training():
     spec = ExperimentSpec.from_dict({"data": {"name": "copy", "n": 100},
                                      "model": {"layers": [{"type": "gru", "units": 8}]},

@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from engine import SpecError
-from ui.uploads import MB, PREFIX, UploadStore, _sweep_stale_stores
+from serve.uploads import MB, PREFIX, UploadStore, _sweep_stale_stores
 
 ALICE, BOB = "a" * 32, "b" * 32
 

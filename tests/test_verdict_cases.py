@@ -7,8 +7,8 @@ import math
 import pytest
 
 from engine import ExperimentSpec, Trainer
-from engine.health import GUESS, STILL_HIGH, net_facts
 from engine.presets import load_preset
+from engine.train.health import GUESS, STILL_HIGH, net_facts
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Runs trained in worker processes (ui/workers.py), seen from the web process through
+"""Runs trained in worker processes (serve/workers.py), seen from the web process through
 RemoteRun: the same numbers as a Trainer here, the buttons keep their meaning, reads come from
 the worker, the caps hold across workers, a paused or unseen run leaves its worker idle, a dead
 worker is reported, and a killed server's runs come back from the store."""
@@ -14,11 +14,13 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, SpecError, Trainer
-from engine.store import RunStore
+from engine.runs.store import RunStore
+from serve.caps import CapError, Caps, RunDropped
+from serve.registry import RunRegistry
+from serve.runs import Run
+from serve.workers import RemoteRun, WorkerPool
 from tests.conftest import ROOT
 from tests.test_runner import wait_for as _wait_for
-from ui.runner import Caps, CapError, Run, RunDropped, RunRegistry
-from ui.workers import RemoteRun, WorkerPool
 
 SPEC = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
                                  "training": {"steps": 300, "log_every": 10}})
@@ -79,6 +81,7 @@ def registry(pool):
     let_go(reg)
 
 
+@pytest.mark.slow
 def test_a_run_in_a_worker_gives_the_rows_and_predictions_of_a_trainer_here(registry):
     run = registry.create(SPEC, owner="alice")
     assert isinstance(run, RemoteRun) and run.state == Run.READY
@@ -94,11 +97,12 @@ def test_a_run_in_a_worker_gives_the_rows_and_predictions_of_a_trainer_here(regi
     assert run.metrics("val")["accuracy"] == pytest.approx(alone.evaluate("val")["acc"])
     assert set(run.trainer.activation_samples()) == set(alone.activation_samples())
     assert run.network_snapshot()["task"] == "classification"
-    from engine.decode import embedding_map
+    from engine.lab.decode import embedding_map
     assert run.read(embedding_map) is None  # a module-level reader runs in the worker
     assert sum(p.numel() for p in run.trainer.model.parameters()) == alone.cost["params"]
 
 
+@pytest.mark.slow
 def test_pause_step_and_go_on_keep_their_meaning(registry, pool):
     run = registry.create(ENDLESS, owner="alice")
     run.start()
@@ -115,20 +119,23 @@ def test_pause_step_and_go_on_keep_their_meaning(registry, pool):
     assert short.trainer.total_steps == 600 and short.state == Run.PAUSED
 
 
+@pytest.mark.slow
 def test_a_paused_run_leaves_its_worker_idle(registry, pool):
     run = registry.create(ENDLESS, owner="alice")
     run.start()
     pid = pool.pids()[run.host.index]
-    t0, c0 = time.time(), cpu_seconds(pid)
-    time.sleep(1.0)
-    busy = (cpu_seconds(pid) - c0) / (time.time() - t0)
+    # training uses the worker's CPU: a third of a CPU-second, however long a busy machine
+    # takes to give it that (a share of wall time would depend on the machine's load)
+    c0 = cpu_seconds(pid)
+    assert wait_for(lambda: cpu_seconds(pid) - c0 > 0.3, timeout=20)
     run.pause()
     t0, c0 = time.time(), cpu_seconds(pid)
     time.sleep(1.0)
-    idle = (cpu_seconds(pid) - c0) / (time.time() - t0)
-    assert busy > 0.3 and idle < 0.05, (busy, idle)
+    idle = (cpu_seconds(pid) - c0) / (time.time() - t0)  # load only lowers this
+    assert idle < 0.05, idle
 
 
+@pytest.mark.slow
 def test_an_unseen_run_is_paused_after_the_grace_period(pool):
     reg = RunRegistry(caps(grace_s=0.5), reap_every_s=0.1, store=pool.store, workers=pool)
     try:
@@ -157,6 +164,7 @@ def test_a_reset_replaces_the_run_in_its_worker(registry):
         registry.create(fixed, run.id, owner="mallory")
 
 
+@pytest.mark.slow
 def test_the_caps_hold_across_workers(registry):
     first, second = (registry.create(ENDLESS, owner="alice") for _ in range(2))
     assert first.host.index != second.host.index  # placed on the less loaded worker
@@ -172,6 +180,7 @@ def test_the_caps_hold_across_workers(registry):
         registry.create(big, owner="carol")
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_is_reported_and_its_run_comes_back_from_the_store(pool):
     reg = RunRegistry(caps(), reap_every_s=60, store=pool.store, workers=pool)
     try:
@@ -209,6 +218,7 @@ def test_a_browser_given_control_may_reset_the_run_in_its_worker(registry):
     assert registry.store.run(run.id)["browser"] == "alice"
 
 
+@pytest.mark.slow
 def test_train_until_paused_switched_while_training_reaches_the_worker(registry):
     planned = ExperimentSpec.from_dict({**SPEC.to_dict(), "training": {"steps": 3000}})
     run = registry.create(planned, owner="alice")
@@ -231,9 +241,10 @@ def test_a_run_the_worker_refuses_leaves_no_placement_behind(registry, pool):
 SERVER = textwrap.dedent("""
     import sys, time
     from engine import ExperimentSpec
-    from engine.store import RunStore
-    from ui.runner import Caps, RunRegistry
-    from ui.workers import WorkerPool
+    from engine.runs.store import RunStore
+    from serve.caps import Caps
+    from serve.registry import RunRegistry
+    from serve.workers import WorkerPool
     store = RunStore(sys.argv[1])
     reg = RunRegistry(Caps(), store=store, workers=WorkerPool(1, store.location))
     spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [8]},
@@ -247,6 +258,7 @@ SERVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_servers_runs_come_back_from_the_store(tmp_path):
     """SIGKILL the web process: its worker checkpoints the run and exits; a new server on the
     same store restores it at the step it reached."""
@@ -292,6 +304,7 @@ def page_server(monkeypatch):
     st.cache_resource.clear()
 
 
+@pytest.mark.slow
 def test_the_playground_drives_a_run_in_a_worker(page_server):
     import threading
 
@@ -327,6 +340,7 @@ def test_the_playground_drives_a_run_in_a_worker(page_server):
     no_problems(at)
 
 
+@pytest.mark.slow
 def test_a_fix_restarts_the_run_in_its_worker(page_server):
     from streamlit.testing.v1 import AppTest
 
@@ -347,6 +361,7 @@ def test_a_fix_restarts_the_run_in_its_worker(page_server):
     run.pause()
 
 
+@pytest.mark.slow
 def test_a_server_told_to_use_ray_without_it_says_so_and_trains_in_workers(page_server,
                                                                          monkeypatch):
     from streamlit.testing.v1 import AppTest
@@ -364,6 +379,7 @@ def test_a_server_told_to_use_ray_without_it_says_so_and_trains_in_workers(page_
     assert isinstance(run, RemoteRun) and run.trainer.step_count == 1
 
 
+@pytest.mark.slow
 def test_two_servers_on_one_store_hand_a_run_over_through_their_workers(store_url):
     """Two servers (registries with their own workers) on one store, SQLite and PostgreSQL:
     the first trains a run and lets it go; the second's worker brings it back."""
@@ -388,8 +404,9 @@ def test_two_servers_on_one_store_hand_a_run_over_through_their_workers(store_ur
 def test_a_sweep_whose_page_stops_waiting_stops_in_its_worker():
     """Streamlit interrupts the page's polling (a rerun, a closed tab): the worker is told,
     and the sweep ends after the variants training then, not after all of them."""
-    from engine.sweep import plan
-    from ui.workers import WorkerHost, sweep_in_worker
+    from engine.runs.sweep import plan
+    from serve.worker_host import WorkerHost
+    from serve.workers import sweep_in_worker
 
     worker = WorkerHost()
 

@@ -1,6 +1,6 @@
 """The last line of defence between an unexpected exception and the page.
 
-Every input is validated before use (engine/inputs.py), so nothing here should ever fire. If
+Every input is validated before use (engine/core/inputs.py), so nothing here should ever fire. If
 something does, the person sees one short sentence and a reference, the server log gets the
 full trace under the same reference, and no file path or code line reaches the browser.
 Streamlit's own control flow (st.rerun, st.stop, st.switch_page) raises BaseExceptions, which
@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import sys
+import threading
 import uuid
 
 import streamlit as st
@@ -52,3 +56,19 @@ def guarded_callback(fn):
         except Exception:  # noqa: BLE001 - the last resort: reported, never shown raw
             st.session_state["flash"] = ("error", MESSAGE.format(ref=_record(fn.__qualname__)))
     return wrapper
+
+
+def exit_server() -> None:
+    """Stop this Streamlit server as Ctrl+C would (tests replace it)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_for_settings(problems: list[str]) -> None:
+    """A NETLAB_* value the server cannot use (serve/settings.py): one line each in the log,
+    the same on the page that asked, then the server stops (a second later, so the page gets the
+    message) rather than run with a default nobody chose."""
+    for line in problems:
+        print(f"netlab: {line}; the server stops", file=sys.stderr, flush=True)
+    st.error("This Netlab server cannot start: " + " ".join(problems))
+    threading.Timer(1.0, exit_server).start()
+    st.stop()

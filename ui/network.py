@@ -1,4 +1,4 @@
-"""The network view: engine.netview's snapshot -> a plotly figure (a plain dict), drawn the way
+"""The network view: engine.lab.netview's snapshot -> a plotly figure (a plain dict), drawn the way
 TensorFlow Playground draws a net.
 
 Columns of neurons left to right; each neuron a small square showing its output over the input
@@ -110,7 +110,7 @@ def _grad_level(g, top: float) -> float:
 
 def network_figure(snapshot: dict, color_by: str = "weight", revision: str | None = None, *,
                    max_columns: int = 8) -> dict:
-    """The figure for a snapshot of engine.netview.network_snapshot, as a plain dict
+    """The figure for a snapshot of engine.lab.netview.network_snapshot, as a plain dict
     ({"data": [...], "layout": {...}}, JSON-serialisable). color_by: "weight" or "gradient"
     (needs a snapshot taken after a backward pass; without one, links are drawn grey).
     ui.live_plot draws it as it is."""
@@ -123,9 +123,31 @@ def network_figure(snapshot: dict, color_by: str = "weight", revision: str | Non
     slot_of = {c: s for s, c in enumerate(slots) if c is not None}
     rows = max(c["shown"] for c in cols)
     top = (rows - 1) / 2
-
-    # ---- scales shared by the whole figure (so a faint layer is faint next to the others)
     drawn = [lk for lk in snapshot["links"] if lk["src"] in slot_of and lk["dst"] in slot_of]
+    traces = _link_traces(cols, drawn, slot_of, by_grad, has_grad)
+    neurons, images, annotations = _neurons(snapshot, slots, by_grad, has_grad, top)
+    traces.append(neurons)
+
+    what = (f"|dL/dW| (purple, log scale over {GRAD_DECADES} decades)" if by_grad else
+            "weight (orange +, blue −)")
+    if by_grad and not has_grad:
+        what = "no gradient yet (take a step)"
+    title = f"Network · links: {what} · " + (
+        "squares: each unit over the input plane" if snapshot.get("plane") else "squares: bias")
+    layout = dict(
+        title=dict(text=title, font=dict(size=14)), height=int(ROW_PX * (rows + 2.3) + 60),
+        margin=MARGIN, uirevision=revision or "network", showlegend=False,
+        hovermode="closest", plot_bgcolor="white", images=images, annotations=annotations,
+        xaxis=dict(visible=False, range=[-0.5, len(slots) - 0.5], fixedrange=True),
+        yaxis=dict(visible=False, range=[-top - 1.0, top + 1.3], fixedrange=True))
+    return {"data": traces, "layout": layout}
+
+
+def _link_traces(cols: list[dict], drawn: list[dict], slot_of: dict, by_grad: bool,
+                 has_grad: bool) -> list[dict]:
+    """The links, bucketed by colour and strength into a few line traces (one trace per link
+    would be thousands), and one invisible marker trace on their midpoints for the hover. The
+    scale is shared by the whole figure, so a faint layer is faint next to the others."""
     key = "grad" if by_grad else "weight"
 
     def values(lk):
@@ -133,10 +155,7 @@ def network_figure(snapshot: dict, color_by: str = "weight", revision: str | Non
         return [] if m is None or lk["kind"] == "identity" else [
             abs(v) for row in m for v in row if v is not None]
     top_link = max((v for lk in drawn for v in values(lk)), default=0.0) or 1.0
-    unit_grads = [u["unit_grad"] for c in cols for u in c["units"] if u["unit_grad"]]
-    top_unit_grad = max(unit_grads, default=0.0)
 
-    # ---- links: bucketed into a few traces; hover on their midpoints
     buckets: dict[tuple, tuple[list, list]] = {}
     mid_x, mid_y, mid_text = [], [], []
     for lk in drawn:
@@ -145,19 +164,10 @@ def network_figure(snapshot: dict, color_by: str = "weight", revision: str | Non
         ya, yb = _unit_y(src["shown"]), _unit_y(dst["shown"])
         for j, row in enumerate(lk["weight"]):
             for i, w in enumerate(row):
-                if lk["kind"] == "identity":
-                    if i != j:
-                        continue
-                    bucket = ("identity", 0)
-                else:
-                    g = lk["grad"][j][i] if lk["grad"] is not None else None
-                    if by_grad:
-                        level = _grad_level(g, top_link) if has_grad else None
-                        bucket = ("nograd", 0) if level is None else (
-                            "grad", math.ceil(level * LEVELS))
-                    else:
-                        a = abs(w) / top_link if w is not None else 0.0
-                        bucket = ("pos" if (w or 0) > 0 else "neg", math.ceil(min(a, 1) * LEVELS))
+                if lk["kind"] == "identity" and i != j:
+                    continue
+                g = lk["grad"][j][i] if lk["grad"] is not None else None
+                bucket = _bucket(lk["kind"], w, g, top_link, by_grad, has_grad)
                 xs, ys = buckets.setdefault(bucket, ([], []))
                 xs += [xa, xb, None]
                 ys += [round(ya[i], 3), round(yb[j], 3), None]
@@ -167,33 +177,53 @@ def network_figure(snapshot: dict, color_by: str = "weight", revision: str | Non
                 if lk["kind"] == "identity":
                     text += "skip path (identity)"
                 else:
-                    text += f"w = {_g(w)}"
-                    if lk["grad"] is not None:
-                        text += f"<br>|dL/dW| = {_g(lk['grad'][j][i])}"
+                    text += f"w = {_g(w)}" + (f"<br>|dL/dW| = {_g(g)}" if g is not None else "")
                 mid_text.append(text)
-    traces = []
-    for (kind, level), (xs, ys) in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        t = level / LEVELS
-        if kind == "identity":
-            line = dict(color="rgba(120,120,120,0.6)", width=1, dash="dot")
-        elif kind == "nograd":
-            line = dict(color="rgba(150,150,150,0.4)", width=0.8)
-        elif kind == "grad" and level == 0:  # zero gradient (or 10^5 x below the largest)
-            line = dict(color="rgba(150,150,150,0.25)", width=0.5, dash="dot")
-        else:
-            rgb = GRAD_COLOR if kind == "grad" else ",".join(
-                str(int(c)) for c in (POSITIVE if kind == "pos" else NEGATIVE))
-            line = dict(color=f"rgba({rgb},{0.12 + 0.88 * t:.2f})", width=round(0.4 + 3.6 * t, 2))
-        traces.append(dict(type="scatter", mode="lines", x=xs, y=ys, line=line,
-                           hoverinfo="skip", showlegend=False))
+    traces = [dict(type="scatter", mode="lines", x=xs, y=ys, line=_bucket_line(*bucket),
+                   hoverinfo="skip", showlegend=False)
+              for bucket, (xs, ys) in sorted(buckets.items(),
+                                             key=lambda kv: (kv[0][1], kv[0][0]))]
     traces.append(dict(type="scatter", mode="markers", x=mid_x, y=mid_y, text=mid_text,
                        hovertemplate="%{text}<extra></extra>", showlegend=False,
                        marker=dict(size=7, color="rgba(0,0,0,0)")))
+    return traces
 
-    # ---- neurons: images (2-D data) or coloured squares, one hover trace over all of them
+
+def _bucket(kind: str, w, g, top: float, by_grad: bool, has_grad: bool) -> tuple[str, int]:
+    """(colour kind, strength level 0..LEVELS) of one link."""
+    if kind == "identity":
+        return "identity", 0
+    if by_grad:
+        if not has_grad:
+            return "nograd", 0
+        return "grad", math.ceil(_grad_level(g, top) * LEVELS)
+    a = abs(w) / top if w is not None else 0.0
+    return "pos" if (w or 0) > 0 else "neg", math.ceil(min(a, 1) * LEVELS)
+
+
+def _bucket_line(kind: str, level: int) -> dict:
+    t = level / LEVELS
+    if kind == "identity":
+        return dict(color="rgba(120,120,120,0.6)", width=1, dash="dot")
+    if kind == "nograd":
+        return dict(color="rgba(150,150,150,0.4)", width=0.8)
+    if kind == "grad" and level == 0:  # zero gradient (or 10^5 x below the largest)
+        return dict(color="rgba(150,150,150,0.25)", width=0.5, dash="dot")
+    rgb = GRAD_COLOR if kind == "grad" else ",".join(
+        str(int(c)) for c in (POSITIVE if kind == "pos" else NEGATIVE))
+    return dict(color=f"rgba({rgb},{0.12 + 0.88 * t:.2f})", width=round(0.4 + 3.6 * t, 2))
+
+
+def _neurons(snapshot: dict, slots: list, by_grad: bool, has_grad: bool,
+             top: float) -> tuple[dict, list, list]:
+    """(one hover trace over every unit, the units' images on 2-D data, the column titles and
+    notes): a unit is its picture over the input plane, else a square coloured by its bias."""
+    cols = snapshot["columns"]
+    over = "over the plane" if snapshot.get("plane") else "over training examples"
+    unit_grads = [u["unit_grad"] for c in cols for u in c["units"] if u["unit_grad"]]
+    top_unit_grad = max(unit_grads, default=0.0)
     images, annotations = [], []
     nx, ny, ntext, nfill, nborder, nwidth = [], [], [], [], [], []
-    plane = snapshot.get("plane")
     for s, c in enumerate(slots):
         if c is None:
             hidden = slots[s + 1] - slots[s - 1] - 1
@@ -220,45 +250,39 @@ def network_figure(snapshot: dict, color_by: str = "weight", revision: str | Non
                                    layer="above"))
                 nfill.append("rgba(0,0,0,0)")
             else:
-                b = unit["bias"]
-                rng = max(abs(u["bias"] or 0) for u in col["units"]) or 1.0
-                t = 0 if b is None else b / rng
-                rgb = ZERO * (1 - abs(t)) + (POSITIVE if t > 0 else NEGATIVE) * abs(t)
-                rgb = 255 * (1 - fade) + rgb * fade  # faded toward white, still opaque
-                nfill.append(f"rgb({','.join(str(int(v)) for v in rgb)})")
+                nfill.append(_bias_fill(unit["bias"], col, fade))
             nx.append(s)
             ny.append(round(y, 3))
             nborder.append({"dead": DEAD, "no_grad": NO_GRAD}.get(silent, "rgba(90,90,90,0.5)"))
             nwidth.append(2.5 if silent else 1)
-            lo, hi = unit["range"] if unit["range"] else (None, None)
-            over = "over the plane" if plane else "over training examples"
-            text = [f"<b>{unit['label']}</b> ({col['name']})"]
-            if col["kind"] != "input":
-                text.append(f"bias {_g(unit['bias'])}" + (
-                    f", |dL/db| {_g(unit['bias_grad'])}" if unit["bias_grad"] is not None else ""))
-            text.append(f"output {_g(lo)} … {_g(hi)} {over}")
-            if unit["unit_grad"] is not None:
-                text.append(f"|dL/dW| of its outgoing weights {_g(unit['unit_grad'])}")
-            if silent == "dead":
-                text.append(f"<b>dead</b>: 0 everywhere {over}")
-            elif silent == "no_grad":
-                text.append("<b>no gradient</b> on the latest batch (silent on all of it)")
-            ntext.append("<br>".join(text))
-    traces.append(dict(type="scatter", mode="markers", x=nx, y=ny, text=ntext,
-                       hovertemplate="%{text}<extra></extra>", showlegend=False,
-                       marker=dict(symbol="square", size=int(ROW_PX * SQUARE) + 5, color=nfill,
-                                   line=dict(color=nborder, width=nwidth))))
+            ntext.append(_unit_hover(unit, col, silent, over))
+    trace = dict(type="scatter", mode="markers", x=nx, y=ny, text=ntext,
+                 hovertemplate="%{text}<extra></extra>", showlegend=False,
+                 marker=dict(symbol="square", size=int(ROW_PX * SQUARE) + 5, color=nfill,
+                             line=dict(color=nborder, width=nwidth)))
+    return trace, images, annotations
 
-    what = (f"|dL/dW| (purple, log scale over {GRAD_DECADES} decades)" if by_grad else
-            "weight (orange +, blue −)")
-    if by_grad and not has_grad:
-        what = "no gradient yet (take a step)"
-    title = f"Network · links: {what} · " + (
-        "squares: each unit over the input plane" if plane else "squares: bias")
-    layout = dict(
-        title=dict(text=title, font=dict(size=14)), height=int(ROW_PX * (rows + 2.3) + 60),
-        margin=MARGIN, uirevision=revision or "network", showlegend=False,
-        hovermode="closest", plot_bgcolor="white", images=images, annotations=annotations,
-        xaxis=dict(visible=False, range=[-0.5, len(slots) - 0.5], fixedrange=True),
-        yaxis=dict(visible=False, range=[-top - 1.0, top + 1.3], fixedrange=True))
-    return {"data": traces, "layout": layout}
+
+def _bias_fill(b, col: dict, fade: float) -> str:
+    """A square's colour: its bias against the largest in its column, faded toward white."""
+    rng = max(abs(u["bias"] or 0) for u in col["units"]) or 1.0
+    t = 0 if b is None else b / rng
+    rgb = ZERO * (1 - abs(t)) + (POSITIVE if t > 0 else NEGATIVE) * abs(t)
+    rgb = 255 * (1 - fade) + rgb * fade  # faded toward white, still opaque
+    return f"rgb({','.join(str(int(v)) for v in rgb)})"
+
+
+def _unit_hover(unit: dict, col: dict, silent: str | None, over: str) -> str:
+    lo, hi = unit["range"] if unit["range"] else (None, None)
+    text = [f"<b>{unit['label']}</b> ({col['name']})"]
+    if col["kind"] != "input":
+        text.append(f"bias {_g(unit['bias'])}" + (
+            f", |dL/db| {_g(unit['bias_grad'])}" if unit["bias_grad"] is not None else ""))
+    text.append(f"output {_g(lo)} … {_g(hi)} {over}")
+    if unit["unit_grad"] is not None:
+        text.append(f"|dL/dW| of its outgoing weights {_g(unit['unit_grad'])}")
+    if silent == "dead":
+        text.append(f"<b>dead</b>: 0 everywhere {over}")
+    elif silent == "no_grad":
+        text.append("<b>no gradient</b> on the latest batch (silent on all of it)")
+    return "<br>".join(text)

@@ -2,25 +2,27 @@
 the uploaded files (each a st.cache_resource, so every page of every session shares one)."""
 from __future__ import annotations
 
-import os
 import threading
 import traceback
 
 import streamlit as st
 
 from engine import SpecError
-from engine.store import RunStore
+from engine.core.inputs import short
+from engine.runs.store import RunStore
+from serve.caps import Caps
+from serve.ray_runs import RayPool, ray_address
+from serve.registry import RunRegistry
+from serve.settings import get as setting
+from serve.uploads import UploadStore
+from serve.worker_host import worker_count
+from serve.workers import WorkerPool
 from ui import state as S
-from ui.runner import Caps, RunRegistry
-from ui.uploads import UploadStore
-from engine.inputs import short
-from ui.ray_runs import RayPool, ray_address
-from ui.workers import WorkerPool, worker_count
 
 
 @st.cache_resource
 def run_store() -> RunStore | None:
-    """The run store in NETLAB_HOME (engine/store.py), or None where it cannot be opened (an
+    """The run store in NETLAB_HOME (engine/runs/store.py), or None where it cannot be opened (an
     unwritable home): runs then live in memory only, as before the store, and the Runs page
     says why."""
     try:
@@ -49,7 +51,7 @@ def upload_store() -> UploadStore:
 @st.cache_resource
 def run_registry() -> RunRegistry:
     """The server's runs. They train in NETLAB_WORKERS worker processes (default: one per core;
-    ui/workers.py), on Ray actors when NETLAB_RAY_ADDRESS is set (ui/ray_runs.py), or with
+    serve/workers.py), on Ray actors when NETLAB_RAY_ADDRESS is set (serve/ray_runs.py), or with
     NETLAB_WORKERS=0 in threads of this process."""
     store = run_store()
     caps = Caps()
@@ -92,4 +94,4 @@ def sweep_slots() -> threading.Semaphore:
     """Sweeps the Runs page may train at once on this server (NETLAB_SWEEPS_AT_ONCE, 1): a
     sweep trains outside the slot the live runs share, so a class pressing Run sweep together
     would otherwise take every core."""
-    return threading.Semaphore(max(1, int(os.environ.get("NETLAB_SWEEPS_AT_ONCE", "1"))))
+    return threading.Semaphore(setting("NETLAB_SWEEPS_AT_ONCE"))

@@ -20,11 +20,24 @@ import zlib
 import streamlit as st
 
 from engine import ExperimentSpec, SpecError
-from engine.inputs import inflate, parse_json
-from engine.spec import (AUG_PARAMS, DISTILL_PARAMS, PRETRAIN_PARAMS, AugmentSpec, DistillSpec,
-                         PretrainSpec)
-from engine.registry import (ACTIVATIONS, DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS,
-                             SCHEDULES)
+from engine.core.inputs import inflate, parse_json
+from engine.core.registry import (
+    ACTIVATIONS,
+    DATASETS,
+    INITIALIZERS,
+    LAYERS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+)
+from engine.core.spec import (
+    AUG_PARAMS,
+    DISTILL_PARAMS,
+    PRETRAIN_PARAMS,
+    AugmentSpec,
+    DistillSpec,
+    PretrainSpec,
+)
 
 CFG, RUN = "cfg", "run"
 SHARED_PATH = "upload.csv"  # what a share link says instead of the server path of an upload
@@ -49,7 +62,7 @@ HIDDEN = ("model.output", "training.eval_every", "training.early_stopping.min_de
 # ----------------------------------------------------------------------------- URL
 
 
-def encode(spec: ExperimentSpec) -> str:
+def encode_link(spec: ExperimentSpec) -> str:
     raw = json.dumps(spec.canonical().to_dict(), separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
@@ -62,7 +75,7 @@ MAX_LINK_JSON = 256 * 1024
 LINK = "the experiment in this link"
 
 
-def decode(text: str) -> ExperimentSpec:
+def decode_link(text: str) -> ExperimentSpec:
     """?cfg= -> spec, with every step bounded: the text's length before decoding, the inflated
     size while inflating, the JSON's depth and numbers before building anything. Messages never
     echo the link itself."""
@@ -346,7 +359,7 @@ def init_from_url(default: ExperimentSpec) -> str | None:
     spec = default
     if CFG in st.query_params:
         try:
-            spec = decode(st.query_params[CFG])
+            spec = decode_link(st.query_params[CFG])
         except SpecError as e:
             error = f"This link's experiment could not be loaded: {e}. Showing the default instead."
     load(spec)
@@ -354,7 +367,7 @@ def init_from_url(default: ExperimentSpec) -> str | None:
 
 
 def sync_url(spec: ExperimentSpec, run_id: str | None) -> None:
-    code = encode(spec)
+    code = encode_link(spec)
     if st.query_params.get(CFG) != code:
         st.query_params[CFG] = code
     sync_run(run_id)
@@ -387,4 +400,4 @@ def share_query(spec: ExperimentSpec, keep_path: bool = False) -> str:
     """?cfg= for a link. An uploaded file's path is left out unless asked for: the recipient
     cannot read another browser's upload anyway, and the path would show the server's folders
     and let anyone confirm a guess of the file's content (its name is a hash of it)."""
-    return f"?{CFG}={encode(spec if keep_path else shareable(spec))}"
+    return f"?{CFG}={encode_link(spec if keep_path else shareable(spec))}"

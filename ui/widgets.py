@@ -11,11 +11,25 @@ import json
 
 import streamlit as st
 
-from engine.conv import PADDINGS, padding_of, window_arithmetic
-from engine.errors import SpecError
-from engine.registry import ACTIVATIONS, DATASETS, FEATURES, INITIALIZERS, LAYERS, LOSSES, Param
-from engine.spec import (DEFAULT_FEATURES, DEFAULT_LOSS, DISTILL_PARAMS, MAX_LAYERS,
-                         PRETRAIN_PARAMS, LayerSpec)
+from engine.core.errors import SpecError
+from engine.core.registry import (
+    ACTIVATIONS,
+    DATASETS,
+    FEATURES,
+    INITIALIZERS,
+    LAYERS,
+    LOSSES,
+    Param,
+)
+from engine.core.spec import (
+    DEFAULT_FEATURES,
+    DEFAULT_LOSS,
+    DISTILL_PARAMS,
+    MAX_LAYERS,
+    PRETRAIN_PARAMS,
+    LayerSpec,
+)
+from engine.nn.conv import PADDINGS, padding_of, window_arithmetic
 
 from . import state as S
 from .guard import guarded_callback

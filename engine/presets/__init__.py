@@ -9,8 +9,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import SpecError
-from ..inputs import short
+from ..core.errors import SpecError
+from ..core.inputs import short
 
 HERE = Path(__file__).parent
 REQUIRED = ("title", "concepts", "summary", "explanation", "config")

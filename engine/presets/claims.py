@@ -36,10 +36,10 @@ import math
 
 import torch
 
-from ..callbacks import Nudge
-from ..health import grad_ratio, time_ratios_of
-from ..model import count_params
-from ..spec import ExperimentSpec
+from ..core.spec import ExperimentSpec
+from ..nn.model import count_params
+from ..train.callbacks import Nudge
+from ..train.health import grad_ratio, time_ratios_of
 from . import load_preset
 
 
@@ -88,9 +88,9 @@ class Outcome:
 
 
 def _sharpness(o) -> dict:
-    """engine.curvature.sharpness of the finished run: 2/L, the largest rate at which plain
+    """engine.train.curvature.sharpness of the finished run: 2/L, the largest rate at which plain
     gradient descent is stable on a quadratic that curved (exact for a linear model)."""
-    from ..curvature import sharpness
+    from ..train.curvature import sharpness
     return sharpness(o.trainer)
 
 
@@ -132,14 +132,14 @@ def _phase(o, key: str):
 
 def _int8(o) -> dict:
     if not hasattr(o, "_int8"):
-        from ..quantize import quantization_report
+        from ..lab.quantize import quantization_report
         o._int8 = quantization_report(o.trainer, "val")
     return o._int8
 
 
 def _report(o) -> dict:
     if not hasattr(o, "_report"):
-        from ..metrics import report
+        from ..lab.metrics import report
         o._report = report(o.trainer, "val")
     return o._report
 
@@ -147,7 +147,7 @@ def _report(o) -> dict:
 def _occlusion_on_shape(o, examples: int = 20, margin: int = 1) -> float | None:
     """The share of the first validation images whose occlusion map peaks on the shape (within
     `margin` pixels of the box around its bright pixels): the net looks where the shape is."""
-    from ..featuremaps import occlusion_map
+    from ..lab.featuremaps import occlusion_map
 
     data = o.trainer.data
     if data.x_val.dim() != 4:
@@ -178,8 +178,8 @@ def _unigram_loss(o) -> float | None:
 
 def _known_words(o, temperature: float, chars: int = 400) -> float | None:
     """The share of the words a character model writes (after "the ") that occur in its text."""
-    from ..decode import generate
-    from ..texts import NETLAB_TEXT
+    from ..data.texts import NETLAB_TEXT
+    from ..lab.decode import generate
     if o.trainer.spec.data.name != "chars":
         return None
     known = set(NETLAB_TEXT.split())
@@ -201,7 +201,7 @@ def _half_acc(o, second: bool) -> float | None:
 def _attention_on_mirror(o, examples: int = 20) -> float | None:
     """The mean attention an encoder-decoder pays, answering step t, to input step T-1-t (the
     letter a reversal needs), over the first validation sequences."""
-    from ..decode import attention_map
+    from ..lab.decode import attention_map
     maps = [attention_map(o.trainer, i) for i in range(min(examples, len(o.trainer.data.y_val)))]
     if not maps or maps[0] is None:
         return None
@@ -213,8 +213,8 @@ def _attention_on_mirror(o, examples: int = 20) -> float | None:
 def _receptive_field(o) -> int | None:
     """The receptive field of the last layer that still has positions (before a global pool
     or a dense layer), in input pixels."""
-    from ..model import describe
-    from ..trainer import output_dim
+    from ..nn.model import describe
+    from ..train.trainer import output_dim
 
     t = o.trainer
     rows = describe(t.spec, t.data.in_shape, output_dim(t.spec, t.data))["layers"]
@@ -295,7 +295,7 @@ def outcome(name: str, seed: int, changes: str = "{}", nudge: bool = False) -> O
     experiment itself: a variant one preset claims may be another preset's run (the adding
     problem's RNN, LSTM and GRU), trained once. `nudge`: its starting weights moved by one part
     in a million (callbacks.Nudge)."""
-    from ..trainer import Trainer
+    from ..train.trainer import Trainer
 
     spec = ExperimentSpec.from_dict(load_preset(name)["config"]).with_changes(
         {**json.loads(changes), "seed": seed})
@@ -324,7 +324,7 @@ def _bound(claim_value, name: str, seed: int, measure: str, nudge: bool):
 
 def beside(name: str, seed: int) -> list[tuple[str, dict]]:
     """(label, changes) of the variants the preset trains side by side by default."""
-    from ..compare import comparison_key, variant_changes
+    from ..lab.compare import comparison_key, variant_changes
     preset = load_preset(name)
     spec = ExperimentSpec.from_dict(preset["config"]).with_changes({"seed": seed})
     data = outcome(name, seed).trainer.data
