@@ -16,7 +16,7 @@ import sys
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine.train.health import time_ratios_of
+from engine.train.evidence import time_ratios_of
 
 CELLS = ("rnn", "lstm", "gru")
 

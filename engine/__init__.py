@@ -15,6 +15,8 @@ Read it in this order; each room imports only the rooms above it in this list:
     io        outside formats: a standalone PyTorch script, TensorFlow Playground links
     presets   the presets (one JSON each) and their checked claims
 """
+# isort: off
+# (the order matters)
 from .core.errors import SpecError
 # the datasets and layer families fill their registries before spec reads the entries
 # tagged default
@@ -26,6 +28,7 @@ from .train.history import History
 from .train.callbacks import Callback, CancelFit
 from .train.trainer import Trainer
 from .nn.model import build_model, describe
+# isort: on
 
 __all__ = ["SpecError", "ExperimentSpec", "load_spec", "History", "Callback", "CancelFit",
            "Trainer", "build_model", "describe"]

@@ -36,8 +36,8 @@ from engine.runs.sweep import parse_value
 from serve.caps import CapError
 from serve.runs import Run
 from serve.uploads import MB
-from ui import state as S
 from ui import panels, widgets
+from ui import state as S
 from ui.guard import guarded_callback, guarded_page
 from ui.identity import browser_id
 from ui.live_plot import live_plot

@@ -21,8 +21,8 @@ from engine.runs.tensorboard import write_events
 from serve.caps import CapError, Caps
 from serve.settings import get as setting
 from serve.workers import sweep_in_worker
-from ui import stored_runs as V
 from ui import state as S
+from ui import stored_runs as V
 from ui.identity import browser_id
 from ui.page import ensure_routed
 from ui.server import run_registry, run_store, store_problem, sweep_slots

@@ -17,7 +17,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import ExperimentSpec
-from tests.test_app import APP, button, figures, fresh_server, live_registries, spec_of, upload_store  # noqa: F401
+from tests.test_app import (  # noqa: F401
+    APP,
+    button,
+    figures,
+    fresh_server,
+    live_registries,
+    spec_of,
+    upload_store,
+)
 from ui import state as S
 
 MAX_MESSAGE = 600  # characters: a message that echoes a crafted value is a bug (it froze tabs)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import ExperimentSpec, Trainer
-from engine.train import health as H
+from engine.train import evidence as E
 
 # ----------------------------------------------------------------------------- teaching effects
 
@@ -33,7 +33,7 @@ def test_he_keeps_gradients_through_30_relu_layers_where_xavier_loses_them():
 def test_deep_sigmoid_net_is_diagnosed_vanishing():
     r, _ = first_row({"model": {"activation": "sigmoid", "init": "xavier_uniform",
                                 "layers": [32] * 10}})
-    assert grad_ratio(r) < H.VANISHING_RATIO
+    assert grad_ratio(r) < E.VANISHING_RATIO
     assert "vanishing" in r["health"]["signs"]
 
 

@@ -9,8 +9,12 @@ import torch
 
 from engine import ExperimentSpec, Trainer
 from engine.presets import load_preset
+from engine.train import evidence as E
+from engine.train import fixes as FX
 from engine.train import health as H
-from engine.train.health import Evidence, Net, assess, usable_fixes, without_undo
+from engine.train.evidence import Evidence, Net
+from engine.train.fixes import usable_fixes, without_undo
+from engine.train.health import assess
 
 SPEC = ExperimentSpec.from_dict({"model": {"layers": [8, 8, 8]}})
 
@@ -56,7 +60,7 @@ def test_a_sign_becomes_a_finding_only_once_it_persists(status):
                                 train_acc=0.34, step=50),
             "saturated": lambda: row(layer("fc1", saturated_frac=0.9), layer("fc2"),
                                      train_loss=1.1, train_acc=0.34, step=50)}[status]
-    need = H.PERSIST[status]
+    need = E.PERSIST[status]
     once = verdict(make())
     assert once["status"] == "ok" and status in once["signs"]
     assert persisted(status, need - 1, make)["status"] == "ok"
@@ -70,8 +74,8 @@ def vanishing(ratio):
 
 
 @pytest.mark.parametrize("ratio, expected", [
-    (H.VANISHING_RATIO * 0.9, "vanishing"), (H.VANISHING_RATIO * 1.1, "ok"),
-    (H.EXPLODING_RATIO * 1.1, "exploding"), (H.EXPLODING_RATIO * 0.9, "ok")])
+    (E.VANISHING_RATIO * 0.9, "vanishing"), (E.VANISHING_RATIO * 1.1, "ok"),
+    (E.EXPLODING_RATIO * 1.1, "exploding"), (E.EXPLODING_RATIO * 0.9, "ok")])
 def test_gradient_ratio_thresholds(ratio, expected):
     assert persisted(expected, 3, vanishing(ratio))["status"] == expected
 
@@ -97,14 +101,14 @@ def test_vanishing_names_the_cause_that_applies():
 
 def test_update_ratio_threshold():
     make = lambda r: lambda: row(layer("fc1", update_ratio=r), layer("fc2"))  # noqa: E731
-    assert persisted("exploding", 2, make(H.EXPLODING_UPDATE * 1.5))["status"] == "exploding"
-    assert persisted("exploding", 2, make(H.EXPLODING_UPDATE * 0.5))["status"] == "ok"
+    assert persisted("exploding", 2, make(E.EXPLODING_UPDATE * 1.5))["status"] == "exploding"
+    assert persisted("exploding", 2, make(E.EXPLODING_UPDATE * 0.5))["status"] == "ok"
 
 
 @pytest.mark.parametrize("frac, loss, acc, expected", [
-    (H.DEAD_FRAC, 1.1, 0.34, "dead"),          # silent and no better than a guess
-    (H.DEAD_FRAC - 0.01, 1.1, 0.34, "ok"),     # under the threshold
-    (0.8, 0.1, H.FITS_ACC, "ok"),              # silent units on a net that fits its data
+    (E.DEAD_FRAC, 1.1, 0.34, "dead"),          # silent and no better than a guess
+    (E.DEAD_FRAC - 0.01, 1.1, 0.34, "ok"),     # under the threshold
+    (0.8, 0.1, E.FITS_ACC, "ok"),              # silent units on a net that fits its data
 ])
 def test_dead_units_count_only_when_they_hold_learning_back(frac, loss, acc, expected):
     make = lambda: row(layer("fc1", dead_frac=frac), layer("fc2"), step=50,  # noqa: E731
@@ -130,8 +134,8 @@ def test_dead_message_and_fixes_name_the_bias_and_never_say_never():
     assert [f["label"] for f in h["fixes"]][:2] == ["Bias init 0", "Switch to leaky ReLU"]
 
 
-@pytest.mark.parametrize("frac, expected", [(H.SATURATED_FRAC, "saturated"),
-                                            (H.SATURATED_FRAC - 0.01, "ok")])
+@pytest.mark.parametrize("frac, expected", [(E.SATURATED_FRAC, "saturated"),
+                                            (E.SATURATED_FRAC - 0.01, "ok")])
 def test_saturated_threshold(frac, expected):
     make = lambda: row(layer("fc1", saturated_frac=frac), layer("fc2"), step=50,  # noqa: E731
                        train_loss=1.1, train_acc=0.34)
@@ -163,16 +167,16 @@ def judged(rows, signs=(), **kw):
 
 
 def test_diverging_needs_a_steady_climb():
-    climb = loss_rows([0.6 * 1.2 ** i for i in range(H.DIVERGING_ROWS)])
+    climb = loss_rows([0.6 * 1.2 ** i for i in range(E.DIVERGING_ROWS)])
     assert judged(climb)["status"] == "diverging"
     assert judged(climb)["fixes"][0]["label"].startswith("Lower LR 10x")
     noisy = loss_rows([0.6, 0.9, 0.8, 1.0, 1.1, 1.4])  # one dip: noise, not divergence
     assert judged(noisy)["status"] == "ok"
-    tiny = loss_rows([1e-4 * 1.3 ** i for i in range(H.DIVERGING_ROWS)])  # harms nothing
+    tiny = loss_rows([1e-4 * 1.3 ** i for i in range(E.DIVERGING_ROWS)])  # harms nothing
     assert judged(tiny)["status"] == "ok"
 
 
-def flat(start, end, steps=H.WINDOW + 50, every=10, **kw):
+def flat(start, end, steps=E.WINDOW + 50, every=10, **kw):
     n = steps // every
     return loss_rows([start + (end - start) * i / (n - 1) for i in range(n)], every, **kw)
 
@@ -182,15 +186,15 @@ GUESS = math.log(3)  # a constant guess's loss on three classes
 
 
 def test_a_plateau_is_a_flat_loss_no_better_than_a_guess():
-    assert judged(flat(GUESS, GUESS * (1 - H.FLAT_GAIN * 0.3)), FLAT)["status"] == "plateau"
+    assert judged(flat(GUESS, GUESS * (1 - E.FLAT_GAIN * 0.3)), FLAT)["status"] == "plateau"
     # a row no better than a guess past the first window is never ok: not learning, until
     # the plateau has persisted and says so with its own advice
     assert judged(flat(GUESS, GUESS))["status"] == "not_learning"
     assert judged(flat(GUESS, 0.8 * GUESS), FLAT)["status"] == "ok"  # falling
     # rising is not flat, but a loss above a guess's past the first window is not learning
     assert judged(flat(GUESS, 1.2 * GUESS), FLAT)["status"] == "not_learning"
-    assert judged(flat(GUESS, GUESS, steps=H.WINDOW - 20), FLAT)["status"] == "ok"  # too young
-    assert judged(flat(0.01, 0.01, acc=H.CONVERGED_ACC), FLAT)["status"] == "ok"  # finished
+    assert judged(flat(GUESS, GUESS, steps=E.WINDOW - 20), FLAT)["status"] == "ok"  # too young
+    assert judged(flat(0.01, 0.01, acc=E.CONVERGED_ACC), FLAT)["status"] == "ok"  # finished
     # flat well below a guess: converged on noisy, overlapping classes, not stuck
     assert judged(flat(0.6, 0.6), FLAT)["status"] == "ok"
     adam = judged(flat(GUESS, GUESS), FLAT, facts=net(adaptive=True))
@@ -215,13 +219,13 @@ def test_too_slow_needs_tiny_steps_and_a_loss_still_falling_slowly():
             for lay in r["layers"]:
                 lay["update_ratio"] = ratio
         return rows
-    h = judged(slow(0.95, H.SLOW_UPDATE / 10), FLAT)
+    h = judged(slow(0.95, E.SLOW_UPDATE / 10), FLAT)
     assert h["status"] == "too_slow" and h["fixes"][0]["label"].startswith("Raise LR 10x")
-    assert judged(slow(0.95, H.SLOW_UPDATE * 2), FLAT)["status"] == "ok"   # normal steps
+    assert judged(slow(0.95, E.SLOW_UPDATE * 2), FLAT)["status"] == "ok"   # normal steps
     assert judged(slow(0.95, 0.0), FLAT)["status"] == "ok"                # nothing moves at all
-    converged = judged(slow(0.4998, H.SLOW_UPDATE / 10, 0.5))  # flat, no earlier evidence
+    converged = judged(slow(0.4998, E.SLOW_UPDATE / 10, 0.5))  # flat, no earlier evidence
     assert "too_slow" not in converged["signs"]
-    annealed = slow(0.95, H.SLOW_UPDATE / 10)
+    annealed = slow(0.95, E.SLOW_UPDATE / 10)
     for r in annealed:
         r["lr"] = SPEC.optimizer.params["lr"] * 0.1  # a schedule took the rate down
     assert judged(annealed, FLAT)["status"] == "ok"
@@ -266,7 +270,7 @@ def overfit(rows):
     """The verdict on the last row with the evaluated rows before it as HealthCheck keeps them."""
     earlier = rows[:-1]
     return verdict(rows[-1], earlier, best=best_of(earlier),
-                   evals=[r for r in earlier if r.get("val_loss") is not None][-H.OVERFIT_EVALS:])
+                   evals=[r for r in earlier if r.get("val_loss") is not None][-E.OVERFIT_EVALS:])
 
 
 def test_overfitting_needs_a_rising_validation_loss_a_falling_train_loss_and_a_gap():
@@ -293,15 +297,15 @@ def test_overfitting_needs_a_rising_validation_loss_a_falling_train_loss_and_a_g
 
 def test_the_best_is_a_median_of_evaluations_in_a_row():
     rows = evals([1.0, 0.3, 0.9, 0.8, 0.7], [1.0, 0.5, 0.4, 0.3, 0.2])
-    assert H.smoothed(rows[:3])["val_loss"] == 0.9 and H.smoothed(rows[:3])["step"] == 20
-    assert H.smoothed(rows[-3:])["val_loss"] == 0.8
-    assert H.smoothed(rows[-3:])["acc_gap"] == pytest.approx(0.3)
+    assert E.smoothed(rows[:3])["val_loss"] == 0.9 and E.smoothed(rows[:3])["step"] == 20
+    assert E.smoothed(rows[-3:])["val_loss"] == 0.8
+    assert E.smoothed(rows[-3:])["acc_gap"] == pytest.approx(0.3)
 
 
 def test_a_row_without_a_validation_pass_keeps_the_overfitting_verdict():
     rows = evals([1.0, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1], [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02])
     unevaluated = row(layer("fc1"), layer("fc2"), step=80, train_loss=0.01, train_acc=1.0)
-    h = verdict(unevaluated, rows, best=best_of(rows), evals=rows[-H.OVERFIT_EVALS:])
+    h = verdict(unevaluated, rows, best=best_of(rows), evals=rows[-E.OVERFIT_EVALS:])
     assert h["status"] == "overfitting"
 
 
@@ -313,7 +317,7 @@ def test_unscaled_inputs_need_large_features_and_large_pre_activations():
     assert h["status"] == "unscaled_inputs"
     assert [f["label"] for f in h["fixes"]] == ["Standardise the inputs"]
     assert persisted("unscaled_inputs", 2, make, spec=spec, facts=facts,
-                     preact_rms=H.PREACT_RMS * 0.9)["status"] == "ok"
+                     preact_rms=E.PREACT_RMS * 0.9)["status"] == "ok"
 
 
 def test_symmetric_layers_are_found_exactly():
@@ -340,20 +344,20 @@ def test_priority_puts_divergence_first_and_masks_what_it_explains():
 # ----------------------------------------------------------------------------- fixes
 
 def test_fixes_that_change_nothing_or_pull_the_other_way_are_dropped():
-    lower, higher = H.lower_lr(SPEC), H.raise_lr(SPEC)
-    same = H.fix("Use ReLU", {"model.activation": "relu"})  # the default already
+    lower, higher = FX.lower_lr(SPEC), FX.raise_lr(SPEC)
+    same = FX.fix("Use ReLU", {"model.activation": "relu"})  # the default already
     assert [f["label"] for f in usable_fixes(SPEC, [lower, same, higher])] == [lower["label"]]
-    leaky = H.fix("Leaky", {"model.activation": "leaky_relu"})
-    relu_he = H.fix("ReLU+He", {"model.activation": "relu", "model.init": "he_normal"})
+    leaky = FX.fix("Leaky", {"model.activation": "leaky_relu"})
+    relu_he = FX.fix("ReLU+He", {"model.activation": "relu", "model.init": "he_normal"})
     assert usable_fixes(SPEC.with_changes({"model.activation": "tanh"}), [leaky, relu_he]) == [leaky]
 
 
 def test_a_fix_is_never_undone_by_the_next_one():
     before = SPEC.with_changes({"model.activation": "relu", "model.init": "xavier_normal"})
     after = before.with_changes({"model.activation": "leaky_relu"})
-    offered = [H.fix("Switch to ReLU + He init", {"model.activation": "relu",
+    offered = [FX.fix("Switch to ReLU + He init", {"model.activation": "relu",
                                                   "model.init": "he_normal"}),
-               H.use_init(after, "he_normal")]
+               FX.use_init(after, "he_normal")]
     assert [f["label"] for f in without_undo(offered, before, after)] == ["Use He init"]
     assert without_undo(offered, None, after) == offered
 
@@ -536,10 +540,10 @@ def test_sparse_logging_still_judges_a_slow_run():
 
 
 def test_the_clip_fix_never_loosens_a_clip_in_place():
-    assert H.clip_gradients(SPEC)["changes"] == {"training.grad_clip": 1.0}
-    assert H.clip_gradients(SPEC.with_changes({"training.grad_clip": 0.1})) is None
-    assert H.clip_gradients(SPEC.with_changes({"training.grad_clip": {"value": 0.01}})) is None
-    assert H.clip_gradients(SPEC.with_changes({"training.grad_clip": 5.0})) is not None
+    assert FX.clip_gradients(SPEC)["changes"] == {"training.grad_clip": 1.0}
+    assert FX.clip_gradients(SPEC.with_changes({"training.grad_clip": 0.1})) is None
+    assert FX.clip_gradients(SPEC.with_changes({"training.grad_clip": {"value": 0.01}})) is None
+    assert FX.clip_gradients(SPEC.with_changes({"training.grad_clip": 5.0})) is not None
 
 
 def _helps(spec, fix, status):
@@ -570,16 +574,16 @@ def test_every_choice_the_advice_prescribes_is_registered():
     of its registry, with the tags the advice reads."""
     from engine.core.registry import ACTIVATIONS, INITIALIZERS, LAYERS, OPTIMIZERS
 
-    assert H.RELU in ACTIVATIONS and H.LEAKY_RELU in ACTIVATIONS
-    assert ACTIVATIONS[H.IDENTITY].tags.get("linear") and ACTIVATIONS[H.RELU].tags.get("dies")
-    assert not ACTIVATIONS[H.LEAKY_RELU].tags.get("dies")
-    assert INITIALIZERS[H.HE].tags["family"] == "He" and INITIALIZERS[H.XAVIER].tags["family"] == "Xavier"
-    assert ACTIVATIONS[H.RELU].tags["init"] == H.HE
-    assert H.ADAM["name"] in OPTIMIZERS and OPTIMIZERS[H.ADAM["name"]].tags.get("adaptive")
-    assert all(k in LAYERS for k in (H.LINEAR_LAYER, H.RESIDUAL, H.BATCHNORM, H.BARE_ACTIVATION))
-    assert LAYERS[H.BATCHNORM].tags.get("batch_stats")
-    ExperimentSpec.from_dict({"model": {"layers": H.with_batchnorm(
-        ExperimentSpec.from_dict({"model": {"layers": [8, {"type": H.RESIDUAL, "units": 8}]}})
+    assert FX.RELU in ACTIVATIONS and FX.LEAKY_RELU in ACTIVATIONS
+    assert ACTIVATIONS[FX.IDENTITY].tags.get("linear") and ACTIVATIONS[FX.RELU].tags.get("dies")
+    assert not ACTIVATIONS[FX.LEAKY_RELU].tags.get("dies")
+    assert INITIALIZERS[FX.HE].tags["family"] == "He" and INITIALIZERS[FX.XAVIER].tags["family"] == "Xavier"
+    assert ACTIVATIONS[FX.RELU].tags["init"] == FX.HE
+    assert FX.ADAM["name"] in OPTIMIZERS and OPTIMIZERS[FX.ADAM["name"]].tags.get("adaptive")
+    assert all(k in LAYERS for k in (FX.LINEAR_LAYER, FX.RESIDUAL, FX.BATCHNORM, FX.BARE_ACTIVATION))
+    assert LAYERS[FX.BATCHNORM].tags.get("batch_stats")
+    ExperimentSpec.from_dict({"model": {"layers": FX.with_batchnorm(
+        ExperimentSpec.from_dict({"model": {"layers": [8, {"type": FX.RESIDUAL, "units": 8}]}})
     )["changes"]["model.layers"]}})
 
 
@@ -610,7 +614,7 @@ def through_time(first, last, loss, kind="rnn"):
 def test_the_verdict_through_time(first, last, loss, kind, expected):
     make, facts = through_time(first, last, loss, kind)
     status = "vanishing" if expected == "ok" else expected
-    v = persisted(status, H.PERSIST.get(status, 1), make, spec=RNN_SPEC, facts=facts)
+    v = persisted(status, E.PERSIST.get(status, 1), make, spec=RNN_SPEC, facts=facts)
     assert v["status"] == expected, v
     if expected == "vanishing":
         assert "through time" in v["messages"][0]
@@ -628,14 +632,14 @@ def test_an_overflowed_gradient_through_time_is_no_ratio_and_no_crash():
     rows = [{"layers": [{"name": "rnn1", "time_grad": [None, 1.0]}]},
             {"layers": [{"name": "rnn1", "time_grad": [2.0, None]}]},
             {"layers": [{"name": "rnn1", "time_grad": [float("inf"), 1.0]}]}]
-    assert H.time_ratios_of(rows) == {}
+    assert E.time_ratios_of(rows) == {}
     rows.append({"layers": [{"name": "rnn1", "time_grad": [0.5, 1.0]}]})
-    assert H.time_ratios_of(rows) == {"rnn1": 0.5}
+    assert E.time_ratios_of(rows) == {"rnn1": 0.5}
 
 
 def test_a_gradient_that_reaches_the_first_step_as_exactly_zero_is_said_so():
     make, facts = through_time(0.0, 1.0, 0.16)  # saturated units: nothing gets through
-    v = persisted("vanishing", H.PERSIST["vanishing"], make, spec=RNN_SPEC, facts=facts)
+    v = persisted("vanishing", E.PERSIST["vanishing"], make, spec=RNN_SPEC, facts=facts)
     assert v["status"] == "vanishing"
     assert "exactly 0 at the first" in v["messages"][0] and "0x" not in v["messages"][0]
 
@@ -643,7 +647,7 @@ def test_a_gradient_that_reaches_the_first_step_as_exactly_zero_is_said_so():
 def test_truncated_bptt_zeros_are_no_vanishing():
     make, facts = through_time(0.0, 1.0, 0.16)  # truncation: nothing reaches the first steps
     truncated = RNN_SPEC.with_changes({"training.tbptt": 2})
-    v = persisted("vanishing", H.PERSIST["vanishing"], make, spec=truncated, facts=facts)
+    v = persisted("vanishing", E.PERSIST["vanishing"], make, spec=truncated, facts=facts)
     assert v["status"] != "vanishing", v
 
 

@@ -26,6 +26,7 @@ def test_plotly_js_comes_from_streamlit_s_bundle_and_the_fallback_exists():
 
 def _page():
     import plotly.graph_objects as go
+
     from ui.live_plot import live_plot as draw
     draw(go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout=dict(height=220, uirevision="r")), "a")
     draw({"data": [{"type": "bar", "x": [1], "y": [2]}], "layout": {}}, "b", mode_bar=False)

@@ -10,7 +10,7 @@ from engine import ExperimentSpec, Trainer
 from engine.presets import list_presets, load_preset, preset_names
 from engine.presets.claims import MEASURES, OPS, check, groups, margin, outcome, slack
 from engine.train.callbacks import Nudge
-from engine.train.health import without_undo
+from engine.train.fixes import without_undo
 
 CONCEPT_IDS = {f"{g}{i}" for g, n in zip("ABCDEFGHI", (4, 3, 2, 4, 5, 8, 8, 6, 1))
                for i in range(1, n + 1)}

@@ -8,7 +8,7 @@ import pytest
 
 from engine import ExperimentSpec, Trainer
 from engine.presets import load_preset
-from engine.train.health import GUESS, STILL_HIGH, net_facts
+from engine.train.evidence import GUESS, STILL_HIGH, net_facts
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,8 @@ from engine import ExperimentSpec, SpecError
 from engine.core.spec import DataSpec
 from engine.data.datasets import Dataset, load_dataset
 from engine.nn.model import describe
-from engine.train.health import STATUSES, without_undo
+from engine.train.fixes import without_undo
+from engine.train.health import STATUSES
 from engine.train.trainer import lr_preview, output_dim
 
 from . import charts

@@ -19,7 +19,7 @@ from ..core.errors import SpecError
 from ..core.registry import OPTIMIZERS, Registry
 from ..core.spec import ExperimentSpec
 from ..nn.recurrent import CELLS, with_cell
-from ..train.health import time_ratios_of
+from ..train.evidence import time_ratios_of
 
 COMPARISONS = Registry("comparison")  # tag x: what the page draws their curves against
 

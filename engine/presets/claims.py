@@ -39,7 +39,7 @@ import torch
 from ..core.spec import ExperimentSpec
 from ..nn.model import count_params
 from ..train.callbacks import Nudge
-from ..train.health import grad_ratio, time_ratios_of
+from ..train.evidence import grad_ratio, time_ratios_of
 from . import load_preset
 
 

@@ -30,7 +30,8 @@ import torch
 
 from ..core.portable import Recurrent
 from .callbacks import Callback, Hooks, weight_params
-from .health import SATURATION_MARGIN, silent
+from .evidence import SATURATION_MARGIN
+from .health import silent
 
 SAMPLE_SIZE = 2048       # activation values kept per layer for histograms
 MAX_CHANNELS = 64        # an image layer's channels with their own statistics in the row
