@@ -374,9 +374,17 @@ def cmd_surface(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = _Parser(prog="python -m engine", description="Netlab engine, headless.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per job, each added by its own function below."""
+    top = _Parser(prog="python -m engine", description="Netlab engine, headless.")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_train, _add_runs, _add_sweep, _add_resume, _add_small, _add_surface):
+        add(sub)
+    return top
+
+
+def _add_train(sub) -> None:
+    """train: a config or preset, written to --out and recorded in the store."""
     train = sub.add_parser("train", help="train a config; writes config, metrics, summary, model")
     train.add_argument("config", nargs="?")
     train.add_argument("--preset")
@@ -397,6 +405,9 @@ def main(argv=None) -> int:
                        metavar="SECONDS", help="checkpoint the stored run at most this often "
                        f"(default {CHECKPOINT_EVERY_S:g}; always at the end)")
     train.set_defaults(fn=cmd_train)
+
+def _add_runs(sub) -> None:
+    """runs: what the store holds."""
     runs = sub.add_parser("runs", help="the runs the store holds (NETLAB_HOME, default "
                           "~/.netlab)")
     runs.add_argument("--json", action="store_true", help="as JSON: id, name, spec, status, "
@@ -404,6 +415,9 @@ def main(argv=None) -> int:
     runs.add_argument("--tensorboard", metavar="DIR", help="write every stored run's metrics as "
                       "TensorBoard event files, one folder per run, in DIR")
     runs.set_defaults(fn=cmd_runs)
+
+def _add_sweep(sub) -> None:
+    """sweep: a grid, random search, seeds or folds of one experiment."""
     sweep = sub.add_parser("sweep", help="train a grid or random search of variants at once; "
                            "writes results.json")
     sweep.add_argument("config", nargs="?")
@@ -432,6 +446,9 @@ def main(argv=None) -> int:
     sweep.add_argument("--threads", type=_integer, metavar="N")
     sweep.add_argument("--max-params", type=_integer, metavar="N")
     sweep.set_defaults(fn=cmd_sweep)
+
+def _add_resume(sub) -> None:
+    """resume: a stored run from its last checkpoint."""
     go_on = sub.add_parser("resume", help="continue a stored run from its last checkpoint")
     go_on.add_argument("run", help="the run's id, or its first characters (`runs` lists them)")
     go_on.add_argument("--steps", type=_integer, help="train only this many steps (a run that "
@@ -439,6 +456,9 @@ def main(argv=None) -> int:
     go_on.add_argument("--threads", type=_integer, metavar="N")
     go_on.add_argument("--max-params", type=_integer, metavar="N")
     go_on.set_defaults(fn=cmd_resume)
+
+def _add_small(sub) -> None:
+    """describe, export, presets and from-tfp: one answer on stdout each."""
     for name, fn, helptext in (("describe", cmd_describe, "layer shapes and parameter counts"),
                                ("export", cmd_export, "a standalone PyTorch script on stdout")):
         p = sub.add_parser(name, help=helptext)
@@ -451,6 +471,9 @@ def main(argv=None) -> int:
                          "stdout, what differs on stderr)")
     tfp.add_argument("url", help="the link, or only its part after '#' (quote it: it holds &)")
     tfp.set_defaults(fn=cmd_from_tfp)
+
+def _add_surface(sub) -> None:
+    """surface: an optimizer walking a 2-D test surface."""
     surface = sub.add_parser("surface", help="walk an optimizer on a 2-D test surface (JSON "
                              "with the trajectory)")
     surface.add_argument("name", help="quadratic, rosenbrock, beale, saddle, himmelblau or "
@@ -465,13 +488,15 @@ def main(argv=None) -> int:
                              type=lambda text, name=name: (name, text),
                              help=f"a parameter of the {' or '.join(kinds)}")
     surface.set_defaults(fn=cmd_surface)
+
+def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for k, arg in enumerate(argv[:-1]):  # "--start -1.5,2": argparse would read an option
         if arg == "--start" and argv[k + 1].startswith("-"):
             argv[k:k + 2] = [f"--start={argv[k + 1]}"]
             break
     try:
-        args = parser.parse_args(argv)
+        args = parser().parse_args(argv)
         return args.fn(args)
     except SpecError as e:
         print(f"error: {_cut(e, 2000)}", file=sys.stderr)

@@ -61,61 +61,65 @@ uploads = upload_store()
 me = browser_id()
 
 # ----------------------------------------------------------------------------- session start
-url_error = S.init_from_url(DEFAULT_SPEC)
-if url_error:
-    st.session_state["flash"] = ("error", url_error)
-# (name, canonical spec) of the preset last opened: a run of exactly that spec is stored under
-# the preset's title and concept tags
-st.session_state.setdefault("loaded_preset", (DEFAULT_PRESET, DEFAULT_SPEC.canonical()))
-if "run_id" not in st.session_state:
-    linked = st.query_params.get(S.RUN)
-    st.session_state["run_id"] = None
-    shown = ("its experiment is shown" if S.CFG in st.query_params
-             else "the default experiment is shown")
-    if linked is not None and not RUN_ID.fullmatch(linked):
-        st.session_state["flash"] = ("warning", f"The run id in this link is not valid; {shown}.")
-    elif linked is not None and (runs.get(linked) is None or runs.get(linked).lost):
-        try:  # the server restarted, or forgot the run: the run store may still hold it
-            restored = runs.restore(linked, owner=me)
-        except (SpecError, CapError) as e:
-            restored = None
-            shown = f"it is kept in the run store but cannot be opened here ({e}); {shown}"
-        if restored is not None:
-            S.load(restored.spec)
-            st.session_state["run_id"] = linked
-            st.session_state["flash"] = ("info", "This run was brought back from the run store "
-                                         f"at step {restored.trainer.step_count:,}" + (
-                                             "." if restored.trainer.done else
-                                             ": press Start to go on from there."))
-        else:
-            st.session_state["flash"] = ("info", "The run in this link is no longer on this "
-                                         f"server; {shown}. Press Start to train it.")
-    elif linked is not None:
-        st.session_state["run_id"] = linked
-if CONTROL in st.query_params:  # a link the owner made on purpose: join the run's controllers
-    linked_run = runs.get(st.session_state.get("run_id"))
-    if linked_run is not None and linked_run.grant(me, st.query_params[CONTROL]):
-        st.session_state["flash"] = ("success", "This browser can now control the shared run.")
-    else:
-        st.session_state["flash"] = ("warning", "This control link is no longer valid (its run "
-                                     "is gone, or its owner made a new link). You can watch the "
-                                     "run, and start your own copy.")
-    del st.query_params[CONTROL]
-if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, then drop it
-    try:
-        preset = load_preset(st.query_params["preset"])
-        S.load(ExperimentSpec.from_dict(preset["config"]))
-        st.session_state["loaded_preset"] = (
-            preset["name"], ExperimentSpec.from_dict(preset["config"]).canonical())
-        st.session_state["compare"] = comparison_key(preset.get("compare"))
+def start_session() -> None:
+    """First draw of a session, and any link it was opened with: the experiment (?cfg=),
+    the run (?run=, brought back from the store if the server forgot it), a control link
+    (?control=) and a concept link (?preset=). Each leaves a one-line message."""
+    url_error = S.init_from_url(DEFAULT_SPEC)
+    if url_error:
+        st.session_state["flash"] = ("error", url_error)
+    # (name, canonical spec) of the preset last opened: a run of exactly that spec is stored under
+    # the preset's title and concept tags
+    st.session_state.setdefault("loaded_preset", (DEFAULT_PRESET, DEFAULT_SPEC.canonical()))
+    if "run_id" not in st.session_state:
+        linked = st.query_params.get(S.RUN)
         st.session_state["run_id"] = None
-        st.session_state["preset_pick"] = st.query_params["preset"]
-        st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
-                                     f"({', '.join(preset['concepts'])}): press **Start**.")
-    except SpecError:  # the engine's message lists every preset: right for the CLI, long here
-        st.session_state["flash"] = ("error", "This link names no known preset; the default "
-                                     "experiment is shown. Pick one under **Presets**.")
-    del st.query_params["preset"]
+        shown = ("its experiment is shown" if S.CFG in st.query_params
+                 else "the default experiment is shown")
+        if linked is not None and not RUN_ID.fullmatch(linked):
+            st.session_state["flash"] = ("warning", f"The run id in this link is not valid; {shown}.")
+        elif linked is not None and (runs.get(linked) is None or runs.get(linked).lost):
+            try:  # the server restarted, or forgot the run: the run store may still hold it
+                restored = runs.restore(linked, owner=me)
+            except (SpecError, CapError) as e:
+                restored = None
+                shown = f"it is kept in the run store but cannot be opened here ({e}); {shown}"
+            if restored is not None:
+                S.load(restored.spec)
+                st.session_state["run_id"] = linked
+                st.session_state["flash"] = ("info", "This run was brought back from the run store "
+                                             f"at step {restored.trainer.step_count:,}" + (
+                                                 "." if restored.trainer.done else
+                                                 ": press Start to go on from there."))
+            else:
+                st.session_state["flash"] = ("info", "The run in this link is no longer on this "
+                                             f"server; {shown}. Press Start to train it.")
+        elif linked is not None:
+            st.session_state["run_id"] = linked
+    if CONTROL in st.query_params:  # a link the owner made on purpose: join the run's controllers
+        linked_run = runs.get(st.session_state.get("run_id"))
+        if linked_run is not None and linked_run.grant(me, st.query_params[CONTROL]):
+            st.session_state["flash"] = ("success", "This browser can now control the shared run.")
+        else:
+            st.session_state["flash"] = ("warning", "This control link is no longer valid (its run "
+                                         "is gone, or its owner made a new link). You can watch the "
+                                         "run, and start your own copy.")
+        del st.query_params[CONTROL]
+    if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, then drop it
+        try:
+            preset = load_preset(st.query_params["preset"])
+            S.load(ExperimentSpec.from_dict(preset["config"]))
+            st.session_state["loaded_preset"] = (
+                preset["name"], ExperimentSpec.from_dict(preset["config"]).canonical())
+            st.session_state["compare"] = comparison_key(preset.get("compare"))
+            st.session_state["run_id"] = None
+            st.session_state["preset_pick"] = st.query_params["preset"]
+            st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
+                                         f"({', '.join(preset['concepts'])}): press **Start**.")
+        except SpecError:  # the engine's message lists every preset: right for the CLI, long here
+            st.session_state["flash"] = ("error", "This link names no known preset; the default "
+                                         "experiment is shown. Pick one under **Presets**.")
+        del st.query_params["preset"]
 
 
 def current_run() -> Run | None:
@@ -475,11 +479,8 @@ def on_ab(key: str) -> None:
         run.start()
 
 
-# Widget values are already in session state when the script starts, so the spec they describe
-# is known before anything is drawn (and the sidebar can preview its schedule).
-spec, _ = S.edited_spec()
-
-with st.sidebar:
+# ----------------------------------------------------------------------------- sidebar sections
+def presets_section() -> None:
     st.subheader("Presets")
     presets = list_presets()
     names = [p["name"] for p in presets]
@@ -500,6 +501,9 @@ with st.sidebar:
             for note in st.session_state["tfp_notes"]:
                 st.markdown(f"- {note}")
 
+
+def data_section() -> bool:
+    """The data pickers; False while the picked dataset waits for the user's CSV."""
     st.subheader("Data")
     widgets.dataset_picker()
     dataset = DATASETS[st.session_state[W + "data.name"]]
@@ -508,7 +512,10 @@ with st.sidebar:
     widgets.param_widget(DATA_PARAMS["val_fraction"], W + "data.val_fraction", c1, "validation share")
     widgets.param_widget(DATA_PARAMS["test_fraction"], W + "data.test_fraction", c2, "test share")
     widgets.param_widget(DATA_PARAMS["normalize"], W + "data.normalize", st, "normalisation")
+    return csv_ready
 
+
+def training_section(spec: ExperimentSpec) -> None:
     st.subheader("Training")
     widgets.choice_picker("Loss", LOSSES, "loss")
     widgets.choice_picker("Optimizer", OPTIMIZERS, "optimizer")
@@ -542,6 +549,10 @@ with st.sidebar:
     if DATASETS[spec.data.name].tags.get("input") in ("sequence", "tokens"):
         widgets.param_widget(TRAINING_PARAMS["tbptt"], W + "training.tbptt", st,
                              "truncate backprop through time after (steps; 0: never)")
+
+
+def run_section(spec: ExperimentSpec) -> None:
+    """Side by side, the phases (pretraining, distillation), seed, device and logging."""
     side_by_side_picker(spec)
     widgets.phases_section(spec)
     c1, c2, c3 = st.columns(3)
@@ -553,62 +564,66 @@ with st.sidebar:
                  help="auto uses the GPU when this server has one.")
     widgets.param_widget(TRAINING_PARAMS["log_every"], W + "training.log_every", c3, "log every")
 
-# ----------------------------------------------------------------------------- validate
-spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
-waiting_for_csv = not csv_ready
-if spec.data.upload and not uploaded(S.upload_of(spec)):  # a link naming a
-    # server path, say
-    waiting_for_csv = True
-run = current_run()
-S.sync_url(spec, run.id if run else None)
 
-st.title("Netlab playground")
-if "flash" in st.session_state:
-    kind, text = st.session_state.pop("flash")
-    getattr(st, kind)(text)
-if training_problem():
-    st.warning(training_problem())
-st.session_state["data_ready"] = not waiting_for_csv  # read by the buttons' callbacks
-if waiting_for_csv:
-    st.info("Upload a CSV file in the sidebar to train on your own data.")
-elif spec_error:
-    st.error(f"{spec_error}. The last valid settings are kept until this is fixed.")
+# ----------------------------------------------------------------------------- header
+def header(spec: ExperimentSpec, spec_error: str | None, run: Run | None,
+           waiting_for_csv: bool) -> tuple[bool, bool]:
+    """Title, messages, the run's buttons and a warning when the settings moved on from the
+    run. Returns (this browser controls the shown run, it is training)."""
+    st.title("Netlab playground")
+    if "flash" in st.session_state:
+        kind, text = st.session_state.pop("flash")
+        getattr(st, kind)(text)
+    if training_problem():
+        st.warning(training_problem())
+    st.session_state["data_ready"] = not waiting_for_csv  # read by the buttons' callbacks
+    if waiting_for_csv:
+        st.info("Upload a CSV file in the sidebar to train on your own data.")
+    elif spec_error:
+        st.error(f"{spec_error}. The last valid settings are kept until this is fixed.")
+    mine = run is None or in_control(run)
+    if not mine:
+        st.info("You are watching a run that another browser controls: it trains live here, "
+                "but only its owner can pause or change it. **Start**, **Step** and **Reset** "
+                "begin your own run with the settings on this page and leave theirs alone.",
+                icon=":material/visibility:")
+    buttons = st.columns([1, 1, 1, 1, 4], vertical_alignment="center")
+    running = bool(run and run.active)
+    buttons[0].button("Start", on_click=on_start, type="primary", disabled=running and mine,
+                      width="stretch")
+    buttons[1].button("Pause", on_click=on_pause, disabled=not (running and mine),
+                      width="stretch")
+    buttons[2].button("Step", on_click=on_step, width="stretch")
+    buttons[3].button("Reset", on_click=on_reset, width="stretch")
+    buttons[4].toggle("Train until paused", key="endless", on_change=on_endless,
+                      help="Like TensorFlow Playground: the run goes on past its planned steps "
+                      f"until you press Pause (this server stops a run at "
+                      f"{runs.caps.max_steps:,} steps). The schedule's last rate holds after "
+                      "the planned steps.")
+    if mine and run is not None and not same_setup(run, spec):
+        if run.state == Run.DONE:
+            st.warning("You changed settings since this run finished: **Start** or **Reset** "
+                       "begins a new run with them.")
+        else:
+            st.warning("You changed settings since this run started. **Reset** applies them (a "
+                       "new run starts); until then Start and Step continue the current run.")
+    return mine, running
 
-mine = run is None or in_control(run)
-if not mine:
-    st.info("You are watching a run that another browser controls: it trains live here, but "
-            "only its owner can pause or change it. **Start**, **Step** and **Reset** begin "
-            "your own run with the settings on this page and leave theirs alone.",
-            icon=":material/visibility:")
-buttons = st.columns([1, 1, 1, 1, 4], vertical_alignment="center")
-running = bool(run and run.active)
-buttons[0].button("Start", on_click=on_start, type="primary", disabled=running and mine,
-                  width="stretch")
-buttons[1].button("Pause", on_click=on_pause, disabled=not (running and mine), width="stretch")
-buttons[2].button("Step", on_click=on_step, width="stretch")
-buttons[3].button("Reset", on_click=on_reset, width="stretch")
-buttons[4].toggle("Train until paused", key="endless", on_change=on_endless,
-                  help="Like TensorFlow Playground: the run goes on past its planned steps until "
-                  f"you press Pause (this server stops a run at {runs.caps.max_steps:,} steps). "
-                  "The schedule's last rate holds after the planned steps.")
-if mine and run is not None and not same_setup(run, spec):
-    if run.state == Run.DONE:
-        st.warning("You changed settings since this run finished: **Start** or **Reset** begins "
-                   "a new run with them.")
-    else:
-        st.warning("You changed settings since this run started. **Reset** applies them (a new "
-                   "run starts); until then Start and Step continue the current run.")
 
-try:
-    data = None if waiting_for_csv else panels.spec_dataset(spec)
-except SpecError as e:
-    data = None
-    st.error(f"The data cannot be loaded: {e}")
+def page_data(spec: ExperimentSpec, waiting_for_csv: bool):
+    """The experiment's dataset (cached), or None with the reason shown."""
+    if waiting_for_csv:
+        return None
+    try:
+        return panels.spec_dataset(spec)
+    except SpecError as e:
+        st.error(f"The data cannot be loaded: {e}")
+        return None
 
-left, right = st.columns([2, 4], gap="large")
 
 # ----------------------------------------------------------------------------- network column
-with left:
+def network_column(spec: ExperimentSpec, data, run: Run | None, mine: bool,
+                   waiting_for_csv: bool) -> None:
     st.subheader("Network")
     c1, c2 = st.columns(2)
     with c1:
@@ -636,30 +651,36 @@ with left:
             panels.describe_table(described)
         widgets.conv_calculator(shapes, described["input_shape"])
     with st.expander("Export and share"):
-        # an uploaded table is named by a placeholder, as in share links: the server's upload
-        # folder is nobody's business, and the file is on the user's machine anyway
-        st.download_button("Download config JSON", S.shareable(spec).to_json(indent=2),
-                           "netlab_config.json", "application/json", width="stretch")
-        if waiting_for_csv:  # the script reads the data: never a file this browser did not upload
-            st.caption("The PyTorch script can be downloaded once your CSV is uploaded.")
-        else:
-            try:
-                script = export_script(spec, data_path=S.SHARED_PATH)
-                st.download_button("Download PyTorch script", script, "netlab_train.py",
-                                   "text/x-python", width="stretch")
-            except (SpecError, ExportError) as e:
-                st.caption(f"Script export unavailable: {e}")
-        base = panels.page_address(st.context.url)
-        st.caption("Share link (the experiment, not the run):")
-        st.code(base + S.share_query(spec), language=None)  # one line; the copy button takes all of it
-        if run is not None and mine and run.owner is not None:
-            control_panel(run, base)
+        share_section(spec, run, mine, waiting_for_csv)
 
+
+def share_section(spec: ExperimentSpec, run: Run | None, mine: bool,
+                  waiting_for_csv: bool) -> None:
+    # an uploaded table is named by a placeholder, as in share links: the server's upload
+    # folder is nobody's business, and the file is on the user's machine anyway
+    st.download_button("Download config JSON", S.shareable(spec).to_json(indent=2),
+                       "netlab_config.json", "application/json", width="stretch")
+    if waiting_for_csv:  # the script reads the data: never a file this browser did not upload
+        st.caption("The PyTorch script can be downloaded once your CSV is uploaded.")
+    else:
+        try:
+            script = export_script(spec, data_path=S.SHARED_PATH)
+            st.download_button("Download PyTorch script", script, "netlab_train.py",
+                               "text/x-python", width="stretch")
+        except (SpecError, ExportError) as e:
+            st.caption(f"Script export unavailable: {e}")
+    base = panels.page_address(st.context.url)
+    st.caption("Share link (the experiment, not the run):")
+    st.code(base + S.share_query(spec), language=None)  # one line; the copy button takes all of it
+    if run is not None and mine and run.owner is not None:
+        control_panel(run, base)
 
 
 # ----------------------------------------------------------------------------- live column
 @guarded_page
-def live_panel():
+def live_panel(spec: ExperimentSpec, data) -> None:
+    """The run's status, health and the chosen view; a fragment that refreshes itself while
+    the run trains (`spec`, `data`: the page's, for a page with no run yet)."""
     run = current_run()
     if run is not None and run.state == Run.DROPPED:  # forgotten between two reads
         st.info("This run was forgotten by the server (nobody watched it for a long time). "
@@ -673,46 +694,19 @@ def live_panel():
     if run is None:
         st.caption("Not started. Press **Start** to train, or **Step** to take one step.")
     else:
-        last = rows[-1] if rows else {}
-        parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
-        if run.active and run.steps_per_s > 0:  # measured over half a second: none at first
-            limit = runs.caps.max_steps_per_s
-            parts.append(f"{run.steps_per_s:,.0f} steps/s" +
-                         (f" (this server allows {limit:g})" if limit else ""))
-        if last.get("epoch") is not None:
-            parts.append(f"epoch {last['epoch']:.1f}")
-        if trainer.stopped and trainer.stopped != "completed":
-            parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
-        if trainer.restored_step is not None:
-            parts.append(f"weights restored from step {trainer.restored_step} (lowest "
-                         "validation loss)")
-        parts.append(f"device {trainer.device}")
-        if run.twins:
-            parts.append("beside it: " + ", ".join(label for label, _ in run.twins))
-        st.markdown(" · ".join(parts))
-        if in_control(run) and same_setup(run, spec) and run.can_continue:
-            st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
-                       "steps (the schedule's last rate holds); **Reset** starts over.")
-        if run.error:
-            st.error(f"Training failed: {run.error}")
+        status_line(run, spec)
     panels.health_panel(rows[-1].get("health") if rows else None, on_fix, run)
     view = st.segmented_control("View", ["Overview", "Network", "Gradients", "Activations",
                                          "Filters", "Metrics", "Through time"],
                                 key="view", default="Overview", label_visibility="collapsed")
-    if view == "Metrics":
-        shown = trainer.data if trainer else data
-        if shown is not None:
-            panels.metrics_view(run, shown)
-    elif view == "Filters":
-        shown = trainer.data if trainer else data
-        if shown is not None:
-            panels.filters_view(run, trainer.spec if trainer else spec, shown,
-                               runs.caps.max_params)
-    elif view == "Network":
-        shown = trainer.data if trainer else data
-        if shown is not None:
-            panels.network_view(run, trainer.spec if trainer else spec, shown,
-                               runs.caps.max_params)
+    shown = trainer.data if trainer else data
+    shown_spec = trainer.spec if trainer else spec
+    if view == "Metrics" and shown is not None:
+        panels.metrics_view(run, shown)
+    elif view == "Filters" and shown is not None:
+        panels.filters_view(run, shown_spec, shown, runs.caps.max_params)
+    elif view == "Network" and shown is not None:
+        panels.network_view(run, shown_spec, shown, runs.caps.max_params)
     elif view == "Gradients":
         if rows:
             panels.gradient_charts(rows)
@@ -722,36 +716,94 @@ def live_panel():
         panels.activation_charts(run, rows)
     elif view == "Through time":
         panels.time_view(run, rows)
-    else:
-        if trainer:
-            panels.phase_summary(trainer)
-        if rows:
-            st.toggle("log-scale loss", key="log_loss")
-            if run.twins:
-                panels.side_by_side(run, st.session_state.get("log_loss", False))
-            panels.training_charts(rows, st.session_state.get("log_loss", False),
-                                  trainer.data.task != "classification",
-                                  not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"), best_step(trainer))
-        shown = trainer.data if trainer else data
-        if shown is not None:
-            fig = panels.throttled("data_view", run, panels.REDRAW_EVERY_S,
-                                  lambda: panels.data_figure(shown, run.predict if rows else None),
-                                  content=None if run else (json.dumps(spec.data.to_dict()), spec.seed))
-            live_plot(fig, "data_view", mode_bar=False)
-        if trainer and trainer.spec.data.name == "chars" and trainer.step_count:
-            panels.writing_panel(run)
-        if trainer and trainer.test_metrics:
-            t = trainer.test_metrics
-            st.caption(f"Test set: loss {t['loss']:.4g}" +
-                       (f", accuracy {t['acc']:.1%}" if t["acc"] is not None else ""))
+    elif view not in ("Metrics", "Filters", "Network"):
+        overview(run, spec, shown)
     # the run stopped or started elsewhere: redraw the whole page (buttons, refresh rate)
     if run is not None and run.active != st.session_state.get("drawn_active"):
         st.session_state["drawn_active"] = run.active
         st.rerun(scope="app")
 
 
+def status_line(run: Run, spec: ExperimentSpec) -> None:
+    """State, step, speed, epoch, how it stopped, device, the variants beside it."""
+    trainer = run.trainer
+    rows = trainer.history.rows
+    last = rows[-1] if rows else {}
+    parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
+    if run.active and run.steps_per_s > 0:  # measured over half a second: none at first
+        limit = runs.caps.max_steps_per_s
+        parts.append(f"{run.steps_per_s:,.0f} steps/s" +
+                     (f" (this server allows {limit:g})" if limit else ""))
+    if last.get("epoch") is not None:
+        parts.append(f"epoch {last['epoch']:.1f}")
+    if trainer.stopped and trainer.stopped != "completed":
+        parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
+    if trainer.restored_step is not None:
+        parts.append(f"weights restored from step {trainer.restored_step} (lowest "
+                     "validation loss)")
+    parts.append(f"device {trainer.device}")
+    if run.twins:
+        parts.append("beside it: " + ", ".join(label for label, _ in run.twins))
+    st.markdown(" · ".join(parts))
+    if in_control(run) and same_setup(run, spec) and run.can_continue:
+        st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
+                   "steps (the schedule's last rate holds); **Reset** starts over.")
+    if run.error:
+        st.error(f"Training failed: {run.error}")
+
+
+def overview(run: Run | None, spec: ExperimentSpec, shown) -> None:
+    """The Overview: a phase's summary, the curves (and the variants' beside them), the data
+    with the model's predictions, a character model's writing and the test figures."""
+    trainer = run.trainer if run else None
+    rows = trainer.history.rows if trainer else []
+    if trainer:
+        panels.phase_summary(trainer)
+    if rows:
+        st.toggle("log-scale loss", key="log_loss")
+        if run.twins:
+            panels.side_by_side(run, st.session_state.get("log_loss", False))
+        panels.training_charts(rows, st.session_state.get("log_loss", False),
+                               trainer.data.task != "classification",
+                               not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"),
+                               best_step(trainer))
+    if shown is not None:
+        fig = panels.throttled("data_view", run, panels.REDRAW_EVERY_S,
+                               lambda: panels.data_figure(shown, run.predict if rows else None),
+                               content=None if run else (json.dumps(spec.data.to_dict()),
+                                                         spec.seed))
+        live_plot(fig, "data_view", mode_bar=False)
+    if trainer and trainer.spec.data.name == "chars" and trainer.step_count:
+        panels.writing_panel(run)
+    if trainer and trainer.test_metrics:
+        t = trainer.test_metrics
+        st.caption(f"Test set: loss {t['loss']:.4g}" +
+                   (f", accuracy {t['acc']:.1%}" if t["acc"] is not None else ""))
+
+
+# ----------------------------------------------------------------------------- the page
+start_session()
+# Widget values are already in session state when the script starts, so the spec they describe
+# is known before anything is drawn (and the sidebar can preview its schedule).
+spec, _ = S.edited_spec()
+with st.sidebar:
+    presets_section()
+    csv_ready = data_section()
+    training_section(spec)
+    run_section(spec)
+spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
+# a link may name a file this browser did not upload (a server path, say)
+waiting_for_csv = not csv_ready or bool(spec.data.upload and not uploaded(S.upload_of(spec)))
+run = current_run()
+S.sync_url(spec, run.id if run else None)
+mine, running = header(spec, spec_error, run, waiting_for_csv)
+data = page_data(spec, waiting_for_csv)
+left, right = st.columns([2, 4], gap="large")
+with left:
+    network_column(spec, data, run, mine, waiting_for_csv)
 with right:
     st.session_state["drawn_active"] = running
     # busy servers refresh each page less often, so that every page keeps moving
     live_every = runs.refresh_every(LIVE_EVERY_S)
-    st.fragment(live_panel, run_every=live_every if running else (IDLE_EVERY_S if run else None))()
+    st.fragment(live_panel, run_every=live_every if running else (IDLE_EVERY_S if run else None))(
+        spec, data)

@@ -96,29 +96,64 @@ class Trainer:
         s = self.spec
         self.device = resolve_device(s.device)
         self.data = (dataset or load_dataset(s.data, s.seed, input_scaling(s))).to(self.device)
-        if LOSSES[s.loss.name].tags.get("binary") and self.data.classes != 2:
+        self.max_params = max_params
+        self.cost = self._check_fits()  # everything refused before anything is built
+        self.binary = bool(LOSSES[s.loss.name].tags.get("binary"))
+        self.eval_chunk = eval_chunk(self.cost["activations"])
+        self._build()
+        self.history = History()
+        self.diagnostics = Diagnostics()
+        # by order, the built-in ones first on ties (sorted() is stable): see callbacks.py
+        self.callbacks: list[Callback] = sorted(self._default_callbacks() + list(callbacks),
+                                                key=lambda cb: cb.order)
+        # only the callbacks that use on_step_done are called there: the hot path pays nothing
+        self._done_hooks = [cb for cb in self.callbacks if getattr(
+            type(cb), "on_step_done", Callback.on_step_done) is not Callback.on_step_done]
+        self.step_count = 0
+        self._extra_steps = 0
+        self.stopped: str | None = None  # completed | early_stopping | diverged | cancelled
+        self.divergence: dict | None = None
+        self.restored_step: int | None = None
+        self.row: dict | None = None  # the metrics row being built during a logged step
+        self.batch_loss: torch.Tensor | None = None
+        self.seconds = 0.0
+        self.test_metrics: dict | None = None
+        self._started = False
+        self._cancel = threading.Event()
+        self._check_every = 1 if self.device.type == "cpu" else s.training.log_every
+        self._last_good = None
+        self._reset_accumulators()
+
+    def _check_fits(self) -> dict:
+        """What the spec asks of this data and this server, checked before anything is built:
+        the loss fits the targets, the model (and a distillation teacher) within max_params.
+        Returns the model's cost ({params, macs, activations}, counted on the meta device)."""
+        s, data = self.spec, self.data
+        if LOSSES[s.loss.name].tags.get("binary") and data.classes != 2:
             raise SpecError(f"loss={s.loss.name!r} needs exactly 2 classes; this data has "
-                            f"{self.data.classes}")
-        if self.data.task == "regression" and LOSSES[s.loss.name].tags["task"] == "classification":
+                            f"{data.classes}")
+        if data.task == "regression" and LOSSES[s.loss.name].tags["task"] == "classification":
             raise SpecError(f"loss={s.loss.name!r} needs class labels, but the target is continuous;"
                             f" allowed: {', '.join(LOSSES.where(task='regression'))}")
-        self.binary = bool(LOSSES[s.loss.name].tags.get("binary"))
-        # counted on the meta device: nothing is allocated yet
-        d = describe(s, self.data.in_shape, output_dim(s, self.data))
-        self.cost = {k: d[f"total_{k}"] for k in ("params", "macs", "activations")}
+        d = describe(s, data.in_shape, output_dim(s, data))
+        cost = {k: d[f"total_{k}"] for k in ("params", "macs", "activations")}
+        most = self.max_params
         if s.distill is not None:  # the teacher is built at the first step: check it now
             try:
-                taught = describe(teacher_spec(s), self.data.in_shape, output_dim(s, self.data))
+                taught = describe(teacher_spec(s), data.in_shape, output_dim(s, data))
             except SpecError as e:
                 raise SpecError(f"distill.teacher: {e}") from None
-            if max_params is not None and taught["total_params"] > max_params:
+            if most is not None and taught["total_params"] > most:
                 raise SpecError(f"distill.teacher has {taught['total_params']:,} parameters; at "
-                                f"most {max_params:,} are allowed here")
-        self.eval_chunk = eval_chunk(self.cost["activations"])
-        if max_params is not None and self.cost["params"] > max_params:
-            raise SpecError(f"the model has {self.cost['params']:,} parameters; at most "
-                            f"{max_params:,} are allowed here. Use fewer or narrower layers")
-        self.max_params = max_params
+                                f"most {most:,} are allowed here")
+        if most is not None and cost["params"] > most:
+            raise SpecError(f"the model has {cost['params']:,} parameters; at most "
+                            f"{most:,} are allowed here. Use fewer or narrower layers")
+        return cost
+
+    def _build(self) -> None:
+        """The model, its loss, optimizer, schedule and batches, from the spec's seed."""
+        s = self.spec
         self.model = build_model(s, self.data.in_shape, output_dim(s, self.data), self.device)
         self.frozen = freeze_layers(s, self.model)  # pretrain.freeze: kept as pretrained
         self.params = list(self.model.parameters())  # walking the module tree costs ~20 us
@@ -140,32 +175,9 @@ class Trainer:
         augment = s.training.augment
         # training batches only; what moves into an image is blank canvas, a raw 0 pixel
         self._augment = None if augment is None or not augment.active else (
-            make_generator(s.seed, "augment"), self.data.blank,
-            augment.to_dict())
-        self.history = History()
+            make_generator(s.seed, "augment"), self.data.blank, augment.to_dict())
         self._mode_dependent = any(isinstance(m, (Dropout, torch.nn.modules.batchnorm._BatchNorm))
                                    for m in self.model.modules())
-        self.diagnostics = Diagnostics()
-        # by order, the built-in ones first on ties (sorted() is stable): see callbacks.py
-        self.callbacks: list[Callback] = sorted(self._default_callbacks() + list(callbacks),
-                                                key=lambda cb: cb.order)
-        self.step_count = 0
-        self._extra_steps = 0
-        self.stopped: str | None = None  # completed | early_stopping | diverged | cancelled
-        self.divergence: dict | None = None
-        self.restored_step: int | None = None
-        self.row: dict | None = None  # the metrics row being built during a logged step
-        self.batch_loss: torch.Tensor | None = None
-        self.seconds = 0.0
-        self.test_metrics: dict | None = None
-        self._started = False
-        self._cancel = threading.Event()
-        # only the callbacks that use on_step_done are called there: the hot path pays nothing
-        self._done_hooks = [cb for cb in self.callbacks if getattr(
-            type(cb), "on_step_done", Callback.on_step_done) is not Callback.on_step_done]
-        self._check_every = 1 if self.device.type == "cpu" else s.training.log_every
-        self._last_good = None
-        self._reset_accumulators()
 
     def _default_callbacks(self) -> list[Callback]:
         s = self.spec
