@@ -154,6 +154,7 @@ def describe_spec(spec: ExperimentSpec, source: str) -> None:
 
 
 # ----------------------------------------------------------------------------- sections
+# Layout, in the order it appears on the page: controls, walkers, figure, facts.
 def surfaces_section() -> None:
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     surface = c1.selectbox("Surface", SURFACES.keys(), key="opt_surface",

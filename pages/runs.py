@@ -216,6 +216,7 @@ EXAMPLES = {"optimizer.lr": "0.001, 0.01, 0.1", "optimizer.name": "sgd, adam",
             "model.init": ", ".join(list(INITIALIZERS.keys())[:2]),
             "training.batch_size": "10, 32, 100", "regularization.l2": "0, 0.001, 0.01"}
 
+# Layout, in the order it appears on the page: the grid's inputs, the plan, the results.
 def sweep_around(r: dict) -> None:
     """A grid of settings, seeds or folds around one run, trained here."""
     base = ExperimentSpec.from_dict(r["spec"])

@@ -182,3 +182,37 @@ def test_the_documented_layout_matches_the_files():
              for p in (ROOT / top).rglob("*.py") if p.name != "__init__.py"} | {"app.py"}
     documented = documented_layout()
     assert sorted(files - documented) == [] and sorted(documented - files) == []
+
+
+def test_no_long_function_without_a_reason_beside_it():
+    """A function over 60 lines reads in one sitting only if it is one piece on purpose: the
+    comment right above it says why."""
+    unexplained = []
+    for top in ("engine", "serve", "ui", "pages"):
+        for path in (ROOT / top).rglob("*.py"):
+            lines = path.read_text().split("\n")
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                        node.end_lineno - node.lineno + 1 > 60:
+                    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                    if not lines[first - 2].strip().startswith("#"):
+                        unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert unexplained == []
+
+
+def test_pages_call_only_what_architecture_lists():
+    """Pages reach the engine and the runtime through a documented set of names."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    block = text.split("### What pages call", 1)[1].split("```\n", 2)[1]
+    listed = {line.split(": ")[0]: set(line.split(": ")[1].split(", "))
+              for line in block.strip().splitlines()}
+    used: dict[str, set] = {}
+    for path in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.split(".")[0] in ("engine", "serve"):
+                used.setdefault(node.module, set()).update(a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] in ("engine", "serve") for a in node.names), \
+                    f"{path.name}: import names from a module, as ARCHITECTURE lists them"
+    assert used == listed

@@ -368,28 +368,7 @@ def filters_view(run, spec, data, max_params: int) -> None:
                            chunk)
 
     def build():
-        kernels, maps, occlusion = read()
-        scores = maps.pop()["values"]
-        names = data.class_names or [str(c) for c in range(len(scores))]
-        label = int(getattr(data, f"y_{split}")[index])
-        guess = max(range(len(scores)), key=scores.__getitem__) if len(scores) > 1 else None
-        filters = charts.image_rows_figure(
-            [(f"{k['name']} · {k['filters']} filters of {len(k['kernels'][0])}x"
-              f"{len(k['kernels'][0])}" + (f", mean over {k['in_channels']} input channels"
-                                         if k["averaged"] else ""), k["kernels"])
-             for k in kernels], "Learned kernels (blue +, red −)", "filters", diverging=True)
-        title = f"Feature maps of example {index}: label {names[label]}" + (
-            f", the net says {names[guess]}" if guess is not None else "")
-        fmaps = charts.image_rows_figure(
-            [(f"{m['name']} · {m['channels']} channel{'s' if m['channels'] > 1 else ''}" +
-              (f" (first {len(m['maps'])})" if len(m["maps"]) < m["channels"] else ""), m["maps"])
-             for m in maps], title, "fmaps")
-        image = charts.image_rows_figure([("input", maps[0]["maps"][:1])],
-                                         f"Example {index}", "occlusion-input")
-        drop = charts.image_rows_figure(
-            [(f"{patch}x{patch} patch", [occlusion])], f"Occlusion: P({names[label]}) lost when "
-            "covered", "occlusion", diverging=True)
-        return filters, fmaps, image, drop
+        return cnn_figures(*read(), data, split, index, patch)
     filters, fmaps, image, drop = throttled(
         "filters", run, REDRAW_EVERY_S, build,
         content=(index, patch, None if run else spec.to_json()))
@@ -403,6 +382,32 @@ def filters_view(run, spec, data, max_params: int) -> None:
                "probability of the example's label falls when a square centred there is hidden "
                "(blue: it falls, red: it rises). The net relies on the blue places.")
     live_plot(filters, "filters", mode_bar=False)
+
+
+def cnn_figures(kernels, maps, occlusion, data, split: str, index: int, patch: int):
+    """(kernels, feature maps, the example, its occlusion map) as figures; the last of `maps`
+    holds the net's output scores, which name its guess."""
+    scores = maps.pop()["values"]
+    names = data.class_names or [str(c) for c in range(len(scores))]
+    label = int(getattr(data, f"y_{split}")[index])
+    guess = max(range(len(scores)), key=scores.__getitem__) if len(scores) > 1 else None
+    filters = charts.image_rows_figure(
+        [(f"{k['name']} · {k['filters']} filters of {len(k['kernels'][0])}x"
+          f"{len(k['kernels'][0])}" + (f", mean over {k['in_channels']} input channels"
+                                     if k["averaged"] else ""), k["kernels"])
+         for k in kernels], "Learned kernels (blue +, red −)", "filters", diverging=True)
+    title = f"Feature maps of example {index}: label {names[label]}" + (
+        f", the net says {names[guess]}" if guess is not None else "")
+    fmaps = charts.image_rows_figure(
+        [(f"{m['name']} · {m['channels']} channel{'s' if m['channels'] > 1 else ''}" +
+          (f" (first {len(m['maps'])})" if len(m["maps"]) < m["channels"] else ""), m["maps"])
+         for m in maps], title, "fmaps")
+    image = charts.image_rows_figure([("input", maps[0]["maps"][:1])],
+                                     f"Example {index}", "occlusion-input")
+    drop = charts.image_rows_figure(
+        [(f"{patch}x{patch} patch", [occlusion])], f"Occlusion: P({names[label]}) lost when "
+        "covered", "occlusion", diverging=True)
+    return filters, fmaps, image, drop
 
 
 def metrics_view(run, data) -> None:
@@ -434,7 +439,6 @@ def metrics_view(run, data) -> None:
         st.info(str(e))
         return
     names = r["class_names"]
-    table = r["per_class"]
     st.markdown(f"**Accuracy {r['accuracy']:.1%}** on {r['examples']:,} {split} examples"
                 + (f" · AUC {r['auc']:.3f}" if r["auc"] is not None else "")
                 + (f" · AP {r['ap']:.3f}" if r["ap"] is not None else ""))
@@ -443,29 +447,45 @@ def metrics_view(run, data) -> None:
         live_plot(charts.confusion_figure(r["confusion_matrix"], names), "confusion",
                   mode_bar=False)
     with c2:
-        area = {row["class"]: row for row in r["one_vs_rest"]}
-        rows = [{"class": names[c], "precision": round(table["precision"][c], 3),
-                 "recall": round(table["recall"][c], 3), "F1": round(table["f1"][c], 3),
-                 "support": table["support"][c],
-                 "AUC": None if area[c]["auc"] is None else round(area[c]["auc"], 3),
-                 "AP": None if area[c]["ap"] is None else round(area[c]["ap"], 3)}
-                for c in range(len(names))]
-        for avg in ("macro", "weighted"):
-            rows.append({"class": f"{avg} average", **{k: round(table[avg][key], 3) for k, key in
-                         (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))},
-                         "support": sum(table["support"])})
-        st.dataframe(rows, hide_index=True, width="stretch")
-        st.caption("Precision: of the examples called this class, the share that are. Recall: "
-                   "of the examples of this class, the share found. F1: their harmonic mean. "
-                   "AUC and AP: the areas under this class's ROC and precision-recall curves "
-                   "(this class against the rest), whatever the threshold.")
+        per_class_table(r)
     point = r["threshold_point"] or {}  # where this threshold sits on class 1's curves
     c1, c2 = st.columns(2)
     with c1:
         live_plot(charts.curve_figure(r, "roc", point.get("roc")), "roc", mode_bar=False)
     with c2:
         live_plot(charts.curve_figure(r, "pr", point.get("pr")), "pr", mode_bar=False)
-    wrong = r["mistakes"]
+    mistakes(r, data, split)
+    if point and point["pr"] == [0.0, 1.0]:
+        st.caption("Nothing is called class 1 at this threshold: the table counts its precision "
+                   "as 0, the curve's end as 1 (no false alarms).")
+    quantization_panel(run, split)
+
+
+def per_class_table(r: dict) -> None:
+    """Precision, recall, F1, support, AUC and AP per class, and their macro and weighted
+    averages."""
+    names, table = r["class_names"], r["per_class"]
+    area = {row["class"]: row for row in r["one_vs_rest"]}
+    rows = [{"class": names[c], "precision": round(table["precision"][c], 3),
+             "recall": round(table["recall"][c], 3), "F1": round(table["f1"][c], 3),
+             "support": table["support"][c],
+             "AUC": None if area[c]["auc"] is None else round(area[c]["auc"], 3),
+             "AP": None if area[c]["ap"] is None else round(area[c]["ap"], 3)}
+            for c in range(len(names))]
+    for avg in ("macro", "weighted"):
+        rows.append({"class": f"{avg} average", **{k: round(table[avg][key], 3) for k, key in
+                     (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))},
+                     "support": sum(table["support"])})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("Precision: of the examples called this class, the share that are. Recall: "
+               "of the examples of this class, the share found. F1: their harmonic mean. "
+               "AUC and AP: the areas under this class's ROC and precision-recall curves "
+               "(this class against the rest), whatever the threshold.")
+
+
+def mistakes(r: dict, data, split: str) -> None:
+    """The images the net gets wrong on this split (true → predicted)."""
+    names, wrong = r["class_names"], r["mistakes"]
     x = getattr(data, f"x_{split}")
     if wrong["index"] and x.dim() == 4:  # images: look at what the net gets wrong
         shown = x[wrong["index"]].cpu()[:, 0].numpy()
@@ -478,11 +498,6 @@ def metrics_view(run, data) -> None:
             "mistakes", mode_bar=False)
     elif not wrong["count"]:
         st.caption(f"No mistakes on the {split} split.")
-    if point and point["pr"] == [0.0, 1.0]:
-        st.caption("Nothing is called class 1 at this threshold: the table counts its precision "
-                   "as 0, the curve's end as 1 (no false alarms).")
-    quantization_panel(run, split)
-
 
 def quantization_panel(run, split: str) -> None:
     """Post-training int8 weights: the model's size and accuracy before and after, on demand

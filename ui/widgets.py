@@ -512,6 +512,7 @@ def _remove_block(block: list[str]) -> None:
         _drop_layer(lid)
 
 
+# Layout, in the order the rows appear on the page (one pass over the stack).
 def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
     """The hidden layers, one bordered row each: type, its parameters, per-layer overrides,
     and move/remove buttons. `shapes` maps stack index -> describe() row for the caption. A

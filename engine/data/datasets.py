@@ -330,6 +330,8 @@ def read_csv(source, target: str, task: str, max_bytes: int | None = None, ignor
     return read_csv_table(source, target, task, max_bytes, ignore)[:2]
 
 
+# One piece on purpose: the checks of an outside file in the order they can fail (size,
+# encoding, separator, header, columns, values), each with its own message.
 def read_csv_table(source, target: str, task: str, max_bytes: int | None = None, ignore=()):
     """Table -> (x, y, names): names["inputs"] are the input columns, names["classes"] the class
     labels in class order (text labels become classes too, sorted; numbers in numeric order).

@@ -39,6 +39,8 @@ def show(row):
     return " ".join(f"{k} {v:.4g}" for k, v in row.items())
 
 
+# One piece on purpose: this is the loop a learner reads in the exported script, top to
+# bottom like a textbook training loop; helpers would scatter it across the file.
 def train(model, optimizer, scheduler, loss_fn, splits, *, steps, batch_size, batch_gen, device,
           log_every, eval_every, classes, one_logit=False, l1=0.0, l2=0.0, clip=None,
           early_stopping=None, schedule_on_metric=False, augment=None, objective=None,

@@ -121,6 +121,7 @@ def surface_values(name: str, params: dict, xs, ys) -> torch.Tensor:
         return entry.factory(torch.stack([gx, gy]), **p)
 
 
+# One piece on purpose: one optimizer loop (check, step, record, stop), read top to bottom.
 def walk(name: str, optimizer: dict, steps: int, start=None, params: dict | None = None,
          schedule: dict | None = None, seed: int = 0, until: float | None = None) -> dict:
     """Run `optimizer` ({"name", **its parameters}) with `schedule` from `start` for `steps`

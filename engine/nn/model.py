@@ -200,20 +200,7 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
             layers["flatten"] = ctx.make(nn.Flatten)
             info["flatten"] = {"type": "flatten", "shown": False}
             shape = (_flat(shape),)
-        if len(shape) > 1 and entry.tags.get("flat_only"):
-            raise SpecError(f"model.layers[{i}]: a {layer.type} layer here would get input of "
-                            f"shape {list(shape)}; it needs a flat vector, so put a linear "
-                            "layer before it")
-        if len(shape) != 3 and entry.tags.get("image_only"):
-            kind = ("an " if layer.type[0] in "aeiou" else "a ") + layer.type
-            raise SpecError(f"model.layers[{i}]: {kind} layer needs an image (channels, "
-                            f"height, width), but its input has shape {list(shape)}. "
-                            "Convolutional layers go first, on image data (digits, shapes), "
-                            "before any linear layer")
-        if any(LAYERS[earlier.type].tags.get("emits_output")
-               for earlier in spec.model.layers[:i]):
-            raise SpecError(f"model.layers[{i}]: a {spec.model.layers[i - 1].type} layer gives "
-                            "the answers itself, so it must be the last layer")
+        _check_placement(spec, i, shape)
         prefix = entry.tags["prefix"]
         counts[prefix] = counts.get(prefix, 0) + 1
         name = f"{prefix}{counts[prefix]}"
@@ -231,16 +218,7 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
             raise SpecError(f"model.layers[{i}] ({layer.type}, {name}) cannot be built with "
                             f"these settings: {reason[:200]}") from None
         layers[name] = module
-        act = ACTIVATIONS[ctx.activation_of(layer).name] \
-            if "activation" in entry.tags.get("uses", ()) else None
-        # watches_activation: the layer's output is its activation's (a residual block's is
-        # h + F(h), unbounded and rarely exactly zero, so the dead/saturated checks skip it)
-        watched = act if entry.tags.get("watches_activation") else None
-        info[name] = {"type": layer.type, "shown": not entry.tags.get("hidden"),
-                      "activation": act.key if act else None,
-                      "dies": bool(watched and watched.tags.get("dies")),
-                      "bounds": watched.tags.get("bounds") if watched else None,
-                      "spec_index": i}
+        info[name] = _layer_info(ctx, layer, i)
     last = spec.model.layers[-1].entry if spec.model.layers else None
     if last is not None and last.tags.get("emits_output"):  # it gives the answers itself
         name = next(reversed(layers))
@@ -251,6 +229,40 @@ def build_model(spec: ExperimentSpec, in_shape, out_dim: int, device="cpu",
     net = Net(layers, info)
     net.inits = ctx.inits  # the order weights are initialised in (the exporter repeats it)
     return net.to(device)
+
+
+def _check_placement(spec: ExperimentSpec, i: int, shape: tuple) -> None:
+    """Layer i can take an input of `shape` where it stands (SpecError naming it otherwise)."""
+    layer = spec.model.layers[i]
+    entry = LAYERS[layer.type]
+    if len(shape) > 1 and entry.tags.get("flat_only"):
+        raise SpecError(f"model.layers[{i}]: a {layer.type} layer here would get input of "
+                        f"shape {list(shape)}; it needs a flat vector, so put a linear "
+                        "layer before it")
+    if len(shape) != 3 and entry.tags.get("image_only"):
+        kind = ("an " if layer.type[0] in "aeiou" else "a ") + layer.type
+        raise SpecError(f"model.layers[{i}]: {kind} layer needs an image (channels, "
+                        f"height, width), but its input has shape {list(shape)}. "
+                        "Convolutional layers go first, on image data (digits, shapes), "
+                        "before any linear layer")
+    if any(LAYERS[earlier.type].tags.get("emits_output") for earlier in spec.model.layers[:i]):
+        raise SpecError(f"model.layers[{i}]: a {spec.model.layers[i - 1].type} layer gives "
+                        "the answers itself, so it must be the last layer")
+
+
+def _layer_info(ctx, layer, i: int) -> dict:
+    """What the charts and the health check need to know of a built layer."""
+    entry = LAYERS[layer.type]
+    act = ACTIVATIONS[ctx.activation_of(layer).name] \
+        if "activation" in entry.tags.get("uses", ()) else None
+    # watches_activation: the layer's output is its activation's (a residual block's is
+    # h + F(h), unbounded and rarely exactly zero, so the dead/saturated checks skip it)
+    watched = act if entry.tags.get("watches_activation") else None
+    return {"type": layer.type, "shown": not entry.tags.get("hidden"),
+            "activation": act.key if act else None,
+            "dies": bool(watched and watched.tags.get("dies")),
+            "bounds": watched.tags.get("bounds") if watched else None,
+            "spec_index": i}
 
 
 def _add_output(ctx, spec, shape, out_dim: int, layers: dict, info: dict) -> None:

@@ -363,6 +363,9 @@ class BatchedRuns:
             torch.stack([t.data.y_train[i] for t, i in zip(self.trainers, idx)])
 
     # -- one step for the whole group
+    # One piece on purpose: it follows Trainer.step line for line (forward, loss, backward,
+    # clip, update, schedule, log), so the two can be read side by side; tests/test_sweep.py
+    # checks they give the same numbers.
     def step(self) -> bool:
         """One step of every run still going. False once all have stopped."""
         live = [not t.done for t in self.trainers]
