@@ -69,13 +69,13 @@ def registry_for(mode: str, n: int):
 
 def refresh(run, data) -> bool:
     """One refresh of the live panel's server side; True when it showed rows."""
-    from ui import charts, views
+    from ui import charts, panels
 
     run.touch()
     rows = run.trainer.history.rows
     figures = [charts.loss_figure(rows), charts.accuracy_figure(rows)]
     if rows:
-        figures.append(views.data_figure(data, run.predict))
+        figures.append(panels.data_figure(data, run.predict))
     for fig in figures:
         fig.to_json()
     return bool(rows)
