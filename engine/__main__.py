@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from .core.errors import SpecError
@@ -170,6 +171,8 @@ def cmd_runs(args) -> int:
 
     store = RunStore()
     found = store.runs()
+    if args.tensorboard is not None and not args.tensorboard.strip():
+        raise UsageError("--tensorboard needs a folder to write the event files to")
     if args.tensorboard:
         from .runs.tensorboard import write_events
         for r in found:
@@ -203,6 +206,9 @@ def cmd_resume(args) -> int:
 
     torch.set_num_threads(_threads(args))
     store = RunStore()
+    if not re.fullmatch(r"[0-9a-f]{4,32}", args.run or ""):
+        raise UsageError(f"run {short(args.run, 40)}: expected a run's id or its first 4 or more "
+                         "characters (0-9, a-f); `python -m engine runs` lists them")
     matches = [r["id"] for r in store.runs() if r["id"].startswith(args.run)]
     if len(matches) != 1:
         raise UsageError(f"run {args.run!r}: {'no stored run' if not matches else 'several runs'}"

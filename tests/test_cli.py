@@ -2,10 +2,12 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
+from engine import ExperimentSpec, SpecError
 from tests.conftest import ROOT
 
 
@@ -258,3 +260,57 @@ def test_the_readme_commands_name_configs_that_exist_and_load():
     for path in paths:
         assert (ROOT / path).is_file(), f"the README names {path}, which the repo lacks"
         load_spec(str(ROOT / path))
+
+
+# ----------------------------------------------------------------------------- issue 31's probe
+
+
+def test_a_random_search_is_capped_before_it_draws():
+    """--random 1000000000 once drew for 90 s and took 1.84 GB before any check."""
+    from engine.runs.sweep import MAX_VARIANTS, plan
+
+    base = ExperimentSpec.from_dict({"data": {"name": "xor"}})
+    started = time.monotonic()
+    with pytest.raises(SpecError, match=r"--random 1,000,000,000 .* at most 1,024 are allowed"):
+        plan(base, random=1_000_000_000, ranges={"optimizer.lr": (1e-4, 1.0, True)})
+    assert time.monotonic() - started < 1
+    assert len(plan(base, random=MAX_VARIANTS, ranges={"optimizer.lr": (1e-4, 1.0, True)})) \
+        == MAX_VARIANTS
+
+
+def test_too_many_seeds_are_refused_for_that_reason():
+    from engine.runs.sweep import parse_seeds
+
+    with pytest.raises(SpecError, match="at most 1,024 seeds"):
+        parse_seeds("0-100000")
+    with pytest.raises(SpecError, match="at most 1,024 seeds"):
+        parse_seeds("0-1000,2000-2100")
+    with pytest.raises(SpecError, match="each range goes up"):
+        parse_seeds("5-2")
+    assert parse_seeds("0-1023") == list(range(1024))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["resume", ""], "expected a run's id or its first 4 or more characters"),
+    (["resume", "ab"], "expected a run's id or its first 4 or more characters"),
+    (["resume", "../x"], "expected a run's id"),
+    (["runs", "--tensorboard", ""], "--tensorboard needs a folder"),
+    (["runs", "--tensorboard", "  "], "--tensorboard needs a folder"),
+])
+def test_empty_or_short_names_are_refused_not_matched_against_everything(argv, message, capsys,
+                                                                         tmp_path, monkeypatch):
+    from engine.__main__ import main
+
+    monkeypatch.setenv("NETLAB_HOME", str(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_garbage_checkpoint_is_one_short_line():
+    from engine.train.trainer import load_checkpoint
+
+    with pytest.raises(SpecError) as e:
+        load_checkpoint(b"PK\x03\x04 not a checkpoint at all")
+    assert "damaged or not a Netlab checkpoint" in str(e.value) and "weights_only" not in \
+        str(e.value) and len(str(e.value)) < 120

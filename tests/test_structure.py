@@ -216,3 +216,15 @@ def test_pages_call_only_what_architecture_lists():
                 assert not any(a.name.split(".")[0] in ("engine", "serve") for a in node.names), \
                     f"{path.name}: import names from a module, as ARCHITECTURE lists them"
     assert used == listed
+
+
+def test_a_newcomer_learns_where_to_look_and_what_pip_installs():
+    """The README's first screen names the address and the first load's wait; requirements.txt
+    says what torch build a user gets and how to get the small one (issue 31, item 18)."""
+    readme = (ROOT / "README.md").read_text()
+    first_screen = readme[:readme.index("## Test it")]
+    assert "http://localhost:8501" in first_screen and "first page" in first_screen
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert "from local disk" not in requirements
+    assert "--index-url https://download.pytorch.org/whl/cpu" in requirements
+    assert "--index-url https://download.pytorch.org/whl/cpu" in first_screen

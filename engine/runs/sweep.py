@@ -105,8 +105,11 @@ def parse_seeds(text: str) -> list[int]:
             lo, hi = int(first), int(last) if dash else int(first)
         except ValueError:
             raise SpecError(f"--seeds {short(text)}: expected seeds like 0-4 or 0,3,7") from None
-        if not 0 <= lo <= hi < 2**31 or hi - lo >= MAX_VARIANTS:
+        if not 0 <= lo <= hi < 2**31:
             raise SpecError(f"--seeds {short(text)}: each range goes up, between 0 and 2**31 - 1")
+        if hi - lo >= MAX_VARIANTS or len(seeds) + hi - lo >= MAX_VARIANTS:
+            raise SpecError(f"--seeds {short(text)}: at most {MAX_VARIANTS:,} seeds (a sweep "
+                            f"trains at most {MAX_VARIANTS:,} variants)")
         seeds += range(lo, hi + 1)
     return list(dict.fromkeys(seeds))
 
@@ -122,6 +125,11 @@ def plan(base: ExperimentSpec, grid: dict | None = None, seeds: list[int] | None
     if folds and not 2 <= folds <= 20:
         raise SpecError(f"folds={folds}: cross-validation takes 2 to 20 folds")
     if random:
+        # checked before drawing: a billion draws would fill the memory before any other check
+        if random * len(seeds) * max(folds, 1) > max_variants:
+            raise SpecError(f"--random {random:,} with {len(seeds)} seed(s) and "
+                            f"{max(folds, 1)} fold(s) is {random * len(seeds) * max(folds, 1):,} "
+                            f"variants; at most {max_variants:,} are allowed")
         draw = random_module.Random(search_seed)
         settings = [{**{k: draw.choice(v) for k, v in grid.items()},
                      **{k: _draw(draw, *r) for k, r in ranges.items()}} for _ in range(random)]

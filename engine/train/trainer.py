@@ -583,8 +583,10 @@ def load_checkpoint(source, device: str | torch.device = "cpu") -> dict:
         source = io.BytesIO(source)
     try:
         return torch.load(source, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise SpecError(f"the checkpoint cannot be read: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:  # a truncated or foreign file: torch's advice to unpickle it
+        # anyway is the one thing never to do with a file of unknown origin, so it is not shown
+        raise SpecError(f"the checkpoint cannot be read ({type(e).__name__}): it is damaged "
+                        "or not a Netlab checkpoint") from None
 
 
 def lr_preview(spec: ExperimentSpec, points: int = 300) -> tuple[list[int], list[float]]:
