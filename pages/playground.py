@@ -161,8 +161,10 @@ def new_run(spec: ExperimentSpec) -> Run | None:
 
 
 def same_setup(run: Run, spec: ExperimentSpec) -> bool:
-    """The run trains `spec` with the page's side-by-side choice."""
-    return run.spec == spec and run.compare == st.session_state.get("compare")
+    """The run trains `spec` with the page's side-by-side choice (compared in one spelling: a
+    run opened from a preset or a TensorFlow Playground link holds the spec as written)."""
+    return run.spec.canonical() == spec.canonical() and \
+        run.compare == st.session_state.get("compare")
 
 
 def side_by_side_variants(spec: ExperimentSpec) -> tuple[str | None, str | None, list]:

@@ -580,6 +580,9 @@ def test_a_tensorflow_playground_link_becomes_the_experiment(at):
 
     at.text_input(key="tfp_link").set_value(TFP_LINK).run()
     no_problems(at)
+    # a fresh browser that never trained: the link's run is the page's, nothing "changed"
+    assert not any("You changed settings" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
     expected = ExperimentSpec.from_dict(from_tfp(TFP_LINK)[0]).canonical()
     assert spec_of(at) == expected
     assert spec_of(at).data.name == "spiral" and \
