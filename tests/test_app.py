@@ -1147,7 +1147,7 @@ def test_change_one_thing_trains_a_and_b_in_step_from_the_same_seed(at):
     run = the_run(at)
     run.pause()
     (label, twin), = run.twins
-    assert label == "B: optimizer.lr = 0.3"
+    assert label == "B: learning rate = 0.3"
     assert twin.spec == run.spec.with_changes({"optimizer.lr": 0.3})
     assert twin.spec.seed == run.spec.seed and twin.step_count == run.trainer.step_count
     alone = Trainer(twin.spec).run(twin.step_count)  # the twin is the run B would be alone

@@ -13,6 +13,7 @@ from engine.lab.compare import (
     one_change,
     summary,
     title,
+    variant_changes,
     variants,
 )
 from engine.presets import list_presets
@@ -241,9 +242,9 @@ def test_an_a_b_comparison_changes_one_setting_and_keeps_the_seed():
     spec = ExperimentSpec.from_dict({"data": {"name": "xor"}, "model": {"layers": [4]},
                                      "seed": 5})
     name = one_change({"optimizer.lr": 0.3})
-    assert name == 'ab:{"optimizer.lr": 0.3}' and title(name) == "A/B: optimizer.lr = 0.3"
+    assert name == 'ab:{"optimizer.lr": 0.3}' and title(name) == "A/B: learning rate = 0.3"
     (la, a), (lb, b) = variants(spec, name, (2,))
-    assert (la, lb) == ("A: this run", "B: optimizer.lr = 0.3")
+    assert (la, lb) == ("A: this run", "B: learning rate = 0.3")
     assert a == spec and b == spec.with_changes({"optimizer.lr": 0.3}) and b.seed == 5
     assert comparison_key({"change": {"optimizer.lr": 0.3}}) == name
     assert comparison_key("cells") == "cells"
@@ -255,3 +256,25 @@ def test_an_a_b_comparison_changes_one_setting_and_keeps_the_seed():
         variants(spec, "ab:[1]", (2,))
     with pytest.raises(SpecError, match="at least one setting"):
         one_change({})
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"distill": None}, "distillation = off"),
+    ({"model.layers": [64]}, "hidden layers = 64"),
+    ({"model.layers": [{"type": "linear", "units": 64}, {"type": "dropout", "p": 0.5}]},
+     "hidden layers = linear (units 64), dropout (p 0.5)"),
+    ({"optimizer": {"name": "adam", "lr": 0.01}}, "optimizer = adam (lr 0.01)"),
+    ({"model.activation": "leaky_relu", "training.grad_clip": None},
+     "activation = leaky relu, gradient clipping = off"),
+    ({"model.bias_init": -3}, "bias init = -3"),
+])
+def test_an_ab_change_is_named_in_words_not_config_text(change, words):
+    """Issue 31, item 4: "beside it: B: distill = null" and "B: model.layers = [64]" were
+    config text shown to learners."""
+    from engine.lab.compare import one_change
+
+    spec = ExperimentSpec.from_dict({})
+    (_, _), (label, got) = variant_changes(spec, one_change(change), (2,))
+    assert label == "B: " + words and got == change
+    assert title(one_change(change)) == "A/B: " + words
+    assert "null" not in label and "[" not in label and "{" not in label

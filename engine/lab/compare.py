@@ -282,26 +282,61 @@ def _change_of(name: str) -> dict:
 def title(name: str) -> str:
     """What the page calls a comparison."""
     if name.startswith(AB):
-        return "A/B: " + ", ".join(f"{k} = {_text(v)}" for k, v in _change_of(name).items())
+        return "A/B: " + change_text(_change_of(name))
     return COMPARISONS[name].tags["title"]
 
 
+# what a learner calls a setting an A/B may change (settings() adds the optimizer's own and
+# each layer's width); any other dotted key is shown with its dots as spaces
+NAMES = {"optimizer.lr": "learning rate", "optimizer.name": "optimizer",
+         "model.activation": "activation", "model.init": "initializer",
+         "model.bias_init": "bias init", "model.layers": "hidden layers",
+         "training.batch_size": "batch size", "training.steps": "steps",
+         "training.grad_clip": "gradient clipping", "training.augment": "augmentation",
+         "training.early_stopping": "early stopping", "training.tbptt": "truncated backprop",
+         "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty",
+         "pretrain": "pretraining", "distill": "distillation", "data.n": "examples",
+         "data.noise": "noise", "data.features": "input features"}
+
+
+def change_text(change: dict) -> str:
+    """A/B changes in words: {"distill": None} -> "distillation = off", {"model.layers": [64]}
+    -> "hidden layers = 64", {"optimizer.lr": 0.3} -> "learning rate = 0.3"."""
+    return ", ".join(f"{NAMES.get(k, k.replace('.', ' ').replace('_', ' '))} = {_text(v)}"
+                     for k, v in change.items())
+
+
 def _text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "on"
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return value.replace("_", " ")
+    if isinstance(value, dict):  # a choice {"name", ...} or a layer {"type", ...}
+        head = str(value.get("name", value.get("type", "")))
+        inner = ", ".join(f"{k.replace('_', ' ')} {_text(v)}" for k, v in value.items()
+                          if k not in ("name", "type"))
+        return f"{head} ({inner})" if head and inner else head or inner
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value) or "none"
+    return json.dumps(value)
 
 
 def settings(spec: ExperimentSpec) -> dict[str, str]:
     """The settings an A/B or a sweep on the pages offers to change: dotted key -> what it is
     (any other dotted key works too, from the CLI or a preset). Not the seed: an A/B keeps it,
     and a sweep has its own seeds."""
-    keys = {"optimizer.lr": "learning rate", "optimizer.name": "optimizer"}
+    keys = {k: NAMES[k] for k in ("optimizer.lr", "optimizer.name")}
     for p in OPTIMIZERS[spec.optimizer.name].params:
         if p.name != "lr" and isinstance(p.default, (int, float)) and \
                 not isinstance(p.default, bool):
             keys[f"optimizer.{p.name}"] = p.name.replace("_", " ")
-    keys.update({"model.activation": "activation", "model.init": "initializer",
-                 "training.batch_size": "batch size", "training.steps": "steps",
-                 "regularization.l1": "L1 penalty", "regularization.l2": "L2 penalty"})
+    keys.update({k: NAMES[k] for k in ("model.activation", "model.init", "training.batch_size",
+                                       "training.steps", "regularization.l1",
+                                       "regularization.l2")})
     for i, layer in enumerate(spec.model.layers):
         if "units" in layer.params:
             keys[f"model.layers.{i}.units"] = f"units of hidden layer {i + 1}"
@@ -313,7 +348,7 @@ def variant_changes(spec: ExperimentSpec, name: str, shape) -> list[tuple[str, d
     if name.startswith(AB):
         change = _change_of(name)
         return [("A: this run", {}),
-                ("B: " + ", ".join(f"{k} = {_text(v)}" for k, v in change.items()), change)]
+                ("B: " + change_text(change), change)]
     return COMPARISONS[name].factory(spec, Shape.of(shape))[:MAX_VARIANTS]
 
 
