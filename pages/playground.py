@@ -53,6 +53,7 @@ DEFAULT_PRESET = "tfp_circle"  # what a TensorFlow Playground user sees first
 DEFAULT_SPEC = ExperimentSpec.from_dict(load_preset(DEFAULT_PRESET)["config"])
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as RunRegistry draws them
 CONTROL = "control"  # ?control=<token>: a link the owner made to share control of a run
+OFF = "off"  # the side-by-side picker's first option (no comparison is called that)
 NEED_CSV = "Upload a CSV file the page can read (sidebar, under Data) first."
 
 
@@ -254,6 +255,8 @@ def on_compare():
     """The side-by-side choice is a setting like the others: a run that has not stepped (or
     has ended) takes it at once; one in progress keeps training as it is until Reset (the
     page says so), so picking never throws away a run's progress."""
+    pick = st.session_state.get("compare_pick", OFF)
+    st.session_state["compare"] = None if pick == OFF else pick
     spec = edited_or_flash()
     run = current_run()
     if spec is None or (in_control(run) and run.trainer.step_count > 0
@@ -439,8 +442,11 @@ def side_by_side_picker(spec: ExperimentSpec) -> None:
     elif chosen not in names:
         st.session_state["compare"] = None
     if names:
-        st.selectbox("Side by side", [None, *names], key="compare", on_change=on_compare,
-                     format_func=lambda k: "off" if k is None else comparison_title(k),
+        # the picker has its own key: "compare" (None when off) is the page's choice, which a
+        # preset or a link may set; a None value would show the placeholder, not "off"
+        st.session_state["compare_pick"] = st.session_state.get("compare") or OFF
+        st.selectbox("Side by side", [OFF, *names], key="compare_pick", on_change=on_compare,
+                     format_func=lambda k: "off" if k == OFF else comparison_title(k),
                      help="Train variants of this experiment beside it, in step, on the same "
                      "data and seed: " + " ".join(
                          f"{COMPARISONS[k].tags['title']}: {COMPARISONS[k].doc}"
@@ -673,7 +679,7 @@ def share_section(spec: ExperimentSpec, run: Run | None, mine: bool,
             st.caption(f"Script export unavailable: {e}")
     base = panels.page_address(st.context.url)
     st.caption("Share link (the experiment, not the run):")
-    st.code(base + S.share_query(spec), language=None)  # one line; the copy button takes all of it
+    st.code(base + S.share_query(spec, compare=st.session_state.get("compare")), language=None)  # one line; the copy button takes all of it
     if run is not None and mine and run.owner is not None:
         control_panel(run, base)
 
@@ -797,7 +803,7 @@ spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a
 # a link may name a file this browser did not upload (a server path, say)
 waiting_for_csv = not csv_ready or bool(spec.data.upload and not uploaded(S.upload_of(spec)))
 run = current_run()
-S.sync_url(spec, run.id if run else None)
+S.sync_url(spec, run.id if run else None, st.session_state.get("compare"))
 mine, running = header(spec, spec_error, run, waiting_for_csv)
 data = page_data(spec, waiting_for_csv)
 left, right = st.columns([2, 4], gap="large")

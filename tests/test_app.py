@@ -1058,7 +1058,7 @@ SMALL_RNN = ExperimentSpec.from_dict({"data": {"name": "adding", "length": 8, "n
 @pytest.mark.slow
 def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     at = app_with(SMALL_RNN)
-    picker = at.selectbox(key="compare")
+    picker = at.selectbox(key="compare_pick")
     assert picker.options == ["off", "RNN vs LSTM vs GRU", "with and without clipping",
                               "truncation lengths", "learning rates", "optimizers",
                               "schedules", "batch sizes"]
@@ -1090,7 +1090,7 @@ def test_side_by_side_trains_each_cell_beside_the_run_and_draws_them_together():
     lowest, highest = scales.pop()
     values = [v for f in maps for row in f["data"][0]["z"] for v in row if v is not None]
     assert lowest == min(values) and highest == max(values)
-    at.selectbox(key="compare").set_value(None).run()  # off: a fresh run on its own
+    at.selectbox(key="compare_pick").set_value("off").run()  # off: a fresh run on its own
     assert runs(at).get(at.session_state["run_id"]).twins == []
 
 
@@ -1098,7 +1098,7 @@ def test_a_run_in_progress_keeps_its_variants_until_reset():
     at = app_with(SMALL_RNN)
     button(at, "Step").click().run()
     run = runs(at).get(at.session_state["run_id"])
-    at.selectbox(key="compare").set_value("clipping").run()
+    at.selectbox(key="compare_pick").set_value("clipping").run()
     no_problems(at)
     assert runs(at).get(at.session_state["run_id"]) is run and run.twins == []
     assert run.trainer.step_count == 1  # its progress is kept
@@ -1123,7 +1123,7 @@ def test_batch_sizes_side_by_side_are_drawn_against_epochs():
     at = app_with(ExperimentSpec.from_dict({"data": {"name": "circle", "n": 100},
                                             "model": {"layers": [4]},
                                             "training": {"steps": 20, "batch_size": 8}}))
-    at.selectbox(key="compare").set_value("batch_sizes").run()
+    at.selectbox(key="compare_pick").set_value("batch_sizes").run()
     button(at, "Start").click().run()
     run = runs(at).get(at.session_state["run_id"])
     deadline = time.time() + 30
@@ -1187,3 +1187,31 @@ def test_a_run_started_from_a_preset_is_stored_under_its_title_and_concepts(name
     record = run_store().run(page.session_state["run_id"])
     preset = load_preset(name)
     assert (record["name"], record["tags"]) == (preset["title"], preset["concepts"])
+
+
+def test_the_side_by_side_choice_reads_off_and_travels_in_links(at):
+    """Issue 31, item 9: the picker showed "Choose an option", and share links dropped the
+    choice."""
+    picker = at.selectbox(key="compare_pick")
+    assert picker.value == "off" and picker.index == 0  # not the placeholder
+    picker.set_value("clipping").run()
+    no_problems(at)
+    assert at.query_params[S.COMPARE] in ("clipping", ["clipping"])
+    share = next(c.value for c in at.code if "?cfg=" in c.value)
+    assert share.endswith("&compare=clipping")
+    opened = AppTest.from_file(APP, default_timeout=60)
+    opened.query_params[S.CFG] = share.split("?cfg=")[1].split("&")[0]
+    opened.query_params[S.COMPARE] = "clipping"
+    opened.run()
+    no_problems(opened)
+    assert opened.selectbox(key="compare_pick").value == "clipping"
+    assert opened.session_state["compare"] == "clipping"
+    button(opened, "Step").click().run()
+    run = runs(opened).get(opened.session_state["run_id"])
+    assert len(run.trainers()) == 2  # the run, and its twin with clipping the other way
+    # a link naming a comparison that does not apply falls back to off
+    odd = AppTest.from_file(APP, default_timeout=60)
+    odd.query_params[S.COMPARE] = "no_such_comparison"
+    odd.run()
+    no_problems(odd)
+    assert odd.selectbox(key="compare_pick").value == "off"

@@ -851,10 +851,11 @@ def test_a_recurrent_preset_trains_and_draws_its_gradient_through_time(page, ser
 
 
 def side_by_side_names(page) -> list[str]:
-    """The legend of the 'Loss, side by side' chart: one name per variant."""
-    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
-        .filter(e => e.layout?.title?.text === 'Loss, side by side')
-        .flatMap(e => e.data.filter(t => t.showlegend !== false).map(t => t.name))""")
+    """The legend of the 'Loss, side by side' chart: one name per variant. The first such chart
+    only: while a refresh replaces it, the old element can still be in the page for a moment."""
+    return page.evaluate("""() => ([...document.querySelectorAll('.js-plotly-plot')]
+        .find(e => e.layout?.title?.text === 'Loss, side by side')?.data || [])
+        .filter(t => t.showlegend !== false).map(t => t.name)""")
 
 
 def test_a_preset_trains_its_variants_side_by_side(page, server):

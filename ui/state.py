@@ -16,6 +16,7 @@ import binascii
 import json
 import uuid
 import zlib
+from urllib.parse import quote
 
 import streamlit as st
 
@@ -40,6 +41,8 @@ from engine.core.spec import (
 )
 
 CFG, RUN = "cfg", "run"
+COMPARE = "compare"  # ?compare=: the side-by-side or A/B choice, e.g. clipping
+MAX_COMPARE_CHARS = 400
 SHARED_PATH = "upload.csv"  # what a share link says instead of the server path of an upload
 W = "w."
 NO_OVERRIDE = ""  # the per-layer picker's "use the model default" option
@@ -363,13 +366,21 @@ def init_from_url(default: ExperimentSpec) -> str | None:
         except SpecError as e:
             error = f"This link's experiment could not be loaded: {e}. Showing the default instead."
     load(spec)
+    linked = st.query_params.get(COMPARE)
+    if linked and len(linked) <= MAX_COMPARE_CHARS:  # checked against what applies when drawn
+        st.session_state["compare"] = linked
     return error
 
 
-def sync_url(spec: ExperimentSpec, run_id: str | None) -> None:
+def sync_url(spec: ExperimentSpec, run_id: str | None, compare: str | None = None) -> None:
+    """The address bar holds the experiment, its side-by-side choice and the page's run."""
     code = encode_link(spec)
     if st.query_params.get(CFG) != code:
         st.query_params[CFG] = code
+    if compare and st.query_params.get(COMPARE) != compare:
+        st.query_params[COMPARE] = compare
+    elif not compare and COMPARE in st.query_params:
+        del st.query_params[COMPARE]
     sync_run(run_id)
 
 
@@ -396,8 +407,9 @@ def shareable(spec: ExperimentSpec) -> ExperimentSpec:
     return spec.with_upload(SHARED_PATH) if upload_of(spec) else spec
 
 
-def share_query(spec: ExperimentSpec, keep_path: bool = False) -> str:
+def share_query(spec: ExperimentSpec, keep_path: bool = False, compare: str | None = None) -> str:
     """?cfg= for a link. An uploaded file's path is left out unless asked for: the recipient
     cannot read another browser's upload anyway, and the path would show the server's folders
     and let anyone confirm a guess of the file's content (its name is a hash of it)."""
-    return f"?{CFG}={encode_link(spec if keep_path else shareable(spec))}"
+    query = f"?{CFG}={encode_link(spec if keep_path else shareable(spec))}"
+    return query + (f"&{COMPARE}={quote(compare, safe='')}" if compare else "")
