@@ -391,8 +391,10 @@ def csv_upload(container, entry) -> bool:
     leave_out_key = W + "data." + entry.tags["leave_out"]
     limit_mb = max(1, uploads.max_file_bytes // MB)
     file = container.file_uploader("CSV file", type=["csv"], max_upload_size=limit_mb,
-                                   help="Numeric columns only, separated by commas, semicolons "
-                                   f"or tabs; up to {limit_mb} MB. Pick the target column below.")
+                                   help="Input columns hold numbers; the target column may "
+                                   "hold numbers or text labels (each label a class). Separated "
+                                   f"by commas, semicolons or tabs; up to {limit_mb} MB. Pick the "
+                                   "target column below.")
     path = st.session_state.get(path_key)
     if path and not uploaded(path):  # e.g. a link naming a server path, or a forgotten run's
         st.session_state[path_key] = None  # file: the uploader's file is stored again

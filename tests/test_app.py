@@ -1215,3 +1215,12 @@ def test_the_side_by_side_choice_reads_off_and_travels_in_links(at):
     odd.run()
     no_problems(odd)
     assert odd.selectbox(key="compare_pick").value == "off"
+
+
+def test_the_csv_help_says_text_labels_work():
+    """Issue 31, item 10: the uploader's help said "numeric columns only", though a target of
+    text labels trains (tests/test_data.py reads one)."""
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.selectbox(key="w.data.name").set_value("csv").run()
+    helps = [e.help for e in at.file_uploader]
+    assert helps and "text labels" in helps[0] and "Numeric columns only" not in helps[0]
