@@ -808,6 +808,7 @@ def test_a_transfer_link_loads_into_its_widgets_trains_and_reports_its_pretraini
                c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_the_phase_widgets_edit_the_spec_and_drop_what_no_longer_fits(at):
     at.selectbox(key="w.data.name").set_value("shapes").run()
     at.multiselect(key="w.data.subset").set_value([2, 3]).run()
@@ -844,6 +845,7 @@ def test_the_metrics_view_rounds_the_weights_to_int8_on_demand(at):
     assert any("x smaller" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_the_conv_calculator_works_out_a_real_layer_and_applies_its_numbers():
     spec = ExperimentSpec.from_dict({"data": {"name": "digits"}, "model": {"layers": [
         {"type": "conv2d", "filters": 4}, {"type": "maxpool"}, 16]}})
@@ -917,6 +919,7 @@ def test_the_overview_draws_sample_sequences_with_their_predictions():
     assert len(marked) == 2
 
 
+@pytest.mark.slow
 def test_sequence_data_offers_truncated_bptt():
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -929,6 +932,7 @@ def test_sequence_data_offers_truncated_bptt():
     assert "tbptt" not in spec_of(at).to_dict()["training"]  # written only when on
 
 
+@pytest.mark.slow
 def test_picking_sequence_data_gives_a_recurrent_stack_and_back():
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -1137,6 +1141,7 @@ def test_batch_sizes_side_by_side_are_drawn_against_epochs():
     assert max(ends) - min(ends) < 0.2 * max(ends)  # the same epochs, whatever the steps
 
 
+@pytest.mark.slow
 def test_change_one_thing_trains_a_and_b_in_step_from_the_same_seed(at):
     """A/B from the sidebar: B is the same experiment with one setting changed; both train
     from step 0 on the same data and seed, and are overlaid."""
@@ -1173,7 +1178,8 @@ def test_a_spec_with_its_own_data_seed_opens_unchanged():
     assert spec_of(at) == spec.canonical() and spec_of(at).data.seed == 7
 
 
-@pytest.mark.parametrize("name", ["cnn_digits", "tfp_circle"])
+@pytest.mark.parametrize("name", [pytest.param("cnn_digits", marks=pytest.mark.slow),
+                                  "tfp_circle"])
 def test_a_run_started_from_a_preset_is_stored_under_its_title_and_concepts(name):
     """The page compares the experiment it trains with the preset last opened; both must be in
     one spelling (once, runs from 17 presets, cnn_digits among them, were stored untitled)."""
@@ -1189,6 +1195,7 @@ def test_a_run_started_from_a_preset_is_stored_under_its_title_and_concepts(name
     assert (record["name"], record["tags"]) == (preset["title"], preset["concepts"])
 
 
+@pytest.mark.slow
 def test_the_side_by_side_choice_reads_off_and_travels_in_links(at):
     """Issue 31, item 9: the picker showed "Choose an option", and share links dropped the
     choice."""

@@ -84,6 +84,7 @@ def test_presets_lists_names_and_concepts():
     (["describe", "{config}", "--set", "model.layers.0.units=0"], "model.layers[0].units=0"),
     (["frobnicate"], "invalid choice"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(tmp_path, config, args, message):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

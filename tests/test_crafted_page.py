@@ -236,6 +236,7 @@ def upload(at, content: bytes):
 
 
 @pytest.mark.parametrize("name", list(UPLOADS))
+@pytest.mark.slow
 def test_a_crafted_upload_gets_a_clear_message(name):
     content, expected = UPLOADS[name]
     at = open_page({})
@@ -306,6 +307,7 @@ def test_share_links_start_from_the_page_address(url, address):
     assert page_address(url) == address
 
 
+@pytest.mark.slow
 def test_a_watchers_fix_never_trains_on_the_owners_upload():
     """A fix button builds from the watched run's spec, which names the owner's file: the one
     check in new_run refuses it (the watcher owned a run on the victim's table before)."""

@@ -141,6 +141,7 @@ def test_new_entries_appear_in_the_pages_pickers(extended):
         st.cache_resource.clear()
 
 
+@pytest.mark.slow
 def test_new_entries_export_to_a_standalone_script_with_the_engines_numbers(extended, tmp_path):
     source = export_script(CONFIG)
     assert "class SquaredReLU(nn.Module)" in source and "def make_rings(" in source
