@@ -1231,3 +1231,12 @@ def test_the_csv_help_says_text_labels_work():
     at.selectbox(key="w.data.name").set_value("csv").run()
     helps = [e.help for e in at.file_uploader]
     assert helps and "text labels" in helps[0] and "Numeric columns only" not in helps[0]
+
+
+def test_the_browser_cookie_is_strict_and_secure_over_https(at):
+    """Issue 31, item 17: the id cookie is the learner's only credential. It is SameSite=Strict
+    and, where the page is served over HTTPS, Secure (the browser test sees the cookie set)."""
+    scripts = [e.proto.body for e in at.get("html") if "document.cookie" in e.proto.body]
+    assert len(scripts) == 1
+    assert "SameSite=Strict" in scripts[0]
+    assert "location.protocol === 'https:' ? '; Secure' : ''" in scripts[0]

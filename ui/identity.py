@@ -41,5 +41,8 @@ def remember_browser() -> None:
     bid = browser_id()
     if st.session_state.get("browser_cookie_known"):
         return
+    # Secure where the page is served over HTTPS, so the id never travels in clear text. (It
+    # cannot be HttpOnly: only a server's Set-Cookie can say that, and Streamlit sets none.)
     st.html(f"<script>document.cookie = '{COOKIE}={bid}; path=/; max-age={_ONE_YEAR_S}; "
-            "SameSite=Strict';</script>", unsafe_allow_javascript=True)
+            "SameSite=Strict' + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+            unsafe_allow_javascript=True)
