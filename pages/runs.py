@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 import traceback
 import zipfile
@@ -321,6 +322,11 @@ if flash:
     getattr(st, flash[0])(flash[1])
 problem = store_problem()
 stored = store.runs(browser=me) if not problem else []
+if not problem and store.damaged:  # named in the server log; here a count (ids are not ours)
+    for line in store.damaged:
+        print(f"netlab: run store {store.where}: {line}", file=sys.stderr)
+    st.warning(f"{len(store.damaged)} stored run(s) could not be read (a damaged record) and "
+               "are left out; the rest are listed.")
 if problem:
     st.warning(f"Runs are not being kept on this server: {problem}. Set NETLAB_HOME to a "
                "writable folder and restart it.")

@@ -300,3 +300,29 @@ def test_a_new_run_never_writes_into_an_older_run_of_the_same_id(tmp_path):
     assert len(runs) == 2 and runs["a" * 32]["name"] == "new"
     (moved,) = [r for rid, r in runs.items() if rid != "a" * 32]
     assert moved["final"]["step"] == 10 and old.step_count == 10
+
+
+def test_a_damaged_record_is_named_and_the_rest_still_listed(tmp_path, capsys, monkeypatch):
+    """Issue 31, item 16: one non-JSON row or a deeply nested stored spec made `engine runs`
+    fail for the whole store, and resume said "internal error (KeyError): 'logged_step'"."""
+    import sqlite3
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    for i in range(3):
+        Trainer(SPEC, callbacks=[StoreWriter(store, name=f"run {i}")]).run()
+    ids = [r["id"] for r in store.runs()]
+    with sqlite3.connect(tmp_path / "runs.sqlite") as db:
+        db.execute("UPDATE runs SET spec = ? WHERE id = ?", ("not json {", ids[0]))
+        db.execute("UPDATE runs SET spec = ? WHERE id = ?", ("[" * 100_000 + "]" * 100_000,
+                                                              ids[1]))
+    listed = store.runs()
+    assert [r["id"] for r in listed] == [ids[2]]
+    assert len(store.damaged) == 2 and all("left out" in line for line in store.damaged)
+    assert {line[4:12] for line in store.damaged} == {ids[0][:8], ids[1][:8]}
+    monkeypatch.setenv("NETLAB_HOME", str(tmp_path))
+    assert main(["runs"]) == 0
+    out, err = capsys.readouterr()
+    assert ids[2][:8] in out and err.count("warning: run ") == 2
+    store.save_checkpoint(ids[2], {"step_count": 60, "model": {}})  # no logged_step
+    with pytest.raises(SpecError, match="checkpoint is damaged"):
+        resume(store, ids[2])

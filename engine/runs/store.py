@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import SpecError
+from ..core.inputs import MAX_DEPTH, nesting_depth
 from ..train.callbacks import Callback
 
 SCHEMA = """
@@ -194,6 +195,7 @@ class RunStore:
         self.where = self.db.where  # what messages call it (never a password)
         self.location = self.db.location  # what another process opens it by (a worker)
         self.errors = self.db.errors
+        self.damaged: list[str] = []  # records the last runs() left out, each named
         try:
             self.db.create_tables()
         except self.errors as e:
@@ -321,15 +323,20 @@ class RunStore:
                 "w.run_id = r.id ORDER BY w.step DESC LIMIT 1) FROM runs r LEFT JOIN "
                 f"checkpoints c ON c.run_id = r.id {where} ORDER BY r.created DESC",
                 args).fetchall()
-            out = []
+            out, self.damaged = [], []
             for rid, name, spec, status, created, updated, summary, tags, owner, ck, browser_id, \
                     last in found:
-                final = json.loads(last) if last else {}
+                try:  # one damaged record (not JSON, nested past reason) hides no other
+                    final = _record(last) if last else {}
+                    record = {"id": rid, "name": name, "spec": _record(spec, dict),
+                              "tags": _record(tags, list),
+                              "summary": _record(summary, dict) if summary else None}
+                except ValueError as e:
+                    self.damaged.append(f"run {str(rid)[:8]}: {e}; it is left out")
+                    continue
                 if status == RUNNING and not _alive(owner):
                     status = INTERRUPTED
-                out.append({"id": rid, "name": name, "spec": json.loads(spec), "status": status,
-                            "created": created, "updated": updated, "tags": json.loads(tags),
-                            "summary": json.loads(summary) if summary else None,
+                out.append({**record, "status": status, "created": created, "updated": updated,
                             "final": {k: final.get(k) for k in ("step", "train_loss", "val_loss",
                                                                 "train_acc", "val_acc")},
                             "checkpoint": ck, "browser": browser_id, "owner": owner})
@@ -484,6 +491,24 @@ class StoreWriter(Callback):
             self._guarded(lambda: self.store.pause(self.run_id))
 
 
+def _record(text, kind=dict):
+    """A stored JSON field read back (a store is a file anyone may have edited): ValueError
+    naming what is wrong. Rows may hold NaN (a run that diverged), so json's own reader, with
+    the nesting bounded first."""
+    if not isinstance(text, (str, bytes)) or nesting_depth(text if isinstance(text, str)
+                                                           else text.decode("utf-8", "replace")) \
+            > MAX_DEPTH:
+        raise ValueError(f"a stored field is damaged (not text, or nested past {MAX_DEPTH} "
+                         "levels)")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"a stored field is not JSON ({str(e)[:80]})") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"a stored field is damaged (a {type(value).__name__}, not a "
+                         f"{kind.__name__})")
+    return value
+
 def resume(store: RunStore, run_id: str, callbacks=(),
            checkpoint_every: float = CHECKPOINT_EVERY_S, **trainer_kw):
     """A Trainer going on with stored run `run_id` from its last checkpoint, recording into the
@@ -501,6 +526,10 @@ def resume(store: RunStore, run_id: str, callbacks=(),
         raise SpecError(f"run {run_id[:8]} is being trained by another process "
                         f"({found.get('owner')}); wait until it ends or stops")
     state = store.checkpoint(run_id)
+    if state is not None and not isinstance(state.get("logged_step") if isinstance(state, dict)
+                                            else None, int):
+        raise SpecError(f"run {run_id[:8]}'s checkpoint is damaged (it names no logged step); "
+                        "its curves stay in the store, and its config trains it again")
     if state is None and found["status"] == FINISHED:
         raise SpecError(f"run {run_id[:8]} has no checkpoint to go on from (it trained on Ray, "
                         "or elsewhere); its curves stay in the store, and its config trains it "
