@@ -736,25 +736,7 @@ def live_panel(spec: ExperimentSpec, data) -> None:
 
 def status_line(run: Run, spec: ExperimentSpec) -> None:
     """State, step, speed, epoch, how it stopped, device, the variants beside it."""
-    trainer = run.trainer
-    rows = trainer.history.rows
-    last = rows[-1] if rows else {}
-    parts = [f"**{run.state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
-    if run.active and run.steps_per_s > 0:  # measured over half a second: none at first
-        limit = runs.caps.max_steps_per_s
-        parts.append(f"{run.steps_per_s:,.0f} steps/s" +
-                     (f" (this server allows {limit:g})" if limit else ""))
-    if last.get("epoch") is not None:
-        parts.append(f"epoch {last['epoch']:.1f}")
-    if trainer.stopped and trainer.stopped != "completed":
-        parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
-    if trainer.restored_step is not None:
-        parts.append(f"weights restored from step {trainer.restored_step} (lowest "
-                     "validation loss)")
-    parts.append(f"device {trainer.device}")
-    if run.twins:
-        parts.append("beside it: " + ", ".join(label for label, _ in run.twins))
-    st.markdown(" · ".join(parts))
+    st.markdown(panels.run_status(run, runs.caps.max_steps_per_s))
     if in_control(run) and same_setup(run, spec) and run.can_continue:
         st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
                    "steps (the schedule's last rate holds); **Reset** starts over.")

@@ -1240,3 +1240,22 @@ def test_the_browser_cookie_is_strict_and_secure_over_https(at):
     assert len(scripts) == 1
     assert "SameSite=Strict" in scripts[0]
     assert "location.protocol === 'https:' ? '; Secure' : ''" in scripts[0]
+
+
+def test_a_stopped_run_never_reads_running():
+    """Issue 31, item 7: a diverged run's status read "running · … · stopped: diverged" in the
+    moment before its thread marked it done."""
+    from types import SimpleNamespace
+
+    from engine.train.history import History
+    from ui.panels import run_status
+
+    trainer = SimpleNamespace(history=History(), step_count=12, total_steps=1000,
+                              stopped="diverged", restored_step=None, device="cpu")
+    run = SimpleNamespace(trainer=trainer, state="running", steps_per_s=250.0, twins=[])
+    text = run_status(run, 0)
+    assert text.startswith("**done**") and "stopped: diverged" in text
+    assert "running" not in text and "steps/s" not in text
+    trainer.stopped = None
+    assert run_status(run, 100).startswith("**running** · step 12 / 1,000 · 250 steps/s "
+                                           "(this server allows 100)")

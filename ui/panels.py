@@ -461,6 +461,33 @@ def metrics_view(run, data) -> None:
     quantization_panel(run, split)
 
 
+def run_status(run, steps_per_s_cap: float = 0) -> str:
+    """The run's status line: state, step, speed, epoch, how it stopped, device, the variants
+    beside it. A trainer that has stopped (diverged, stopped early) is shown as done even in
+    the moment before its run's thread marks it so: "running · stopped: diverged" was both."""
+    trainer = run.trainer
+    rows = trainer.history.rows
+    last = rows[-1] if rows else {}
+    state = run.state
+    if trainer.stopped and state == "running":
+        state = "done"
+    parts = [f"**{state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
+    if state == "running" and run.steps_per_s > 0:  # measured over half a second: none at first
+        parts.append(f"{run.steps_per_s:,.0f} steps/s" +
+                     (f" (this server allows {steps_per_s_cap:g})" if steps_per_s_cap else ""))
+    if last.get("epoch") is not None:
+        parts.append(f"epoch {last['epoch']:.1f}")
+    if trainer.stopped and trainer.stopped != "completed":
+        parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
+    if trainer.restored_step is not None:
+        parts.append(f"weights restored from step {trainer.restored_step} (lowest "
+                     "validation loss)")
+    parts.append(f"device {trainer.device}")
+    if run.twins:
+        parts.append("beside it: " + ", ".join(label for label, _ in run.twins))
+    return " · ".join(parts)
+
+
 def per_class_table(r: dict) -> None:
     """Precision, recall, F1, support, AUC and AP per class, and their macro and weighted
     averages."""
