@@ -171,7 +171,7 @@ def cmd_runs(args) -> int:
 
     store = RunStore()
     found = store.runs()
-    for line in store.damaged:  # named, and the rest listed
+    for line in ([store.notice] if store.notice else []) + store.damaged:  # the rest listed
         print(f"warning: {line}", file=sys.stderr)
     if args.tensorboard is not None and not args.tensorboard.strip():
         raise UsageError("--tensorboard needs a folder to write the event files to")

@@ -328,8 +328,11 @@ if not problem and store.damaged:  # named in the server log; here a count (ids 
     st.warning(f"{len(store.damaged)} stored run(s) could not be read (a damaged record) and "
                "are left out; the rest are listed.")
 if problem:
-    st.warning(f"Runs are not being kept on this server: {problem}. Set NETLAB_HOME to a "
-               "writable folder and restart it.")
+    st.warning(f"Runs are not being kept on this server: {problem}." + (
+        "" if "is damaged" in problem else " Set NETLAB_HOME to a writable folder and restart "
+        "it."))
+elif store.notice and not stored:  # until the new store holds a run
+    st.info(store.notice[0].upper() + store.notice[1:] + ".")
 elif not stored:
     st.info("No runs yet. Every run you train in the Playground is kept here, with its curves "
             "and its last checkpoint, even across a server restart.")

@@ -326,3 +326,23 @@ def test_a_damaged_record_is_named_and_the_rest_still_listed(tmp_path, capsys, m
     store.save_checkpoint(ids[2], {"step_count": 60, "model": {}})  # no logged_step
     with pytest.raises(SpecError, match="checkpoint is damaged"):
         resume(store, ids[2])
+
+
+def test_a_damaged_or_empty_store_file_is_said_so(tmp_path, capsys, monkeypatch):
+    """Issue 31, item 16: a corrupt store got the advice to set NETLAB_HOME to a writable
+    folder; a zero-length runs.sqlite silently became a new empty store."""
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"garbage " * 100)
+    with pytest.raises(SpecError, match=r"is damaged \(file is not a database\): move the file "
+                                        r"aside"):
+        RunStore(bad)
+    empty = tmp_path / "runs.sqlite"
+    empty.touch()
+    assert "was an empty file (0 bytes)" in RunStore(empty).notice
+    assert RunStore(empty).notice is None  # a real (if empty) store from then on
+    empty.unlink()
+    empty.touch()
+    monkeypatch.setenv("NETLAB_HOME", str(tmp_path))
+    assert main(["runs"]) == 0
+    assert "warning: the run store" in capsys.readouterr().err
+    assert RunStore(tmp_path / "new.sqlite").notice is None  # no file yet: nothing to say

@@ -196,12 +196,21 @@ class RunStore:
         self.location = self.db.location  # what another process opens it by (a worker)
         self.errors = self.db.errors
         self.damaged: list[str] = []  # records the last runs() left out, each named
+        # a store file of 0 bytes holds no runs: a truncated one (a full disk, a crash) would
+        # otherwise become a new empty store without a word
+        path = getattr(self.db, "path", None)
+        self.notice = (f"the run store {self.where} was an empty file (0 bytes), so it holds no "
+                       "runs; a new store starts in it" if path is not None and path.is_file()
+                       and path.stat().st_size == 0 else None)
         try:
             self.db.create_tables()
         except self.errors as e:
-            raise SpecError(f"the run store {self.where} cannot be opened: "
-                            f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") \
-                from None
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if any(w in reason for w in ("not a database", "malformed", "corrupt")):
+                raise SpecError(f"the run store {self.where} is damaged ({reason}): move the "
+                                "file aside (keep it: sqlite3's .recover may save its runs) and "
+                                "start again; a new, empty store is made in its place") from None
+            raise SpecError(f"the run store {self.where} cannot be opened: {reason}") from None
 
     def _connect(self):
         return self.db.connect()
