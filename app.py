@@ -31,8 +31,9 @@ def warm_torch() -> None:
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
-if bad_settings():
-    stop_for_settings(bad_settings())
+problems = bad_settings()
+if problems:
+    stop_for_settings(problems)
 warm_torch()
 # An emoji icon is drawn in the page; a ":material/..." one is fetched from a font server (the
 # favicon only: the menu's icons come with Streamlit) and fails offline.

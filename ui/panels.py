@@ -18,6 +18,7 @@ from engine.nn.model import describe
 from engine.train.fixes import without_undo
 from engine.train.health import STATUSES
 from engine.train.trainer import lr_preview, output_dim
+from serve.runs import Run
 
 from . import charts
 from .live_plot import live_plot
@@ -469,10 +470,10 @@ def run_status(run, steps_per_s_cap: float = 0) -> str:
     rows = trainer.history.rows
     last = rows[-1] if rows else {}
     state = run.state
-    if trainer.stopped and state == "running":
-        state = "done"
+    if trainer.stopped and state == Run.RUNNING:
+        state = Run.DONE
     parts = [f"**{state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
-    if state == "running" and run.steps_per_s > 0:  # measured over half a second: none at first
+    if state == Run.RUNNING and run.steps_per_s > 0:  # measured over half a second: none at first
         parts.append(f"{run.steps_per_s:,.0f} steps/s" +
                      (f" (this server allows {steps_per_s_cap:g})" if steps_per_s_cap else ""))
     if last.get("epoch") is not None:

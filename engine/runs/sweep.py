@@ -107,7 +107,7 @@ def parse_seeds(text: str) -> list[int]:
             raise SpecError(f"--seeds {short(text)}: expected seeds like 0-4 or 0,3,7") from None
         if not 0 <= lo <= hi < 2**31:
             raise SpecError(f"--seeds {short(text)}: each range goes up, between 0 and 2**31 - 1")
-        if hi - lo >= MAX_VARIANTS or len(seeds) + hi - lo >= MAX_VARIANTS:
+        if len(seeds) + hi - lo + 1 > MAX_VARIANTS:
             raise SpecError(f"--seeds {short(text)}: at most {MAX_VARIANTS:,} seeds (a sweep "
                             f"trains at most {MAX_VARIANTS:,} variants)")
         seeds += range(lo, hi + 1)
