@@ -113,6 +113,7 @@ def start_session() -> None:
             st.session_state["loaded_preset"] = (
                 preset["name"], ExperimentSpec.from_dict(preset["config"]).canonical())
             st.session_state["compare"] = comparison_key(preset.get("compare"))
+            st.session_state["endless"] = preset.get("until_paused", False)
             st.session_state["run_id"] = None
             st.session_state["preset_pick"] = st.query_params["preset"]
             st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
@@ -317,6 +318,8 @@ def on_preset():
     preset = load_preset(st.session_state["preset_pick"])
     # what it trains side by side, if any
     st.session_state["compare"] = comparison_key(preset.get("compare"))
+    # a preset's explanation describes its planned run, unless it trains on like TFP's
+    st.session_state["endless"] = preset.get("until_paused", False)
     spec = ExperimentSpec.from_dict(preset["config"])
     st.session_state["loaded_preset"] = (preset["name"], spec.canonical())
     open_experiment(spec)
@@ -337,6 +340,7 @@ def on_tfp_link():
         flash("error", f"This TensorFlow Playground link could not be opened: {e}")
         return
     open_experiment(spec)
+    st.session_state["endless"] = True  # TensorFlow Playground trains until paused
     st.session_state["tfp_link"] = ""
     st.session_state["tfp_notes"] = notes
     flash("info", "Opened the TensorFlow Playground link: press **Start**. What differs from "
@@ -609,7 +613,9 @@ def header(spec: ExperimentSpec, spec_error: str | None, run: Run | None,
                       help="Like TensorFlow Playground: the run goes on past its planned steps "
                       f"until you press Pause (this server stops a run at "
                       f"{runs.caps.max_steps:,} steps). The schedule's last rate holds after "
-                      "the planned steps.")
+                      "the planned steps. Off: the run stops at its planned steps, the point a "
+                      "preset's explanation describes (presets open with it off unless they "
+                      "train on like TensorFlow Playground's).")
     if mine and run is not None and not same_setup(run, spec):
         if run.state == Run.DONE:
             st.warning("You changed settings since this run finished: **Start** or **Reset** "
@@ -681,7 +687,9 @@ def share_section(spec: ExperimentSpec, run: Run | None, mine: bool,
             st.caption(f"Script export unavailable: {e}")
     base = panels.page_address(st.context.url)
     st.caption("Share link (the experiment, not the run):")
-    st.code(base + S.share_query(spec, compare=st.session_state.get("compare")), language=None)  # one line; the copy button takes all of it
+    st.code(base + S.share_query(spec, compare=st.session_state.get("compare"),  # one line: the
+                                 endless=st.session_state.get("endless", True)),  # copy button
+            language=None)  # takes all of it
     if run is not None and mine and run.owner is not None:
         control_panel(run, base)
 
@@ -736,7 +744,7 @@ def live_panel(spec: ExperimentSpec, data) -> None:
 
 def status_line(run: Run, spec: ExperimentSpec) -> None:
     """State, step, speed, epoch, how it stopped, device, the variants beside it."""
-    st.markdown(panels.run_status(run, runs.caps.max_steps_per_s))
+    st.markdown(panels.run_status(run, runs.caps))
     if in_control(run) and same_setup(run, spec) and run.can_continue:
         st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
                    "steps (the schedule's last rate holds); **Reset** starts over.")
@@ -787,7 +795,8 @@ spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a
 # a link may name a file this browser did not upload (a server path, say)
 waiting_for_csv = not csv_ready or bool(spec.data.upload and not uploaded(S.upload_of(spec)))
 run = current_run()
-S.sync_url(spec, run.id if run else None, st.session_state.get("compare"))
+S.sync_url(spec, run.id if run else None, st.session_state.get("compare"),
+           st.session_state.get("endless", True))
 mine, running = header(spec, spec_error, run, waiting_for_csv)
 data = page_data(spec, waiting_for_csv)
 left, right = st.columns([2, 4], gap="large")

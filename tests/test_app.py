@@ -51,10 +51,13 @@ def at():
     return app
 
 
-def app_with(spec: ExperimentSpec) -> AppTest:
-    """The page opened on a link to `spec`, drawn once."""
+def app_with(spec: ExperimentSpec, endless: bool = False) -> AppTest:
+    """The page opened on a link to `spec`, drawn once; its runs stop at their planned steps
+    (?stop=planned) unless `endless`."""
     app = AppTest.from_file(APP, default_timeout=60)
     app.query_params[S.CFG] = S.encode_link(spec)
+    if not endless:
+        app.query_params[S.STOP] = S.PLANNED
     app.run()
     return app
 
@@ -481,6 +484,7 @@ def wait_done(at, run, timeout: float):
 
 
 def _run_to_the_end(at, steps=40):
+    at.toggle(key="endless").set_value(False).run()
     at.number_input(key="w.training.steps").set_value(steps).run()
     button(at, "Start").click().run()
     run = wait_done(at, the_run(at), 30)
@@ -647,18 +651,43 @@ def test_the_network_view_draws_the_untrained_net_then_the_trained_one(at):
     assert "|dL/dW|" in _network_figure(at)["layout"]["title"]["text"]
 
 
-def test_train_until_paused_goes_past_the_planned_steps(at):
+def test_train_until_paused_is_the_default_and_goes_past_the_planned_steps(at):
+    """Issue 31, item 1: like TensorFlow Playground, the page trains until Pause."""
+    assert at.toggle(key="endless").value is True
+    assert S.STOP not in at.query_params
     at.number_input(key="w.training.steps").set_value(30).run()
-    at.toggle(key="endless").set_value(True).run()
     button(at, "Start").click().run()
     run = the_run(at)
     deadline = time.time() + 20
     while run.trainer.step_count <= 60 and time.time() < deadline:
         time.sleep(0.1)
     assert run.trainer.step_count > 60 and run.state == "running"
+    at.run()
+    assert any("past the planned 30: on until Pause" in m.value for m in at.markdown)
     button(at, "Pause").click().run()
     assert run.state == "paused"
     no_problems(at)
+
+
+def test_a_preset_stops_at_its_plan_unless_it_trains_on_and_links_keep_the_choice(at):
+    """A preset's explanation describes its planned run: it opens with "Train until paused"
+    off, unless it is marked to train on like TensorFlow Playground's; the address bar and
+    the share link carry the choice (?stop=planned), and a link opens with it."""
+    at.selectbox(key="preset_pick").set_value("lr_too_low").run()
+    button(at, "Load preset").click().run()
+    assert at.toggle(key="endless").value is False
+    assert at.query_params[S.STOP] in (S.PLANNED, [S.PLANNED])
+    assert any(f"&{S.STOP}={S.PLANNED}" in c.value for c in at.code)
+    at.selectbox(key="preset_pick").set_value("xor_tanh").run()
+    button(at, "Load preset").click().run()
+    assert at.toggle(key="endless").value is True and S.STOP not in at.query_params
+    assert not any(f"{S.STOP}=" in c.value for c in at.code)
+    assert app_with(spec_of(at)).toggle(key="endless").value is False
+    assert app_with(spec_of(at), endless=True).toggle(key="endless").value is True
+    linked = AppTest.from_file(APP, default_timeout=60)
+    linked.query_params["preset"] = "lr_too_low"
+    linked.run()
+    assert linked.toggle(key="endless").value is False
 
 
 def test_the_tfp_notes_leave_with_the_tfp_experiment(at):
@@ -1242,20 +1271,50 @@ def test_the_browser_cookie_is_strict_and_secure_over_https(at):
     assert "location.protocol === 'https:' ? '; Secure' : ''" in scripts[0]
 
 
+def fake_run(step: int, total: int, planned: int, state: str = "running",
+             stopped: str | None = None, endless: bool = False):
+    """What run_status reads of a run, with none of the training."""
+    from types import SimpleNamespace
+
+    from engine.train.history import History
+    trainer = SimpleNamespace(history=History(), step_count=step, total_steps=total,
+                              stopped=stopped, restored_step=None, device="cpu")
+    spec = ExperimentSpec.from_dict({"training": {"steps": planned}})
+    return SimpleNamespace(trainer=trainer, state=state, steps_per_s=250.0, twins=[],
+                           spec=spec, endless=endless)
+
+
 def test_a_stopped_run_never_reads_running():
     """Issue 31, item 7: a diverged run's status read "running · … · stopped: diverged" in the
     moment before its thread marked it done."""
     from types import SimpleNamespace
 
-    from engine.train.history import History
     from ui.panels import run_status
 
-    trainer = SimpleNamespace(history=History(), step_count=12, total_steps=1000,
-                              stopped="diverged", restored_step=None, device="cpu")
-    run = SimpleNamespace(trainer=trainer, state="running", steps_per_s=250.0, twins=[])
-    text = run_status(run, 0)
+    caps = SimpleNamespace(max_steps_per_s=0, max_steps=100_000)
+    run = fake_run(12, 1000, 1000, stopped="diverged")
+    text = run_status(run, caps)
     assert text.startswith("**done**") and "stopped: diverged" in text
     assert "running" not in text and "steps/s" not in text
-    trainer.stopped = None
-    assert run_status(run, 100).startswith("**running** · step 12 / 1,000 · 250 steps/s "
-                                           "(this server allows 100)")
+    run.trainer.stopped = None
+    caps.max_steps_per_s = 100
+    assert run_status(run, caps).startswith("**running** · step 12 / 1,000 · 250 steps/s "
+                                            "(this server allows 100)")
+
+
+def test_a_run_training_until_paused_says_so_and_names_the_step_cap():
+    """Issue 31, item 1: past its plan a run that trains until paused says it goes on; one that
+    ran into the server's cap says why it stopped."""
+    from types import SimpleNamespace
+
+    from ui.panels import run_status
+
+    caps = SimpleNamespace(max_steps_per_s=0, max_steps=5000)
+    within = run_status(fake_run(700, 1500, 1500, endless=True), caps)
+    assert within.startswith("**running** · step 700 / 1,500 ·")
+    past = run_status(fake_run(1700, 3000, 1500, endless=True), caps)
+    assert past.startswith("**running** · step 1,700 · past the planned 1,500: on until Pause")
+    capped = run_status(fake_run(5000, 5000, 1500, "done", "completed", endless=True), caps)
+    assert "stopped at this server's limit of 5,000 steps" in capped
+    planned = run_status(fake_run(1500, 1500, 1500, "done", "completed"), caps)
+    assert "limit" not in planned and planned.startswith("**done** · step 1,500 / 1,500")

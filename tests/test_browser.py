@@ -44,7 +44,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 GRACE_S = 6.0          # the run registry's grace period for this module's server (a reload on a
                        # busy CI machine must come back within it)
 LOAD_TIMEOUT_MS = 60_000  # the first page load imports torch and the engine on a busy machine
-STATUS = re.compile(r"\b(ready|running|paused|done|error) · step ([\d,]+) / ([\d,]+)")
+STATUS = re.compile(r"\b(ready|running|paused|done|error) · step ([\d,]+)(?: / ([\d,]+))?")
 VERDICT = re.compile(r"Health: (\w+)")
 
 
@@ -207,10 +207,13 @@ def body_text(page) -> str:
 
 
 def status(page):
-    """(state, step, total) from the status line, or None while it is not drawn."""
+    """(state, step, total) from the status line, or None while it is not drawn; total is None
+    past the planned steps of a run that trains until paused."""
     m = STATUS.search(body_text(page))
-    return (m.group(1), int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))) \
-        if m else None
+    if not m:
+        return None
+    step, total = (int(g.replace(",", "")) if g else None for g in m.group(2, 3))
+    return m.group(1), step, total
 
 
 def verdicts(page) -> list[str]:
@@ -399,6 +402,20 @@ def test_start_draws_live_loss_chart(page, server):
         pause(page)
         wait_until(lambda: (status(page) or ("",))[0] in ("paused", "done"), 10,
                    what="the run to pause")
+
+
+def test_the_default_run_trains_until_paused(page, server):
+    """Issue 31, item 1: like TensorFlow Playground, the first run goes on past its planned
+    1,500 steps until Pause, and says so."""
+    open_app(page, server)
+    press(page, "Start")
+    past = wait_until(lambda: (lambda s: s and s[0] == "running" and s[2] is None and s)(
+        status(page)), 60, what="the run to pass its planned steps")
+    assert past[1] > 1500 and "past the planned 1,500: on until Pause" in body_text(page)
+    pause(page)
+    wait_until(lambda: (status(page) or ("",))[0] == "paused", 10, what="the run to pause")
+    assert_no_exception(page)
+    assert not page.errors, page.errors
 
 
 def test_preset_vanishing_fix_changes_verdict(page, server):
@@ -952,7 +969,7 @@ def config_query(config: dict) -> str:
 
 
 def train_to_the_end(page, server, config: dict) -> None:
-    open_app(page, server, config_query(config))
+    open_app(page, server, config_query(config) + "&stop=planned")
     press(page, "Start")
     wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
                what="the run to finish")

@@ -462,24 +462,34 @@ def metrics_view(run, data) -> None:
     quantization_panel(run, split)
 
 
-def run_status(run, steps_per_s_cap: float = 0) -> str:
+def run_status(run, caps) -> str:
     """The run's status line: state, step, speed, epoch, how it stopped, device, the variants
     beside it. A trainer that has stopped (diverged, stopped early) is shown as done even in
-    the moment before its run's thread marks it so: "running · stopped: diverged" was both."""
+    the moment before its run's thread marks it so: "running · stopped: diverged" was both.
+    A run that trains until paused counts its steps against its plan, then says it goes on;
+    one that ran into the server's step cap says so (`caps`: the server's ServerCaps)."""
     trainer = run.trainer
     rows = trainer.history.rows
     last = rows[-1] if rows else {}
     state = run.state
     if trainer.stopped and state == Run.RUNNING:
         state = Run.DONE
-    parts = [f"**{state}**", f"step {trainer.step_count:,} / {trainer.total_steps:,}"]
+    step, planned = trainer.step_count, run.spec.training.steps
+    if run.endless and state in (Run.RUNNING, Run.PAUSED) and step > planned:
+        parts = [f"**{state}**", f"step {step:,}", f"past the planned {planned:,}: "
+                 "on until Pause"]
+    else:
+        parts = [f"**{state}**", f"step {step:,} / {trainer.total_steps:,}"]
     if state == Run.RUNNING and run.steps_per_s > 0:  # measured over half a second: none at first
+        cap = caps.max_steps_per_s
         parts.append(f"{run.steps_per_s:,.0f} steps/s" +
-                     (f" (this server allows {steps_per_s_cap:g})" if steps_per_s_cap else ""))
+                     (f" (this server allows {cap:g})" if cap else ""))
     if last.get("epoch") is not None:
         parts.append(f"epoch {last['epoch']:.1f}")
     if trainer.stopped and trainer.stopped != "completed":
         parts.append(f"stopped: {trainer.stopped.replace('_', ' ')}")
+    elif state == Run.DONE and step > planned and step >= caps.max_steps:
+        parts.append(f"stopped at this server's limit of {caps.max_steps:,} steps")
     if trainer.restored_step is not None:
         parts.append(f"weights restored from step {trainer.restored_step} (lowest "
                      "validation loss)")

@@ -6,8 +6,9 @@ ExperimentSpec (session_state["spec"]). Loading a spec (URL, preset, one-click f
 widget key; after the widgets are drawn, `collect()` reads them back into a config dict, and only
 a config that validates replaces the spec, so a bad value shows a message and loses nothing.
 
-The URL carries the spec as `?cfg=<base64url(zlib(JSON))>` and the live run's id as `?run=`.
-A share link is the URL without `run`.
+The URL carries the spec as `?cfg=<base64url(zlib(JSON))>`, the live run's id as `?run=`, the
+side-by-side choice as `?compare=` and `?stop=planned` when runs stop at their planned steps
+instead of training until paused (the page's default). A share link is the URL without `run`.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from engine.core.spec import (
 CFG, RUN = "cfg", "run"
 COMPARE = "compare"  # ?compare=: the side-by-side or A/B choice, e.g. clipping
 MAX_COMPARE_CHARS = 400
+STOP, PLANNED = "stop", "planned"  # ?stop=planned: "Train until paused" is off
 SHARED_PATH = "upload.csv"  # what a share link says instead of the server path of an upload
 W = "w."
 NO_OVERRIDE = ""  # the per-layer picker's "use the model default" option
@@ -366,22 +368,31 @@ def init_from_url(default: ExperimentSpec) -> str | None:
         except SpecError as e:
             error = f"This link's experiment could not be loaded: {e}. Showing the default instead."
     load(spec)
+    st.session_state["endless"] = st.query_params.get(STOP) != PLANNED
     linked = st.query_params.get(COMPARE)
     if linked and len(linked) <= MAX_COMPARE_CHARS:  # checked against what applies when drawn
         st.session_state["compare"] = linked
     return error
 
 
-def sync_url(spec: ExperimentSpec, run_id: str | None, compare: str | None = None) -> None:
-    """The address bar holds the experiment, its side-by-side choice and the page's run."""
+def sync_url(spec: ExperimentSpec, run_id: str | None, compare: str | None = None,
+             endless: bool = True) -> None:
+    """The address bar holds the experiment, its side-by-side choice, whether runs stop at
+    their planned steps and the page's run."""
     code = encode_link(spec)
     if st.query_params.get(CFG) != code:
         st.query_params[CFG] = code
-    if compare and st.query_params.get(COMPARE) != compare:
-        st.query_params[COMPARE] = compare
-    elif not compare and COMPARE in st.query_params:
-        del st.query_params[COMPARE]
+    _sync_param(COMPARE, compare or None)
+    _sync_param(STOP, None if endless else PLANNED)
     sync_run(run_id)
+
+
+def _sync_param(name: str, value: str | None) -> None:
+    """?name=value in the address bar, or no ?name= at all for None."""
+    if value and st.query_params.get(name) != value:
+        st.query_params[name] = value
+    elif not value and name in st.query_params:
+        del st.query_params[name]
 
 
 def sync_run(run_id: str | None) -> None:
@@ -390,10 +401,7 @@ def sync_run(run_id: str | None) -> None:
     in Chromium: after a watcher's Reset the page showed its own new run while the address bar
     kept the watched one; every rerun, a fragment's included, reads the browser's query string
     as it was sent, so a stale one is corrected on the next refresh)."""
-    if run_id and st.query_params.get(RUN) != run_id:
-        st.query_params[RUN] = run_id
-    elif not run_id and RUN in st.query_params:
-        del st.query_params[RUN]
+    _sync_param(RUN, run_id)
 
 
 def upload_of(spec: ExperimentSpec) -> str | None:
@@ -407,9 +415,11 @@ def shareable(spec: ExperimentSpec) -> ExperimentSpec:
     return spec.with_upload(SHARED_PATH) if upload_of(spec) else spec
 
 
-def share_query(spec: ExperimentSpec, keep_path: bool = False, compare: str | None = None) -> str:
+def share_query(spec: ExperimentSpec, keep_path: bool = False, compare: str | None = None,
+                endless: bool = True) -> str:
     """?cfg= for a link. An uploaded file's path is left out unless asked for: the recipient
     cannot read another browser's upload anyway, and the path would show the server's folders
     and let anyone confirm a guess of the file's content (its name is a hash of it)."""
     query = f"?{CFG}={encode_link(spec if keep_path else shareable(spec))}"
-    return query + (f"&{COMPARE}={quote(compare, safe='')}" if compare else "")
+    return query + (f"&{COMPARE}={quote(compare, safe='')}" if compare else "") + (
+        "" if endless else f"&{STOP}={PLANNED}")

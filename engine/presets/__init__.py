@@ -1,7 +1,10 @@
 """Bundled presets: one JSON file per one-click experiment, tagged with concept ids from
 shared/CONCEPTS.md. A file holds a title, the concept ids, a one-line summary, an explanation of
 what to watch (our own words), what the run is expected to show (`expect`, checked by
-tests/test_presets.py) and the experiment config itself."""
+tests/test_presets.py) and the experiment config itself; `"until_paused": true` opens it with
+the page's "Train until paused" on (TensorFlow Playground's way: the claims still hold at the
+planned steps, and training on only goes further), otherwise the run stops at its planned steps,
+the point its explanation describes."""
 from __future__ import annotations
 
 import difflib
