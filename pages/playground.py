@@ -760,13 +760,18 @@ def overview(run: Run | None, spec: ExperimentSpec, shown) -> None:
     if trainer:
         panels.phase_summary(trainer)
     if rows:
-        st.toggle("log-scale loss", key="log_loss")
+        diverged = trainer.stopped == "diverged"
+        if diverged:  # its loss spans many powers of ten: a linear axis shows a flat line
+            st.toggle("log-scale loss", value=True, disabled=True, key="log_loss_diverged",
+                      help="A run that diverged is always drawn on a log axis.")
+        else:
+            st.toggle("log-scale loss", key="log_loss")
         if run.twins:
             panels.side_by_side(run, st.session_state.get("log_loss", False))
         panels.training_charts(rows, st.session_state.get("log_loss", False),
                                trainer.data.task != "classification",
                                not SCHEDULES[trainer.spec.schedule.name].tags.get("steady"),
-                               best_step(trainer))
+                               best_step(trainer), rows[-1]["step"] if diverged else None)
     if shown is not None:
         fig = panels.throttled("data_view", run, panels.REDRAW_EVERY_S,
                                lambda: panels.data_figure(shown, run.predict if rows else None),

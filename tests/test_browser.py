@@ -418,6 +418,31 @@ def test_the_default_run_trains_until_paused(page, server):
     assert not page.errors, page.errors
 
 
+def test_a_diverged_run_draws_its_blow_up(page, server):
+    """Issue 31, item 7: lr_too_high drew one or two dots. Now every step up to the divergence
+    is on a log axis, and the step it ended is marked."""
+    open_app(page, server, "?preset=lr_too_high")
+    press(page, "Start")
+    wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 60,
+               what="the run to diverge")
+    assert "stopped: diverged" in body_text(page)
+    chart = wait_until(lambda: page.evaluate("""() => {
+      for (const el of document.querySelectorAll('.js-plotly-plot')) {
+        const t = el.layout && el.layout.title;
+        const text = ((t && (t.text !== undefined ? t.text : t)) || '').replace(/<[^>]*>/g, '');
+        if (text.trim() === 'Loss' && el.data && el.data[0] && el.data[0].x.length > 2)
+          return {points: el.data[0].y.filter(v => v !== null).length,
+                  axis: el.layout.yaxis.type,
+                  marks: (el.layout.annotations || []).map(a => a.text)};
+      }
+      return null;
+    }"""), 20, what="the loss chart of the diverged run")
+    assert chart["points"] >= 5 and chart["axis"] == "log", chart
+    assert "diverged: loss not finite" in chart["marks"], chart
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
+
 def test_preset_vanishing_fix_changes_verdict(page, server):
     open_app(page, server, "?preset=vanishing_sigmoid")
     press(page, "Start")  # a finding needs three logged rows: steps 1, 10 and 20

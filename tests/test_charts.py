@@ -93,6 +93,31 @@ def test_the_best_step_is_marked_on_loss_and_accuracy():
     assert not charts.loss_figure(rows).layout.shapes
 
 
+def test_a_diverged_run_is_drawn_on_a_log_axis_with_its_end_marked():
+    """Issue 31, item 7: the blow-up rows (one per step before the divergence) on a log axis,
+    the diverged step marked in red, beside the best step's mark."""
+    rows = [{"step": 1, "train_loss": 1.3, "val_loss": 1.2}] + [
+        {"step": s, "train_loss": 10.0 ** (3 * s), "val_loss": None} for s in range(2, 8)] + [
+        {"step": 8, "train_loss": None, "val_loss": None}]
+    fig = charts.loss_figure(rows, best_step=1, diverged_at=8)
+    assert fig.layout.yaxis.type == "log"
+    assert [(sh.x0, sh.line.color) for sh in fig.layout.shapes] == [(1, "#2ca02c"),
+                                                                    (8, "#d62728")]
+    assert [a.text for a in fig.layout.annotations] == ["best val loss",
+                                                        "diverged: loss not finite"]
+    train = fig.data[0]
+    assert list(train.x) == list(range(1, 8)) and train.mode == "lines+markers"
+    assert charts.loss_figure(rows).layout.yaxis.type != "log"
+
+
+def test_thinning_keeps_the_newest_rows_whole():
+    rows = [{"step": s} for s in range(1, 2001)]
+    kept = charts.thin(rows)
+    assert len(kept) <= charts.MAX_POINTS + charts.TAIL
+    assert [r["step"] for r in kept[-charts.TAIL:]] == list(range(1991, 2001))
+    assert kept[0]["step"] == 1 and charts.thin(rows[:100]) == rows[:100]
+
+
 def _layer_rows(values_by_step):
     return [{"step": s, "layers": [{"name": "fc1", "weight_norm": a},
                                    {"name": "fc2", "weight_norm": b}]}

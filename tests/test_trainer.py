@@ -323,6 +323,41 @@ def test_divergence_stops_at_once_and_keeps_finite_weights():
     assert_no_hooks(t.model, t)
 
 
+def test_a_divergence_logs_its_blow_up_step_by_step():
+    """Issue 31, item 7: rows every 10 steps drew a diverging run as one or two dots. The steps
+    since the last row are logged at a divergence, each with its batch loss, checked against a
+    plain PyTorch loop of full-batch gradient descent from the same weights."""
+    import copy
+
+    s = ExperimentSpec.from_dict({
+        "seed": 0, "data": {"name": "spiral", "n": 200}, "model": {
+            "layers": [32, 32], "activation": "leaky_relu"},
+        "optimizer": {"name": "sgd", "lr": 5.0, "momentum": 0.0},
+        "training": {"batch_size": 10_000, "steps": 200, "log_every": 10}})
+    t = Trainer(s)
+    plain = copy.deepcopy(t.model)
+    t.run()
+    assert t.stopped == "diverged"
+    x, y = t.data.x_train, t.data.y_train
+    opt = torch.optim.SGD(plain.parameters(), lr=5.0)
+    losses = {}
+    for step in range(1, t.step_count + 2):
+        loss = torch.nn.functional.cross_entropy(plain(x), y)
+        losses[step] = loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not math.isfinite(losses[t.step_count + 1])  # the step that diverged
+    rows = t.history.rows
+    tail = [r for r in rows if r["step"] > 1 and r["val_loss"] is None]
+    assert [r["step"] for r in tail] == list(range(2, t.step_count + 2)), "every step, in order"
+    for r in tail[:-1]:
+        assert r["train_loss"] == pytest.approx(losses[r["step"]], rel=1e-3)
+        check_row(r)
+    assert tail[-1]["train_loss"] is None and rows[-1] is tail[-1]
+    assert max(r["train_loss"] for r in tail[:-1]) > 1e6 * rows[0]["train_loss"], "a blow-up"
+
+
 def test_a_nan_loss_applies_no_update():
     base = Trainer(spec())
     d = base.data

@@ -25,15 +25,16 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 MARGIN = dict(l=10, r=10, t=40, b=10)
 
 
+TAIL = 10  # newest rows thin() always keeps: a divergence's blow-up is logged step by step
+
+
 def thin(rows: list[dict], max_points: int = MAX_POINTS) -> list[dict]:
-    """At most max_points rows, evenly spaced, always keeping the newest one."""
-    if len(rows) <= max_points:
+    """At most max_points + TAIL rows, evenly spaced, always keeping the newest TAIL."""
+    if len(rows) <= max_points + TAIL:
         return rows
-    stride = math.ceil(len(rows) / max_points)
-    kept = rows[::stride]
-    if kept[-1] is not rows[-1]:
-        kept = kept[:-1] + [rows[-1]]
-    return kept
+    head = rows[:-TAIL]
+    stride = math.ceil(len(head) / max_points)
+    return head[::stride] + rows[-TAIL:]
 
 
 def _r(v):
@@ -106,10 +107,10 @@ DASH = {"val": "dash", "train_eval": "dot"}
 
 
 def metric_figure(rows: list[dict], keys: tuple[str, ...], title: str, log: bool = False,
-                  revision: str | None = None, best_step: int | None = None,
-                  **layout) -> go.Figure:
+                  revision: str | None = None, marks=(), **layout) -> go.Figure:
     """Lines of row metrics against steps (train solid, eval-mode train dotted, validation
-    dashed); keys no row has are left out. best_step draws a marker line at that step."""
+    dashed); keys no row has are left out. marks: (step, text, colour) drawn as a labelled
+    vertical line at that step."""
     rows = thin(rows)
     traces = []
     for key in keys:
@@ -119,15 +120,23 @@ def metric_figure(rows: list[dict], keys: tuple[str, ...], title: str, log: bool
             traces.append(_line(x, y, LABELS.get(key, key.replace("_", " ")),
                                 line=dict(dash=dash)))
     yaxis = layout.pop("yaxis", {})
-    if log:
-        yaxis["type"] = "log"
-    if best_step is not None:
-        layout["shapes"] = [dict(type="line", x0=best_step, x1=best_step, yref="paper", y0=0,
-                                 y1=1, line=dict(color="#2ca02c", width=1.5, dash="dot"))]
-        layout["annotations"] = [dict(x=best_step, y=1, yref="paper", text="best val loss",
-                                      showarrow=False, yanchor="bottom", font=dict(size=10),
-                                      xanchor="left")]
+    if log:  # powers of ten throughout (plotly's default mixes 10^21 with 100T)
+        yaxis.update(type="log", exponentformat="power")
+    marks = [m for m in marks if m[0] is not None]
+    if marks:
+        layout["shapes"] = [dict(type="line", x0=step, x1=step, yref="paper", y0=0, y1=1,
+                                 line=dict(color=colour, width=1.5, dash="dot"))
+                            for step, _, colour in marks]
+        layout["annotations"] = [dict(x=step, y=1, yref="paper", text=text, showarrow=False,
+                                      yanchor="bottom", font=dict(size=10, color=colour),
+                                      xanchor="right" if i % 2 else "left")
+                                 for i, (step, text, colour) in enumerate(marks)]
     return figure(traces, title, revision or title, xaxis=_step_axis(), yaxis=yaxis, **layout)
+
+
+def _marks(best_step: int | None, diverged_at: int | None) -> list:
+    return [(best_step, "best val loss", "#2ca02c"),
+            (diverged_at, "diverged: loss not finite", "#d62728")]
 
 
 def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, title: str,
@@ -155,14 +164,18 @@ def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, tit
                   xaxis=dict(title=dict(text=x_key)), yaxis=yaxis, **layout)
 
 
-def loss_figure(rows, log=False, best_step=None):
-    return metric_figure(rows, ("train_loss", "val_loss", "train_eval_loss"), "Loss", log,
-                         "loss", best_step=best_step)
+def loss_figure(rows, log=False, best_step=None, diverged_at=None):
+    """The losses; a run that diverged is drawn on a log axis, where its blow-up (the rows of
+    every step before it) reads as the straight climb it is, and the step it ended is marked."""
+    return metric_figure(rows, ("train_loss", "val_loss", "train_eval_loss"), "Loss",
+                         log or diverged_at is not None, "loss",
+                         marks=_marks(best_step, diverged_at))
 
 
-def accuracy_figure(rows, best_step=None):
+def accuracy_figure(rows, best_step=None, diverged_at=None):
     return metric_figure(rows, ("train_acc", "val_acc", "train_eval_acc"), "Accuracy",
-                         revision="acc", best_step=best_step, yaxis=dict(range=[0, 1.02]))
+                         revision="acc", marks=_marks(best_step, diverged_at),
+                         yaxis=dict(range=[0, 1.02]))
 
 
 def lr_figure(steps, lrs, title="Learning rate") -> go.Figure:

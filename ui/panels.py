@@ -222,19 +222,20 @@ def _step_answers(data: Dataset, predict, n: int = 6):
 
 
 def training_charts(rows: list[dict], log: bool, regression: bool, show_lr: bool,
-                    best_step: int | None = None) -> None:
+                    best_step: int | None = None, diverged_at: int | None = None) -> None:
     """Loss and accuracy side by side (the LR curve instead of accuracy for regression, and
-    under both when a schedule changes it); best_step is marked on both."""
+    under both when a schedule changes it); best_step and the step a run diverged at are
+    marked on both."""
     c1, c2 = st.columns(2)
     with c1:
-        live_plot(charts.loss_figure(rows, log, best_step), "loss", mode_bar=False)
+        live_plot(charts.loss_figure(rows, log, best_step, diverged_at), "loss", mode_bar=False)
     lr = charts.lr_figure([r["step"] for r in rows], [r["lr"] for r in rows])
     if regression:
         with c2:
             live_plot(lr, "lr_live", mode_bar=False)
         return
     with c2:
-        live_plot(charts.accuracy_figure(rows, best_step), "acc", mode_bar=False)
+        live_plot(charts.accuracy_figure(rows, best_step, diverged_at), "acc", mode_bar=False)
     if show_lr:
         live_plot(lr, "lr_live", mode_bar=False)
 

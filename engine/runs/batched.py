@@ -330,6 +330,7 @@ class BatchedRuns:
         self.loss_sum = torch.zeros(n, device=self.device)
         self.correct = torch.zeros(n, device=self.device)
         self.seen = self.since = 0
+        self.step_losses = [[] for _ in trainers]  # as Trainer._step_losses, per run
 
     # -- the forward and backward of every run at once
     def _gradients(self, xb, yb):
@@ -394,11 +395,15 @@ class BatchedRuns:
         if log_step:  # gradients too, where a row is written (as Trainer._finite)
             norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).sum(0)
             finite = finite & torch.isfinite(norms)
-        finite = finite.tolist()
+        finite, values = finite.tolist(), loss.tolist()
         for v, t in enumerate(self.trainers):
             if live[v] and not finite[v]:
-                self._diverged(t, v, step, float(loss[v]))
+                self._diverged(t, v, step, values[v])
                 live[v] = False
+            elif live[v] and not log_step:  # as Trainer keeps them: a divergence logs them
+                self.step_losses[v].append((step, values[v], self.rates[v][step - 1]))
+            elif log_step:
+                self.step_losses[v].clear()
         new = UPDATES[self.kind](self.params, grads, self.state, self.settings,
                                  self.lrs[:, step - 1])
         with torch.no_grad():
@@ -442,20 +447,12 @@ class BatchedRuns:
         t._call("on_after_backward")
 
     def _diverged(self, t, v: int, step: int, value: float) -> None:
-        """As Trainer._finite: stop without applying the update, with a row saying so."""
+        """As Trainer._finite: stop without applying the update, with a row saying so (and
+        the steps since the last row before it)."""
         if not t.is_log_step(step):  # diagnostics off, as for a step that logs nothing
             t._call("on_step_start")
-        last = next((r["train_loss"] for r in reversed(t.history.rows)
-                     if r.get("train_loss") is not None), None)
-        t.divergence = {"step": step, "loss": "NaN" if value != value else f"{value:g}",
-                        "last_finite_loss": last, "kept": ", and the update that would have "
-                        "broken the weights was not applied"}
-        t.stop("diverged")
-        t.row = {"step": step, "epoch": step * t.batches.size / t.batches.n,
-                 "lr": self.rates[v][step - 1], "train_loss": None, "val_loss": None,
-                 "train_acc": None, "val_acc": None, "grad_norm": None, "layers": None}
-        t._call("on_step_end")
-        t._log(t.row)
+        t._diverge(step, value, self.rates[v][step - 1], ", and the update that would have "
+                   "broken the weights was not applied", self.step_losses[v])
         self._end(t, v)
 
     def _rows(self, step: int) -> list[dict]:

@@ -335,7 +335,10 @@ class Trainer:
                 total = total + torch.stack(torch._foreach_norm(grads)).sum()
             finite = math.isfinite(total.item())
         else:
-            finite = math.isfinite(loss.item())
+            value = loss.item()
+            finite = math.isfinite(value)
+            if finite:  # kept until the next row: a divergence logs them (below)
+                self._step_losses.append((step, value, self.lr()))
         if finite:
             if self._check_every > 1:
                 self._last_good = (step, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
@@ -345,17 +348,32 @@ class Trainer:
         if self._check_every > 1 and self._last_good is not None:
             self.model.load_state_dict(self._last_good[1])
             kept = f"; the weights from step {self._last_good[0]} were restored"
+        self._diverge(step, value, self.lr(), kept, self._step_losses)
+        return False
+
+    def _diverge(self, step: int, value: float, lr: float, kept: str, step_losses) -> None:
+        """Stop as diverged at `step` (its loss `value`), with a row saying so. step_losses:
+        (step, batch loss, lr) of the steps since the last row, logged first: between two rows
+        a loss can climb from 1 to 1e30, and the rows alone would draw only its two ends.
+        Written now, they carry the run's verdict."""
         last_loss = next((r["train_loss"] for r in reversed(self.history.rows)
                           if r.get("train_loss") is not None), None)
         self.divergence = {"step": step, "loss": "NaN" if value != value else f"{value:g}",
                            "last_finite_loss": last_loss, "kept": kept}
         self.stop("diverged")
-        self.row = {"step": step, "epoch": step * self.batches.size / self.batches.n,
-                    "lr": self.lr(), "train_loss": None, "val_loss": None, "train_acc": None,
-                    "val_acc": None, "grad_norm": None, "layers": None}
+        self.row = self._bare_row(step, lr)
         self._call("on_step_end")
-        self._log(self.row)
-        return False
+        diverged = self.row
+        for s, batch_loss, rate in step_losses:
+            self._log({**self._bare_row(s, rate, batch_loss), "health": diverged.get("health")})
+        self._log(diverged)
+
+    def _bare_row(self, step: int, lr: float, train_loss: float | None = None) -> dict:
+        """A row with no statistics: a step before a divergence (its batch loss) or the step
+        that diverged (nothing finite to show)."""
+        return {"step": step, "epoch": step * self.batches.size / self.batches.n, "lr": lr,
+                "train_loss": train_loss, "val_loss": None, "train_acc": None,
+                "val_acc": None, "grad_norm": None, "layers": None}
 
     def _log(self, row):
         self.history.append(row)
@@ -378,6 +396,8 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         self._loss_sum, self._correct = zero.clone(), zero.clone()
         self._seen, self._batches_since = 0, 0
+        self._step_losses: list[tuple[int, float, float]] = []  # (step, batch loss, lr) of the
+        # steps since the last row whose loss was read alone (every step on a CPU)
 
     def _metrics_row(self, lr: float) -> dict:
         step = self.step_count
@@ -484,7 +504,7 @@ class Trainer:
             "batches": {"order": b._order, "pos": b._pos},
             "sums": {"loss": self._loss_sum, "correct": self._correct, "seen": self._seen,
                      "batches": self._batches_since, "outs": list(self._outs),
-                     "ys": list(self._ys)},
+                     "ys": list(self._ys), "step_losses": list(self._step_losses)},
             "last_good": self._last_good,
             "history": self.history.state_dict() if history else None,
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if _stateful(cb)},
@@ -524,6 +544,7 @@ class Trainer:
         self._loss_sum, self._correct = here(sums["loss"]), here(sums["correct"])
         self._seen, self._batches_since = sums["seen"], sums["batches"]
         self._outs, self._ys = [here(t) for t in sums["outs"]], [here(t) for t in sums["ys"]]
+        self._step_losses = [tuple(x) for x in sums.get("step_losses", [])]  # older: none
         good = state["last_good"]
         self._last_good = None if good is None else (good[0], {k: here(v)
                                                                for k, v in good[1].items()})
