@@ -870,6 +870,17 @@ def test_a_cnn_preset_trains_and_its_filters_and_feature_maps_render(page, serve
         .map(e => (e.data || []).filter(t => t.type === 'heatmap').length)""")
     # maps: the input, conv1's 6, pool1's 6 and the first 8 of conv2's 16; kernels: 6 + 16
     assert sorted(cells)[-2:] == [1 + 6 + 6 + 8, 6 + 16], cells
+    # issue 31, item 6: the colours plotly.js draws with (its own "RdBu" is blue for low
+    # values) match the captions: blue for positive kernels and for a probability that falls
+    ends = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(e => /^(Learned kernels|P\\(.*\\) lost when covered)/.test(
+            ((e.layout.title && e.layout.title.text) || '').replace(/<[^>]*>/g, '')))
+        .map(e => { const s = e._fullData[0].colorscale;
+                    return [s[0][1], s[s.length - 1][1]]; })""")
+    rgb = lambda c: [int(v) for v in re.findall(r"\d+", c)[:3]]  # noqa: E731
+    assert len(ends) == 2, ends
+    for low, high in ends:
+        assert rgb(low)[0] > rgb(low)[2] and rgb(high)[2] > rgb(high)[0], ends  # red - , blue +
     assert_no_exception(page)
     assert not page.errors, page.errors
 

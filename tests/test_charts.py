@@ -172,3 +172,23 @@ def test_a_diverged_variant_does_not_flatten_the_others_side_by_side():
     logged = charts.side_by_side_figure([("calm", calm), ("wild", wild)], "loss", "L",
                                         log=True).to_dict()
     assert logged["layout"]["yaxis"]["type"] == "log" and "range" not in logged["layout"]["yaxis"]
+
+
+def test_colour_scales_reach_the_browser_as_written():
+    """Issue 31, item 6: figures go to plotly.js unvalidated, where "RdBu" runs blue to red,
+    the reverse of plotly.py's: the occlusion map drew "it falls" red under a caption saying
+    blue. Every scale but Viridis (the same in both) is written out, with the ends the
+    captions name."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    named = [(path.name, m.group(1)) for path in (root / "ui").glob("*.py")
+             for m in re.finditer(r"colorscale=\"(\w+)\"", path.read_text())
+             if m.group(1) != "Viridis"]
+    assert not named, named
+    red, blue = (0, "rgb(178,24,43)"), (1, "rgb(33,102,172)")
+    fig = charts.image_rows_figure([("patch", [[[-1.0, 0.5]]])], "Occlusion", "occ",
+                                   diverging=True)
+    scale = fig.data[0].colorscale
+    assert tuple(scale[0]) == red and tuple(scale[-1]) == blue  # negative red, positive blue

@@ -23,6 +23,13 @@ MAX_POINTS = 500
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 MARGIN = dict(l=10, r=10, t=40, b=10)
+# Colour scales written out: figures go to the browser unvalidated (below), so a name reaches
+# plotly.js, whose "RdBu", "Blues" and "Greys" run the other way from plotly.py's (its RdBu is
+# blue for low values): the captions' "blue +, red -" would be drawn reversed.
+DIVERGING = [[0.0, "rgb(178,24,43)"], [0.25, "rgb(244,165,130)"], [0.5, "rgb(247,247,247)"],
+             [0.75, "rgb(146,197,222)"], [1.0, "rgb(33,102,172)"]]  # red -, white 0, blue +
+BLUES = [[0.0, "#f4f8fc"], [1.0, "#1f5fa8"]]    # light for 0, dark blue for the most
+GREYS = [[0.0, "#ffffff"], [1.0, "#000000"]]    # ink on paper: white 0, black 1
 
 
 TAIL = 10  # newest rows thin() always keeps: a divergence's blow-up is logged step by step
@@ -355,7 +362,7 @@ def attention_figure(att: dict, names: list[str]) -> go.Figure:
     trace = dict(type="heatmap", z=[[_r(v) for v in row] for row in att["weights"]],
                  x=[f"{k}:{names[i]}" for k, i in enumerate(att["inputs"])],
                  y=[f"{k}:{names[i]}" for k, i in enumerate(att["answers"])],
-                 colorscale="Blues", zmin=0, zmax=1,
+                 colorscale=BLUES, zmin=0, zmax=1,
                  hovertemplate="answer %{y} looked at input %{x}: %{z:.2f}<extra></extra>")
     return figure([trace], "Attention while answering validation sequence 1 (rows: answers, "
                   "columns: inputs)", "attention", height=360,
@@ -444,7 +451,7 @@ def _point_traces(points, task) -> list[dict]:
         if task != "classification":
             traces.append(dict(common, x=xy[:, 0].round(3).tolist(), y=xy[:, 1].round(3).tolist(),
                                name=split, marker=dict(
-                                   color=np.asarray(labels).round(3).tolist(), colorscale="RdBu",
+                                   color=np.asarray(labels).round(3).tolist(), colorscale=DIVERGING,
                                    cmid=0, size=6, symbol=symbol, line=dict(color="black", width=0.4))))
             continue
         labels = np.asarray(labels)
@@ -473,7 +480,7 @@ def boundary_figure(xs: np.ndarray, ys: np.ndarray, outputs: np.ndarray | None,
     elif outputs is not None:
         z = np.asarray(outputs, dtype=float).round(3)
         traces.append(dict(type="heatmap", z=np.where(np.isfinite(z), z, None).tolist(),
-                           x=xs.round(4).tolist(), y=ys.round(4).tolist(), colorscale="RdBu",
+                           x=xs.round(4).tolist(), y=ys.round(4).tolist(), colorscale=DIVERGING,
                            zmid=0, opacity=0.75, colorbar=dict(thickness=10),
                            hovertemplate="prediction %{z:.2f}<extra></extra>"))
     traces += _point_traces(points, task)
@@ -496,7 +503,7 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
     for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.01, vgap=0.2)):
         suffix = "" if i == 0 else str(i + 1)
         traces.append(dict(type="heatmap", z=np.asarray(images[i])[::-1].round(2).tolist(),
-                           colorscale="Greys", showscale=False, hoverinfo="skip",
+                           colorscale=GREYS, showscale=False, hoverinfo="skip",
                            xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
@@ -592,7 +599,7 @@ def image_rows_figure(rows: list[tuple[str, list]], title: str, revision: str,
                          hovertemplate="%{z:.3g}<extra></extra>")
             if diverging:
                 top = float(np.abs(z).max()) or 1.0
-                trace.update(colorscale="RdBu", zmin=-top, zmax=top)
+                trace.update(colorscale=DIVERGING, zmin=-top, zmax=top)
             else:
                 trace.update(colorscale="Viridis")
             traces.append(trace)
@@ -612,7 +619,7 @@ def confusion_figure(matrix: list[list[int]], names: list[str]) -> go.Figure:
     z = np.asarray(matrix)
     labels = [str(n) for n in names]
     trace = dict(type="heatmap", z=z.tolist(), x=labels, y=labels,
-                 colorscale=[[0, "#f4f8fc"], [1, "#1f5fa8"]], showscale=False,
+                 colorscale=BLUES, showscale=False,
                  text=z.tolist(), texttemplate="%{text}",
                  hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>")
     side = max(260, 40 * len(labels) + 120)

@@ -407,8 +407,8 @@ def cnn_figures(kernels, maps, occlusion, data, split: str, index: int, patch: i
     image = charts.image_rows_figure([("input", maps[0]["maps"][:1])],
                                      f"Example {index}", "occlusion-input")
     drop = charts.image_rows_figure(
-        [(f"{patch}x{patch} patch", [occlusion])], f"Occlusion: P({names[label]}) lost when "
-        "covered", "occlusion", diverging=True)
+        [(f"occlusion, {patch}x{patch} patch", [occlusion])],
+        f"P({names[label]}) lost when covered", "occlusion", diverging=True)
     return filters, fmaps, image, drop
 
 

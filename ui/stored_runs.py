@@ -177,8 +177,8 @@ def parallel_coordinates(result: dict) -> go.Figure | None:
         if all(x is not None for x in values):
             dims.append(dict(label=metric.replace("_", " "), values=values))
     colour = [v["final"][key] for v in variants]
-    fig = go.Figure(go.Parcoords(line=dict(color=colour, colorscale="Viridis_r",
-                                           showscale=True,
+    fig = go.Figure(go.Parcoords(line=dict(color=colour, colorscale="Viridis",
+                                           reversescale=True, showscale=True,
                                            colorbar=dict(title=key.replace("_", " "))),
                                  dimensions=dims))
     # the axis labels sit above the axes: the title goes higher still
