@@ -503,7 +503,9 @@ def presets_section() -> None:
     st.selectbox("Preset to load", names, key="preset_pick", format_func=titles.get,
                  help="Pick an experiment and press Load preset; it replaces the settings below.")
     picked = load_preset(st.session_state["preset_pick"])
-    st.caption(picked["explanation"])
+    st.caption(picked["summary"])  # a line; the explanation, a paragraph, folded
+    with st.expander("What to watch"):
+        st.caption(picked["explanation"])
     st.button("Load preset", on_click=on_preset, width="stretch")
     st.text_input("Open a TensorFlow Playground link", key="tfp_link", on_change=on_tfp_link,
                   placeholder="https://playground.tensorflow.org/#activation=tanh&…",
@@ -539,19 +541,23 @@ def training_section(spec: ExperimentSpec) -> None:
     c1, c2 = st.columns(2)
     widgets.param_widget(TRAINING_PARAMS["batch_size"], W + "training.batch_size", c1, "batch size")
     widgets.param_widget(TRAINING_PARAMS["steps"], W + "training.steps", c2, "steps")
-    c1, c2 = st.columns(2)
-    widgets.param_widget(REG_PARAMS["l1"], W + "regularization.l1", c1, "L1")
-    widgets.param_widget(REG_PARAMS["l2"], W + "regularization.l2", c2, "L2")
-    c1, c2 = st.columns(2)
-    c1.selectbox("Gradient clipping", ["off", *CLIP_MODES], key=W + "training.clip_mode",
-                 help="norm: rescale the whole gradient when its norm exceeds the limit; "
-                 "value: cap every gradient entry at +-limit.")
-    c2.number_input("clip limit", key=W + "training.clip_max", format="%g",
-                    disabled=st.session_state[W + "training.clip_mode"] == "off")
-    c1, c2 = st.columns(2)
-    c1.checkbox("Early stopping", key=W + "training.es_on",
-                help="Stop when the validation loss stops improving and restore the best weights.")
-    widgets.param_widget(ES_PARAMS["patience"], W + "training.es_patience", c2, "patience")
+    # folded unless one of them is on: the sidebar was 2,600 px tall
+    in_use = bool(spec.regularization.l1 or spec.regularization.l2 or spec.training.grad_clip
+                  or spec.training.early_stopping)
+    with st.expander("Regularisation, clipping, early stopping", expanded=in_use):
+        c1, c2 = st.columns(2)
+        widgets.param_widget(REG_PARAMS["l1"], W + "regularization.l1", c1, "L1")
+        widgets.param_widget(REG_PARAMS["l2"], W + "regularization.l2", c2, "L2")
+        c1, c2 = st.columns(2)
+        c1.selectbox("Gradient clipping", ["off", *CLIP_MODES], key=W + "training.clip_mode",
+                     help="norm: rescale the whole gradient when its norm exceeds the limit; "
+                     "value: cap every gradient entry at +-limit.")
+        c2.number_input("clip limit", key=W + "training.clip_max", format="%g",
+                        disabled=st.session_state[W + "training.clip_mode"] == "off")
+        c1, c2 = st.columns([3, 2], vertical_alignment="bottom")  # the label needs the room
+        c1.checkbox("Early stopping", key=W + "training.es_on", help="Stop when the validation "
+                    "loss stops improving and restore the best weights.")
+        widgets.param_widget(ES_PARAMS["patience"], W + "training.es_patience", c2, "patience")
     if DATASETS[spec.data.name].tags.get("input") == "image":
         with st.expander("Augmentation (training images only)",
                          expanded=spec.training.augment is not None):
@@ -565,18 +571,24 @@ def training_section(spec: ExperimentSpec) -> None:
                              "truncate backprop through time after (steps; 0: never)")
 
 
-def run_section(spec: ExperimentSpec) -> None:
-    """Side by side, the phases (pretraining, distillation), seed, device and logging."""
+def compare_section(spec: ExperimentSpec) -> None:
+    """Side by side and A/B, near the top: what is trained beside the experiment."""
+    st.subheader("Compare")
     side_by_side_picker(spec)
+
+
+def run_section(spec: ExperimentSpec) -> None:
+    """The phases (pretraining, distillation), seed, device and logging."""
+    st.subheader("Run")
     widgets.phases_section(spec)
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)  # two a row: in three, "auto" read "aut"
     widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
     devices = [d for d in TOP_PARAMS["device"].choices if d != "cuda" or torch.cuda.is_available()]
     if st.session_state.get(W + "device") not in devices:
         st.session_state[W + "device"] = "auto"
     c2.selectbox("device", devices, key=W + "device",
                  help="auto uses the GPU when this server has one.")
-    widgets.param_widget(TRAINING_PARAMS["log_every"], W + "training.log_every", c3, "log every")
+    widgets.param_widget(TRAINING_PARAMS["log_every"], W + "training.log_every", c1, "log every")
 
 
 # ----------------------------------------------------------------------------- header
@@ -641,11 +653,9 @@ def page_data(spec: ExperimentSpec, waiting_for_csv: bool):
 def network_column(spec: ExperimentSpec, data, run: Run | None, mine: bool,
                    waiting_for_csv: bool) -> None:
     st.subheader("Network")
-    c1, c2 = st.columns(2)
-    with c1:
-        widgets.choice_picker("Activation (all layers)", ACTIVATIONS, "model.activation", columns=1)
-    with c2:
-        widgets.choice_picker("Initializer (all layers)", INITIALIZERS, "model.init", columns=1)
+    # one above the other: side by side, "xavier uniform" read "xavier unif"
+    widgets.choice_picker("Activation (all layers)", ACTIVATIONS, "model.activation")
+    widgets.choice_picker("Initializer (all layers)", INITIALIZERS, "model.init")
     st.number_input("Bias init (all layers)", key=W + "model.bias_init", format="%g",
                     help="Starting value of every bias; negative values can kill ReLUs.")
     described, shape_error = panels.describe_rows(spec, data) if data else (None, None)
@@ -793,6 +803,7 @@ start_session()
 spec, _ = S.edited_spec()
 with st.sidebar:
     presets_section()
+    compare_section(spec)
     csv_ready = data_section()
     training_section(spec)
     run_section(spec)

@@ -628,6 +628,23 @@ def test_a_deep_stack_is_shown_as_blocks_that_can_be_resized(at):
     no_problems(at)
 
 
+def test_a_stack_of_repeated_groups_is_one_block(at):
+    """Issue 31, item 8: batchnorm_deep_sigmoid's ten (linear, batchnorm, activation) triples
+    drew thirty layer cards (a page 7,005 px tall); they are one block of ten copies."""
+    at.selectbox(key="preset_pick").set_value("batchnorm_deep_sigmoid").run()
+    button(at, "Load preset").click().run()
+    no_problems(at)
+    layers = spec_of(at).model.layers
+    copies = [n for n in at.number_input if n.key and n.key.startswith("copies.")]
+    assert [n.value for n in copies] == [10]
+    assert any("linear → batchnorm → activation ×10" in m.value for m in at.markdown)
+    copies[0].set_value(8).run()
+    no_problems(at)
+    assert spec_of(at).model.layers == layers[:24]
+    next(n for n in at.number_input if n.key.startswith("copies.")).set_value(11).run()
+    assert spec_of(at).model.layers == layers + layers[:3]
+
+
 def _network_figure(at) -> dict:
     figs = figures(at)
     return next(f for f in figs if "Network" in f["layout"].get("title", {}).get("text", ""))

@@ -953,10 +953,65 @@ def test_a_comparison_preset_shows_its_effect_beside_its_twin(page, server):
 def test_a_deep_preset_fits_one_screen(page, server):
     open_app(page, server, "?preset=deep_relu_he")
     top = page.get_by_text("Show every layer").first.bounding_box()
-    bottom = page.get_by_role("button", name="+ linear").first.bounding_box()
+    bottom = page.get_by_role("button", name="Add a layer").first.bounding_box()
     assert top and bottom
     assert bottom["y"] - top["y"] < 700, f"the 30-layer stack takes {bottom['y'] - top['y']:.0f} px"
     assert_no_exception(page)
+
+
+CUT_LABELS_JS = """() => {
+  const out = [];
+  for (const el of document.querySelectorAll(
+      '[data-testid="stSidebar"] *, [data-testid="stMain"] *, [data-testid="stPopoverBody"] *')) {
+    if (el.closest('.js-plotly-plot, [data-testid="stCode"], [data-testid="stDataFrame"], ' +
+                   '[data-testid="stIconMaterial"], [data-testid="stMarkdownPre"]')) continue;
+    const cs = getComputedStyle(el);
+    const select = el.tagName === 'INPUT' && el.closest('[data-testid="stSelectbox"]');
+    if (!select && cs.textOverflow !== 'ellipsis' &&
+        !(cs.overflow === 'hidden' && cs.whiteSpace === 'nowrap')) continue;
+    const text = (select ? el.value : (el.innerText || '')).trim();
+    if (!text || el.clientWidth <= 1) continue;  // hidden: an icon's screen-reader text
+    if (el.scrollWidth > el.clientWidth + 1) out.push(text.slice(0, 60));
+  }
+  return out;
+}"""
+
+
+def cut_labels(page) -> list[str]:
+    """Labels drawn with their end cut off ("+ act…", "xavier unif"). The preset picker's
+    titles are sentences: the list it opens shows them whole."""
+    titles = {o for o in page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid="stSelectbox"] input')].map(e => e.value)""") if " · " in o}
+    return [t for t in page.evaluate(CUT_LABELS_JS) if t not in titles]
+
+
+def test_labels_are_whole_and_the_page_is_compact_on_a_laptop_screen(page, server):
+    """Issue 31, items 3 and 8: at 1280 px no button, picker or checkbox label is cut (the
+    eighteen "+ layer" buttons live in one "Add a layer" menu, fix buttons are as wide as
+    their labels); ten repeated (linear, batchnorm, activation) layers are one block, not a
+    7,005 px page; Side by side and A/B sit near the top of the sidebar."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    open_app(page, server, "?preset=vanishing_sigmoid")
+    press(page, "Start")
+    wait_until(lambda: button(page, "Switch to ReLU + He init").count(), 60,
+               what="the vanishing verdict's fix buttons")
+    assert cut_labels(page) == []
+    press(page, "Add a layer")
+    wait_until(lambda: button(page, "+ batchnorm2d").is_visible(), 10, what="the layer menu")
+    assert cut_labels(page) == []
+    page.keyboard.press("Escape")
+    pause(page)
+    open_app(page, server, "?preset=batchnorm_deep_sigmoid")
+    page.wait_for_timeout(1500)
+    heights = page.evaluate("""() => ({
+        main: document.querySelector('[data-testid="stMain"]').scrollHeight,
+        side: document.querySelector('[data-testid="stSidebarContent"]').scrollHeight})""")
+    assert heights["main"] < 2000 and heights["side"] < 2600, heights
+    compare = page.get_by_role("heading", name="Compare").bounding_box()
+    assert compare and compare["y"] < 900, compare
+    assert cut_labels(page) == []
+    assert_no_exception(page)
+    assert not page.errors, page.errors
 
 
 def test_the_decision_boundary_is_above_the_fold_on_a_laptop_screen(page, server):

@@ -107,12 +107,12 @@ def health_panel(health: dict | None, on_fix, run=None) -> None:
     fixes = health.get("fixes") or []
     if run is not None and run.fixed_from is not None:
         fixes = without_undo(fixes, run.fixed_from, run.spec)
-    if fixes:
-        cols = st.columns(3)  # three per row: labels stay whole in a narrow column
-        for i, fix in enumerate(fixes):
-            cols[i % len(cols)].button(fix["label"], key=f"fix.{i}", on_click=on_fix,
-                                       args=(fix["changes"],), type="primary" if i == 0 else "secondary",
-                                       help="Changes the settings and restarts the run")
+    if fixes:  # as wide as their labels, wrapping to a new row: a label is never cut
+        with st.container(horizontal=True, wrap=True, gap="small"):
+            for i, fix in enumerate(fixes):
+                st.button(fix["label"], key=f"fix.{i}", on_click=on_fix, args=(fix["changes"],),
+                          type="primary" if i == 0 else "secondary", width="content",
+                          help="Changes the settings and restarts the run")
 
 
 # ----------------------------------------------------------------------------- charts

@@ -434,55 +434,66 @@ def _drop_layer(lid: str) -> None:
         del st.session_state[key]
 
 
-COMPACT_AFTER = 8  # a longer stack is shown as blocks of identical layers, one row a block
+COMPACT_AFTER = 8  # a longer stack is shown as blocks of repeated layers, one row a block
+MAX_PATTERN = 4    # a block repeats up to this many layers (linear, batchnorm, activation, ...)
 
 
-def layer_blocks(ids: list[str], state) -> list[list[str]]:
-    """Runs of consecutive layers with identical settings (a 30-layer preset is one block)."""
-    blocks: list[list[str]] = []
-    last = None
-    for lid in ids:
-        settings = S.collect_layer(lid, state)
-        if blocks and settings == last:
-            blocks[-1].append(lid)
-        else:
-            blocks.append([lid])
-        last = settings
+def layer_blocks(ids: list[str], state) -> list[list[list[str]]]:
+    """The stack as blocks, each a list of copies of one pattern of layers (a copy: its layer
+    ids). A 30-layer preset of identical layers is one block of 30 one-layer copies; ten
+    (linear, batchnorm, activation) triples are one block of 10 copies. From the top, the
+    pattern that covers the most layers is taken (the shortest one on a tie)."""
+    settings = [json.dumps(S.collect_layer(lid, state), sort_keys=True) for lid in ids]
+    blocks, i = [], 0
+    while i < len(ids):
+        best_k, best_r = 1, 1
+        for k in range(1, MAX_PATTERN + 1):
+            r = 1
+            while i + (r + 1) * k <= len(ids) and \
+                    settings[i + r * k:i + (r + 1) * k] == settings[i:i + k]:
+                r += 1
+            if r > 1 and k * r > best_k * best_r:
+                best_k, best_r = k, r
+        blocks.append([ids[i + c * best_k:i + (c + 1) * best_k] for c in range(best_r)])
+        i += best_k * best_r
     return blocks
 
 
 @guarded_callback
-def _set_copies(block: list[str], key: str) -> None:
-    """A block's repeat count changed: copies of its last layer are added after it, or its
-    last layers removed."""
+def _set_copies(block: list[list[str]], key: str) -> None:
+    """A block's repeat count changed: copies of its last copy are added after it, or its
+    last copies removed."""
     ids = list(st.session_state["layer_ids"])
-    if not block or any(lid not in ids for lid in block):  # a stale widget
+    flat = [lid for copy in block for lid in copy]
+    if not flat or any(lid not in ids for lid in flat):  # a stale widget
         return
-    want = max(1, min(int(st.session_state[key]), MAX_LAYERS - len(ids) + len(block)))
-    end = ids.index(block[-1]) + 1
+    k = len(block[0])
+    want = max(1, min(int(st.session_state[key]), (MAX_LAYERS - len(ids) + len(flat)) // k))
+    end = ids.index(flat[-1]) + 1
     if want < len(block):
-        for lid in block[want:]:
-            _drop_layer(lid)
+        for copy in block[want:]:
+            for lid in copy:
+                _drop_layer(lid)
         return
-    layer = LayerSpec.from_dict(S.collect_layer(block[-1], st.session_state), "layer")
+    layers = [LayerSpec.from_dict(S.collect_layer(lid, st.session_state), "layer")
+              for lid in block[-1]]
     new = []
     for _ in range(want - len(block)):
-        lid = S.new_layer_id()
-        for k, v in S.layer_keys(lid, layer).items():
-            st.session_state[k] = v
-        new.append(lid)
+        for layer in layers:
+            lid = S.new_layer_id()
+            for key_, v in S.layer_keys(lid, layer).items():
+                st.session_state[key_] = v
+            new.append(lid)
     st.session_state["layer_ids"] = ids[:end] + new + ids[end:]
 
 
 def _compact_stack(ids: list[str], shapes: dict[int, dict]) -> None:
-    """One row per block: what it is, how many, its names and shapes, and its repeat count."""
+    """One row per block: what it repeats, how many times, its names and shapes, and its
+    repeat count."""
     start = 0
     for block in layer_blocks(ids, st.session_state):
-        first = S.collect_layer(block[0], st.session_state)
-        kind = first["type"]
-        n = len(block)
-        what = ", ".join(f"{k} {v if not isinstance(v, dict) else v.get('name')}"
-                         for k, v in first.items() if k != "type" and v is not None)
+        pattern = [S.collect_layer(lid, st.session_state) for lid in block[0]]
+        n = sum(len(copy) for copy in block)
         with st.container(border=True):
             info_a, info_b = shapes.get(start), shapes.get(start + n - 1)
             names = ""
@@ -490,26 +501,32 @@ def _compact_stack(ids: list[str], shapes: dict[int, dict]) -> None:
                 params = sum(shapes[i]["params"] for i in range(start, start + n) if i in shapes)
                 names = (f" · `{info_a['name']}`" + (f"…`{info_b['name']}`" if n > 1 else "")
                          + f" → {info_b['output_shape']} · {params:,} params")
-            label = f"**{start + 1}{f'–{start + n}' if n > 1 else ''}. {_label(kind)}**"
-            st.markdown(f"{label}{names}" + (f"  \n{what}" if what else ""),
-                        help=LAYERS[kind].doc)
+            kinds = " → ".join(_label(layer["type"]) for layer in pattern)
+            repeat = f" ×{len(block)}" if len(block) > 1 and len(pattern) > 1 else ""
+            label = f"**{start + 1}{f'–{start + n}' if n > 1 else ''}. {kinds}{repeat}**"
+            what = "; ".join(", ".join(f"{k} {v if not isinstance(v, dict) else v.get('name')}"
+                                       for k, v in layer.items() if k != "type" and v is not None)
+                             for layer in pattern)
+            st.markdown(f"{label}{names}" + (f"  \n{what}" if what.strip("; ") else ""),
+                        help=" ".join(LAYERS[layer["type"]].doc for layer in pattern))
             row = st.columns([3, 1], vertical_alignment="bottom")
-            key = f"copies.{block[0]}"
-            st.session_state[key] = n
+            key = f"copies.{block[0][0]}"
+            st.session_state[key] = len(block)
             row[0].number_input("copies", min_value=1, max_value=MAX_LAYERS, step=1, key=key,
                                 on_change=_set_copies, args=(block, key),
                                 help="How many times this block repeats: more adds copies of "
-                                "it, fewer removes its last layers.")
-            row[1].button("", icon=":material/close:", key=f"rmblock.{block[0]}",
+                                "it, fewer removes its last ones.")
+            row[1].button("", icon=":material/close:", key=f"rmblock.{block[0][0]}",
                           on_click=_remove_block, args=(block,), help="Remove this block",
                           width="stretch")
         start += n
 
 
 @guarded_callback
-def _remove_block(block: list[str]) -> None:
-    for lid in block:
-        _drop_layer(lid)
+def _remove_block(block: list[list[str]]) -> None:
+    for copy in block:
+        for lid in copy:
+            _drop_layer(lid)
 
 
 # Layout, in the order the rows appear on the page (one pass over the stack).
@@ -585,7 +602,10 @@ def layer_stack_editor(shapes: dict[int, dict] | None = None) -> None:
 
 
 def _add_buttons() -> None:
-    cols = st.columns(3)
-    for i, entry in enumerate(LAYERS):
-        cols[i % 3].button(f"+ {_label(entry.key)}", key=f"add.{entry.key}", on_click=_add_layer,
-                           args=(entry.key,), help=entry.doc, width="stretch")
+    """Every layer type, behind one button: eighteen buttons in a narrow column cut their
+    labels ("+ act…") and filled a screen. Inside, the labels are whole and wrap in rows."""
+    with st.popover("Add a layer", icon=":material/add:", width="stretch"):
+        with st.container(horizontal=True, wrap=True, gap="small"):
+            for entry in LAYERS:
+                st.button(f"+ {_label(entry.key)}", key=f"add.{entry.key}", on_click=_add_layer,
+                          args=(entry.key,), help=entry.doc, width="content")
