@@ -760,6 +760,12 @@ def status_line(run: Run, spec: ExperimentSpec) -> None:
                    "steps (the schedule's last rate holds); **Reset** starts over.")
     if run.error:
         st.error(f"Training failed: {run.error}")
+    if run.store_failure:
+        st.warning(f"This run cannot be saved right now: the run store failed "
+                   f"({run.store_failure}). It trains on, and the rows it logs are kept here and "
+                   "written as soon as the store works again; a full disk is the usual cause "
+                   "(tell whoever runs this server). Until then a reload of this page may not "
+                   "find the run.", icon=":material/save:")
 
 
 def overview(run: Run | None, spec: ExperimentSpec, shown) -> None:

@@ -321,13 +321,23 @@ flash = st.session_state.pop("runs_flash", None)
 if flash:
     getattr(st, flash[0])(flash[1])
 problem = store_problem()
-stored = store.runs(browser=me) if not problem else []
+stored = []
+if not problem:  # a full disk or a lock held too long is said, never "No runs yet"
+    stored, problem = store.listing(browser=me)
+full = store.space_problem() if not problem else None
+if full:
+    st.warning(f"New rows are not being saved: {full}. Runs go on training and keep their rows "
+               "to write when there is room; free some space on that disk (or set NETLAB_HOME "
+               "to another one and restart the server).")
 if not problem and store.damaged:  # named in the server log; here a count (ids are not ours)
     for line in store.damaged:
         print(f"netlab: run store {store.where}: {line}", file=sys.stderr)
     st.warning(f"{len(store.damaged)} stored run(s) could not be read (a damaged record) and "
                "are left out; the rest are listed.")
-if problem:
+if problem and "right now" in problem:
+    st.warning(f"{problem[0].upper()}{problem[1:]}. Runs go on training and keep their rows to "
+               "write when it works again: reload this page in a while.")
+elif problem:
     st.warning(f"Runs are not being kept on this server: {problem}." + (
         "" if "is damaged" in problem else " Set NETLAB_HOME to a writable folder and restart "
         "it."))

@@ -257,6 +257,7 @@ class RunRegistry:
             runs = list(self._runs.values())
         gone = []
         for run in runs:
+            run.catch_up_store()
             idle = now - run.last_seen
             if idle > self.caps.grace_s and (run.active or idle > self.caps.drop_after_s):
                 run.refresh()

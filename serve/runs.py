@@ -324,6 +324,21 @@ class Run(Controlled):
         """(label, Trainer) of the run and each variant, the run first."""
         return [(self.label, self.trainer), *self.twins]
 
+    @property
+    def store_failure(self) -> str | None:
+        """Why the run store cannot take this run's rows right now (a full disk, say), or
+        None: the run trains on and its writer keeps the rows to write later."""
+        writer = self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+        return writer.failure if writer is not None else None
+
+    def catch_up_store(self) -> None:
+        """A stopped run whose store failed (a full disk) writes what it kept, once the store
+        works again (the reaper asks every second; a running one retries at each row)."""
+        writer = self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+        if writer is not None and writer.failure is not None and not self.active:
+            with self.lock:
+                writer.catch_up(self.trainer)
+
     def touch(self) -> None:
         self.last_seen = time.monotonic()
 

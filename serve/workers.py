@@ -391,6 +391,7 @@ class RemoteRun(Controlled):
         self._labels = [label] + [lab for lab, _ in twins]
         self._state, self.error, self.steps_per_s = self.READY, None, 0.0
         self._can_continue = False
+        self.store_failure: str | None = None  # as Run.store_failure, as of the last sync
         self._synced = 0.0
         self._sync_lock = threading.RLock()  # a sync, and the reaper letting go, one at a time
         self.sync()
@@ -436,6 +437,7 @@ class RemoteRun(Controlled):
             # a page on another replica may be looking at it
             self.last_seen = max(self.last_seen, time.monotonic() - status["idle"])
             self.steps_per_s, self._can_continue = status["steps_per_s"], status["can_continue"]
+            self.store_failure = status.get("store_failure")  # an older worker sends none
 
     def _fresh(self) -> None:
         if time.monotonic() - self._synced > FRESH_S:
@@ -490,6 +492,9 @@ class RemoteRun(Controlled):
             self._call("set_endless", self._endless)
         except RunDropped:
             pass
+
+    def catch_up_store(self) -> None:
+        """Its worker's reaper writes what a failing store could not take."""
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

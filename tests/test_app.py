@@ -1335,3 +1335,41 @@ def test_a_run_training_until_paused_says_so_and_names_the_step_cap():
     assert "stopped at this server's limit of 5,000 steps" in capped
     planned = run_status(fake_run(1500, 1500, 1500, "done", "completed"), caps)
     assert "limit" not in planned and planned.startswith("**done** · step 1,500 / 1,500")
+
+
+def test_a_run_whose_store_fails_trains_on_says_so_and_catches_up(at):
+    """Issue 31, item 13: with the run store's disk full the page kept saying "running" and
+    only the server log knew. The page says the run cannot be saved now; the run trains on;
+    once the store works again every logged row is written."""
+    import sqlite3
+
+    at.toggle(key="endless").set_value(False).run()
+    at.number_input(key="w.training.steps").set_value(400).run()
+    at.number_input(key="w.training.log_every").set_value(1).run()
+    button(at, "Step").click().run()
+    run = the_run(at)
+    writer = run.trainer.callback("store")
+    real = writer.store.append
+
+    def full(run_id, *rows):
+        raise sqlite3.OperationalError("database or disk is full")
+    writer.store.append = full
+    try:
+        button(at, "Start").click().run()
+        deadline = time.monotonic() + 30
+        while run.state != "done" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        at.run()
+        assert run.trainer.stopped == "completed"
+        assert any("cannot be saved right now" in w.value and "database or disk is full"
+                   in w.value for w in at.warning), [w.value for w in at.warning]
+    finally:
+        writer.store.append = real
+    deadline = time.monotonic() + 10  # the server's reaper tries again every second
+    while run.store_failure is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [r["step"] for r in writer.store.rows(writer.run_id)] == \
+        [r["step"] for r in run.trainer.history.rows]
+    assert writer.store.run(writer.run_id)["status"] == "finished"
+    at.run()
+    assert not any("cannot be saved" in w.value for w in at.warning)

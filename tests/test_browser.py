@@ -498,7 +498,8 @@ def test_closing_the_page_stops_training(browser, server):
         busy = cpu_share(server.pid, 2.0)
         # the training worker keeps a core busy (less on a loaded machine, never near zero)
         assert busy > 0.2, f"server used only {busy:.0%} of a core while training"
-        assert (status(page) or ("",))[0] == "running", status(page)
+        # read until drawn: mid-refresh the status line can be missing for a moment
+        wait_until(lambda: (status(page) or ("",))[0] == "running", 5, what="'running'")
     finally:
         ctx.close()
     time.sleep(GRACE_S + 2)

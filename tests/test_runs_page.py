@@ -253,3 +253,25 @@ def test_one_sweep_at_a_time_on_a_server(store):
         slots.release()
     button(at, "Run sweep").click().run()
     assert not at.error and any(s.value.startswith("Sweep: 2 variants") for s in at.subheader)
+
+
+def test_a_store_on_a_full_disk_is_said_never_no_runs(store, monkeypatch):
+    """Issue 31, item 13: with the store's disk full another browser's Runs page said "No runs
+    yet"; it says the store cannot be read now, or that new rows are not being saved."""
+    import sqlite3
+
+    trained(store, 0.1)
+
+    def unreadable(self, *args, **kw):
+        raise sqlite3.OperationalError("disk I/O error")
+    with monkeypatch.context() as m:
+        m.setattr(RunStore, "runs", unreadable)
+        at = page()
+        text = " ".join(w.value for w in at.warning)
+        assert "cannot be read right now (disk I/O error)" in text and "reload" in text
+        assert not any("No runs yet" in i.value for i in at.info)
+    monkeypatch.setattr(RunStore, "space_problem", lambda self: "the disk holding it is full")
+    at = page()
+    assert any("New rows are not being saved: the disk holding it is full" in w.value
+               for w in at.warning)
+    assert len(at.dataframe) >= 1 and not any("No runs yet" in i.value for i in at.info)

@@ -290,6 +290,29 @@ def test_a_failing_store_never_stops_the_run_and_catches_up(tmp_path, monkeypatc
     assert store.run(writer.run_id)["status"] == FINISHED
 
 
+def test_a_full_disk_is_named(tmp_path, monkeypatch):
+    """The store says when its disk is (nearly) full, and a listing that cannot be read says
+    why instead of raising."""
+    import shutil
+    import sqlite3
+    from collections import namedtuple
+
+    from engine.runs import store as store_module
+    store = RunStore(tmp_path / "runs.sqlite")
+    assert store.space_problem() is None and store.listing() == ([], None)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    assert store.space_problem() == f"the disk holding the run store {store.where} is full " \
+                                    "(4 KB left)"
+    assert store_module.LOW_SPACE > 4096
+
+    def unreadable(*args, **kw):
+        raise sqlite3.OperationalError("disk I/O error\nmore text")
+    monkeypatch.setattr(store, "runs", unreadable)
+    assert store.listing() == ([], f"the run store {store.where} cannot be read right now "
+                                   "(disk I/O error)")
+
+
 def test_a_new_run_never_writes_into_an_older_run_of_the_same_id(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     old = Trainer(SPEC, callbacks=[StoreWriter(store, run_id="a" * 32)]).run(10)

@@ -429,3 +429,30 @@ def test_a_sweep_whose_page_stops_waiting_stops_in_its_worker():
     assert wait_for(lambda: state["finished"])
     assert isinstance(state["error"], SpecError) and "page went away" in str(state["error"])
     assert state["done"] < len(variants)  # each optimizer trains alone: it stopped early
+
+
+def test_a_store_failing_in_a_worker_reaches_the_page(tmp_path):
+    """Issue 31, item 13: the run trains in a worker, its store writer fails there (a full
+    disk); the page's RemoteRun learns it at its next sync, and when it clears."""
+    from serve.worker_host import WorkerHost
+
+    worker = WorkerHost(str(tmp_path / "runs.sqlite"))
+
+    def host(method, *args, **kw):
+        return getattr(worker, method)(*args, **kw)
+    host.release = lambda: None
+    registry = RunRegistry(Caps())
+    try:
+        run = RemoteRun("r" * 32, SPEC, registry, host, owner="me")
+        run.step_once()
+        writer = worker.registry.get("r" * 32).trainer.callback("store")
+        assert run.store_failure is None
+        writer.failure = "database or disk is full"
+        run.sync()
+        assert run.store_failure == "database or disk is full"
+        writer.failure = None
+        run.sync()
+        assert run.store_failure is None
+    finally:
+        registry.shutdown()
+        worker.registry.shutdown()

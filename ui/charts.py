@@ -52,14 +52,25 @@ def _r(v):
 
 FEW_POINTS = 30  # up to this many points a line also marks each one: a single row stays visible
 
+# The legend sits on the figure's bottom edge (container coordinates), not at a share of the
+# plot's height below it: plotly.js then keeps that strip for the legend and lays the x-axis
+# ticks and title out above it, so the two never meet, whatever the height or the number of
+# legend rows. A paper-relative y (-0.3) landed on the axis title in half-width charts.
+LEGEND = dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left")
+# The title hangs from the top edge: a figure that widens its top margin (captions above its
+# first row of panels) gets the room below the title, where plotly's default (the middle of
+# the margin) would move the title down onto them.
+TITLE_PAD = 10
+
 
 def figure(traces: list[dict], title: str, revision: str, height: int = 300,
            frames: list[dict] | None = None, **layout) -> go.Figure:
     """A figure from plain trace dicts (and animation frames), wrapped without plotly's (slow)
     validation. The uirevision names the axis types too: a zoom kept from a linear axis, read
     on a log one, would show a range of powers of ten and an empty chart."""
-    base = dict(title=dict(text=title, font=dict(size=14)), height=height, margin=MARGIN,
-                legend=dict(orientation="h", y=-0.3))
+    base = dict(title=dict(text=title, font=dict(size=14), yref="container", y=1,
+                           yanchor="top", pad=dict(t=TITLE_PAD)),
+                height=height, margin=MARGIN, legend=LEGEND)
     base.update(layout)
     axes = [(base.get(k) or {}).get("type", "linear") for k in ("xaxis", "yaxis")]
     base["uirevision"] = f"{revision}:{':'.join(axes)}"
@@ -167,6 +178,9 @@ def side_by_side_figure(variants: list[tuple[str, list[dict]]], metric: str, tit
         values = [v for t in traces for v in t["y"] if v is not None]
         if firsts and values and max(values) > 10 * max(firsts):
             yaxis["range"] = [0, 1.5 * max(firsts)]
+    # half a column wide, the legend takes a row per variant: the figure grows by it, so that
+    # four variants still leave the curves room
+    layout.setdefault("height", 260 + 20 * len(variants))
     return figure(traces, title, f"side:{metric}:{x_key}",
                   xaxis=dict(title=dict(text=x_key)), yaxis=yaxis, **layout)
 
@@ -253,6 +267,33 @@ def layer_heatmap(rows: list[dict], key: str = "act_grad_norm", max_columns: int
     return figure([trace], "dL/dh per layer (log10), input at the top", "heat",
                   height=max(220, 40 + 22 * len(names)), xaxis=_step_axis(),
                   yaxis=dict(autorange="reversed"))
+
+
+CAPTION_LEADING = 1.3  # plotly.js sets lines of text 1.3 font sizes apart
+
+
+def _caption_room(captions: list[str], size: int) -> int:
+    """Pixels the tallest of `captions` (in `size`-px type, lines split by <br>) takes above
+    its panel: a grid keeps this much free above each row, the first row's in the top margin,
+    so a caption meets neither the title nor the row above."""
+    lines = max((c.count("<br>") + 1 for c in captions), default=1)
+    return math.ceil(lines * size * CAPTION_LEADING) + 4
+
+
+def _columns_fitting(captions: list[str], size: int, most: int) -> int:
+    """At most `most` columns, fewer where the longest caption line ("horizontal bar") would
+    run into its neighbour's in the narrowest column the page draws (TABLE_WIDTH px)."""
+    longest = max((len(line) for c in captions for line in c.split("<br>")), default=1)
+    return max(1, min(most, int((TABLE_WIDTH - 20) / (0.6 * size * longest + 6))))
+
+
+def _captioned_grid(n: int, cols: int, panel_px: int, room: int, gap: float):
+    """A grid of rows `panel_px` tall, each with `room` pixels for its captions above it: the
+    panels' domains, the figure's height and its margin (the title, then the first captions)."""
+    row_px = panel_px + room
+    margin = dict(MARGIN, t=MARGIN["t"] + room)
+    height = math.ceil(n / cols) * row_px + margin["t"] + margin["b"]
+    return list(_grid_axes(n, cols, gap, room / row_px)), height, margin
 
 
 def _grid_axes(n: int, cols: int, gap: float = 0.04, vgap: float = 0.25):
@@ -498,9 +539,18 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
     """A strip of images (8x8 digits, the shapes' canvases) with their labels (class names when
     the set has them), or with `captions` of their own."""
     n = min(n, len(images))
-    cols = min(columns or (8 if class_names else 12), n)  # names ("vertical bar") need room
+    cols = min(columns or (8 if class_names else 12), n)
+    if captions:
+        texts = list(captions[:n])
+    elif class_names:
+        texts = [class_names[int(k)].replace(" ", "<br>") for k in labels[:n]]
+    else:
+        texts = [str(int(k)) for k in labels[:n]]
+    cols = _columns_fitting(texts, 10, cols)
+    room = _caption_room(texts, 10)  # "3<br>→ 8": two lines, above the first row too
+    cells, height, margin = _captioned_grid(n, cols, 80 if class_names else 72, room, gap=0.01)
     traces, layout, notes = [], {}, []
-    for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.01, vgap=0.2)):
+    for i, (xd, yd) in enumerate(cells):
         suffix = "" if i == 0 else str(i + 1)
         traces.append(dict(type="heatmap", z=np.asarray(images[i])[::-1].round(2).tolist(),
                            colorscale=GREYS, showscale=False, hoverinfo="skip",
@@ -508,15 +558,10 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
                                         scaleanchor=f"x{suffix}", constrain="domain")  # square pixels
-        label = captions[i] if captions else \
-            class_names[int(labels[i])].replace(" ", "<br>") if class_names else \
-            str(int(labels[i]))
-        notes.append(dict(text=label, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
+        notes.append(dict(text=texts[i], x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
                           yanchor="bottom", showarrow=False, font=dict(size=10)))
-    return figure(traces, title, "digits",
-                  height=(100 if class_names else 90) * math.ceil(n / cols) + 60,
-                  margin=dict(MARGIN, t=64) if class_names else MARGIN,  # two-line labels
-                  annotations=notes, **layout)
+    return figure(traces, title, "digits", height=height, margin=margin, annotations=notes,
+                  **layout)
 
 
 def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None = None,
@@ -526,8 +571,14 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
     and, once trained, the prediction."""
     n = min(n, len(x))
     cols = 3
+    # target and prediction on two lines: on one, a third of the 500-px live column is too
+    # narrow and each caption ran into the next
+    texts = [f"target {float(np.ravel(y[i])[0]):.3g}" + (
+        "" if predicted is None else f"<br>predicted {float(np.ravel(predicted[i])[0]):.3g}")
+        for i in range(n)]
+    cells, height, margin = _captioned_grid(n, cols, 94, _caption_room(texts, 11), gap=0.06)
     traces, layout, notes = [], {}, []
-    for i, (xd, yd) in enumerate(_grid_axes(n, cols, gap=0.06, vgap=0.28)):
+    for i, (xd, yd) in enumerate(cells):
         suffix = "" if i == 0 else str(i + 1)
         steps = list(range(x.shape[1]))
         traces.append(dict(type="scatter", mode="lines", x=steps, y=[_r(v) for v in x[i, :, 0]],
@@ -542,14 +593,48 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
                                yaxis=f"y{suffix}", hovertemplate="marked step %{x}<extra></extra>"))
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", showticklabels=False)
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", showticklabels=False)
-        text = f"target {float(np.ravel(y[i])[0]):.3g}"
-        if predicted is not None:
-            text += f" · predicted {float(np.ravel(predicted[i])[0]):.3g}"
-        notes.append(dict(text=text, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
+        notes.append(dict(text=texts[i], x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
                           yanchor="bottom", showarrow=False, font=dict(size=11)))
     return figure(traces, "Sample sequences" + (" (red: marked steps)" if x.shape[2] > 1 else ""),
-                  "sequences", height=130 * math.ceil(n / cols) + 60, annotations=notes,
-                  **layout)
+                  "sequences", height=height, margin=margin, annotations=notes, **layout)
+
+
+# A table's geometry in plotly.js (measured in Chromium): a cell's text wraps at its spaces to
+# the column's width less 8 px each side; a row is cells.height (20 px; the header's 28) while
+# it is one line, and 15 px plus 1.3 font sizes a line once it wraps.
+TABLE_WIDTH = 480  # the narrowest a table is drawn: the live column of a 1280-px window
+TABLE_FONT = 12
+CELL_PAD = 16
+MONO_CHAR, TEXT_CHAR = 7.3, 7.0  # px a 12-px character takes: monospace, sans-serif (at most)
+
+
+def _wrapped_lines(text: str, chars: int) -> int:
+    """Lines `text` takes in a cell `chars` characters wide: broken at <br>, wrapped at spaces
+    (a longer word overflows its line, as plotly.js draws it)."""
+    lines = 0
+    for part in str(text).split("<br>"):
+        lines, used = lines + 1, 0
+        for word in part.split(" "):
+            if used and used + 1 + len(word) > chars:
+                lines, used = lines + 1, len(word)
+            else:
+                used += len(word) + (1 if used else 0)
+    return lines
+
+
+def _table_row_px(texts: list[str], chars: int, one_line_px: int) -> int:
+    lines = max(_wrapped_lines(t, chars) for t in texts)
+    return one_line_px if lines == 1 else math.ceil(15 + lines * TABLE_FONT * CAPTION_LEADING)
+
+
+def table_height(header: list[str], columns: list[list[str]], width: int = TABLE_WIDTH) -> int:
+    """The figure height that shows every row of a table `width` px wide: plotly.js draws
+    what does not fit behind a scroll bar, which read as a table of its first rows only."""
+    column_px = (width - MARGIN["l"] - MARGIN["r"]) / len(columns) - CELL_PAD
+    mono, text = max(1, int(column_px / MONO_CHAR)), max(1, int(column_px / TEXT_CHAR))
+    rows = sum(_table_row_px([col[k] for col in columns], mono, 20)
+               for k in range(len(columns[0])))
+    return MARGIN["t"] + _table_row_px(header, text, 28) + rows + MARGIN["b"] + 4
 
 
 def step_answers_figure(inputs: list[str], targets: list[str],
@@ -563,12 +648,11 @@ def step_answers_figure(inputs: list[str], targets: list[str],
     for name, cells in (more or {}).items():
         header.append(name)
         columns.append(cells)
-    trace = dict(type="table", header=dict(values=header, align="left"),
-                 cells=dict(values=columns, align="left", font=dict(family="monospace")))
-    per_line = 110 // len(columns)  # characters a column fits on one line, about
-    lines = sum(max(math.ceil(len(col[k]) / per_line) for col in columns) or 1
-                for k in range(len(inputs)))
-    return figure([trace], title, "steps", height=90 + 32 + 22 * lines + 12 * len(inputs))
+    trace = dict(type="table", header=dict(values=header, align="left",
+                                           font=dict(size=TABLE_FONT)),
+                 cells=dict(values=columns, align="left",
+                            font=dict(family="monospace", size=TABLE_FONT)))
+    return figure([trace], title, "steps", height=table_height(header, columns))
 
 
 def embedding_figure(points: dict) -> go.Figure:
@@ -658,7 +742,7 @@ def curve_figure(report: dict, kind: str, point: tuple | None = None) -> go.Figu
     return figure(traces, "ROC curve" if kind == "roc" else "Precision-recall curve", kind,
                   height=340, xaxis=dict(title=dict(text=axes[0]), range=[0, 1.02]),
                   yaxis=dict(title=dict(text=axes[1]), range=[0, 1.02]),
-                  legend=dict(orientation="h", y=-0.35), showlegend=len(rows) <= 3)
+                  showlegend=len(rows) <= 3)
 
 
 def table_figure(x: np.ndarray, y: np.ndarray, names: list[str],

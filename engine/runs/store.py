@@ -27,6 +27,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import sys
@@ -56,6 +57,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 LATER_COLUMNS = ("owner", "browser")  # added to SQLite stores written before they came
+LOW_SPACE = 1 << 20  # bytes free on the store's disk below which it is called full (a
+# checkpoint of a small net is tens of KB, of the largest allowed one ~10 MB)
 
 
 class _SQLite:
@@ -77,6 +80,16 @@ class _SQLite:
                 yield db
         finally:
             db.close()
+
+    def space_problem(self) -> str | None:
+        """The volume holding the file is (nearly) full, or None: a full disk makes every
+        write fail while reads of what was written may still work."""
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return None
+        return (f"the disk holding the run store {self.where} is full ({free // 1024:,} KB "
+                "left)") if free < LOW_SPACE else None
 
     def create_tables(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +135,10 @@ class _Postgres:
         with self.psycopg.connect(self.url, connect_timeout=30) as conn:  # commits, closes
             yield _PostgresConnection(conn)
 
+    def space_problem(self) -> None:
+        """The database server manages its own disk: its errors say when it is full."""
+        return None
+
     def create_tables(self) -> None:
         with self.connect() as db:
             # replicas starting at once would race to create the same tables
@@ -130,6 +147,12 @@ class _Postgres:
                                            more=", owner TEXT, browser TEXT").split(";"):
                 if statement.strip():
                     db.execute(statement)
+
+
+def _reason(e: Exception) -> str:
+    """An error's first line (sqlite3's and psycopg's messages run on), or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _database(location):
@@ -205,7 +228,7 @@ class RunStore:
         try:
             self.db.create_tables()
         except self.errors as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = _reason(e)
             if any(w in reason for w in ("not a database", "malformed", "corrupt")):
                 raise SpecError(f"the run store {self.where} is damaged ({reason}): move the "
                                 "file aside (keep it: sqlite3's .recover may save its runs) and "
@@ -214,6 +237,10 @@ class RunStore:
 
     def _connect(self):
         return self.db.connect()
+
+    def space_problem(self) -> str | None:
+        """Why new rows cannot be written now (its disk is full), or None."""
+        return self.db.space_problem()
 
     # -- writing
     def create(self, spec_json: str, name: str | None = None, run_id: str | None = None,
@@ -312,6 +339,14 @@ class RunStore:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
     # -- reading
+    def listing(self, browser: str | None = None) -> tuple[list[dict], str | None]:
+        """(runs(browser=browser), None), or ([], why) when the store cannot be read right now
+        (a full disk, a lock held too long): a page says so instead of "no runs"."""
+        try:
+            return self.runs(browser=browser), None
+        except self.errors as e:
+            return [], f"the run store {self.where} cannot be read right now ({_reason(e)})"
+
     def runs(self, run_id: str | None = None, browser: str | None = None) -> list[dict]:
         """Every run (or the one `run_id`; or, given `browser`, that browser's runs and those
         of no browser), newest first: id, name, spec (a dict), status (running, paused,
@@ -426,15 +461,41 @@ class StoreWriter(Callback):
     def on_fit_start(self, trainer):
         if self._going_on is not None:
             return
+        self._spec = trainer.spec
+        self.run_id = self.run_id or uuid.uuid4().hex
+        self._create()
+
+    def _create(self) -> bool:
+        """The run's record, once (a store that failed at the start is asked again before the
+        rows: they cannot be written without it)."""
+        if getattr(self, "_spec", None) is None:  # created already, or a resumed run's
+            return True
 
         def create():
-            if self.run_id is not None and self.store.exists(self.run_id):
+            if self.store.exists(self.run_id):
                 self.store.rekey(self.run_id, uuid.uuid4().hex)  # never write into another run
-            self.run_id = self.store.create(trainer.spec.to_json(),
-                                            self.run_name or describe(trainer.spec),
-                                            self.run_id, self.browser, self.tags)
-        self.run_id = self.run_id or uuid.uuid4().hex
-        self._guarded(create)
+            self.store.create(self._spec.to_json(), self.run_name or describe(self._spec),
+                              self.run_id, self.browser, self.tags)
+        if not self._guarded(create):
+            return False
+        self._spec = None
+        return True
+
+    def catch_up(self, trainer) -> bool:
+        """Write now what a failing store could not take (the run has stopped, so no logged
+        row will try again): its rows, then, if it ended, its last checkpoint and summary.
+        True once nothing is left to write."""
+        if self.failure is None:
+            return True
+        if not self.flush():
+            return False
+        self.save(trainer)
+        if trainer.done and self.failure is None:
+            if trainer.stopped == "cancelled":
+                self._guarded(lambda: self.store.pause(self.run_id))
+            else:
+                self._guarded(lambda: self.store.finish(self.run_id, trainer.summary()))
+        return self.failure is None
 
     def _reopen(self) -> None:
         """Training moves past a resumed run's checkpoint: its later rows go, it runs again."""
@@ -452,6 +513,8 @@ class StoreWriter(Callback):
     def flush(self) -> bool:
         """Write the rows logged since the last write (kept for later if the store fails)."""
         self._flushed_at = time.monotonic()
+        if not self._create():
+            return False
         if not self._pending:
             return True
         rows = list(self._pending)
