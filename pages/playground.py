@@ -129,6 +129,30 @@ def current_run() -> Run | None:
     return runs.get(st.session_state.get("run_id"))
 
 
+def recovered(run: Run | None) -> Run | None:
+    """The page's run, or, when the worker process that trained it died, the same run back
+    from its last checkpoint: the page goes on without a reload and says what was lost."""
+    if run is None or not run.lost or st.session_state.get("recover_tried") == run.serial:
+        return run
+    st.session_state["recover_tried"] = run.serial  # once: a failure is said, not repeated
+    try:
+        back = runs.restore(run.id, owner=run.owner)
+    except (SpecError, CapError) as e:
+        flash("warning", f"The process that trained this run stopped, and the run cannot be "
+              f"brought back here: {e}")
+        return run
+    if back is None:
+        flash("warning", "The process that trained this run stopped before the run was saved. "
+              "Press **Start** to train it again.")
+        return run
+    st.session_state["run_id"] = back.id
+    flash("info", f"The process that trained this run stopped. The run was brought back from "
+          f"its last checkpoint, at step {back.trainer.step_count:,} (one is saved at least every "
+          f"{runs.caps.checkpoint_s:g} s, so no more than that was lost)" + (
+              "." if back.trainer.done else ": press **Start** to go on."))
+    return back
+
+
 def in_control(run: Run | None) -> bool:
     return run is not None and run.can_control(me)
 
@@ -716,6 +740,11 @@ def live_panel(spec: ExperimentSpec, data) -> None:
         return
     if run is not None:
         run.touch()
+        if run.lost and st.session_state.get("recover_tried") != run.serial:
+            st.rerun(scope="app")  # its worker died just now: the page brings it back
+        if run.lost:  # and it could not come back: nothing of it can be drawn
+            status_line(run, spec)
+            return
     S.sync_run(run.id if run else None)
     trainer = run.trainer if run else None
     rows = trainer.history.rows if trainer else []
@@ -758,7 +787,7 @@ def status_line(run: Run, spec: ExperimentSpec) -> None:
     if in_control(run) and same_setup(run, spec) and run.can_continue:
         st.caption(f"**Start** trains this model on for another {spec.training.steps:,} "
                    "steps (the schedule's last rate holds); **Reset** starts over.")
-    if run.error:
+    if run.error and not run.lost:  # a lost run's page says what became of it (recovered)
         st.error(f"Training failed: {run.error}")
     if run.store_failure:
         st.warning(f"This run cannot be saved right now: the run store failed "
@@ -816,7 +845,7 @@ with st.sidebar:
 spec, spec_error = S.edited_spec()  # again: the sidebar may have filled keys (a CSV's target)
 # a link may name a file this browser did not upload (a server path, say)
 waiting_for_csv = not csv_ready or bool(spec.data.upload and not uploaded(S.upload_of(spec)))
-run = current_run()
+run = recovered(current_run())
 S.sync_url(spec, run.id if run else None, st.session_state.get("compare"),
            st.session_state.get("endless", True))
 mine, running = header(spec, spec_error, run, waiting_for_csv)

@@ -140,11 +140,13 @@ class Host:
         self.generation: int | None = None
 
     def __call__(self, method: str, *args, **kw):
-        worker = self.pool.worker(self.index)
         if self.generation is None:
+            worker = self.pool.worker(self.index)
             self.generation = worker.generation
-        elif worker.generation != self.generation:
-            raise WorkerGone("the worker process training this run stopped")
+        else:  # its worker, never a fresh one: starting that took seconds, and knows nothing
+            worker = self.pool._workers[self.index]  # of the run
+            if worker is None or worker.generation != self.generation or not worker.alive:
+                raise WorkerGone("the worker process training this run stopped")
         try:
             return pickle.loads(worker.proxy.invoke(method, packed(*args, **kw)))
         except (EOFError, ConnectionError, FileNotFoundError) as e:  # the process, or its
@@ -364,8 +366,7 @@ class RemoteRun(Controlled):
 
     READY, RUNNING, PAUSED, DONE, ERROR, DROPPED = (Run.READY, Run.RUNNING, Run.PAUSED, Run.DONE,
                                                     Run.ERROR, Run.DROPPED)
-    LOST = ("The worker process that trained this run stopped. Reload the page to bring the "
-            "run back from its last checkpoint.")
+    LOST = "The worker process that trained this run stopped."
 
     def __init__(self, run_id: str, spec: ExperimentSpec, registry, host,
                  owner: str | None = None, twins=(), label: str | None = None,

@@ -904,6 +904,52 @@ def test_a_recurrent_preset_trains_and_draws_its_gradient_through_time(page, ser
     assert not page.errors, page.errors
 
 
+# Each chart's legend and x-axis title as drawn: [title, their boxes meet, legend inside chart]
+LEGEND_CLEAR_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(el => {
+  const legend = el.querySelector('.legend'), axis = el.querySelector('.xtitle');
+  if (!legend || !axis) return [];
+  const a = legend.getBoundingClientRect(), b = axis.getBoundingClientRect(),
+        c = el.getBoundingClientRect();
+  const meet = Math.min(a.right, b.right) > Math.max(a.left, b.left) &&
+               Math.min(a.bottom, b.bottom) > Math.max(a.top, b.top);
+  return [[el.layout.title.text, meet, a.bottom <= c.bottom + 1]];
+})"""
+
+# The greedy/beam table: its cells drawn inside the table's area, and how many cells it has
+TABLE_ROWS_JS = """() => {
+  const el = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(e => (e.layout?.title?.text || '').startsWith('Validation sequences'));
+  if (!el || !el._fullLayout) return null;
+  const top = el.getBoundingClientRect().top + el._fullLayout._size.t;
+  const bottom = top + el._fullLayout._size.h;
+  const shown = [...el.querySelectorAll('.cell-text')].map(t => t.getBoundingClientRect())
+    .filter(r => r.height > 0 && r.top >= top - 1 && r.bottom <= bottom + 1).length;
+  const columns = el.data[0].cells.values;
+  return {shown, cells: columns.length * (columns[0].length + 1)};  // the header's too
+}"""
+
+
+def test_legends_clear_axis_titles_and_the_beam_table_shows_every_row(page, server):
+    """Issue 31, item 5, at 1280x800: in half a column the legends sat on their x-axis titles
+    (four schedules side by side, the run's own loss and accuracy), and the greedy/beam table
+    showed three and a half of its four rows."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    for preset, legends in (("schedules_side_by_side", 4), ("seq2seq_attention_reverse", 2)):
+        open_app(page, server, f"?preset={preset}&stop=planned")
+        press(page, "Start")
+        wait_until(lambda: (lambda s: s and s[0] == "done")(status(page)), 120,
+                   what=f"{preset} to finish its planned steps")
+        charts = wait_until(lambda: (lambda c: len(c) >= legends and c)(
+            page.evaluate(LEGEND_CLEAR_JS)), 20, what=f"{legends} charts with legends")
+        assert all(not meet and inside for _, meet, inside in charts), charts
+    view_button(page, "Through time").click()
+    wait_until(lambda: page.evaluate(TABLE_ROWS_JS), 30, what="the greedy/beam table")
+    page.wait_for_timeout(500)  # drawn, and not redrawn meanwhile: the run is done
+    table = page.evaluate(TABLE_ROWS_JS)
+    assert table["shown"] == table["cells"], table
+    assert_no_exception(page)
+    assert not page.errors, page.errors
+
 def side_by_side_names(page) -> list[str]:
     """The legend of the 'Loss, side by side' chart: one name per variant. The first such chart
     only: while a refresh replaces it, the old element can still be in the page for a moment."""

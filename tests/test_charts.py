@@ -6,7 +6,7 @@ import math
 import numpy as np
 import plotly.io as pio
 
-from ui import charts
+from ui import charts, optimizer_charts
 
 
 def row(step, **kw):
@@ -192,3 +192,140 @@ def test_colour_scales_reach_the_browser_as_written():
                                    diverging=True)
     scale = fig.data[0].colorscale
     assert tuple(scale[0]) == red and tuple(scale[-1]) == blue  # negative red, positive blue
+
+
+# ----------------------------------------------------------------------------- overlaps
+# Issue 31, item 5: at 1280x800 axis titles sat on legends, the Mistakes title on the first
+# captions, sample-sequence captions on each other, and the greedy/beam table lost its rows.
+
+
+def _legend_figures():
+    rows = [row(s, train_eval_loss=0.4, train_eval_acc=0.8) for s in range(1, 40)]
+    variants = [(f"variant {k}", rows) for k in range(4)]
+    layers = [{"step": s, "layers": [{"name": f"conv{k}", "act_grad_norm": 0.1 * (k + 1)}
+                                     for k in range(5)]} for s in range(1, 20)]
+    three = {"classes": 3, "one_vs_rest": [
+        {"name": f"c{k}", "class": k, "roc": {"fpr": [0, 1], "tpr": [0, 1]}, "auc": 0.5}
+        for k in range(3)]}
+    yield "loss", charts.loss_figure(rows, best_step=20)
+    yield "accuracy", charts.accuracy_figure(rows, 20)
+    yield "side by side", charts.side_by_side_figure(variants, "loss", "Loss", x_key="epoch")
+    yield "gates", charts.gates_figure({"input": [0.5] * 9, "forget": [0.4] * 9,
+                                        "output": [0.6] * 9}, "lstm1")
+    yield "layers", charts.layer_lines(layers, "act_grad_norm", "Gradient norm")
+    yield "roc", charts.curve_figure(three, "roc")
+
+
+def test_legends_keep_a_strip_of_their_own_under_the_x_axis_title():
+    """A legend at a share of the plot's height below it (y=-0.3) landed on the x-axis title as
+    soon as the chart was half a column wide. On the figure's bottom edge, in container
+    coordinates, plotly.js sets the legend's height aside and lays the axis out above it."""
+    for name, fig in _legend_figures():
+        legend = as_json(fig)["layout"]["legend"]
+        assert (legend.get("yref"), legend.get("y"), legend.get("yanchor")) == \
+            ("container", 0, "bottom"), (name, legend)
+        assert legend.get("orientation") == "h", name
+
+
+def test_side_by_side_charts_grow_with_their_legend():
+    """Half a column wide, the legend takes a row per variant: four of them left the curves a
+    sliver of a 300-px chart."""
+    rows = [row(s) for s in range(1, 20)]
+    two, four = (charts.side_by_side_figure([(f"v{k}", rows) for k in range(n)], "loss", "L")
+                 for n in (2, 4))
+    assert four.layout.height - two.layout.height >= 2 * 20
+
+
+def test_the_optimizer_surface_legend_sits_below_the_title():
+    walk = {"trajectory": [[0.0, 0.0, 1.0], [0.5, 0.5, 0.5]]}
+    xs = ys = [-1.0, 0.0, 1.0]
+    fig = as_json(optimizer_charts.surface_figure(xs, ys, [[1.0] * 3] * 3, [("sgd", walk)],
+                                                  [(0, 0)], "bowl"))
+    legend, height = fig["layout"]["legend"], fig["layout"]["height"]
+    assert legend["yref"] == "container" and legend["yanchor"] == "top"
+    assert (1 - legend["y"]) * height >= charts.TITLE_PAD + 14 * 1.3  # the title's line
+
+
+def _caption_boxes(fig, width: int = charts.NARROWEST):
+    """(left, top, right, bottom) in pixels of each panel caption of a figure `width` px wide,
+    at most as big as its text can be (half an em a character, 1.3 ems a line), and of each
+    panel's domain."""
+    layout = as_json(fig)["layout"]
+    m = layout["margin"]
+    w, h = width - m["l"] - m["r"], layout["height"] - m["t"] - m["b"]
+    captions = []
+    for a in layout["annotations"]:
+        assert a["xanchor"] == "center" and a["yanchor"] == "bottom", a  # "auto" shifts them
+        lines = a["text"].split("<br>")
+        half = max(map(len, lines)) * 0.5 * a["font"]["size"] / 2
+        x, bottom = m["l"] + a["x"] * w, m["t"] + (1 - a["y"]) * h
+        captions.append((x - half, bottom - len(lines) * 1.3 * a["font"]["size"], x + half,
+                         bottom))
+    panels = [(m["l"] + v["domain"][0] * w, 0, m["l"] + v["domain"][1] * w, 0)
+              for k, v in sorted(layout.items()) if k.startswith("xaxis")]
+    heights = [(m["t"] + (1 - v["domain"][1]) * h, m["t"] + (1 - v["domain"][0]) * h)
+               for k, v in sorted(layout.items()) if k.startswith("yaxis")]
+    return captions, [(p[0], top, p[2], bottom) for p, (top, bottom) in zip(panels, heights)]
+
+
+def _meet(a, b) -> bool:
+    return min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5
+
+
+def _assert_captions_clear(fig):
+    """No caption meets another, a panel or the title's line at the top."""
+    captions, panels = _caption_boxes(fig)
+    title_bottom = charts.TITLE_PAD + 14 * 1.3
+    for i, c in enumerate(captions):
+        assert c[1] >= title_bottom, (i, c)
+        assert not [j for j, d in enumerate(captions) if j != i and _meet(c, d)], (i, c)
+        assert not [p for p in panels if _meet(c, p)], (i, c)
+
+
+def test_mistake_captions_clear_the_title_and_the_row_above():
+    """Two-line captions ("9<br>→ 4") sat on the Mistakes title and, in a second row, on the
+    images above; long class names ran into each other eight to a row."""
+    digits = charts.digits_figure(np.zeros((16, 8, 8)), np.zeros(16), 16, columns=8,
+                                  title="Mistakes", captions=[f"{k % 10}<br>→ {(k + 1) % 10}"
+                                                              for k in range(16)])
+    _assert_captions_clear(digits)
+    shapes = ["horizontal bar", "vertical bar", "cross", "square"]
+    named = charts.digits_figure(np.zeros((16, 8, 8)), np.zeros(16), 16, columns=8,
+                                 title="Mistakes", captions=[
+                                     f"{shapes[k % 4]}<br>→ {shapes[(k + 1) % 4]}"
+                                     for k in range(16)])
+    _assert_captions_clear(named)
+    preview = charts.digits_figure(np.zeros((24, 8, 8)), np.arange(24) % 4, class_names=shapes)
+    _assert_captions_clear(preview)
+
+
+def test_sample_sequence_captions_do_not_run_into_each_other():
+    """"target -0.61 · predicted -0.329" is wider than a third of the 500-px live column."""
+    x = np.zeros((6, 10, 2))
+    y, predicted = np.full((6, 1), -0.6123), np.full((6, 1), -0.32912)
+    for fig in (charts.sequence_figure(x, y, predicted), charts.sequence_figure(x, y)):
+        _assert_captions_clear(fig)
+
+
+def test_table_cells_wrap_at_spaces_like_plotly():
+    from ui.charts import _wrapped_lines
+    assert _wrapped_lines("G G A D G H C B", 14) == 2  # "G G A D G H C" + "B"
+    assert _wrapped_lines("G G A D G H C B", 15) == 1
+    assert _wrapped_lines("a<br>b c", 3) == 2
+    assert _wrapped_lines("abcdefghij", 4) == 1  # a long word overflows: plotly.js breaks none
+
+
+def test_the_greedy_and_beam_table_is_as_tall_as_its_rows():
+    """Four columns of a 480-px table wrap "G G A D G H C B" onto two lines; plotly.js drew the
+    rows that did not fit behind a scroll bar, and the table read as three and a half rows.
+    Measured in Chromium: a two-line row is 46 px, a one-line one 20 px."""
+    spelled = ["G G A D G H C B"] * 4
+
+    def table(n):
+        return charts.step_answers_figure(spelled[:1] * n, spelled[:1] * n, spelled[:1] * n,
+                                          more={"beam search (3 beams)": spelled[:1] * n})
+    margins = charts.MARGIN["t"] + charts.MARGIN["b"]
+    assert table(4).layout.height >= margins + 46 + 4 * 46  # the header wraps as well
+    assert table(8).layout.height - table(4).layout.height >= 4 * 46
+    short = charts.step_answers_figure(["a b"] * 6, ["b a"] * 6)
+    assert short.layout.height >= margins + 28 + 6 * 20

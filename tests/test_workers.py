@@ -193,7 +193,7 @@ def test_a_worker_that_dies_is_reported_and_its_run_comes_back_from_the_store(po
         dead = run.host.index
         os.kill(pool.pids()[dead], signal.SIGKILL)
         assert wait_for(lambda: (run.sync(), run.state)[1] == Run.ERROR, timeout=10)
-        assert run.lost and "Reload the page to bring the run back" in run.error
+        assert run.lost and run.error == RemoteRun.LOST
         with pytest.raises(RunDropped, match="worker process that trained this run stopped"):
             run.predict(torch.zeros(1, 2))
         assert pool.worker(dead).alive and len(pool.pids()) == 2  # started again when needed
@@ -456,3 +456,43 @@ def test_a_store_failing_in_a_worker_reaches_the_page(tmp_path):
     finally:
         registry.shutdown()
         worker.registry.shutdown()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_run_comes_back_on_the_page_without_a_reload(page_server,
+                                                                      monkeypatch):
+    """Issue 31, item 14: after its worker was killed the page kept showing "running", the
+    first reload an error box and a disabled Start. Now the page itself brings the run back
+    from its last checkpoint (one at the first logged step, then every NETLAB_CHECKPOINT_S),
+    says so, and Start goes on; no more than the checkpoint interval of training is lost."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, button, live_registries, no_problems
+    monkeypatch.setenv("NETLAB_CHECKPOINT_S", "1")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.number_input(key="w.training.steps").set_value(50_000).run()
+    button(at, "Start").click().run()
+    registry = live_registries()[-1]
+    run = registry.get(at.session_state["run_id"])
+    started = time.monotonic()
+    assert wait_for(lambda: (run.sync(), run.trainer.step_count)[1] > 300
+                    and time.monotonic() - started > 2.5, timeout=30)
+    run.sync()
+    at_kill, rate = run.trainer.step_count, run.trainer.step_count / (time.monotonic() - started)
+    for pid in registry.workers.pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    at.run()  # the page's next refresh
+    no_problems(at)
+    back = registry.get(at.session_state["run_id"])
+    assert back is not run and back.id == run.id and not back.lost
+    assert back.state == Run.PAUSED
+    said = " ".join(i.value for i in at.info)
+    assert f"brought back from its last checkpoint, at step {back.trainer.step_count:,}" in said
+    assert 0 <= at_kill - back.trainer.step_count <= rate * (1.0 + 1.5), (at_kill, rate)
+    assert not any(b.disabled for b in at.button if b.label == "Start")
+    button(at, "Start").click().run()
+    assert wait_for(lambda: (back.sync(), back.trainer.step_count)[1] > at_kill, timeout=30)
+    button(at, "Pause").click().run()
+    no_problems(at)

@@ -23,6 +23,7 @@ MAX_POINTS = 500
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 MARGIN = dict(l=10, r=10, t=40, b=10)
+NARROWEST = 480  # px: the live column of a 1280-px window, the narrowest a full-width chart gets
 # Colour scales written out: figures go to the browser unvalidated (below), so a name reaches
 # plotly.js, whose "RdBu", "Blues" and "Greys" run the other way from plotly.py's (its RdBu is
 # blue for low values): the captions' "blue +, red -" would be drawn reversed.
@@ -280,11 +281,19 @@ def _caption_room(captions: list[str], size: int) -> int:
     return math.ceil(lines * size * CAPTION_LEADING) + 4
 
 
+def _caption(text: str, xd, yd, size: int) -> dict:
+    """A panel's caption, centred above it: plotly.js's default anchor ("auto") aligns an
+    annotation in the left third of the figure by its left end and in the right third by its
+    right end, which pushed the outer columns' captions into their neighbours'."""
+    return dict(text=text, x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
+                xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=size))
+
+
 def _columns_fitting(captions: list[str], size: int, most: int) -> int:
     """At most `most` columns, fewer where the longest caption line ("horizontal bar") would
-    run into its neighbour's in the narrowest column the page draws (TABLE_WIDTH px)."""
+    run into its neighbour's (a character of sans-serif type is under half its size wide)."""
     longest = max((len(line) for c in captions for line in c.split("<br>")), default=1)
-    return max(1, min(most, int((TABLE_WIDTH - 20) / (0.6 * size * longest + 6))))
+    return max(1, min(most, int((NARROWEST - 20) / (0.5 * size * longest + 6))))
 
 
 def _captioned_grid(n: int, cols: int, panel_px: int, room: int, gap: float):
@@ -444,8 +453,7 @@ def activation_histograms(samples: dict, layers: list[dict], bins: int = 40) -> 
             caption.append(f"dead {lay['dead_frac']:.0%}")
         if lay.get("saturated_frac") is not None:
             caption.append(f"saturated {lay['saturated_frac']:.0%}")
-        notes.append(dict(text=" · ".join(caption), x=sum(xd) / 2, y=yd[1], xref="paper",
-                          yref="paper", yanchor="bottom", showarrow=False, font=dict(size=11)))
+        notes.append(_caption(" · ".join(caption), xd, yd, 11))
     return figure(traces, "Activation distributions (latest logged step)", "hist",
                   height=180 * n_rows + 60, bargap=0.05, annotations=notes, **layout)
 
@@ -555,11 +563,12 @@ def digits_figure(images: np.ndarray, labels: np.ndarray, n: int = 24,
         traces.append(dict(type="heatmap", z=np.asarray(images[i])[::-1].round(2).tolist(),
                            colorscale=GREYS, showscale=False, hoverinfo="skip",
                            xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
-        layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False)
+        # square pixels, the image centred under its caption in a cell of either shape
+        layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", visible=False,
+                                        constrain="domain")
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", visible=False,
-                                        scaleanchor=f"x{suffix}", constrain="domain")  # square pixels
-        notes.append(dict(text=texts[i], x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
-                          yanchor="bottom", showarrow=False, font=dict(size=10)))
+                                        scaleanchor=f"x{suffix}", constrain="domain")
+        notes.append(_caption(texts[i], xd, yd, 10))
     return figure(traces, title, "digits", height=height, margin=margin, annotations=notes,
                   **layout)
 
@@ -593,8 +602,7 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
                                yaxis=f"y{suffix}", hovertemplate="marked step %{x}<extra></extra>"))
         layout[f"xaxis{suffix}"] = dict(domain=xd, anchor=f"y{suffix}", showticklabels=False)
         layout[f"yaxis{suffix}"] = dict(domain=yd, anchor=f"x{suffix}", showticklabels=False)
-        notes.append(dict(text=texts[i], x=sum(xd) / 2, y=yd[1], xref="paper", yref="paper",
-                          yanchor="bottom", showarrow=False, font=dict(size=11)))
+        notes.append(_caption(texts[i], xd, yd, 11))
     return figure(traces, "Sample sequences" + (" (red: marked steps)" if x.shape[2] > 1 else ""),
                   "sequences", height=height, margin=margin, annotations=notes, **layout)
 
@@ -602,7 +610,6 @@ def sequence_figure(x: np.ndarray, y: np.ndarray, predicted: np.ndarray | None =
 # A table's geometry in plotly.js (measured in Chromium): a cell's text wraps at its spaces to
 # the column's width less 8 px each side; a row is cells.height (20 px; the header's 28) while
 # it is one line, and 15 px plus 1.3 font sizes a line once it wraps.
-TABLE_WIDTH = 480  # the narrowest a table is drawn: the live column of a 1280-px window
 TABLE_FONT = 12
 CELL_PAD = 16
 MONO_CHAR, TEXT_CHAR = 7.3, 7.0  # px a 12-px character takes: monospace, sans-serif (at most)
@@ -627,7 +634,7 @@ def _table_row_px(texts: list[str], chars: int, one_line_px: int) -> int:
     return one_line_px if lines == 1 else math.ceil(15 + lines * TABLE_FONT * CAPTION_LEADING)
 
 
-def table_height(header: list[str], columns: list[list[str]], width: int = TABLE_WIDTH) -> int:
+def table_height(header: list[str], columns: list[list[str]], width: int = NARROWEST) -> int:
     """The figure height that shows every row of a table `width` px wide: plotly.js draws
     what does not fit behind a scroll bar, which read as a table of its first rows only."""
     column_px = (width - MARGIN["l"] - MARGIN["r"]) / len(columns) - CELL_PAD

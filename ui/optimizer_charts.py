@@ -11,12 +11,13 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from ui.charts import PALETTE, _r, figure
+from ui.charts import LEGEND, PALETTE, TITLE_PAD, _r, figure
 
 GRID = 121          # contour resolution per axis
 MAX_FRAMES = 60     # animation frames, spread over the longest walk
 MAX_POINTS = 250    # points per path in a frame: 4 walks x 60 frames stay ~1.5 MB of JSON
 FLOOR = 1e-3        # added before the log so the minimum itself has a colour
+SURFACE_HEIGHT = 520
 
 
 def _frame_steps(longest: int) -> list[int]:
@@ -75,11 +76,13 @@ def surface_figure(xs, ys, z, walks: list[tuple[str, dict]], minima, title: str)
                               args=[[str(s)], dict(frame=dict(duration=0, redraw=False),
                                                    mode="immediate")]) for s in steps])
     (x0, x1), (y0, y1) = (min(xs), max(xs)), (min(ys), max(ys))
-    fig = figure([contour, stars, *paths], title, f"surface:{title}", height=520,
+    # the legend under the title, in container pixels: plotly.js keeps the plot below it (a
+    # paper y of 1.08 drew it across the title), and the slider keeps the bottom
+    legend = dict(LEGEND, y=1 - (TITLE_PAD + 26) / SURFACE_HEIGHT, yanchor="top")
+    fig = figure([contour, stars, *paths], title, f"surface:{title}", height=SURFACE_HEIGHT,
                  xaxis=dict(range=[x0, x1], title=dict(text="x")),
                  yaxis=dict(range=[y0, y1], title=dict(text="y")),
-                 frames=frames, updatemenus=[play], sliders=[slider],
-                 legend=dict(orientation="h", y=1.08))
+                 frames=frames, updatemenus=[play], sliders=[slider], legend=legend)
     return fig
 
 

@@ -2,8 +2,9 @@
 run goes, so a run outlives the process that trained it (issue "Runs that last").
 
 A run's checkpoint (Trainer.state_dict: weights, optimizer, schedule, every random stream,
-counters, history and callback state) is written as the run goes, at most once per
-`checkpoint_every` seconds on a logged step and always when it ends; `resume` continues a stored
+counters, history and callback state) is written as the run goes: at its first logged step, then
+at most once per `checkpoint_every` seconds on a logged step and always when it ends (a process
+that dies loses at most that many seconds of training); `resume` continues a stored
 run from it with the numbers an uninterrupted run would have given.
 
 The file lives in NETLAB_HOME (default ~/.netlab) as runs.sqlite, in WAL mode: readers never
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -424,8 +426,9 @@ def describe(spec) -> str:
 
 class StoreWriter(Callback):
     """Records a run into a RunStore as it trains: created at the first step, the logged rows
-    written together at most every `flush_every` seconds, a checkpoint on a logged step at
-    most every `checkpoint_every` seconds and when the run ends, and the summary at the end.
+    written together at most every `flush_every` seconds, a checkpoint at the first logged
+    step, then on a logged step at most every `checkpoint_every` seconds and when the run
+    ends, and the summary at the end.
 
     run_id: the new run's id (the app's page id; an older record under it moves aside), or,
     with `going_on` = the step of its checkpoint, a stored run this writer goes on with: rows
@@ -440,7 +443,10 @@ class StoreWriter(Callback):
                  going_on: int | None = None):
         self.store, self.run_name, self.run_id, self.tags = store, name, run_id, list(tags)
         self.every, self.browser, self.flush_every = checkpoint_every, browser, flush_every
-        self._saved_at = self._flushed_at = time.monotonic()
+        self._flushed_at = time.monotonic()
+        # the first checkpoint at the first logged step: a process that dies before
+        # `checkpoint_every` seconds still leaves one to go on from
+        self._saved_at = -math.inf
         self._pending: list[dict] = []
         self._going_on = going_on  # reopen the stored run when training moves on
         self.saved_step: int | None = going_on  # the step of the last checkpoint written
