@@ -130,25 +130,34 @@ def current_run() -> Run | None:
 
 
 def recovered(run: Run | None) -> Run | None:
-    """The page's run, or, when the worker process that trained it died, the same run back
-    from its last checkpoint: the page goes on without a reload and says what was lost."""
-    if run is None or not run.lost or st.session_state.get("recover_tried") == run.serial:
+    """The page's run; or, where its worker process died or the server let it go from memory
+    (nobody looked at it for NETLAB_UNLOAD_AFTER_S), the same run back from its last
+    checkpoint in the store: the page goes on without a reload and says what happened. Tried
+    once per run."""
+    rid = st.session_state.get("run_id")
+    gone = run is None or run.lost or run.state == Run.DROPPED
+    key = (rid, run.serial if run is not None else None)
+    if rid is None or not gone or st.session_state.get("recover_tried") == key:
         return run
-    st.session_state["recover_tried"] = run.serial  # once: a failure is said, not repeated
+    st.session_state["recover_tried"] = key  # a failure is said once, not at every refresh
+    died = run is not None and run.lost
     try:
-        back = runs.restore(run.id, owner=run.owner)
+        back = runs.restore(rid, owner=run.owner if run is not None else me)
     except (SpecError, CapError) as e:
-        flash("warning", f"The process that trained this run stopped, and the run cannot be "
-              f"brought back here: {e}")
+        flash("warning", "This run left the server and cannot be brought back here: " + str(e))
         return run
     if back is None:
-        flash("warning", "The process that trained this run stopped before the run was saved. "
-              "Press **Start** to train it again.")
+        if died:
+            flash("warning", "The process that trained this run stopped before the run was "
+                  "saved. Press **Start** to train it again.")
         return run
     st.session_state["run_id"] = back.id
-    flash("info", f"The process that trained this run stopped. The run was brought back from "
-          f"its last checkpoint, at step {back.trainer.step_count:,} (one is saved at least every "
-          f"{runs.caps.checkpoint_s:g} s, so no more than that was lost)" + (
+    why = ("The process that trained this run stopped" if died else "Nobody had looked at "
+           "this run for a while, so the server let it go from memory")
+    flash("info", f"{why}. It was brought back from its last checkpoint, at step "
+          f"{back.trainer.step_count:,}" + (
+              f" (one is saved at least every {runs.caps.checkpoint_s:g} s, so no more than "
+              "that was lost)" if died else "") + (
               "." if back.trainer.done else ": press **Start** to go on."))
     return back
 
@@ -734,15 +743,20 @@ def live_panel(spec: ExperimentSpec, data) -> None:
     """The run's status, health and the chosen view; a fragment that refreshes itself while
     the run trains (`spec`, `data`: the page's, for a page with no run yet)."""
     run = current_run()
-    if run is not None and run.state == Run.DROPPED:  # forgotten between two reads
+    rid = st.session_state.get("run_id")
+    # its worker died, or the server let it go from memory, just now: the whole page brings
+    # it back from the store (recovered), once
+    gone = run is None or run.lost or run.state == Run.DROPPED
+    if rid and gone and st.session_state.get("recover_tried") != (
+            rid, run.serial if run is not None else None):
+        st.rerun(scope="app")
+    if run is not None and run.state == Run.DROPPED:  # and it could not come back
         st.info("This run was forgotten by the server (nobody watched it for a long time). "
                 "Press **Start** to train its settings again.")
         return
     if run is not None:
         run.touch()
-        if run.lost and st.session_state.get("recover_tried") != run.serial:
-            st.rerun(scope="app")  # its worker died just now: the page brings it back
-        if run.lost:  # and it could not come back: nothing of it can be drawn
+        if run.lost:  # nothing of it can be drawn: its process is gone
             status_line(run, spec)
             return
     S.sync_run(run.id if run else None)
@@ -789,6 +803,9 @@ def status_line(run: Run, spec: ExperimentSpec) -> None:
                    "steps (the schedule's last rate holds); **Reset** starts over.")
     if run.error and not run.lost:  # a lost run's page says what became of it (recovered)
         st.error(f"Training failed: {run.error}")
+    if run.state == Run.PAUSED and run.paused_why:
+        st.info(f"The server paused this run: {run.paused_why}. Press **Start** to go on.",
+                icon=":material/pause_circle:")
     if run.store_failure:
         st.warning(f"This run cannot be saved right now: the run store failed "
                    f"({run.store_failure}). It trains on, and the rows it logs are kept here and "

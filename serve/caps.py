@@ -32,6 +32,8 @@ class Caps:
     shared_duty: float = _env("NETLAB_SHARED_DUTY")
     grace_s: float = _env("NETLAB_GRACE_S")
     drop_after_s: float = _env("NETLAB_DROP_AFTER_S")
+    # a stored run unseen this long that is not training leaves memory (the store keeps it)
+    unload_after_s: float = _env("NETLAB_UNLOAD_AFTER_S")
     max_runs: int = _env("NETLAB_MAX_RUNS")
     max_runs_per_owner: int = _env("NETLAB_MAX_RUNS_PER_USER")
     # runs one browser may train at once (0: no limit): a class shares the cores, and a student

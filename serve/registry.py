@@ -263,13 +263,21 @@ class RunRegistry:
                 run.refresh()
                 idle = now - run.last_seen
             if run.active and idle > self.caps.grace_s:
-                run.pause(wait=False)
-            if idle > self.caps.drop_after_s:
+                run.pause(wait=False, why=f"its page had not been seen for {idle:.0f} s (a "
+                          "closed or hidden tab, or a server too busy to refresh it)")
+            if idle > self.caps.drop_after_s or self._unloadable(run, idle):
                 with self._lock:
                     if self._runs.get(run.id) is run:
                         del self._runs[run.id]
                         gone.append(run)
         self._let_go(gone)
+
+    def _unloadable(self, run, idle: float) -> bool:
+        """A stored run nobody has looked at for `unload_after_s` and that is not training
+        leaves memory: its checkpoint is in the store, and its page or link brings it back
+        (a class's paused runs held ~160 MB per worker for an hour)."""
+        return self.store is not None and idle > self.caps.unload_after_s and \
+            run.state in (run.PAUSED, run.DONE) and run.trainer.step_count > 0
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self._reap_every):

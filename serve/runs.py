@@ -201,6 +201,7 @@ class Run(Controlled):
         self.last_seen = time.monotonic()
         self.steps_per_s = 0.0
         self.endless = False  # train until paused (TFP's way), up to the server's step cap
+        self.paused_why: str | None = None  # the server paused it (the reaper), and why
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
 
@@ -250,6 +251,7 @@ class Run(Controlled):
             if self.state in (self.RUNNING, self.DONE, self.ERROR, self.DROPPED):
                 return
             self.registry.check_start(self)
+            self.paused_why = None
             if self.trainer.step_count == 0:
                 # the first step (a logged row) before Start returns, so the page that pressed
                 # Start draws a chart at once instead of on its next refresh
@@ -266,7 +268,9 @@ class Run(Controlled):
                                             name=f"netlab-train-{self.id[:8]}", daemon=True)
             self._thread.start()
 
-    def pause(self, wait: bool = True) -> None:
+    def pause(self, wait: bool = True, why: str | None = None) -> None:
+        """Stop training (`wait`: until the thread has stopped, then a checkpoint). `why`: the
+        server paused it, not its page (the page says so)."""
         self._halt.set()
         thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
@@ -274,6 +278,7 @@ class Run(Controlled):
         with self.lock:
             if self.state == self.RUNNING:
                 self.state = self.PAUSED
+                self.paused_why = why
             if wait:  # the thread has stopped: a checkpoint of where the user paused
                 self._save()
 

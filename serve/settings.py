@@ -100,6 +100,9 @@ SETTINGS = {s.name: s for s in [
             "seconds unseen before a run pauses"),
     Setting("NETLAB_DROP_AFTER_S", 3600.0, number(float, 0, above=True),
             "seconds unseen before a paused run is forgotten"),
+    Setting("NETLAB_UNLOAD_AFTER_S", 120.0, number(float, 0, above=True),
+            "seconds unseen before a stored run that is not training leaves memory (its "
+            "link brings it back from the store)"),
     # the Runs page's sweeps
     Setting("NETLAB_MAX_SWEEP", 32, number(int, 1), "variants one sweep may train"),
     Setting("NETLAB_MAX_SWEEP_STEPS", 100_000, number(int, 1), "steps of one sweep's variant"),

@@ -167,7 +167,7 @@ class WorkerHost:
         trainers = run.trainers()
         return {"state": run.state, "error": run.error, "steps_per_s": run.steps_per_s,
                 "can_continue": run.can_continue, "idle": time.monotonic() - run.last_seen,
-                "store_failure": run.store_failure,
+                "store_failure": run.store_failure, "paused_why": run.paused_why,
                 "trainers": [{**_counters(t), "history": t.history.delta(*seen)}
                              for (_, t), seen in zip(trainers, known)]}
 

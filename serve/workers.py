@@ -392,7 +392,8 @@ class RemoteRun(Controlled):
         self._labels = [label] + [lab for lab, _ in twins]
         self._state, self.error, self.steps_per_s = self.READY, None, 0.0
         self._can_continue = False
-        self.store_failure: str | None = None  # as Run.store_failure, as of the last sync
+        self.store_failure: str | None = None  # as Run's, as of the last sync
+        self.paused_why: str | None = None
         self._synced = 0.0
         self._sync_lock = threading.RLock()  # a sync, and the reaper letting go, one at a time
         self.sync()
@@ -438,7 +439,9 @@ class RemoteRun(Controlled):
             # a page on another replica may be looking at it
             self.last_seen = max(self.last_seen, time.monotonic() - status["idle"])
             self.steps_per_s, self._can_continue = status["steps_per_s"], status["can_continue"]
-            self.store_failure = status.get("store_failure")  # an older worker sends none
+            # an older worker sends neither
+            self.store_failure, self.paused_why = status.get("store_failure"), \
+                status.get("paused_why")
 
     def _fresh(self) -> None:
         if time.monotonic() - self._synced > FRESH_S:
@@ -518,8 +521,8 @@ class RemoteRun(Controlled):
             finally:
                 self.sync()
 
-    def pause(self, wait: bool = True) -> None:
-        self._command("pause", wait)
+    def pause(self, wait: bool = True, why: str | None = None) -> None:
+        self._command("pause", wait, why)
 
     def step_once(self) -> None:
         self._command("step_once")

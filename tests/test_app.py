@@ -1331,6 +1331,9 @@ def test_a_run_training_until_paused_says_so_and_names_the_step_cap():
     assert within.startswith("**running** · step 700 / 1,500 ·")
     past = run_status(fake_run(1700, 3000, 1500, endless=True), caps)
     assert past.startswith("**running** · step 1,700 · past the planned 1,500: on until Pause")
+    # the moment a stretch completes, before the run extends it, is not "done"
+    between = run_status(fake_run(3000, 3000, 1500, stopped="completed", endless=True), caps)
+    assert between.startswith("**running** · step 3,000 · past the planned 1,500")
     capped = run_status(fake_run(5000, 5000, 1500, "done", "completed", endless=True), caps)
     assert "stopped at this server's limit of 5,000 steps" in capped
     planned = run_status(fake_run(1500, 1500, 1500, "done", "completed"), caps)
@@ -1373,3 +1376,31 @@ def test_a_run_whose_store_fails_trains_on_says_so_and_catches_up(at):
     assert writer.store.run(writer.run_id)["status"] == "finished"
     at.run()
     assert not any("cannot be saved" in w.value for w in at.warning)
+
+
+def test_a_page_says_why_the_server_paused_its_run_and_brings_back_an_unloaded_one(at):
+    """Issue 31, item 15: runs the server paused (their pages unseen) said nothing; a stored
+    run the server let go from memory comes back on its page, at the step it had reached."""
+    button(at, "Start").click().run()
+    run = the_run(at)
+    registry = runs(at)
+    deadline = time.monotonic() + 20
+    while run.trainer.step_count < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    now = time.monotonic()
+    registry.reap(now + registry.caps.grace_s + 1)
+    at.run()
+    assert any("The server paused this run: its page had not been seen for" in i.value
+               for i in at.info), [i.value for i in at.info]
+    steps = run.trainer.step_count
+    registry.reap(now + registry.caps.unload_after_s + 1)
+    assert registry.get(run.id) is None
+    at.run()
+    no_problems(at)
+    back = the_run(at)
+    assert back is not run and back.id == run.id and back.trainer.step_count == steps
+    assert any("let it go from memory. It was brought back from its last checkpoint, at step "
+               f"{steps:,}" in i.value for i in at.info), [i.value for i in at.info]
+    button(at, "Start").click().run()
+    assert back.state == "running"
+    back.pause()

@@ -130,3 +130,15 @@ def test_load_server_side_prints_threads_and_workers_as_json():
         assert row["first_chart_s_max"] is not None
     workers = result["results"]["workers"]["2"]
     assert workers["web_cpu_percent"] < workers["cpu_percent"]  # the training is elsewhere
+
+
+def test_class_memory_prints_its_figures_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "class_memory.py"),
+                           "--learners", "2", "--seconds", "2", "--workers", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["paused_with_reason"] == 2 and result["runs_held_after_let_go"] == 0
+    assert result["restored_steps"] == result["steps_when_paused"] > 0
+    assert set(result["worker_rss_mb"]) == {"before", "training", "after_let_go"}

@@ -485,3 +485,40 @@ def test_a_reset_keeps_the_old_run_in_the_store_under_an_id_of_its_own(tmp_path)
     assert runs.store.run(run.id)["status"] == "paused"
     assert runs.store.run(run.id)["checkpoint"] == 3
     runs.shutdown()
+
+
+def test_the_server_says_why_it_paused_a_run_and_lets_a_stored_idle_one_go(tmp_path):
+    """Issue 31, item 15: ten learners' runs were paused with no word on any page, and their
+    memory stayed for an hour. A run the reaper pauses says why (until it starts again); a
+    stored run nobody has looked at for unload_after_s and that is not training leaves
+    memory, and comes back from the store as it was."""
+    reg = stored_registry(tmp_path, grace_s=5, unload_after_s=60, drop_after_s=3600,
+                          max_steps_per_s=0)
+    try:
+        run = reg.create(SPEC, owner="me")
+        run.start()
+        assert wait_for(lambda: run.trainer.step_count > 50)
+        now = time.monotonic()
+        reg.reap(now + 10)
+        assert run.state == Run.PAUSED
+        assert run.paused_why.startswith("its page had not been seen for 1") and \
+            "hidden tab" in run.paused_why
+        run.start()
+        assert run.paused_why is None
+        run.pause()
+        assert run.paused_why is None  # paused by its page: nothing to explain
+        steps = run.trainer.step_count
+        reg.reap(now + 30)
+        assert reg.get(run.id) is run  # unseen 30 s: kept
+        reg.reap(now + 70)
+        assert reg.get(run.id) is None and run.state == Run.DROPPED
+        back = reg.restore(run.id, owner="me")
+        assert back.trainer.step_count == steps and back.state == Run.PAUSED
+        unstored = RunRegistry(caps(grace_s=5, unload_after_s=60, drop_after_s=3600))
+        kept = unstored.create(SPEC, owner="me")
+        kept.step_once()
+        unstored.reap(time.monotonic() + 70)
+        assert unstored.get(kept.id) is kept  # no store: letting it go would lose it
+        unstored.shutdown()
+    finally:
+        reg.shutdown()

@@ -473,7 +473,9 @@ def run_status(run, caps) -> str:
     rows = trainer.history.rows
     last = rows[-1] if rows else {}
     state = run.state
-    if trainer.stopped and state == Run.RUNNING:
+    # (a run training until paused completes each planned stretch and is extended at once)
+    if trainer.stopped and state == Run.RUNNING and not (
+            run.endless and trainer.stopped == "completed"):
         state = Run.DONE
     step, planned = trainer.step_count, run.spec.training.steps
     if run.endless and state in (Run.RUNNING, Run.PAUSED) and step > planned:
