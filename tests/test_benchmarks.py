@@ -142,3 +142,15 @@ def test_class_memory_prints_its_figures_as_json():
     assert result["paused_with_reason"] == 2 and result["runs_held_after_let_go"] == 0
     assert result["restored_steps"] == result["steps_when_paused"] > 0
     assert set(result["worker_rss_mb"]) == {"before", "training", "after_let_go"}
+
+
+def test_first_start_prints_its_figures_as_json():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "first_start.py"),
+                           "--workers", "1", "--presets", "xor_tanh"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("server_up_s", "page_drawn_s", "first_start_s", "second_start_s"):
+        assert result[key] > 0, key
+    assert set(result["preset_open_s"]) == {"xor_tanh"}
