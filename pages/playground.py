@@ -605,23 +605,25 @@ def training_section(spec: ExperimentSpec) -> None:
 
 
 def compare_section(spec: ExperimentSpec) -> None:
-    """Side by side and A/B, near the top: what is trained beside the experiment."""
+    """Side by side, A/B and the seed they share, near the top: what is trained beside the
+    experiment (they sat under 2,600 px of settings)."""
     st.subheader("Compare")
     side_by_side_picker(spec)
+    c1, _ = st.columns(2)
+    widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
 
 
 def run_section(spec: ExperimentSpec) -> None:
-    """The phases (pretraining, distillation), seed, device and logging."""
+    """The phases (pretraining, distillation), device and logging."""
     st.subheader("Run")
     widgets.phases_section(spec)
     c1, c2 = st.columns(2)  # two a row: in three, "auto" read "aut"
-    widgets.param_widget(TOP_PARAMS["seed"], W + "seed", c1)
     devices = [d for d in TOP_PARAMS["device"].choices if d != "cuda" or torch.cuda.is_available()]
     if st.session_state.get(W + "device") not in devices:
         st.session_state[W + "device"] = "auto"
-    c2.selectbox("device", devices, key=W + "device",
+    c1.selectbox("device", devices, key=W + "device",
                  help="auto uses the GPU when this server has one.")
-    widgets.param_widget(TRAINING_PARAMS["log_every"], W + "training.log_every", c1, "log every")
+    widgets.param_widget(TRAINING_PARAMS["log_every"], W + "training.log_every", c2, "log every")
 
 
 # ----------------------------------------------------------------------------- header

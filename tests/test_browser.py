@@ -1055,7 +1055,8 @@ def test_labels_are_whole_and_the_page_is_compact_on_a_laptop_screen(page, serve
         side: document.querySelector('[data-testid="stSidebarContent"]').scrollHeight})""")
     assert heights["main"] < 2000 and heights["side"] < 2600, heights
     compare = page.get_by_role("heading", name="Compare").bounding_box()
-    assert compare and compare["y"] < 900, compare
+    seed = page.get_by_role("spinbutton", name="seed").bounding_box()
+    assert compare and compare["y"] < 900 and seed["y"] < compare["y"] + 300, (compare, seed)
     assert cut_labels(page) == []
     assert_no_exception(page)
     assert not page.errors, page.errors
