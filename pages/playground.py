@@ -109,11 +109,7 @@ def start_session() -> None:
     if "preset" in st.query_params:  # a concept link (?preset=NAME): load it once, then drop it
         try:
             preset = load_preset(st.query_params["preset"])
-            S.load(ExperimentSpec.from_dict(preset["config"]))
-            st.session_state["loaded_preset"] = (
-                preset["name"], ExperimentSpec.from_dict(preset["config"]).canonical())
-            st.session_state["compare"] = comparison_key(preset.get("compare"))
-            st.session_state["endless"] = preset.get("until_paused", False)
+            S.load(adopt_preset(preset))
             st.session_state["run_id"] = None
             st.session_state["preset_pick"] = st.query_params["preset"]
             st.session_state["flash"] = ("info", f"Loaded the preset **{preset['title']}** "
@@ -124,9 +120,29 @@ def start_session() -> None:
         del st.query_params["preset"]
 
 
+def adopt_preset(preset: dict) -> ExperimentSpec:
+    """The page's choices that come with a preset (what it trains side by side; whether it
+    trains on until paused: its explanation describes its planned run unless it trains on
+    like TFP's; its name, for the run store); returns its spec to open."""
+    spec = ExperimentSpec.from_dict(preset["config"])
+    st.session_state["compare"] = comparison_key(preset.get("compare"))
+    st.session_state["endless"] = preset.get("until_paused", False)
+    st.session_state["loaded_preset"] = (preset["name"], spec.canonical())
+    return spec
+
+
 def current_run() -> Run | None:
     """The run this page shows: its own, or one it watches."""
     return runs.get(st.session_state.get("run_id"))
+
+
+def recovery_due(run: Run | None):
+    """(run id, serial) when the page's run is gone from the server (its worker died, or the
+    server let it go) and the page has not yet tried to bring this one back; else None."""
+    rid = st.session_state.get("run_id")
+    gone = run is None or run.lost or run.state == Run.DROPPED
+    key = (rid, run.serial if run is not None else None)
+    return key if rid and gone and st.session_state.get("recover_tried") != key else None
 
 
 def recovered(run: Run | None) -> Run | None:
@@ -134,12 +150,11 @@ def recovered(run: Run | None) -> Run | None:
     (nobody looked at it for NETLAB_UNLOAD_AFTER_S), the same run back from its last
     checkpoint in the store: the page goes on without a reload and says what happened. Tried
     once per run."""
-    rid = st.session_state.get("run_id")
-    gone = run is None or run.lost or run.state == Run.DROPPED
-    key = (rid, run.serial if run is not None else None)
-    if rid is None or not gone or st.session_state.get("recover_tried") == key:
+    key = recovery_due(run)
+    if key is None:
         return run
     st.session_state["recover_tried"] = key  # a failure is said once, not at every refresh
+    rid = key[0]
     died = run is not None and run.lost
     try:
         back = runs.restore(rid, owner=run.owner if run is not None else me)
@@ -349,13 +364,7 @@ def open_experiment(spec: ExperimentSpec) -> None:
 @guarded_callback
 def on_preset():
     preset = load_preset(st.session_state["preset_pick"])
-    # what it trains side by side, if any
-    st.session_state["compare"] = comparison_key(preset.get("compare"))
-    # a preset's explanation describes its planned run, unless it trains on like TFP's
-    st.session_state["endless"] = preset.get("until_paused", False)
-    spec = ExperimentSpec.from_dict(preset["config"])
-    st.session_state["loaded_preset"] = (preset["name"], spec.canonical())
-    open_experiment(spec)
+    open_experiment(adopt_preset(preset))
     flash("info", f"Loaded **{preset['title']}**. {preset['summary']} Press Start.")
 
 
@@ -745,12 +754,7 @@ def live_panel(spec: ExperimentSpec, data) -> None:
     """The run's status, health and the chosen view; a fragment that refreshes itself while
     the run trains (`spec`, `data`: the page's, for a page with no run yet)."""
     run = current_run()
-    rid = st.session_state.get("run_id")
-    # its worker died, or the server let it go from memory, just now: the whole page brings
-    # it back from the store (recovered), once
-    gone = run is None or run.lost or run.state == Run.DROPPED
-    if rid and gone and st.session_state.get("recover_tried") != (
-            rid, run.serial if run is not None else None):
+    if recovery_due(run):  # gone just now: the whole page brings it back (recovered), once
         st.rerun(scope="app")
     if run is not None and run.state == Run.DROPPED:  # and it could not come back
         st.info("This run was forgotten by the server (nobody watched it for a long time). "

@@ -282,10 +282,15 @@ class Run(Controlled):
             if wait:  # the thread has stopped: a checkpoint of where the user paused
                 self._save()
 
+    @property
+    def _writer(self):
+        """The StoreWriter recording this run, or None (not stored; a forgotten run's trainer)."""
+        return self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+
     def _save(self) -> None:
         """(Under self.lock.) A checkpoint in the store, if the run is stored and has moved
         since its last one: Pause and Step are save points."""
-        writer = self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+        writer = self._writer
         if writer is not None and self.trainer._started and \
                 writer.saved_step != self.trainer.step_count:
             try:
@@ -333,13 +338,13 @@ class Run(Controlled):
     def store_failure(self) -> str | None:
         """Why the run store cannot take this run's rows right now (a full disk, say), or
         None: the run trains on and its writer keeps the rows to write later."""
-        writer = self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+        writer = self._writer
         return writer.failure if writer is not None else None
 
     def catch_up_store(self) -> None:
         """A stopped run whose store failed (a full disk) writes what it kept, once the store
         works again (the reaper asks every second; a running one retries at each row)."""
-        writer = self.trainer.callback("store") if isinstance(self.trainer, Trainer) else None
+        writer = self._writer
         if writer is not None and writer.failure is not None and not self.active:
             with self.lock:
                 writer.catch_up(self.trainer)

@@ -144,7 +144,7 @@ class Host:
             worker = self.pool.worker(self.index)
             self.generation = worker.generation
         else:  # its worker, never a fresh one: starting that took seconds, and knows nothing
-            worker = self.pool._workers[self.index]  # of the run
+            worker = self.pool.current(self.index)  # of the run
             if worker is None or worker.generation != self.generation or not worker.alive:
                 raise WorkerGone("the worker process training this run stopped")
         try:
@@ -238,6 +238,10 @@ class WorkerPool(RemotePool):
             self._errors[i] = (time.monotonic(), f"{type(e).__name__}: {e}")
         finally:
             self._ready[i].set()
+
+    def current(self, i: int) -> _Worker | None:
+        """Worker i as it is now (dead, or not started yet: None), never started for it."""
+        return self._workers[i]
 
     def worker(self, i: int, timeout: float = 60.0) -> _Worker:
         """Worker i, started again if it died (its runs are lost with it). A page at a time

@@ -33,7 +33,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from ..core.portable import Dropout, Recurrent, Seq2Seq, predict_classes, task_loss
 from ..core.registry import LOSSES, OPTIMIZERS, SCHEDULES
-from ..train.trainer import loss_wrapping
+from ..train.trainer import NOT_APPLIED, loss_wrapping
 
 # ----------------------------------------------------------------------------- updates
 # One batched update per optimizer, on lists of stacked tensors [variants, ...]: the same
@@ -451,8 +451,7 @@ class BatchedRuns:
         the steps since the last row before it)."""
         if not t.is_log_step(step):  # diagnostics off, as for a step that logs nothing
             t._call("on_step_start")
-        t._diverge(step, value, self.rates[v][step - 1], ", and the update that would have "
-                   "broken the weights was not applied", self.step_losses[v])
+        t._diverge(step, value, self.rates[v][step - 1], NOT_APPLIED, self.step_losses[v])
         self._end(t, v)
 
     def _rows(self, step: int) -> list[dict]:

@@ -448,6 +448,7 @@ class StoreWriter(Callback):
         # `checkpoint_every` seconds still leaves one to go on from
         self._saved_at = -math.inf
         self._pending: list[dict] = []
+        self._spec = None  # set at the start until the run's record is created
         self._going_on = going_on  # reopen the stored run when training moves on
         self.saved_step: int | None = going_on  # the step of the last checkpoint written
         self.failure: str | None = None  # the last store error, if it failed
@@ -474,7 +475,7 @@ class StoreWriter(Callback):
     def _create(self) -> bool:
         """The run's record, once (a store that failed at the start is asked again before the
         rows: they cannot be written without it)."""
-        if getattr(self, "_spec", None) is None:  # created already, or a resumed run's
+        if self._spec is None:  # created already, or a resumed run's
             return True
 
         def create():

@@ -78,6 +78,10 @@ def output_dim(spec: ExperimentSpec, data: Dataset) -> int:
     return 1 if LOSSES[spec.loss.name].tags.get("binary") else data.out_dim
 
 
+# how a divergence's message ends when the bad update was simply skipped
+NOT_APPLIED = ", and the update that would have broken the weights was not applied"
+
+
 def is_log_step(step: int, log_every: int, total_steps: int) -> bool:
     """A metrics row is logged at the first step, every `log_every` steps and at the last."""
     return step == 1 or step % log_every == 0 or step >= total_steps
@@ -344,7 +348,7 @@ class Trainer:
                 self._last_good = (step, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
             return True
         value = float(loss.detach())
-        kept = ", and the update that would have broken the weights was not applied"
+        kept = NOT_APPLIED
         if self._check_every > 1 and self._last_good is not None:
             self.model.load_state_dict(self._last_good[1])
             kept = f"; the weights from step {self._last_good[0]} were restored"
